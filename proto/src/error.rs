@@ -1,0 +1,186 @@
+//! The error convention of API.md: every error is a gRPC status whose message
+//! starts with the reason in capitals, then `: ` and a sentence, and which
+//! carries the same reason as a `google.rpc.ErrorInfo` detail in domain
+//! `ipa.v1`. Both services build their statuses here so the shape cannot
+//! drift between them.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error we send.
+pub const ERROR_DOMAIN: &str = "ipa.v1";
+
+/// Every reason API.md names, plus the pod-host's internal ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorReason {
+    InvalidTitle,
+    MissingActorId,
+    MissingReason,
+    InvalidArgument,
+    TaskNotFound,
+    AlreadyStarted,
+    NotRunning,
+    AlreadyCompleted,
+    AlreadyCancelled,
+    AlreadyFailed,
+    PodStateUnknown,
+    NoPodHost,
+    EventStoreUnavailable,
+    Unauthenticated,
+    PermissionDenied,
+    /// Unexpected failure; the message never leaks internals.
+    Internal,
+    /// The server is shutting down.
+    ShuttingDown,
+    // --- pod-host (internal API) ---
+    /// A command carried an older generation than the pod-host knows.
+    StaleGeneration,
+    /// The pod-host has no free capacity.
+    NoCapacity,
+    /// No such pod on this pod-host.
+    PodNotFound,
+}
+
+impl ErrorReason {
+    /// The reason as written on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidTitle => "INVALID_TITLE",
+            Self::MissingActorId => "MISSING_ACTOR_ID",
+            Self::MissingReason => "MISSING_REASON",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::TaskNotFound => "TASK_NOT_FOUND",
+            Self::AlreadyStarted => "ALREADY_STARTED",
+            Self::NotRunning => "NOT_RUNNING",
+            Self::AlreadyCompleted => "ALREADY_COMPLETED",
+            Self::AlreadyCancelled => "ALREADY_CANCELLED",
+            Self::AlreadyFailed => "ALREADY_FAILED",
+            Self::PodStateUnknown => "POD_STATE_UNKNOWN",
+            Self::NoPodHost => "NO_POD_HOST",
+            Self::EventStoreUnavailable => "EVENT_STORE_UNAVAILABLE",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::Internal => "INTERNAL",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::StaleGeneration => "STALE_GENERATION",
+            Self::NoCapacity => "NO_CAPACITY",
+            Self::PodNotFound => "POD_NOT_FOUND",
+        }
+    }
+
+    /// The gRPC code API.md pairs with the reason.
+    pub const fn code(self) -> Code {
+        match self {
+            Self::InvalidTitle
+            | Self::MissingActorId
+            | Self::MissingReason
+            | Self::InvalidArgument => Code::InvalidArgument,
+            Self::TaskNotFound | Self::PodNotFound => Code::NotFound,
+            Self::AlreadyStarted => Code::AlreadyExists,
+            Self::NotRunning
+            | Self::AlreadyCompleted
+            | Self::AlreadyCancelled
+            | Self::AlreadyFailed
+            | Self::StaleGeneration => Code::FailedPrecondition,
+            Self::PodStateUnknown
+            | Self::NoPodHost
+            | Self::EventStoreUnavailable
+            | Self::ShuttingDown => Code::Unavailable,
+            Self::NoCapacity => Code::ResourceExhausted,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    /// Parses a wire reason back (for clients and tests).
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
+const ALL: &[ErrorReason] = &[
+    ErrorReason::InvalidTitle,
+    ErrorReason::MissingActorId,
+    ErrorReason::MissingReason,
+    ErrorReason::InvalidArgument,
+    ErrorReason::TaskNotFound,
+    ErrorReason::AlreadyStarted,
+    ErrorReason::NotRunning,
+    ErrorReason::AlreadyCompleted,
+    ErrorReason::AlreadyCancelled,
+    ErrorReason::AlreadyFailed,
+    ErrorReason::PodStateUnknown,
+    ErrorReason::NoPodHost,
+    ErrorReason::EventStoreUnavailable,
+    ErrorReason::Unauthenticated,
+    ErrorReason::PermissionDenied,
+    ErrorReason::Internal,
+    ErrorReason::ShuttingDown,
+    ErrorReason::StaleGeneration,
+    ErrorReason::NoCapacity,
+    ErrorReason::PodNotFound,
+];
+
+impl std::fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds the status for `reason` with a human sentence:
+/// message `REASON: sentence`, the reason's code, and an ErrorInfo detail.
+pub fn status(reason: ErrorReason, sentence: impl std::fmt::Display) -> Status {
+    let details = ErrorDetails::with_error_info(
+        reason.as_str(),
+        ERROR_DOMAIN,
+        std::collections::HashMap::<String, String>::new(),
+    );
+    Status::with_error_details(
+        reason.code(),
+        format!("{}: {sentence}", reason.as_str()),
+        details,
+    )
+}
+
+/// The reason of a status built by [`status`]: from the ErrorInfo detail if
+/// present, else from the message prefix.
+pub fn reason_of(status: &Status) -> Option<ErrorReason> {
+    if let Some(info) = status.get_details_error_info() {
+        if info.domain == ERROR_DOMAIN {
+            return ErrorReason::parse(&info.reason);
+        }
+    }
+    let prefix = status.message().split(':').next()?;
+    ErrorReason::parse(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_has_prefix_code_and_error_info() {
+        let s = status(ErrorReason::TaskNotFound, "no task with id x");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "TASK_NOT_FOUND: no task with id x");
+        let info = s.get_details_error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "TASK_NOT_FOUND");
+        assert_eq!(info.domain, "ipa.v1");
+        assert_eq!(reason_of(&s), Some(ErrorReason::TaskNotFound));
+    }
+
+    #[test]
+    fn every_reason_round_trips() {
+        for r in ALL {
+            assert_eq!(ErrorReason::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(ErrorReason::parse("NOPE"), None);
+    }
+
+    #[test]
+    fn reason_from_message_prefix_when_no_detail() {
+        let s = Status::new(Code::NotFound, "TASK_NOT_FOUND: gone");
+        assert_eq!(reason_of(&s), Some(ErrorReason::TaskNotFound));
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of central-manager alone (no pod-host).

@@ -1,0 +1,5 @@
+//! End-to-end tests: one test binary (STYLE 11) with a module per area.
+//! Each test starts the real binaries through `ipa_tests::ServerProcess`.
+
+mod central;
+mod pod_host;

@@ -1,0 +1,1 @@
+//! Tests of pod-host driven directly, central-manager played by the test.
