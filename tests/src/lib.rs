@@ -12,9 +12,11 @@
 //! to see it live instead. When a test panics the log paths are printed.
 
 pub mod process;
+pub mod proxy;
 pub mod wait;
 
 pub use process::{ServerProcess, bin_path};
+pub use proxy::Proxy;
 pub use wait::{wait_for, wait_for_async};
 
 pub use ipa_proto::v1 as pb;

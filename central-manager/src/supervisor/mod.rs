@@ -1,0 +1,3 @@
+//! Pod supervision policy: what happens after a pod ends.
+
+pub mod restart;
