@@ -2,4 +2,5 @@
 //! Each test starts the real binaries through `ipa_tests::ServerProcess`.
 
 mod central;
+mod deploy;
 mod pod_host;
