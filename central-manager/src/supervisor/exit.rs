@@ -1,0 +1,151 @@
+//! What a pod's end means for its task: the event type API.md prescribes
+//! and whether the restart policy gets a say. Pure.
+
+use ipa_proto::v1::{ExitCause, PodExit};
+
+/// The consequence of one pod exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Exit 0 after reporting PHASE_COMPLETED: `task_completed` (actor
+    /// `system`), task terminal.
+    Completed,
+    /// Any other exit 0: `pod_exited`, task inactive, no restart.
+    Exited,
+    /// Non-zero exit, death by signal, or a pod that could not be spawned:
+    /// `pod_crashed`, task inactive, restart policy decides.
+    Crashed,
+    /// Stopped on request (StopPod, Complete/Cancel, a newer generation):
+    /// `pod_stopped`, no crash recorded, no restart.
+    Stopped,
+    /// Killed by its own host's self-fence (the host lost contact with us):
+    /// `pod_lost`, task inactive, restart policy decides.
+    Lost,
+    /// Its pod-host is shutting down (drain): `pod_stopped` with that
+    /// reason; the task may be placed elsewhere at once (not a crash).
+    HostShutdown,
+}
+
+impl Ending {
+    /// The event type committed for it.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Completed => "task_completed",
+            Self::Exited => "pod_exited",
+            Self::Crashed => "pod_crashed",
+            Self::Stopped | Self::HostShutdown => "pod_stopped",
+            Self::Lost => "pod_lost",
+        }
+    }
+
+    /// Whether the ending counts against the restart budget.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Crashed | Self::Lost)
+    }
+}
+
+/// Classifies an exit as the pod-host reported it.
+pub fn classify(exit: &PodExit) -> Ending {
+    match ExitCause::try_from(exit.cause).unwrap_or(ExitCause::Unspecified) {
+        ExitCause::Stopped | ExitCause::Fenced => Ending::Stopped,
+        ExitCause::SelfFenced => Ending::Lost,
+        ExitCause::HostShutdown => Ending::HostShutdown,
+        ExitCause::SpawnFailed => Ending::Crashed,
+        // Unknown causes are judged by the exit status alone.
+        ExitCause::Exited | ExitCause::Unspecified => match (exit.exit_code, exit.signal) {
+            (Some(0), None) if exit.reported_completed => Ending::Completed,
+            (Some(0), None) => Ending::Exited,
+            _ => Ending::Crashed,
+        },
+    }
+}
+
+/// A one-line human description, for `pod_message` and event data.
+pub fn describe(exit: &PodExit) -> String {
+    let how = match (exit.exit_code, exit.signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "ended".to_owned(),
+    };
+    if exit.message.is_empty() {
+        how
+    } else {
+        format!("{how}: {}", exit.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(cause: ExitCause, code: Option<i32>, signal: Option<i32>, completed: bool) -> PodExit {
+        PodExit {
+            exit_code: code,
+            signal,
+            cause: cause as i32,
+            reported_completed: completed,
+            exited_at: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_and_signals() {
+        use ExitCause::*;
+        assert_eq!(
+            classify(&exit(Exited, Some(0), None, true)),
+            Ending::Completed
+        );
+        assert_eq!(
+            classify(&exit(Exited, Some(0), None, false)),
+            Ending::Exited
+        );
+        assert_eq!(
+            classify(&exit(Exited, Some(1), None, true)),
+            Ending::Crashed
+        );
+        assert_eq!(
+            classify(&exit(Exited, None, Some(9), false)),
+            Ending::Crashed
+        );
+        assert_eq!(
+            classify(&exit(Unspecified, Some(3), None, false)),
+            Ending::Crashed
+        );
+    }
+
+    #[test]
+    fn causes_decided_by_the_host() {
+        use ExitCause::*;
+        assert_eq!(
+            classify(&exit(Stopped, None, Some(15), false)),
+            Ending::Stopped
+        );
+        assert_eq!(
+            classify(&exit(Fenced, None, Some(9), false)),
+            Ending::Stopped
+        );
+        assert_eq!(
+            classify(&exit(SelfFenced, None, Some(9), false)),
+            Ending::Lost
+        );
+        assert_eq!(
+            classify(&exit(HostShutdown, Some(0), None, false)),
+            Ending::HostShutdown
+        );
+        assert_eq!(
+            classify(&exit(SpawnFailed, None, None, false)),
+            Ending::Crashed
+        );
+        assert!(Ending::Lost.is_failure() && Ending::Crashed.is_failure());
+        assert!(!Ending::Stopped.is_failure() && !Ending::HostShutdown.is_failure());
+    }
+
+    #[test]
+    fn descriptions() {
+        let mut e = exit(ExitCause::Exited, Some(2), None, false);
+        assert_eq!(describe(&e), "exited with code 2");
+        e.signal = Some(9);
+        e.message = "oom".into();
+        assert_eq!(describe(&e), "killed by signal 9: oom");
+    }
+}
