@@ -11,6 +11,7 @@
 //! Child stderr goes to a log file in the process's temp dir; set `TEST_LOG=1`
 //! to see it live instead. When a test panics the log paths are printed.
 
+pub mod cluster;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
