@@ -1,1 +1,28 @@
+//! central-manager: the IPA task manager's entry point. It serves the task
+//! API (`ipa.v1.CentralManager`) over gRPC and owns the event store and the
+//! `tasks` table.
+//!
+//! Layers, outside in:
+//! - [`server`]: process assembly, reflection, health, graceful shutdown;
+//! - [`api`]: thin tonic handlers and the proto ⇄ domain conversions;
+//! - [`core`]: the task operations ([`core::TaskService`]), pod-hosts;
+//! - [`store`]: SQLite, the single group-committing writer, read queries;
+//! - [`watch`]: the live event feed behind WatchEvents;
+//! - [`domain`]: validated types and the lifecycle rules (pure);
+//! - [`error`]: the one error type; [`config`]: flags and env.
+//!
+//! Embed it with [`run`]: the caller supplies the listener (port 0 in
+//! tests) and the shutdown token.
 
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod domain;
+pub mod error;
+pub mod server;
+pub mod store;
+pub mod watch;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{Application, BoxError, run};

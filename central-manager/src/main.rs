@@ -1,1 +1,41 @@
-fn main() {}
+//! The `central-manager` binary: parse flags, set up logging, bind the
+//! listener, serve until SIGTERM/SIGINT. Everything else is in the library.
+
+use std::process::ExitCode;
+
+use central_manager::{Application, BoxError, Config};
+use clap::Parser;
+use ipa_common::Telemetry;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let telemetry = Telemetry::init("central-manager", config.log_format);
+    let result = serve(config).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "central-manager failed");
+    }
+    telemetry.shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("central-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), BoxError> {
+    // Signals first, so a SIGTERM during start-up is not lost.
+    let shutdown = ipa_common::shutdown::on_signals()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let app = Application::build(&config).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving ipa.v1.CentralManager");
+    // Announced only now: when a parent reads this line, calls are served.
+    ipa_common::announce_listening(addr);
+    app.serve(listener, shutdown).await
+}

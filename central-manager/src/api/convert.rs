@@ -1,0 +1,534 @@
+//! Proto ⇄ domain conversions. Requests become validated domain requests
+//! through `TryFrom`; records become proto messages. Proto types go no
+//! further than this module and the handlers.
+//!
+//! Validation order: the fields of a request are checked in proto field
+//! order and the first bad one is reported; whether the task exists and
+//! what state it is in are checked after that, by the core.
+//! E.g. CreateTask: title, description, actor_id, correlation_id, metadata,
+//! template, restart_policy, request_id. CancelTask: task_id, reason,
+//! actor_id, correlation_id.
+
+use ipa_proto::time::{micros_from_timestamp, timestamp_from_micros};
+use ipa_proto::v1 as pb;
+
+use crate::core::hosts::{HostState, HostView};
+use crate::domain::{
+    ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
+    MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
+    RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord,
+    TaskStatus, TemplateName, Title, WatchQuery, page_limit,
+};
+use crate::error::{Error, Result};
+
+// ---------- enums ----------
+
+fn task_status_from_pb(v: i32, field: &'static str) -> Result<Option<TaskStatus>> {
+    let s = pb::TaskStatus::try_from(v).map_err(|_| unknown_enum(field, v))?;
+    Ok(match s {
+        pb::TaskStatus::Unspecified => None,
+        pb::TaskStatus::Inactive => Some(TaskStatus::Inactive),
+        pb::TaskStatus::Active => Some(TaskStatus::Active),
+        pb::TaskStatus::Completed => Some(TaskStatus::Completed),
+        pb::TaskStatus::Cancelled => Some(TaskStatus::Cancelled),
+        pb::TaskStatus::Failed => Some(TaskStatus::Failed),
+    })
+}
+
+fn phase_from_pb(v: i32, field: &'static str) -> Result<Option<Phase>> {
+    let p = pb::Phase::try_from(v).map_err(|_| unknown_enum(field, v))?;
+    Ok(match p {
+        pb::Phase::Unspecified => None,
+        pb::Phase::SpecClarification => Some(Phase::SpecClarification),
+        pb::Phase::Planning => Some(Phase::Planning),
+        pb::Phase::Development => Some(Phase::Development),
+        pb::Phase::Review => Some(Phase::Review),
+        pb::Phase::Completed => Some(Phase::Completed),
+        pb::Phase::Cancelled => Some(Phase::Cancelled),
+    })
+}
+
+fn order_by_from_pb(v: i32) -> Result<OrderBy> {
+    Ok(
+        match pb::OrderBy::try_from(v).map_err(|_| unknown_enum("order_by", v))? {
+            pb::OrderBy::Unspecified | pb::OrderBy::UpdatedAt => OrderBy::UpdatedAt,
+            pb::OrderBy::CreatedAt => OrderBy::CreatedAt,
+        },
+    )
+}
+
+fn order_from_pb(v: i32) -> Result<Order> {
+    Ok(
+        match pb::Order::try_from(v).map_err(|_| unknown_enum("order", v))? {
+            pb::Order::Unspecified | pb::Order::Desc => Order::Desc,
+            pb::Order::Asc => Order::Asc,
+        },
+    )
+}
+
+fn unknown_enum(field: &'static str, v: i32) -> Error {
+    Error::invalid(field, format!("unknown enum value {v}"))
+}
+
+/// The proto value of a status.
+pub fn task_status_to_pb(s: TaskStatus) -> pb::TaskStatus {
+    match s {
+        TaskStatus::Inactive => pb::TaskStatus::Inactive,
+        TaskStatus::Active => pb::TaskStatus::Active,
+        TaskStatus::Completed => pb::TaskStatus::Completed,
+        TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        TaskStatus::Failed => pb::TaskStatus::Failed,
+    }
+}
+
+/// The proto value of a phase.
+pub fn phase_to_pb(p: Phase) -> pb::Phase {
+    match p {
+        Phase::SpecClarification => pb::Phase::SpecClarification,
+        Phase::Planning => pb::Phase::Planning,
+        Phase::Development => pb::Phase::Development,
+        Phase::Review => pb::Phase::Review,
+        Phase::Completed => pb::Phase::Completed,
+        Phase::Cancelled => pb::Phase::Cancelled,
+    }
+}
+
+fn pod_status_to_pb(p: PodStatus) -> pb::PodStatus {
+    match p {
+        PodStatus::Stopped => pb::PodStatus::Stopped,
+        PodStatus::Starting => pb::PodStatus::Starting,
+        PodStatus::Running => pb::PodStatus::Running,
+        PodStatus::Unknown => pb::PodStatus::Unknown,
+    }
+}
+
+fn host_state_to_pb(s: HostState) -> pb::PodHostState {
+    match s {
+        HostState::Ready => pb::PodHostState::Ready,
+        HostState::Unreachable => pb::PodHostState::Unreachable,
+        HostState::Lost => pb::PodHostState::Lost,
+        HostState::Draining => pb::PodHostState::Draining,
+    }
+}
+
+// ---------- requests ----------
+
+impl TryFrom<pb::CreateTaskRequest> for NewTask {
+    type Error = Error;
+
+    fn try_from(r: pb::CreateTaskRequest) -> Result<Self> {
+        let title = Title::parse(&r.title)?;
+        let description = Description::parse(&r.description)?;
+        let actor = ActorId::parse(&r.actor_id)?;
+        let correlation = CorrelationId::parse_or_new(&r.correlation_id)?;
+        let metadata = Metadata::parse(r.metadata)?;
+        let template = TemplateName::parse(&r.template)?;
+        let restart_policy = r
+            .restart_policy
+            .map(|p| RestartPolicySpec {
+                auto_restart: p.auto_restart,
+                max_restarts: p.max_restarts,
+                window_seconds: p.window_seconds,
+                initial_backoff_ms: p.initial_backoff_ms,
+                max_backoff_ms: p.max_backoff_ms,
+            })
+            .unwrap_or_default();
+        let request_id = RequestId::parse(&r.request_id)?;
+        Ok(Self {
+            title,
+            description,
+            actor,
+            correlation,
+            auto_start: r.auto_start,
+            metadata,
+            template,
+            restart_policy,
+            request_id,
+        })
+    }
+}
+
+/// The `task_id` of a request that needs one.
+pub fn task_id(s: &str) -> Result<TaskId> {
+    TaskId::parse(s, "task_id")
+}
+
+fn task_command(task: &str, actor: &str, correlation: &str) -> Result<TaskCommand> {
+    Ok(TaskCommand {
+        task_id: task_id(task)?,
+        actor: ActorId::parse(actor)?,
+        correlation: CorrelationId::parse_or_new(correlation)?,
+    })
+}
+
+fn reason_text(reason: &str) -> Result<String> {
+    let n = reason.chars().count();
+    if n > MAX_REASON_CHARS {
+        return Err(Error::invalid(
+            "reason",
+            format!("is {n} characters long; the limit is {MAX_REASON_CHARS}"),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+impl TryFrom<pb::CompleteTaskRequest> for TaskCommand {
+    type Error = Error;
+    fn try_from(r: pb::CompleteTaskRequest) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    }
+}
+
+impl TryFrom<pb::StartPodRequest> for TaskCommand {
+    type Error = Error;
+    fn try_from(r: pb::StartPodRequest) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    }
+}
+
+impl TryFrom<pb::RestartPodRequest> for TaskCommand {
+    type Error = Error;
+    fn try_from(r: pb::RestartPodRequest) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    }
+}
+
+impl TryFrom<pb::CancelTaskRequest> for CancelTask {
+    type Error = Error;
+    fn try_from(r: pb::CancelTaskRequest) -> Result<Self> {
+        let task_id = task_id(&r.task_id)?;
+        if r.reason.trim().is_empty() {
+            return Err(Error::MissingReason);
+        }
+        let reason = reason_text(&r.reason)?;
+        Ok(Self {
+            task_id,
+            reason,
+            actor: ActorId::parse(&r.actor_id)?,
+            correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
+        })
+    }
+}
+
+impl TryFrom<pb::StopPodRequest> for StopPod {
+    type Error = Error;
+    fn try_from(r: pb::StopPodRequest) -> Result<Self> {
+        Ok(Self {
+            task_id: task_id(&r.task_id)?,
+            actor: ActorId::parse(&r.actor_id)?,
+            reason: reason_text(&r.reason)?,
+            correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
+        })
+    }
+}
+
+fn filter(
+    status: i32,
+    phase: i32,
+    created_after: Option<prost_types::Timestamp>,
+    created_by: String,
+) -> Result<TaskFilter> {
+    let status = task_status_from_pb(status, "status")?;
+    let phase = phase_from_pb(phase, "phase")?;
+    let created_after = created_after
+        .map(|ts| {
+            micros_from_timestamp(&ts)
+                .ok_or_else(|| Error::invalid("created_after", "is not a valid timestamp"))
+        })
+        .transpose()?;
+    let created_by = created_by.trim();
+    let created_by = (!created_by.is_empty()).then(|| created_by.to_owned());
+    Ok(TaskFilter {
+        status,
+        phase,
+        created_after,
+        created_by,
+    })
+}
+
+impl TryFrom<pb::ListTasksRequest> for ListQuery {
+    type Error = Error;
+    fn try_from(r: pb::ListTasksRequest) -> Result<Self> {
+        Ok(Self {
+            filter: filter(r.status, r.phase, r.created_after, r.created_by)?,
+            limit: page_limit(r.limit, "limit")?,
+            offset: r.offset,
+            order_by: order_by_from_pb(r.order_by)?,
+            order: order_from_pb(r.order)?,
+        })
+    }
+}
+
+impl TryFrom<pb::CountTasksRequest> for TaskFilter {
+    type Error = Error;
+    fn try_from(r: pb::CountTasksRequest) -> Result<Self> {
+        filter(r.status, r.phase, r.created_after, r.created_by)
+    }
+}
+
+impl TryFrom<pb::GetTaskEventsRequest> for EventsQuery {
+    type Error = Error;
+    fn try_from(r: pb::GetTaskEventsRequest) -> Result<Self> {
+        Ok(Self {
+            task_id: task_id(&r.task_id)?,
+            after_version: r.after_version,
+            limit: page_limit(r.limit, "limit")?,
+        })
+    }
+}
+
+impl TryFrom<pb::WatchEventsRequest> for WatchQuery {
+    type Error = Error;
+    fn try_from(r: pb::WatchEventsRequest) -> Result<Self> {
+        let task_id = if r.task_id.is_empty() {
+            None
+        } else {
+            Some(task_id(&r.task_id)?)
+        };
+        Ok(Self {
+            after_position: r.after_position,
+            task_id,
+        })
+    }
+}
+
+// ---------- responses ----------
+
+/// A task as the API shows it: the effective restart policy, and the pod
+/// only while one is starting/running/unknown.
+pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
+    let p = t.restart_policy.resolve(defaults);
+    let has_pod = t.pod_status != PodStatus::Stopped;
+    pb::Task {
+        task_id: t.task_id.to_string(),
+        title: t.title.as_str().to_owned(),
+        description: t.description.as_str().to_owned(),
+        phase: phase_to_pb(t.phase) as i32,
+        status: task_status_to_pb(t.status) as i32,
+        created_at: Some(timestamp_from_micros(t.created_at)),
+        updated_at: Some(timestamp_from_micros(t.updated_at)),
+        created_by: t.created_by.clone(),
+        metadata: t
+            .metadata
+            .entries()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        template: t.template.as_str().to_owned(),
+        pod_status: pod_status_to_pb(t.pod_status) as i32,
+        pod: if has_pod {
+            t.pod.as_ref().map(pod_to_pb)
+        } else {
+            None
+        },
+        version: if has_pod { t.live_version } else { 0 },
+        restart_count: t.restart_count,
+        restart_policy: Some(pb::RestartPolicy {
+            auto_restart: Some(p.auto_restart),
+            max_restarts: Some(p.max_restarts),
+            window_seconds: Some(p.window_seconds),
+            initial_backoff_ms: Some(p.initial_backoff_ms),
+            max_backoff_ms: Some(p.max_backoff_ms),
+        }),
+        pod_message: t.pod_message.clone(),
+        next_restart_at: t.next_restart_at.map(timestamp_from_micros),
+    }
+}
+
+/// A pod.
+pub fn pod_to_pb(p: &PodInfo) -> pb::Pod {
+    pb::Pod {
+        pod_id: p.pod_id.clone(),
+        pod_host: p.pod_host.clone(),
+        pid: p.pid,
+        generation: p.generation,
+        started_at: Some(timestamp_from_micros(p.started_at)),
+    }
+}
+
+/// An event.
+pub fn event_to_pb(e: EventRecord) -> pb::Event {
+    pb::Event {
+        position: e.position,
+        task_id: e.task_id.to_string(),
+        version: e.version,
+        r#type: e.event_type,
+        data_json: e.data_json,
+        actor_id: e.actor_id,
+        correlation_id: e.correlation_id,
+        occurred_at: Some(timestamp_from_micros(e.occurred_at)),
+    }
+}
+
+/// A pod-host.
+pub fn host_to_pb(h: HostView) -> pb::PodHostInfo {
+    pb::PodHostInfo {
+        host_id: h.host_id,
+        address: h.address,
+        state: host_state_to_pb(h.state) as i32,
+        capacity: h.capacity,
+        running_pods: h.running_pods,
+        templates: h.templates,
+        last_heartbeat_at: Some(timestamp_from_micros(h.last_heartbeat_at)),
+        boot_id: h.boot_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(title: &str, actor: &str) -> pb::CreateTaskRequest {
+        pb::CreateTaskRequest {
+            title: title.into(),
+            actor_id: actor.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_checks_fields_in_proto_order() {
+        // Both title and actor bad: title (field 1) wins.
+        assert!(matches!(
+            NewTask::try_from(create("", "")),
+            Err(Error::InvalidTitle(_))
+        ));
+        assert!(matches!(
+            NewTask::try_from(create("t", "")),
+            Err(Error::MissingActorId)
+        ));
+        let mut r = create("t", "");
+        r.description = "d".repeat(10_001);
+        assert!(matches!(
+            NewTask::try_from(r),
+            Err(Error::InvalidArgument {
+                field: "description",
+                ..
+            })
+        ));
+        let mut r = create("t", "a");
+        r.template = "bad name".into();
+        r.request_id = "x".repeat(300);
+        assert!(matches!(
+            NewTask::try_from(r),
+            Err(Error::InvalidArgument {
+                field: "template",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn create_defaults() {
+        let t = NewTask::try_from(create("  t ", "alice")).unwrap();
+        assert_eq!(t.title.as_str(), "t");
+        assert_eq!(t.template.as_str(), "default");
+        assert_eq!(t.restart_policy, RestartPolicySpec::default());
+        assert!(t.request_id.is_none());
+        assert!(!t.correlation.as_str().is_empty());
+    }
+
+    #[test]
+    fn cancel_order_and_reason() {
+        let r = pb::CancelTaskRequest {
+            task_id: "nope".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            CancelTask::try_from(r),
+            Err(Error::InvalidArgument {
+                field: "task_id",
+                ..
+            })
+        ));
+        let id = TaskId::new().to_string();
+        let r = pb::CancelTaskRequest {
+            task_id: id.clone(),
+            reason: "  ".into(),
+            actor_id: "a".into(),
+            ..Default::default()
+        };
+        assert!(matches!(CancelTask::try_from(r), Err(Error::MissingReason)));
+        let r = pb::CancelTaskRequest {
+            task_id: id,
+            reason: "dup".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            CancelTask::try_from(r),
+            Err(Error::MissingActorId)
+        ));
+    }
+
+    #[test]
+    fn list_rules() {
+        let q = ListQuery::try_from(pb::ListTasksRequest::default()).unwrap();
+        assert_eq!(q.limit, 100);
+        assert_eq!(q.order_by, OrderBy::UpdatedAt);
+        assert_eq!(q.order, Order::Desc);
+        assert_eq!(q.filter, TaskFilter::default());
+        let bad = |r: pb::ListTasksRequest| match ListQuery::try_from(r) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                limit: 1001,
+                ..Default::default()
+            }),
+            "limit"
+        );
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                status: 99,
+                ..Default::default()
+            }),
+            "status"
+        );
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                phase: -1,
+                ..Default::default()
+            }),
+            "phase"
+        );
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                order_by: 7,
+                ..Default::default()
+            }),
+            "order_by"
+        );
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                order: 3,
+                ..Default::default()
+            }),
+            "order"
+        );
+        let ts = prost_types::Timestamp {
+            seconds: 1,
+            nanos: -5,
+        };
+        assert_eq!(
+            bad(pb::ListTasksRequest {
+                created_after: Some(ts),
+                ..Default::default()
+            }),
+            "created_after"
+        );
+    }
+
+    #[test]
+    fn watch_task_id_optional_but_validated() {
+        let q = WatchQuery::try_from(pb::WatchEventsRequest::default()).unwrap();
+        assert_eq!(q.task_id, None);
+        assert!(
+            WatchQuery::try_from(pb::WatchEventsRequest {
+                after_position: 0,
+                task_id: "x".into()
+            })
+            .is_err()
+        );
+    }
+}

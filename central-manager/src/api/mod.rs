@@ -1,0 +1,238 @@
+//! The gRPC handlers of `ipa.v1.CentralManager`. Each one is thin: convert
+//! the request to a domain request (`convert`), call the core, convert the
+//! answer; errors become statuses through `error` only. Each RPC runs in its
+//! own span carrying the task, actor and correlation ids it has.
+
+pub mod convert;
+pub mod error;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use ipa_proto::v1 as pb;
+use ipa_proto::v1::central_manager_server::CentralManager;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{Span, instrument};
+
+use crate::core::TaskService;
+use crate::domain::{
+    CancelTask, EventsQuery, ListQuery, NewTask, StopPod, TaskCommand, TaskFilter, WatchQuery,
+};
+use convert::{event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
+
+type RpcResult<T> = Result<Response<T>, Status>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The CentralManager service.
+#[derive(Clone)]
+pub struct CentralManagerApi {
+    service: Arc<TaskService>,
+}
+
+impl CentralManagerApi {
+    /// Serves `service`.
+    pub fn new(service: Arc<TaskService>) -> Self {
+        Self { service }
+    }
+}
+
+/// Records the ids of a validated command on the RPC span (the correlation
+/// id may have been generated).
+fn record(task: impl std::fmt::Display, actor: &str, correlation: &str) {
+    let span = Span::current();
+    span.record("task_id", tracing::field::display(task));
+    span.record("actor_id", actor);
+    span.record("correlation_id", correlation);
+}
+
+#[tonic::async_trait]
+impl CentralManager for CentralManagerApi {
+    #[instrument(
+        name = "CreateTask",
+        skip_all,
+        fields(task_id, actor_id, correlation_id)
+    )]
+    async fn create_task(
+        &self,
+        req: Request<pb::CreateTaskRequest>,
+    ) -> RpcResult<pb::CreateTaskResponse> {
+        let new = NewTask::try_from(req.into_inner())?;
+        let span = Span::current();
+        span.record("actor_id", new.actor.as_str());
+        span.record("correlation_id", new.correlation.as_str());
+        let task = self.service.create_task(new).await?;
+        span.record("task_id", tracing::field::display(task.task_id));
+        tracing::info!("task created");
+        let pb_task = task_to_pb(&task, self.service.restart_defaults());
+        Ok(Response::new(pb::CreateTaskResponse {
+            task_id: pb_task.task_id.clone(),
+            task: Some(pb_task),
+        }))
+    }
+
+    #[instrument(name = "GetTask", skip_all, fields(task_id = %req.get_ref().task_id))]
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
+        let id = task_id(&req.get_ref().task_id)?;
+        let task = self.service.get_task(id).await?;
+        Ok(Response::new(task_to_pb(
+            &task,
+            self.service.restart_defaults(),
+        )))
+    }
+
+    #[instrument(name = "ListTasks", skip_all)]
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> RpcResult<pb::ListTasksResponse> {
+        let q = ListQuery::try_from(req.into_inner())?;
+        let tasks = self.service.list_tasks(&q).await?;
+        let d = self.service.restart_defaults();
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.iter().map(|t| task_to_pb(t, d)).collect(),
+        }))
+    }
+
+    #[instrument(name = "CountTasks", skip_all)]
+    async fn count_tasks(
+        &self,
+        req: Request<pb::CountTasksRequest>,
+    ) -> RpcResult<pb::CountTasksResponse> {
+        let f = TaskFilter::try_from(req.into_inner())?;
+        let count = self.service.count_tasks(&f).await?;
+        Ok(Response::new(pb::CountTasksResponse { count }))
+    }
+
+    #[instrument(name = "StartPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn start_pod(
+        &self,
+        req: Request<pb::StartPodRequest>,
+    ) -> RpcResult<pb::StartPodResponse> {
+        let c = TaskCommand::try_from(req.into_inner())?;
+        record(c.task_id, c.actor.as_str(), c.correlation.as_str());
+        let pod = self.service.start_pod(c).await?;
+        Ok(Response::new(pb::StartPodResponse {
+            pod: Some(pod_to_pb(&pod)),
+        }))
+    }
+
+    #[instrument(name = "StopPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn stop_pod(&self, req: Request<pb::StopPodRequest>) -> RpcResult<pb::StopPodResponse> {
+        let c = StopPod::try_from(req.into_inner())?;
+        record(c.task_id, c.actor.as_str(), c.correlation.as_str());
+        self.service.stop_pod(c).await?;
+        Ok(Response::new(pb::StopPodResponse {}))
+    }
+
+    #[instrument(name = "RestartPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn restart_pod(
+        &self,
+        req: Request<pb::RestartPodRequest>,
+    ) -> RpcResult<pb::RestartPodResponse> {
+        let c = TaskCommand::try_from(req.into_inner())?;
+        record(c.task_id, c.actor.as_str(), c.correlation.as_str());
+        let pod = self.service.restart_pod(c).await?;
+        Ok(Response::new(pb::RestartPodResponse {
+            pod: Some(pod_to_pb(&pod)),
+        }))
+    }
+
+    #[instrument(name = "CompleteTask", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn complete_task(
+        &self,
+        req: Request<pb::CompleteTaskRequest>,
+    ) -> RpcResult<pb::CompleteTaskResponse> {
+        let c = TaskCommand::try_from(req.into_inner())?;
+        record(c.task_id, c.actor.as_str(), c.correlation.as_str());
+        self.service.complete_task(c).await?;
+        tracing::info!("task completed");
+        Ok(Response::new(pb::CompleteTaskResponse {}))
+    }
+
+    #[instrument(name = "CancelTask", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn cancel_task(
+        &self,
+        req: Request<pb::CancelTaskRequest>,
+    ) -> RpcResult<pb::CancelTaskResponse> {
+        let c = CancelTask::try_from(req.into_inner())?;
+        record(c.task_id, c.actor.as_str(), c.correlation.as_str());
+        self.service.cancel_task(c).await?;
+        tracing::info!("task cancelled");
+        Ok(Response::new(pb::CancelTaskResponse {}))
+    }
+
+    #[instrument(name = "ListActivePods", skip_all)]
+    async fn list_active_pods(
+        &self,
+        _req: Request<pb::ListActivePodsRequest>,
+    ) -> RpcResult<pb::ListActivePodsResponse> {
+        let pods = self.service.active_pods().await?;
+        Ok(Response::new(pb::ListActivePodsResponse {
+            pods: pods
+                .into_iter()
+                .map(|(id, pod)| pb::ActivePod {
+                    task_id: id.to_string(),
+                    pod: Some(pod_to_pb(&pod)),
+                })
+                .collect(),
+        }))
+    }
+
+    #[instrument(name = "GetTaskEvents", skip_all, fields(task_id = %req.get_ref().task_id))]
+    async fn get_task_events(
+        &self,
+        req: Request<pb::GetTaskEventsRequest>,
+    ) -> RpcResult<pb::GetTaskEventsResponse> {
+        let q = EventsQuery::try_from(req.into_inner())?;
+        let events = self.service.task_events(&q).await?;
+        Ok(Response::new(pb::GetTaskEventsResponse {
+            events: events.into_iter().map(event_to_pb).collect(),
+        }))
+    }
+
+    type WatchEventsStream = BoxStream<pb::Event>;
+
+    #[instrument(name = "WatchEvents", skip_all, fields(task_id = %req.get_ref().task_id, after_position = req.get_ref().after_position))]
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> RpcResult<Self::WatchEventsStream> {
+        let q = WatchQuery::try_from(req.into_inner())?;
+        let rx = self.service.watch_events(q).await?;
+        let stream =
+            ReceiverStream::new(rx).map(|item| item.map(event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[instrument(name = "ListPodHosts", skip_all)]
+    async fn list_pod_hosts(
+        &self,
+        _req: Request<pb::ListPodHostsRequest>,
+    ) -> RpcResult<pb::ListPodHostsResponse> {
+        Ok(Response::new(pb::ListPodHostsResponse {
+            hosts: self
+                .service
+                .pod_hosts()
+                .into_iter()
+                .map(host_to_pb)
+                .collect(),
+        }))
+    }
+
+    type GetPodLogsStream = BoxStream<pb::PodLogChunk>;
+
+    #[instrument(name = "GetPodLogs", skip_all, fields(task_id = %req.get_ref().task_id))]
+    async fn get_pod_logs(
+        &self,
+        req: Request<pb::GetPodLogsRequest>,
+    ) -> RpcResult<Self::GetPodLogsStream> {
+        let id = task_id(&req.get_ref().task_id)?;
+        // A task that never had a pod has no output: an empty stream.
+        // Otherwise the core answers NO_POD_HOST until pod-hosts exist.
+        let _source = self.service.pod_logs_source(id).await?;
+        Ok(Response::new(Box::pin(tokio_stream::empty())))
+    }
+}

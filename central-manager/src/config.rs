@@ -1,0 +1,232 @@
+//! Command-line flags and their `IPA_*` environment variables (API.md,
+//! "Binaries, flags and env"). Everything the process can be told lives in
+//! [`Config`]; the pod-host related values are kept here for pod supervision
+//! even where this version does not use them yet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipa_common::LogFormat;
+
+use crate::domain::RestartDefaults;
+
+/// central-manager: the IPA task manager's task API, event store and pod
+/// supervisor.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "central-manager", version, about, long_about = None)]
+pub struct Config {
+    /// Address of the gRPC listener (`ipa.v1.CentralManager`, health,
+    /// reflection). Port 0 picks a free port; the bound address is printed
+    /// on stdout as `listening on ADDR`.
+    #[arg(long, env = "IPA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// SQLite database URL. The file and its parent directory are created if
+    /// missing. Only file databases are supported.
+    #[arg(
+        long,
+        env = "IPA_DATABASE_URL",
+        default_value = "sqlite://./ipa-data/central.db"
+    )]
+    pub database_url: String,
+
+    /// A pod-host to connect to, as a URL (`http://HOST:PORT`). Repeatable;
+    /// the env var takes a comma-separated list.
+    #[arg(long = "pod-host", env = "IPA_POD_HOST", value_delimiter = ',')]
+    pub pod_hosts: Vec<String>,
+
+    /// `NAME:PORT` of a headless service whose addresses are all pod-hosts;
+    /// resolved periodically.
+    #[arg(long, env = "IPA_POD_HOST_DNS")]
+    pub pod_host_dns: Option<String>,
+
+    /// How often central-manager pings each pod-host (milliseconds).
+    #[arg(long, env = "IPA_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    pub heartbeat_interval_ms: u64,
+
+    /// A pod-host silent this long (milliseconds) is UNREACHABLE and its
+    /// pods' status UNKNOWN.
+    #[arg(long, env = "IPA_HOST_UNREACHABLE_MS", default_value_t = 1500)]
+    pub host_unreachable_ms: u64,
+
+    /// After this long without contact (milliseconds, plus a margin and at
+    /// least the pod-host's own value) an unreachable host's pods are
+    /// declared lost.
+    #[arg(long, env = "IPA_FENCE_TIMEOUT_MS", default_value_t = 5000)]
+    pub fence_timeout_ms: u64,
+
+    /// Default for tasks that do not set `restart_policy.auto_restart`:
+    /// restart crashed pods automatically.
+    #[arg(
+        long,
+        env = "IPA_AUTO_RESTART",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub auto_restart: bool,
+
+    /// Default for `restart_policy.max_restarts`: more crashes than this
+    /// within the window fail the task.
+    #[arg(long, env = "IPA_MAX_RESTARTS", default_value_t = 3)]
+    pub max_restarts: u32,
+
+    /// Default for `restart_policy.window_seconds`.
+    #[arg(long, env = "IPA_RESTART_WINDOW_SECONDS", default_value_t = 60)]
+    pub restart_window_seconds: u32,
+
+    /// Default for `restart_policy.initial_backoff_ms`: delay before the
+    /// first automatic restart (doubles per crash).
+    #[arg(long, env = "IPA_INITIAL_BACKOFF_MS", default_value_t = 1000)]
+    pub initial_backoff_ms: u32,
+
+    /// Default for `restart_policy.max_backoff_ms`: cap of the restart
+    /// delay.
+    #[arg(long, env = "IPA_MAX_BACKOFF_MS", default_value_t = 30_000)]
+    pub max_backoff_ms: u32,
+
+    /// Log format on stderr.
+    #[arg(long, env = "IPA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Spawn one pod-host child process on a free loopback port running the
+    /// demo pod template (the single-machine default); it stops with
+    /// central-manager.
+    #[arg(
+        long,
+        env = "IPA_LOCAL_POD_HOST",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub local_pod_host: bool,
+}
+
+impl Config {
+    /// A configuration with every default and the given database URL (for
+    /// tests and embedding).
+    pub fn with_database_url(url: impl Into<String>) -> Self {
+        let mut c = Self::parse_from(["central-manager"]);
+        c.database_url = url.into();
+        c
+    }
+
+    /// The restart policy applied where a task leaves a field unset.
+    pub fn restart_defaults(&self) -> RestartDefaults {
+        RestartDefaults {
+            auto_restart: self.auto_restart,
+            max_restarts: self.max_restarts,
+            window_seconds: self.restart_window_seconds,
+            initial_backoff_ms: self.initial_backoff_ms,
+            max_backoff_ms: self.max_backoff_ms,
+        }
+    }
+
+    /// `--heartbeat-interval-ms` as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The database file named by `--database-url`.
+    pub fn database_path(&self) -> Result<PathBuf, String> {
+        database_path(&self.database_url)
+    }
+}
+
+/// The file path inside a `sqlite:` URL (`sqlite://./a/b.db`,
+/// `sqlite:///abs/b.db`, `sqlite:b.db`, with or without `?options`).
+/// In-memory databases are refused: the writer and the read pool use
+/// separate connections, which would each see their own empty database.
+pub fn database_path(url: &str) -> Result<PathBuf, String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| format!("database URL {url:?} must start with sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Err(format!(
+            "database URL {url:?} must name a file (in-memory databases are not supported)"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_api_md() {
+        let c = Config::parse_from(["central-manager"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.database_url, "sqlite://./ipa-data/central.db");
+        assert!(c.pod_hosts.is_empty());
+        assert_eq!(c.heartbeat_interval_ms, 500);
+        assert_eq!(c.host_unreachable_ms, 1500);
+        assert_eq!(c.fence_timeout_ms, 5000);
+        assert!(!c.auto_restart);
+        assert_eq!(c.max_restarts, 3);
+        assert_eq!(c.restart_window_seconds, 60);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.local_pod_host);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Config::parse_from([
+            "central-manager",
+            "--pod-host",
+            "http://a:1",
+            "--pod-host",
+            "http://b:2",
+            "--auto-restart",
+            "--log-format",
+            "json",
+            "--local-pod-host",
+            "--max-restarts",
+            "7",
+        ]);
+        assert_eq!(c.pod_hosts, vec!["http://a:1", "http://b:2"]);
+        assert!(c.auto_restart);
+        assert!(c.local_pod_host);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.restart_defaults().max_restarts, 7);
+    }
+
+    #[test]
+    fn database_paths() {
+        assert_eq!(
+            database_path("sqlite://./ipa-data/central.db").unwrap(),
+            PathBuf::from("./ipa-data/central.db")
+        );
+        assert_eq!(
+            database_path("sqlite:///tmp/x.db?mode=rwc").unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
+        assert_eq!(database_path("sqlite:x.db").unwrap(), PathBuf::from("x.db"));
+        assert!(database_path("sqlite::memory:").is_err());
+        assert!(database_path("postgres://x").is_err());
+        assert!(database_path("sqlite://").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let long = arg.get_long().unwrap_or_default();
+            let want = format!("IPA_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(env.as_deref(), Some(want.as_str()), "flag --{long}");
+            assert!(arg.get_help().is_some(), "flag --{long} has no help");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Domain types: what a task is and which values are valid, independent of
+//! gRPC and SQL. Values are built through `parse` constructors, so an invalid
+//! title, id or metadata map cannot exist past the api layer.
+
+mod fields;
+mod ids;
+mod lifecycle;
+mod requests;
+mod restart;
+mod status;
+mod task;
+
+pub use fields::{Description, Metadata, TemplateName, Title};
+pub use ids::{ActorId, CorrelationId, RequestId, TaskId};
+pub use lifecycle::{
+    Finish, StartDecision, StopDecision, Transition, decide_start, decide_stop,
+    ensure_not_terminal, finish,
+};
+pub use requests::{
+    CancelTask, EventsQuery, ListQuery, MAX_REASON_CHARS, NewTask, Order, OrderBy, StopPod,
+    TaskCommand, TaskFilter, WatchQuery, page_limit,
+};
+pub use restart::{RestartDefaults, RestartPolicy, RestartPolicySpec};
+pub use status::{Phase, PodStatus, TaskStatus};
+pub use task::{EventRecord, EventType, PodInfo, TaskRecord};

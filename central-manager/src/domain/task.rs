@@ -1,0 +1,104 @@
+//! A task as stored in the `tasks` table, and an event as stored in the
+//! event store.
+
+use super::{
+    Description, Metadata, Phase, PodStatus, RestartPolicySpec, TaskId, TaskStatus, TemplateName,
+    Title,
+};
+
+/// The current state of one task (a `tasks` row). Times are unix micros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Its id (also its event stream's id).
+    pub task_id: TaskId,
+    /// Title.
+    pub title: Title,
+    /// Description.
+    pub description: Description,
+    /// Phase.
+    pub phase: Phase,
+    /// Status.
+    pub status: TaskStatus,
+    /// Creation time.
+    pub created_at: i64,
+    /// Time of the last change.
+    pub updated_at: i64,
+    /// The creating actor.
+    pub created_by: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Pod template.
+    pub template: TemplateName,
+    /// Restart policy as requested (defaults are applied on use).
+    pub restart_policy: RestartPolicySpec,
+    /// Pod status.
+    pub pod_status: PodStatus,
+    /// The current (or last) pod, if the task ever had one running.
+    pub pod: Option<PodInfo>,
+    /// Live state version reported by the running pod (0 when none).
+    pub live_version: u64,
+    /// Automatic restarts so far.
+    pub restart_count: u32,
+    /// Why the pod is not running when that is not the caller's doing.
+    pub pod_message: String,
+    /// When an automatic restart is scheduled.
+    pub next_restart_at: Option<i64>,
+}
+
+/// A pod of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod id.
+    pub pod_id: String,
+    /// Id of the pod-host running it.
+    pub pod_host: String,
+    /// OS process id.
+    pub pid: u32,
+    /// +1 on every start of this task's pod.
+    pub generation: u64,
+    /// Start time, unix micros.
+    pub started_at: i64,
+}
+
+/// Event types (API.md). Only the ones this version writes are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// CreateTask.
+    TaskCreated,
+    /// CompleteTask.
+    TaskCompleted,
+    /// CancelTask.
+    TaskCancelled,
+}
+
+impl EventType {
+    /// The wire/database name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TaskCreated => "task_created",
+            Self::TaskCompleted => "task_completed",
+            Self::TaskCancelled => "task_cancelled",
+        }
+    }
+}
+
+/// One committed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Global position, strictly increasing.
+    pub position: u64,
+    /// The task (stream) it belongs to.
+    pub task_id: TaskId,
+    /// Per-task version, 1, 2, 3…
+    pub version: u64,
+    /// Event type, e.g. `task_created`.
+    pub event_type: String,
+    /// A JSON object.
+    pub data_json: String,
+    /// Who caused it.
+    pub actor_id: String,
+    /// The request that caused it.
+    pub correlation_id: String,
+    /// Commit-time clock, unix micros.
+    pub occurred_at: i64,
+}

@@ -1,0 +1,159 @@
+//! The one error type of central-manager. Every layer below the api returns
+//! it; `api::error` turns it into a gRPC status in exactly one place.
+//!
+//! The `Display` text of each variant is the human sentence that follows the
+//! reason on the wire, so it must never contain internals: the two variants
+//! that wrap internal detail (`StoreUnavailable`, `Internal`) keep it for the
+//! logs and are given a fixed public sentence by the mapping.
+
+use ipa_proto::ErrorReason;
+
+use crate::domain::TaskId;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a request, by API reason.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// INVALID_TITLE: empty/whitespace or longer than 255 characters.
+    #[error("{0}")]
+    InvalidTitle(String),
+    /// MISSING_ACTOR_ID: a mutating call without `actor_id`.
+    #[error("actor_id is required for this call")]
+    MissingActorId,
+    /// MISSING_REASON: CancelTask without `reason`.
+    #[error("reason is required to cancel a task")]
+    MissingReason,
+    /// INVALID_ARGUMENT: any other bad field; the message names it.
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        /// The request field, as named in the proto.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// TASK_NOT_FOUND.
+    #[error("no task with id {0}")]
+    TaskNotFound(TaskId),
+    /// ALREADY_COMPLETED.
+    #[error("task {0} is already completed")]
+    AlreadyCompleted(TaskId),
+    /// ALREADY_CANCELLED.
+    #[error("task {0} is already cancelled")]
+    AlreadyCancelled(TaskId),
+    /// ALREADY_FAILED.
+    #[error("task {0} has already failed")]
+    AlreadyFailed(TaskId),
+    /// ALREADY_STARTED: the task's pod runs or is starting.
+    #[error("the pod of task {0} is already running or starting")]
+    AlreadyStarted(TaskId),
+    /// NOT_RUNNING: StopPod when no pod runs.
+    #[error("task {0} has no running pod")]
+    NotRunning(TaskId),
+    /// POD_STATE_UNKNOWN: the task's pod-host is unreachable.
+    #[error("the pod of task {0} is on an unreachable pod-host and may still run")]
+    PodStateUnknown(TaskId),
+    /// NO_POD_HOST: nowhere to place a pod.
+    #[error("{0}")]
+    NoPodHost(String),
+    /// EVENT_STORE_UNAVAILABLE: the database cannot be reached or written.
+    /// The string is for the logs only.
+    #[error("the event store is unavailable ({0})")]
+    StoreUnavailable(String),
+    /// The server is shutting down and no longer takes commands.
+    #[error("central-manager is shutting down")]
+    ShuttingDown,
+    /// INTERNAL: a bug or an impossible state. The string is for the logs
+    /// only.
+    #[error("internal error ({0})")]
+    Internal(String),
+}
+
+impl Error {
+    /// INVALID_ARGUMENT for `field`.
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Database trouble is EVENT_STORE_UNAVAILABLE (the database cannot be
+    /// reached, is locked past the busy timeout, full, read-only, …); a row
+    /// we cannot decode or a violated constraint is a bug: INTERNAL.
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => {
+                Self::StoreUnavailable(e.to_string())
+            }
+            E::Database(db) => {
+                // SQLite primary result codes that mean "cannot use the
+                // database right now" rather than "this statement is wrong".
+                let unavailable = db.code().is_some_and(|c| {
+                    let primary = c.parse::<i32>().map(|n| n & 0xff).unwrap_or(-1);
+                    matches!(
+                        primary,
+                        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
+                            | 10 /* IOERR */ | 11 /* CORRUPT */ | 13 /* FULL */
+                            | 14 /* CANTOPEN */ | 26 /* NOTADB */
+                    )
+                });
+                if unavailable {
+                    Self::StoreUnavailable(e.to_string())
+                } else {
+                    Self::Internal(e.to_string())
+                }
+            }
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// The API reason (and so the gRPC code) of this error.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::InvalidTitle(_) => ErrorReason::InvalidTitle,
+            Self::MissingActorId => ErrorReason::MissingActorId,
+            Self::MissingReason => ErrorReason::MissingReason,
+            Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
+            Self::TaskNotFound(_) => ErrorReason::TaskNotFound,
+            Self::AlreadyCompleted(_) => ErrorReason::AlreadyCompleted,
+            Self::AlreadyCancelled(_) => ErrorReason::AlreadyCancelled,
+            Self::AlreadyFailed(_) => ErrorReason::AlreadyFailed,
+            Self::AlreadyStarted(_) => ErrorReason::AlreadyStarted,
+            Self::NotRunning(_) => ErrorReason::NotRunning,
+            Self::PodStateUnknown(_) => ErrorReason::PodStateUnknown,
+            Self::NoPodHost(_) => ErrorReason::NoPodHost,
+            Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
+            Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::Internal(_) => ErrorReason::Internal,
+        }
+    }
+
+    /// The sentence a client sees after the reason: internals replaced by
+    /// a fixed text.
+    pub fn public_sentence(&self) -> String {
+        match self {
+            Self::StoreUnavailable(_) => {
+                "the event store cannot be reached or written right now; retry later".into()
+            }
+            Self::Internal(_) => "an unexpected error occurred; it has been logged".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// `REASON: sentence`, as on the wire (also used for `pod_message`).
+    pub fn public_message(&self) -> String {
+        format!("{}: {}", self.reason(), self.public_sentence())
+    }
+
+    /// Whether the error hides detail that must be logged.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::StoreUnavailable(_) | Self::Internal(_))
+    }
+}

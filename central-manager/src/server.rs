@@ -1,0 +1,182 @@
+//! Process assembly: open the store, start the background tasks, and serve
+//! `ipa.v1.CentralManager`, `grpc.health.v1.Health` and gRPC reflection (v1
+//! and v1alpha; grpcurl 1.8 speaks only v1alpha) on the caller's listener
+//! until the caller's shutdown token fires.
+//!
+//! Shutdown order: health goes NOT_SERVING, the server stops accepting and
+//! waits for in-flight calls (watch streams end on the same token), then the
+//! writer drains its queue and commits, background tasks are joined, and the
+//! read pool is closed.
+
+use std::sync::Arc;
+
+use ipa_proto::v1::central_manager_server::CentralManagerServer;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::api::CentralManagerApi;
+use crate::config::Config;
+use crate::core::TaskService;
+use crate::core::hosts::HostDirectory;
+use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::store::{DbConfig, Store};
+use crate::watch::EventHub;
+
+/// Start-up and serve errors (not request errors).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The full name of the task service, as health checks ask for it.
+pub const SERVICE_NAME: &str = "ipa.v1.CentralManager";
+
+/// A central-manager with its store open and background tasks running,
+/// ready to serve.
+pub struct Application {
+    service: Arc<TaskService>,
+    store: Store,
+    tracker: TaskTracker,
+    /// Cancelled by `serve` on shutdown; stops watchers and loops.
+    shutdown: CancellationToken,
+    /// Cancelled after the gRPC server has drained: the writer must outlive
+    /// every in-flight call.
+    writer_stop: CancellationToken,
+}
+
+impl Application {
+    /// Opens (creating and migrating) the database and starts the writer
+    /// and background loops.
+    pub async fn build(config: &Config) -> Result<Self, BoxError> {
+        let path = config.database_path()?;
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let writer_stop = CancellationToken::new();
+        let hub = EventHub::default();
+        let store = Store::open(
+            DbConfig::new(&path),
+            hub.clone(),
+            &tracker,
+            writer_stop.clone(),
+        )
+        .await
+        .map_err(|e| format!("opening database {}: {e}", path.display()))?;
+        tracing::info!(database = %path.display(), "database open, migrations applied");
+        if !config.pod_hosts.is_empty() || config.pod_host_dns.is_some() || config.local_pod_host {
+            tracing::warn!(
+                "pod-host options are accepted but pod supervision is not available in this version"
+            );
+        }
+        IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
+        let service = Arc::new(TaskService::new(
+            store.clone(),
+            hub,
+            HostDirectory::new(),
+            config.restart_defaults(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Self {
+            service,
+            store,
+            tracker,
+            shutdown,
+            writer_stop,
+        })
+    }
+
+    /// Serves on `listener` until `stop` is cancelled, then shuts down
+    /// gracefully (see module docs).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), BoxError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::Serving).await;
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        // Small request/response messages: without TCP_NODELAY, Nagle plus
+        // delayed ACKs can add tens of milliseconds to a call.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
+
+        let shutdown = self.shutdown.clone();
+        let signal = {
+            let health = health.clone();
+            async move {
+                stop.cancelled().await;
+                tracing::info!("shutting down: draining in-flight calls");
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+                health
+                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                    .await;
+                // Ends watch streams and background loops.
+                shutdown.cancel();
+            }
+        };
+
+        let result = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(CentralManagerServer::new(CentralManagerApi::new(
+                self.service.clone(),
+            )))
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await;
+        // Whatever ended the server, stop everything else in order.
+        self.shutdown.cancel();
+        self.writer_stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.store.close().await;
+        tracing::info!("shut down");
+        result.map_err(Into::into)
+    }
+}
+
+/// Reflection over the services this process serves. The ipa.v1 descriptor
+/// set also holds `ipa.v1.PodHost`, which is not served here, so the names
+/// are listed rather than taken from the files.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    [
+        SERVICE_NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ipa_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |b, name| b.with_service_name(name),
+    )
+}
+
+/// Builds and serves in one call (mini-redis style): for embedding in tests
+/// and benchmarks. `main` uses the two steps so it can announce the address
+/// only once the database is ready.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), BoxError> {
+    Application::build(&config)
+        .await?
+        .serve(listener, shutdown)
+        .await
+}

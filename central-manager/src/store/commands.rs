@@ -1,0 +1,344 @@
+//! What each write command does inside the writer's transaction: read the
+//! row it decides on, ask the pure lifecycle rules, then append its
+//! event(s) and update the `tasks` row. Runs inside a savepoint, so an
+//! error here undoes only this command.
+
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use super::queries;
+use crate::domain::{
+    ActorId, CorrelationId, EventRecord, EventType, Finish, NewTask, Phase, PodStatus, TaskId,
+    TaskRecord, TaskStatus, finish,
+};
+use crate::error::{Error, Result};
+
+/// How long a CreateTask `request_id` is remembered (API.md: 24 h).
+pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 60 * 60 * 1_000_000;
+
+/// A write, as sent to the writer.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// CreateTask with a pre-generated id.
+    CreateTask {
+        /// Id for the new task.
+        task_id: TaskId,
+        /// The validated request.
+        task: Box<NewTask>,
+        /// Initial `pod_message` (why an auto_start did not start a pod).
+        pod_message: String,
+    },
+    /// CompleteTask / CancelTask.
+    Finish {
+        /// The task.
+        task_id: TaskId,
+        /// Which terminal command.
+        finish: Finish,
+        /// Caller.
+        actor: ActorId,
+        /// Correlation id.
+        correlation: CorrelationId,
+        /// CancelTask's reason.
+        reason: Option<String>,
+    },
+    /// Forget idempotency keys created at or before this time.
+    PruneIdempotency {
+        /// Unix micros.
+        up_to: i64,
+    },
+}
+
+/// What a successful command returns to its caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// CreateTask: the task, and whether it was created by this call (false
+    /// for an idempotent repeat).
+    Task {
+        /// The task.
+        task: Box<TaskRecord>,
+        /// Created now (false: the first call's task was returned).
+        created: bool,
+    },
+    /// Finish: whether a pod must be stopped.
+    Finished {
+        /// A pod was starting/running/unknown.
+        stop_pod: bool,
+    },
+    /// PruneIdempotency: rows removed.
+    Pruned(u64),
+}
+
+/// Runs one command. `now` is the batch's commit clock (unix micros);
+/// appended events are pushed to `events` for publication after commit.
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    cmd: &Command,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
+    match cmd {
+        Command::CreateTask {
+            task_id,
+            task,
+            pod_message,
+        } => create_task(conn, *task_id, task, pod_message, now, events).await,
+        Command::Finish {
+            task_id,
+            finish,
+            actor,
+            correlation,
+            reason,
+        } => {
+            finish_task(
+                conn,
+                *task_id,
+                *finish,
+                actor,
+                correlation,
+                reason.as_deref(),
+                now,
+                events,
+            )
+            .await
+        }
+        Command::PruneIdempotency { up_to } => {
+            let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
+                .bind(up_to)
+                .execute(conn)
+                .await?;
+            Ok(Outcome::Pruned(done.rows_affected()))
+        }
+    }
+}
+
+/// Appends one event to a stream, bumping its version.
+#[allow(clippy::too_many_arguments)]
+async fn append_event(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    event: EventType,
+    data: serde_json::Value,
+    actor: &str,
+    correlation: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<()> {
+    let id = task_id.to_string();
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE streams SET version = version + 1 WHERE stream_id = ? RETURNING version",
+    )
+    .bind(&id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let data_json = data.to_string();
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (stream_id, version, type, data_json, actor_id, correlation_id, occurred_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position",
+    )
+    .bind(&id)
+    .bind(version)
+    .bind(event.as_str())
+    .bind(&data_json)
+    .bind(actor)
+    .bind(correlation)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    events.push(EventRecord {
+        position: u64::try_from(position)
+            .map_err(|_| Error::Internal("negative position".into()))?,
+        task_id,
+        version: u64::try_from(version).map_err(|_| Error::Internal("negative version".into()))?,
+        event_type: event.as_str().to_owned(),
+        data_json,
+        actor_id: actor.to_owned(),
+        correlation_id: correlation.to_owned(),
+        occurred_at: now,
+    });
+    Ok(())
+}
+
+async fn create_task(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    t: &NewTask,
+    pod_message: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
+    let actor = t.actor.as_str();
+    if let Some(rid) = &t.request_id {
+        let seen: Option<(String, i64)> = sqlx::query_as(
+            "SELECT task_id, created_at FROM idempotency_keys WHERE actor_id = ? AND request_id = ?",
+        )
+        .bind(actor)
+        .bind(rid.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((first, at)) = seen {
+            if at > now - IDEMPOTENCY_WINDOW_MICROS {
+                let first = TaskId::from_db(&first)?;
+                let task = queries::get_task(&mut *conn, first).await?.ok_or_else(|| {
+                    Error::Internal(format!("idempotency key points to missing task {first}"))
+                })?;
+                return Ok(Outcome::Task {
+                    task: Box::new(task),
+                    created: false,
+                });
+            }
+            // Expired but not yet pruned: the key starts afresh below.
+            sqlx::query("DELETE FROM idempotency_keys WHERE actor_id = ? AND request_id = ?")
+                .bind(actor)
+                .bind(rid.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+
+    let id = task_id.to_string();
+    sqlx::query("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 0, ?)")
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+
+    let data = json!({
+        "title": t.title.as_str(),
+        "description": t.description.as_str(),
+        "metadata": t.metadata.entries(),
+        "template": t.template.as_str(),
+        "restart_policy": t.restart_policy,
+        "auto_start": t.auto_start,
+    });
+    append_event(
+        conn,
+        task_id,
+        EventType::TaskCreated,
+        data,
+        actor,
+        t.correlation.as_str(),
+        now,
+        events,
+    )
+    .await?;
+
+    let metadata_json = serde_json::to_string(t.metadata.entries())
+        .map_err(|e| Error::Internal(format!("metadata to JSON: {e}")))?;
+    let rp = &t.restart_policy;
+    sqlx::query(
+        "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
+         created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(t.title.as_str())
+    .bind(t.description.as_str())
+    .bind(TaskStatus::Inactive.as_db())
+    .bind(Phase::SpecClarification.as_db())
+    .bind(now)
+    .bind(now)
+    .bind(actor)
+    .bind(&metadata_json)
+    .bind(t.template.as_str())
+    .bind(rp.auto_restart)
+    .bind(rp.max_restarts)
+    .bind(rp.window_seconds)
+    .bind(rp.initial_backoff_ms)
+    .bind(rp.max_backoff_ms)
+    .bind(PodStatus::Stopped.as_db())
+    .bind(pod_message)
+    .execute(&mut *conn)
+    .await?;
+
+    if let Some(rid) = &t.request_id {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(actor)
+        .bind(rid.as_str())
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let task = TaskRecord {
+        task_id,
+        title: t.title.clone(),
+        description: t.description.clone(),
+        phase: Phase::SpecClarification,
+        status: TaskStatus::Inactive,
+        created_at: now,
+        updated_at: now,
+        created_by: actor.to_owned(),
+        metadata: t.metadata.clone(),
+        template: t.template.clone(),
+        restart_policy: t.restart_policy,
+        pod_status: PodStatus::Stopped,
+        pod: None,
+        live_version: 0,
+        restart_count: 0,
+        pod_message: pod_message.to_owned(),
+        next_restart_at: None,
+    };
+    Ok(Outcome::Task {
+        task: Box::new(task),
+        created: true,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_task(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    cmd: Finish,
+    actor: &ActorId,
+    correlation: &CorrelationId,
+    reason: Option<&str>,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
+    let id = task_id.to_string();
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT status, pod_status FROM tasks WHERE task_id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (status, pod) = row.ok_or(Error::TaskNotFound(task_id))?;
+    let tr = finish(
+        task_id,
+        TaskStatus::from_db(&status)?,
+        PodStatus::from_db(&pod)?,
+        cmd,
+    )?;
+    sqlx::query(
+        "UPDATE tasks SET status = ?, phase = ?, pod_status = ?, updated_at = ?, \
+         next_restart_at = NULL WHERE task_id = ?",
+    )
+    .bind(tr.status.as_db())
+    .bind(tr.phase.as_db())
+    .bind(tr.pod_status.as_db())
+    .bind(now)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await?;
+    let data = match reason {
+        Some(r) => json!({ "reason": r }),
+        None => json!({}),
+    };
+    append_event(
+        conn,
+        task_id,
+        tr.event,
+        data,
+        actor.as_str(),
+        correlation.as_str(),
+        now,
+        events,
+    )
+    .await?;
+    Ok(Outcome::Finished {
+        stop_pod: tr.stop_pod,
+    })
+}

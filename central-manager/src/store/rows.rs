@@ -1,0 +1,139 @@
+//! Mapping between database rows and domain records.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    Description, EventRecord, Metadata, Phase, PodInfo, PodStatus, RestartPolicySpec, TaskId,
+    TaskRecord, TaskStatus, TemplateName, Title,
+};
+use crate::error::{Error, Result};
+
+/// The columns of a `tasks` row, in [`TaskRow`] order.
+pub const TASK_COLUMNS: &str = "task_id, title, description, status, phase, created_at, \
+    updated_at, created_by, metadata_json, template, auto_restart, max_restarts, \
+    restart_window_seconds, initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, \
+    pod_pid, pod_generation, pod_started_at, live_version, restart_count, pod_message, \
+    next_restart_at";
+
+/// The columns of an `events` row, in [`EventRow`] order.
+pub const EVENT_COLUMNS: &str =
+    "position, stream_id, version, type, data_json, actor_id, correlation_id, occurred_at";
+
+/// A `tasks` row as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct TaskRow {
+    task_id: String,
+    title: String,
+    description: String,
+    status: String,
+    phase: String,
+    created_at: i64,
+    updated_at: i64,
+    created_by: String,
+    metadata_json: String,
+    template: String,
+    auto_restart: Option<bool>,
+    max_restarts: Option<i64>,
+    restart_window_seconds: Option<i64>,
+    initial_backoff_ms: Option<i64>,
+    max_backoff_ms: Option<i64>,
+    pod_status: String,
+    pod_id: Option<String>,
+    pod_host: Option<String>,
+    pod_pid: Option<i64>,
+    pod_generation: i64,
+    pod_started_at: Option<i64>,
+    live_version: i64,
+    restart_count: i64,
+    pod_message: String,
+    next_restart_at: Option<i64>,
+}
+
+fn u32_col(name: &str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Internal(format!("{name} out of range: {v}")))
+}
+
+fn opt_u32(name: &str, v: Option<i64>) -> Result<Option<u32>> {
+    v.map(|v| u32_col(name, v)).transpose()
+}
+
+fn u64_col(name: &str, v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Internal(format!("{name} out of range: {v}")))
+}
+
+impl TryFrom<TaskRow> for TaskRecord {
+    type Error = Error;
+
+    fn try_from(r: TaskRow) -> Result<Self> {
+        let metadata: BTreeMap<String, String> = serde_json::from_str(&r.metadata_json)
+            .map_err(|e| Error::Internal(format!("bad metadata_json: {e}")))?;
+        let pod = match (r.pod_id, r.pod_host) {
+            (Some(pod_id), Some(pod_host)) => Some(PodInfo {
+                pod_id,
+                pod_host,
+                pid: u32_col("pod_pid", r.pod_pid.unwrap_or(0))?,
+                generation: u64_col("pod_generation", r.pod_generation)?,
+                started_at: r.pod_started_at.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            task_id: TaskId::from_db(&r.task_id)?,
+            // Validated on the way in; not re-validated so that a limit
+            // tightened later cannot make old rows unreadable.
+            title: Title::from_db(r.title),
+            description: Description::from_db(r.description),
+            phase: Phase::from_db(&r.phase)?,
+            status: TaskStatus::from_db(&r.status)?,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by: r.created_by,
+            metadata: Metadata::from_map(metadata),
+            template: TemplateName::from_db(r.template),
+            restart_policy: RestartPolicySpec {
+                auto_restart: r.auto_restart,
+                max_restarts: opt_u32("max_restarts", r.max_restarts)?,
+                window_seconds: opt_u32("restart_window_seconds", r.restart_window_seconds)?,
+                initial_backoff_ms: opt_u32("initial_backoff_ms", r.initial_backoff_ms)?,
+                max_backoff_ms: opt_u32("max_backoff_ms", r.max_backoff_ms)?,
+            },
+            pod_status: PodStatus::from_db(&r.pod_status)?,
+            pod,
+            live_version: u64_col("live_version", r.live_version)?,
+            restart_count: u32_col("restart_count", r.restart_count)?,
+            pod_message: r.pod_message,
+            next_restart_at: r.next_restart_at,
+        })
+    }
+}
+
+/// An `events` row as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    position: i64,
+    stream_id: String,
+    version: i64,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    data_json: String,
+    actor_id: String,
+    correlation_id: String,
+    occurred_at: i64,
+}
+
+impl TryFrom<EventRow> for EventRecord {
+    type Error = Error;
+
+    fn try_from(r: EventRow) -> Result<Self> {
+        Ok(Self {
+            position: u64_col("position", r.position)?,
+            task_id: TaskId::from_db(&r.stream_id)?,
+            version: u64_col("version", r.version)?,
+            event_type: r.event_type,
+            data_json: r.data_json,
+            actor_id: r.actor_id,
+            correlation_id: r.correlation_id,
+            occurred_at: r.occurred_at,
+        })
+    }
+}

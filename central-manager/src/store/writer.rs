@@ -1,0 +1,217 @@
+//! The single writer: one task owns the write connection; every command
+//! arrives over a channel. It drains whatever is queued (up to
+//! [`MAX_BATCH`]), runs the batch in ONE transaction with a SAVEPOINT per
+//! command, commits once, and only then publishes the committed events (in
+//! position order) and answers the callers. This is group commit: under
+//! load many commands share one fsync, and nothing is acknowledged before it
+//! is durable.
+//!
+//! A command's business error (TASK_NOT_FOUND, ALREADY_*, …) rolls back only
+//! its savepoint and goes to that caller; the rest of the batch commits. A
+//! database failure fails the whole batch with EVENT_STORE_UNAVAILABLE and
+//! the connection is reopened for the next one.
+
+use std::time::Duration;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::commands::{self, Command, Outcome};
+use super::pool::DbConfig;
+use crate::domain::EventRecord;
+use crate::error::{Error, Result};
+use crate::watch::EventHub;
+
+/// Most commands in one transaction: bounds the latency of the batch's
+/// first caller and the size of one WAL append.
+pub const MAX_BATCH: usize = 256;
+
+/// Queued commands before callers wait (backpressure).
+const QUEUE: usize = 4096;
+
+/// A caller gives up on the writer after this long (EVENT_STORE_UNAVAILABLE)
+/// rather than hang; the busy timeout makes this rare.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Result<Outcome>>,
+    span: tracing::Span,
+}
+
+/// Sends commands to the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Runs `command` in the next batch and returns its outcome once the
+    /// batch is committed.
+    pub async fn submit(&self, command: Command) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            command,
+            reply,
+            span: tracing::Span::current(),
+        };
+        self.tx.send(job).await.map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            // The writer dropped the job: it is shutting down.
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::StoreUnavailable(format!(
+                "no answer from the writer within {REPLY_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+/// The writer task's state.
+pub struct Writer {
+    rx: mpsc::Receiver<Job>,
+    conn: Option<SqliteConnection>,
+    db: DbConfig,
+    hub: EventHub,
+    stop: CancellationToken,
+    /// Last commit clock, so times never go backwards within a run.
+    last_now: i64,
+}
+
+impl Writer {
+    /// Starts the writer on `conn` (already migrated). It runs until `stop`
+    /// is cancelled, then finishes every queued command and closes the
+    /// connection.
+    pub fn start(
+        conn: SqliteConnection,
+        db: DbConfig,
+        hub: EventHub,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> WriterHandle {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Self {
+            rx,
+            conn: Some(conn),
+            db,
+            hub,
+            stop,
+            last_now: 0,
+        };
+        tracker.spawn(writer.run().instrument(tracing::info_span!("writer")));
+        WriterHandle { tx }
+    }
+
+    async fn run(mut self) {
+        let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        loop {
+            let n = tokio::select! {
+                biased;
+                () = self.stop.cancelled(), if !stopping => {
+                    // No new commands; the queued ones are still drained.
+                    self.rx.close();
+                    stopping = true;
+                    continue;
+                }
+                n = self.rx.recv_many(&mut batch, MAX_BATCH) => n,
+            };
+            if n == 0 {
+                break; // closed and empty
+            }
+            self.run_batch(&mut batch).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            if let Err(e) = conn.close().await {
+                tracing::warn!(error = %e, "closing the write connection");
+            }
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    async fn connection(&mut self) -> Result<&mut SqliteConnection> {
+        if self.conn.is_none() {
+            let conn = self.db.open_writer().await?;
+            tracing::info!("write connection reopened");
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no write connection".into()))
+    }
+
+    async fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let now = ipa_proto::time::now_micros().max(self.last_now);
+        self.last_now = now;
+        let size = batch.len();
+        let outcome = match self.connection().await {
+            Ok(conn) => transact(conn, batch, now).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(results) => {
+                tracing::debug!(batch = size, "batch committed");
+                // Publish first, in position order, so a caller that got its
+                // answer and then watches live cannot miss its own event.
+                let committed: Vec<EventRecord> = results
+                    .iter()
+                    .flat_map(|(_, events)| events.iter().cloned())
+                    .collect();
+                self.hub.publish(committed);
+                for (job, (result, _)) in batch.drain(..).zip(results) {
+                    // A caller that went away does not care.
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = size, "batch failed; nothing in it was committed");
+                // The connection may be broken (or left inside a transaction):
+                // start the next batch on a fresh one.
+                self.conn = None;
+                let public = match e {
+                    Error::StoreUnavailable(_) => e,
+                    other => Error::StoreUnavailable(other.to_string()),
+                };
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(public.clone()));
+                }
+            }
+        }
+    }
+}
+
+type JobResult = (Result<Outcome>, Vec<EventRecord>);
+
+/// One transaction for the whole batch, a savepoint per command.
+async fn transact(conn: &mut SqliteConnection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
+    // IMMEDIATE takes the write lock now, so a locked database fails here
+    // (after the busy timeout) and not halfway through the batch.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut sp = tx.begin().await?;
+        let mut events = Vec::new();
+        let result = commands::apply(&mut sp, &job.command, now, &mut events)
+            .instrument(job.span.clone())
+            .await;
+        match result {
+            Ok(outcome) => {
+                sp.commit().await?;
+                results.push((Ok(outcome), events));
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                if matches!(e, Error::StoreUnavailable(_)) {
+                    // The database itself failed; the whole batch fails.
+                    return Err(e);
+                }
+                results.push((Err(e), Vec::new()));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
