@@ -1,1 +1,158 @@
+//! The IPA pod-host: the supervisor process that owns the pods on one
+//! machine (API.md `ipa.v1.PodHost`, DESIGN.md failure model).
+//!
+//! Modules by concern:
+//! - [`config`] flags and their resolution; [`templates`] the TOML templates;
+//! - [`pods`] the pod table (state, generations, capacity, exits) and the
+//!   process handling around it; [`spawn`] process creation; [`reaper`] the
+//!   watchdog that kills pods if this process dies; [`logs`] captured output;
+//!   [`status`] the fd-3 status lines;
+//! - [`events`] sequence numbers and the replay buffer; [`connect`] the
+//!   Connect session; [`fence`] self-fencing;
+//! - [`api`] thin tonic handlers, [`convert`] domain → proto, [`error`] the
+//!   one error → status mapping, [`server`] reflection + health + serving.
+//!
+//! [`run`] is the whole service given a bound listener and a shutdown token
+//! (mini-redis style), so `main` passes SIGTERM/SIGINT and tests their own.
 
+pub mod api;
+pub mod config;
+pub mod connect;
+pub mod convert;
+pub mod error;
+pub mod events;
+pub mod fence;
+pub mod logs;
+pub mod pods;
+pub mod reaper;
+pub mod server;
+pub mod spawn;
+pub mod status;
+pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::{Args, HostConfig};
+
+/// How long a connected central gets to receive the final exit events
+/// before the host stops serving.
+const FLUSH_LIMIT: Duration = Duration::from_millis(300);
+
+/// How long in-flight calls get once serving stops.
+const SERVER_STOP_LIMIT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the orphan reaper: {0}")]
+    Reaper(std::io::Error),
+    #[error("cannot start the pod spawner thread: {0}")]
+    Spawner(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// Runs the pod-host on `listener` until `shutdown` is cancelled, then
+/// stops all pods (SIGTERM, `stop_grace`, SIGKILL), reports their exits to a
+/// connected central, and returns once no pod process is left.
+pub async fn run(
+    config: HostConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let reaper = match &config.reaper_exe {
+        Some(exe) => Some(reaper::Reaper::start(exe).map_err(RunError::Reaper)?),
+        None => None,
+    };
+    let spawner =
+        spawn::Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Spawner)?;
+    let tracker = TaskTracker::new();
+    // Cancelled after the pods are gone: ends sessions, follows, the timer.
+    let stop_streams = CancellationToken::new();
+    let sup = Arc::new(pods::Supervisor::new(
+        config.clone(),
+        spawner,
+        reaper,
+        tracker.clone(),
+    ));
+    tracing::info!(
+        host_id = %config.host_id,
+        boot_id = %sup.boot_id(),
+        capacity = config.capacity,
+        templates = ?config.templates.names(),
+        data_dir = %config.data_dir.display(),
+        "pod-host starting"
+    );
+    let sessions = Arc::new(connect::Sessions::new(
+        sup.clone(),
+        stop_streams.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(
+        fence::FenceTimer::new(sup.clone())
+            .run(stop_streams.clone())
+            .instrument(tracing::info_span!("fence_timer")),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    server::set_serving(&health, true).await;
+    let api = api::Api::new(
+        sup.clone(),
+        sessions.clone(),
+        stop_streams.clone(),
+        tracker.clone(),
+    );
+    let server_stop = CancellationToken::new();
+    let mut server = tokio::spawn({
+        let stop = server_stop.clone();
+        server::serve(listener, api, health_service, async move {
+            stop.cancelled().await
+        })
+        .instrument(tracing::info_span!("grpc_server"))
+    });
+
+    let served = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut server => Some(r),
+    };
+    tracing::info!("shutting down");
+    server::set_serving(&health, false).await;
+    sup.drain().await;
+    sessions.flush(FLUSH_LIMIT).await;
+    stop_streams.cancel();
+    server_stop.cancel();
+    let result = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(SERVER_STOP_LIMIT, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("in-flight calls did not finish; closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(2), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some background tasks did not finish");
+    }
+    if let Some(r) = sup.reaper() {
+        r.stop().await;
+    }
+    tracing::info!("pod-host stopped");
+    match result {
+        Ok(r) => r.map_err(RunError::from),
+        Err(join) => {
+            tracing::error!(error = %join, "server task failed");
+            Ok(())
+        }
+    }
+}

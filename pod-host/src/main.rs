@@ -1,1 +1,51 @@
-fn main() {}
+//! `pod-host` binary: flags, telemetry, listener, SIGTERM/SIGINT → [`pod_host::run`].
+//! Run as `pod-host --internal-reaper` it is the orphan reaper instead (see
+//! `pod_host::reaper`); that mode is checked before anything else starts.
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == pod_host::reaper::REAPER_ARG)
+    {
+        pod_host::reaper::reaper_main();
+    }
+    let args = pod_host::Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pod-host: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(args))
+}
+
+async fn async_main(args: pod_host::Args) -> std::process::ExitCode {
+    let telemetry = ipa_common::Telemetry::init("pod-host", args.log_format);
+    let code = match start(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+async fn start(args: pod_host::Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = pod_host::HostConfig::from_args(&args)?;
+    let shutdown = ipa_common::shutdown::on_signals()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    ipa_common::announce_listening(listener.local_addr()?);
+    pod_host::run(config, listener, shutdown).await?;
+    Ok(())
+}

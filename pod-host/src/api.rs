@@ -1,0 +1,201 @@
+//! The tonic handlers of `ipa.v1.PodHost`: validate the request into domain
+//! types, call the supervisor, convert back. Every call from central also
+//! counts as contact for self-fencing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipa_proto::v1 as pb;
+use pb::pod_host_server::PodHost;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::connect::{HostStream, Sessions};
+use crate::convert;
+use crate::error::HostError;
+use crate::pods::{StartSpec, StopSpec, Supervisor};
+use crate::templates::DEFAULT_TEMPLATE;
+
+/// Log chunks buffered per GetPodLogs stream.
+const LOG_STREAM_BUFFER: usize = 64;
+
+pub struct Api {
+    sup: Arc<Supervisor>,
+    sessions: Arc<Sessions>,
+    /// Ends log follows when the server stops.
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Api {
+    pub fn new(
+        sup: Arc<Supervisor>,
+        sessions: Arc<Sessions>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            sup,
+            sessions,
+            shutdown,
+            tracker,
+        }
+    }
+}
+
+/// A lowercase UUID, or INVALID_ARGUMENT naming `field`. Ids become
+/// directory names, so nothing else may pass.
+fn parse_id(field: &'static str, s: &str) -> Result<String, HostError> {
+    uuid::Uuid::parse_str(s)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| HostError::invalid(field, format!("{s:?} is not a UUID")))
+}
+
+fn start_spec(r: pb::HostStartPodRequest) -> Result<StartSpec, HostError> {
+    Ok(StartSpec {
+        task_id: parse_id("task_id", &r.task_id)?,
+        pod_id: parse_id("pod_id", &r.pod_id)?,
+        generation: r.generation,
+        template: if r.template.is_empty() {
+            DEFAULT_TEMPLATE.to_owned()
+        } else {
+            r.template
+        },
+        title: r.title,
+        description: r.description,
+        metadata: r.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn stop_spec(r: &pb::HostStopPodRequest) -> Result<StopSpec, HostError> {
+    Ok(StopSpec {
+        task_id: parse_id("task_id", &r.task_id)?,
+        pod_id: match r.pod_id.as_str() {
+            "" => None,
+            p => Some(parse_id("pod_id", p)?),
+        },
+        generation: r.generation,
+        grace: (r.grace_ms > 0).then(|| Duration::from_millis(r.grace_ms.into())),
+        fence: r.fence,
+    })
+}
+
+#[tonic::async_trait]
+impl PodHost for Api {
+    async fn start_pod(
+        &self,
+        request: Request<pb::HostStartPodRequest>,
+    ) -> Result<Response<pb::HostStartPodResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("StartPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, correlation_id = %r.correlation_id);
+        async {
+            self.sup.contact();
+            let spec = start_spec(r)?;
+            let view = self.sup.start(spec).await?;
+            Ok(Response::new(pb::HostStartPodResponse {
+                pod: Some(convert::pod(&view)),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: HostError| e.into())
+    }
+
+    async fn stop_pod(
+        &self,
+        request: Request<pb::HostStopPodRequest>,
+    ) -> Result<Response<pb::HostStopPodResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("StopPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, reason = %r.reason);
+        async {
+            self.sup.contact();
+            let spec = stop_spec(&r)?;
+            let view = self.sup.stop(spec).await?;
+            Ok(Response::new(pb::HostStopPodResponse {
+                pod: Some(convert::pod(&view)),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: HostError| e.into())
+    }
+
+    async fn list_pods(
+        &self,
+        _request: Request<pb::HostListPodsRequest>,
+    ) -> Result<Response<pb::HostListPodsResponse>, Status> {
+        self.sup.contact();
+        let pods = self.sup.list().iter().map(convert::pod).collect();
+        Ok(Response::new(pb::HostListPodsResponse { pods }))
+    }
+
+    type ConnectStream = HostStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::CentralMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        Ok(Response::new(self.sessions.open(request.into_inner())))
+    }
+
+    type GetPodLogsStream = ReceiverStream<Result<pb::PodLogChunk, Status>>;
+
+    async fn get_pod_logs(
+        &self,
+        request: Request<pb::HostGetPodLogsRequest>,
+    ) -> Result<Response<Self::GetPodLogsStream>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow);
+        let _enter = span.enter();
+        self.sup.contact();
+        let task_id = parse_id("task_id", &r.task_id)?;
+        let pod_id = match r.pod_id.as_str() {
+            "" => None,
+            p => Some(parse_id("pod_id", p)?),
+        };
+        let sink = self.sup.logs(&task_id, pod_id.as_deref()).ok_or_else(|| {
+            HostError::PodNotFound(format!("no pod of task {task_id} on this host"))
+        })?;
+        let (tail, follow) = sink.open(r.tail_lines, r.follow).map_err(|e| {
+            tracing::error!(error = %e, "reading pod log failed");
+            HostError::Internal
+        })?;
+        let (tx, rx) = mpsc::channel(LOG_STREAM_BUFFER);
+        let shutdown = self.shutdown.clone();
+        drop(_enter);
+        self.tracker.spawn(
+            async move {
+                let chunk = |c: crate::logs::Chunk| {
+                    Ok(pb::PodLogChunk {
+                        data: c.data,
+                        stream: c.stream.as_str().to_owned(),
+                    })
+                };
+                for c in tail {
+                    if tx.send(chunk(c)).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(mut follow) = follow else { return };
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                        c = follow.next() => c,
+                    };
+                    let Some(c) = next else { return };
+                    if tx.send(chunk(c)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

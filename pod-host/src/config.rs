@@ -1,0 +1,153 @@
+//! Command-line flags (each also read from `IPA_<UPPER_SNAKE>`), and their
+//! resolution into the [`HostConfig`] the service runs with: templates loaded,
+//! data dir created and made absolute, host id defaulted to the hostname.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use ipa_common::LogFormat;
+
+use crate::templates::{TemplateError, Templates};
+
+/// The IPA pod-host: spawns pods from named templates, supervises them and
+/// streams their state to central-manager (service `ipa.v1.PodHost`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pod-host", version)]
+pub struct Args {
+    /// Address to serve gRPC on. Port 0 picks a free port; the bound address
+    /// is printed to stdout as `listening on ADDR`.
+    #[arg(long, env = "IPA_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+
+    /// This host's id as reported to central-manager [default: the hostname].
+    #[arg(long, env = "IPA_HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// Maximum number of live (starting or running) pods.
+    #[arg(long, env = "IPA_CAPACITY", default_value_t = 100)]
+    pub capacity: u32,
+
+    /// TOML file of pod templates (`[templates.NAME] command, args, env,
+    /// cwd`). Without it the host serves one template, `default`, running the
+    /// `demo-pod` binary installed next to this executable.
+    #[arg(long, env = "IPA_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for per-pod task files and logs (created if missing).
+    #[arg(long, env = "IPA_DATA_DIR", default_value = "./ipa-data/pod-host")]
+    pub data_dir: PathBuf,
+
+    /// Grace between SIGTERM and SIGKILL when stopping a pod (StopPod without
+    /// its own grace, and on pod-host shutdown).
+    #[arg(long, env = "IPA_STOP_GRACE_MS", default_value_t = 5000)]
+    pub stop_grace_ms: u32,
+
+    /// Kill all pods when nothing has been heard from a central-manager for
+    /// this long (self-fencing). Reported to central in the hello.
+    #[arg(long, env = "IPA_FENCE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fence_timeout_ms: u32,
+
+    /// Cap of the retained output of one pod (stdout and stderr together).
+    /// The newest output is kept: the log file rotates at half the cap.
+    #[arg(long, env = "IPA_LOG_MAX_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub log_max_bytes: u64,
+
+    /// Log output format (logs go to stderr).
+    #[arg(long, env = "IPA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Everything the service needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub host_id: String,
+    pub capacity: u32,
+    pub templates: Templates,
+    /// Absolute.
+    pub data_dir: PathBuf,
+    pub stop_grace: Duration,
+    pub fence_timeout: Duration,
+    pub log_max_bytes: u64,
+    /// The executable to re-run as the orphan reaper (see `reaper`); `None`
+    /// runs without one (unit tests).
+    pub reaper_exe: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot find the pod-host executable: {0}")]
+    CurrentExe(std::io::Error),
+}
+
+impl HostConfig {
+    /// Resolves `args`: loads the templates (or the default `demo-pod` one),
+    /// creates the data dir.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let exe = std::env::current_exe().map_err(ConfigError::CurrentExe)?;
+        let templates = match &args.config {
+            Some(path) => Templates::load(path)?,
+            None => Templates::demo_default(exe.parent().unwrap_or(Path::new("."))),
+        };
+        let data_dir = make_data_dir(&args.data_dir)?;
+        Ok(Self {
+            host_id: args.host_id.clone().unwrap_or_else(hostname),
+            capacity: args.capacity,
+            templates,
+            data_dir,
+            stop_grace: Duration::from_millis(args.stop_grace_ms.into()),
+            fence_timeout: Duration::from_millis(args.fence_timeout_ms.into()),
+            log_max_bytes: args.log_max_bytes,
+            reaper_exe: Some(exe),
+        })
+    }
+}
+
+/// Creates `dir` and returns its absolute form (pods get absolute
+/// `IPA_TASK_FILE` paths whatever their cwd).
+pub fn make_data_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
+    let err = |source| ConfigError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    dir.canonicalize().map_err(err)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_api_md() {
+        let a = Args::try_parse_from(["pod-host"]).unwrap();
+        assert_eq!(a.listen.to_string(), "127.0.0.1:50052");
+        assert_eq!(a.stop_grace_ms, 5000);
+        assert_eq!(a.fence_timeout_ms, 5000);
+        assert_eq!(a.capacity, 100);
+        assert!(a.config.is_none());
+    }
+
+    #[test]
+    fn zero_fence_timeout_is_refused() {
+        assert!(Args::try_parse_from(["pod-host", "--fence-timeout-ms", "0"]).is_err());
+    }
+}

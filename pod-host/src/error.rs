@@ -1,0 +1,87 @@
+//! The pod-host's error enum and its one mapping to a gRPC status
+//! (`REASON: sentence` + ErrorInfo, via `ipa_proto::error::status`).
+
+use ipa_proto::ErrorReason;
+use tonic::Status;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("task {task_id}: generation {requested} is older than generation {known}")]
+    StaleGeneration {
+        task_id: String,
+        requested: u64,
+        known: u64,
+    },
+    #[error("all {capacity} pod slots are in use")]
+    NoCapacity { capacity: u32 },
+    #[error("{0}")]
+    PodNotFound(String),
+    /// `field` is named first in the message (API.md).
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("the pod-host is shutting down")]
+    ShuttingDown,
+    /// Logged in full where it happens; the client sees no internals.
+    #[error("internal error")]
+    Internal,
+}
+
+impl HostError {
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::StaleGeneration { .. } => ErrorReason::StaleGeneration,
+            Self::NoCapacity { .. } => ErrorReason::NoCapacity,
+            Self::PodNotFound(_) => ErrorReason::PodNotFound,
+            Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
+            Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::Internal => ErrorReason::Internal,
+        }
+    }
+}
+
+impl From<HostError> for Status {
+    fn from(e: HostError) -> Self {
+        ipa_proto::status(e.reason(), &e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn maps_to_reason_code_and_message() {
+        let s: Status = HostError::StaleGeneration {
+            task_id: "t".into(),
+            requested: 1,
+            known: 2,
+        }
+        .into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().starts_with("STALE_GENERATION: task t"));
+        let s: Status = HostError::invalid("template", "no template named \"x\"").into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "INVALID_ARGUMENT: template: no template named \"x\""
+        );
+        let s: Status = HostError::NoCapacity { capacity: 2 }.into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s: Status = HostError::ShuttingDown.into();
+        assert_eq!(s.code(), Code::Unavailable);
+        let s: Status = HostError::PodNotFound("no pod x".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(ipa_proto::reason_of(&s), Some(ErrorReason::PodNotFound));
+    }
+}

@@ -1,0 +1,599 @@
+//! Process handling for the pod table: StartPod, StopPod, the per-pod
+//! supervision task (exit, status fd, output), and the shutdown drain.
+//!
+//! Each pod has one supervision task that awaits `Child::wait` (a pidfd on
+//! Linux: event-driven, and it reaps, so no zombie remains). On exit it
+//! SIGKILLs what is left of the pod's process group (a pod is its process
+//! plus its children), lets the status reader drain lines already written
+//! (so a `PHASE_COMPLETED` written just before `exit 0` is never lost),
+//! records the exit and issues the event at once.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::{
+    EventKind, ExitCause, Pod, PodExit, PodState, PodView, StartSpec, StopSpec, Supervisor,
+    TaskEntry, kill_group,
+};
+use crate::error::HostError;
+use crate::logs::{LogSink, Stream, pump};
+use crate::spawn::{PodEnv, pod_command, pod_environment, status_pipe};
+use crate::status::{Line, LineSplitter, MAX_LINE_BYTES, parse_status_line};
+
+/// How long an exited pod's status pipe may take to reach EOF before the
+/// exit is recorded without the rest (only a process that left the pod's
+/// group and kept fd 3 can hold it open).
+const STATUS_DRAIN: Duration = Duration::from_millis(200);
+
+/// The same for stdout/stderr before followers are told the output ended.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long to wait for a SIGKILLed group to be reaped before giving up
+/// waiting (a process stuck in uninterruptible sleep).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// At most one "bad status line" warning per pod per this interval.
+const BAD_LINE_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Prepared {
+    logs: Arc<LogSink>,
+    dir: std::path::PathBuf,
+    task_file: std::path::PathBuf,
+    fence: Vec<(u32, watch::Receiver<bool>)>,
+}
+
+impl Supervisor {
+    /// StartPod: idempotent on `pod_id`.
+    pub async fn start(self: &Arc<Self>, spec: StartSpec) -> Result<PodView, HostError> {
+        let template = self
+            .cfg
+            .templates
+            .get(&spec.template)
+            .cloned()
+            .ok_or_else(|| {
+                HostError::invalid(
+                    "template",
+                    format!(
+                        "no template named {:?} (this host has {:?})",
+                        spec.template,
+                        self.cfg.templates.names()
+                    ),
+                )
+            })?;
+        let prepared = match self.reserve(&spec)? {
+            Ok(p) => p,
+            Err(existing) => return Ok(existing),
+        };
+
+        // An older generation of this task still runs: kill it first.
+        for (pid, mut rx) in prepared.fence {
+            kill_group(pid, Signal::SIGKILL);
+            if tokio::time::timeout(KILL_WAIT, rx.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                tracing::warn!(pid, "fenced pod did not die in time");
+            }
+        }
+
+        if let Some(cause) = self
+            .lock()
+            .pods
+            .get(&spec.pod_id)
+            .and_then(|p| p.kill_cause)
+        {
+            // Stopped, fenced or drained while we were getting ready.
+            self.record_exit(&spec.pod_id, |_, _| PodExit {
+                code: None,
+                signal: None,
+                cause,
+                reported_completed: false,
+                at: SystemTime::now(),
+                message: "ended before it was started".to_owned(),
+            });
+            return Ok(self.view(&spec.pod_id));
+        }
+
+        let spawned = match status_pipe() {
+            Ok((status_r, status_w)) => {
+                let env = pod_environment(
+                    std::env::vars_os(),
+                    &template,
+                    &PodEnv {
+                        task_id: &spec.task_id,
+                        pod_id: &spec.pod_id,
+                        generation: spec.generation,
+                        task_file: &prepared.task_file,
+                    },
+                );
+                let cmd = pod_command(&template, env, &prepared.dir, &status_w);
+                let child = self.spawner.spawn(cmd).await;
+                // Our copy of the write end must go, or EOF never comes.
+                drop(status_w);
+                child.map(|c| (c, status_r))
+            }
+            Err(e) => Err(e),
+        };
+        let (child, status_r) = match spawned {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, command = %template.command.display(), "pod spawn failed");
+                self.record_exit(&spec.pod_id, |_, _| PodExit {
+                    code: None,
+                    signal: None,
+                    cause: ExitCause::SpawnFailed,
+                    reported_completed: false,
+                    at: SystemTime::now(),
+                    message: format!("cannot start {}: {e}", template.command.display()),
+                });
+                return Ok(self.view(&spec.pod_id));
+            }
+        };
+        let Some(pid) = child.id() else {
+            // Only possible if it was already reaped, which nothing else does.
+            tracing::error!("spawned pod has no pid");
+            return Err(HostError::Internal);
+        };
+        if let Some(r) = &self.reaper {
+            r.watch(pid);
+        }
+        let (view, kill_now) = {
+            let mut t = self.lock();
+            let Some(pod) = t.pods.get_mut(&spec.pod_id) else {
+                return Err(HostError::Internal);
+            };
+            pod.view.pid = pid;
+            pod.view.state = PodState::Running;
+            let kill_now = pod.kill_cause.is_some();
+            let view = pod.view.clone();
+            t.push_event(
+                &view,
+                EventKind::Started {
+                    pid,
+                    template: view.template.clone(),
+                },
+            );
+            self.notify_events(&t);
+            (view, kill_now)
+        };
+        tracing::info!(pid, "pod started");
+        if kill_now {
+            kill_group(pid, Signal::SIGKILL);
+        }
+        self.fence_rearm.notify_one();
+        let span = tracing::info_span!("pod", task_id = %spec.task_id, pod_id = %spec.pod_id, pid);
+        self.tracker.spawn(
+            self.clone()
+                .supervise(spec.pod_id.clone(), pid, child, status_r, prepared.logs)
+                .instrument(span),
+        );
+        Ok(view)
+    }
+
+    /// Checks and reserves a slot. `Ok(Err(view))` is an idempotent repeat.
+    fn reserve(&self, spec: &StartSpec) -> Result<Result<Prepared, PodView>, HostError> {
+        let mut t = self.lock();
+        if let Some(p) = t.pods.get(&spec.pod_id) {
+            if p.view.task_id != spec.task_id {
+                return Err(HostError::invalid(
+                    "pod_id",
+                    format!("pod {} belongs to another task", spec.pod_id),
+                ));
+            }
+            return Ok(Err(p.view.clone()));
+        }
+        if t.draining {
+            return Err(HostError::ShuttingDown);
+        }
+        if let Some(known) = t.tasks.get(&spec.task_id).map(|e| e.generation) {
+            if spec.generation < known {
+                return Err(HostError::StaleGeneration {
+                    task_id: spec.task_id.clone(),
+                    requested: spec.generation,
+                    known,
+                });
+            }
+        }
+        let mut fence = Vec::new();
+        for p in t
+            .pods
+            .values()
+            .filter(|p| p.is_live() && p.view.task_id == spec.task_id)
+        {
+            if p.view.generation >= spec.generation {
+                return Err(HostError::invalid(
+                    "generation",
+                    format!(
+                        "task {} already runs pod {} at generation {}",
+                        spec.task_id, p.view.pod_id, p.view.generation
+                    ),
+                ));
+            }
+            fence.push(p.view.pod_id.clone());
+        }
+        let live = t.live_pods() - fence.len();
+        if live >= self.cfg.capacity as usize {
+            return Err(HostError::NoCapacity {
+                capacity: self.cfg.capacity,
+            });
+        }
+
+        let dir = self.cfg.data_dir.join("pods").join(&spec.pod_id);
+        let task_file = dir.join("task.json");
+        let logs = prepare_dir(&dir, &task_file, spec, self.cfg.log_max_bytes).map_err(|e| {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot prepare pod dir");
+            HostError::Internal
+        })?;
+        let logs = Arc::new(logs);
+
+        let mut fence_waits = Vec::new();
+        for id in &fence {
+            if let Some(p) = t.pods.get_mut(id) {
+                p.kill_cause.get_or_insert(ExitCause::Fenced);
+                tracing::info!(pod_id = %id, generation = p.view.generation, "fencing older pod of the task");
+                fence_waits.push((p.view.pid, p.exited.subscribe()));
+            }
+        }
+        t.tasks.insert(
+            spec.task_id.clone(),
+            TaskEntry {
+                generation: spec.generation,
+                newest_pod: Some(spec.pod_id.clone()),
+            },
+        );
+        t.pods.insert(
+            spec.pod_id.clone(),
+            Pod {
+                view: PodView {
+                    task_id: spec.task_id.clone(),
+                    pod_id: spec.pod_id.clone(),
+                    generation: spec.generation,
+                    template: spec.template.clone(),
+                    pid: 0,
+                    state: PodState::Starting,
+                    phase: None,
+                    version: 0,
+                    message: String::new(),
+                    started_at: SystemTime::now(),
+                    exit: None,
+                },
+                logs: logs.clone(),
+                dir: dir.clone(),
+                kill_cause: None,
+                reported_completed: false,
+                exit_seq: None,
+                archived: false,
+                exited: watch::channel(false).0,
+            },
+        );
+        // A starting pod (pid 0) that is fenced is handled after its spawn.
+        fence_waits.retain(|(pid, _)| *pid > 0);
+        Ok(Ok(Prepared {
+            logs,
+            dir,
+            task_file,
+            fence: fence_waits,
+        }))
+    }
+
+    fn view(&self, pod_id: &str) -> PodView {
+        self.lock()
+            .pods
+            .get(pod_id)
+            .map(|p| p.view.clone())
+            .unwrap_or_else(|| unreachable_view(pod_id))
+    }
+
+    /// StopPod: SIGTERM to the group, grace, SIGKILL; returns once the pod
+    /// is gone. Stopping an exited pod returns its exit.
+    pub async fn stop(&self, spec: StopSpec) -> Result<PodView, HostError> {
+        let (pod_id, pid, mut exited) = {
+            let mut t = self.lock();
+            let entry = t.tasks.entry(spec.task_id.clone()).or_insert(TaskEntry {
+                generation: spec.generation,
+                newest_pod: None,
+            });
+            if spec.generation < entry.generation {
+                return Err(HostError::StaleGeneration {
+                    task_id: spec.task_id.clone(),
+                    requested: spec.generation,
+                    known: entry.generation,
+                });
+            }
+            // Central has moved on to this generation: remember it so a
+            // delayed older StartPod is refused.
+            entry.generation = spec.generation;
+            let not_found =
+                || HostError::PodNotFound(format!("no pod of task {} on this host", spec.task_id));
+            let pod_id = match &spec.pod_id {
+                Some(p) => p.clone(),
+                None => entry.newest_pod.clone().ok_or_else(not_found)?,
+            };
+            let pod = t
+                .pods
+                .get_mut(&pod_id)
+                .filter(|p| p.view.task_id == spec.task_id)
+                .ok_or_else(|| {
+                    HostError::PodNotFound(format!(
+                        "no pod {pod_id} of task {} on this host",
+                        spec.task_id
+                    ))
+                })?;
+            if !pod.is_live() {
+                return Ok(pod.view.clone());
+            }
+            pod.kill_cause.get_or_insert(if spec.fence {
+                ExitCause::Fenced
+            } else {
+                ExitCause::Stopped
+            });
+            (pod_id, pod.view.pid, pod.exited.subscribe())
+        };
+        let grace = spec.grace.unwrap_or(self.cfg.stop_grace);
+        tracing::info!(pid, grace_ms = grace.as_millis() as u64, "stopping pod");
+        // A pod still starting is killed by the start path once spawned.
+        if pid > 0 {
+            kill_group(pid, Signal::SIGTERM);
+        }
+        if tokio::time::timeout(grace, exited.wait_for(|e| *e))
+            .await
+            .is_err()
+        {
+            let pid = self.lock().pods.get(&pod_id).map_or(0, |p| p.view.pid);
+            tracing::info!(pid, "grace over; SIGKILL");
+            if pid > 0 {
+                kill_group(pid, Signal::SIGKILL);
+            }
+            if tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                tracing::warn!(pid, "pod did not die after SIGKILL");
+            }
+        }
+        Ok(self.view(&pod_id))
+    }
+
+    /// Shutdown: refuse new pods, SIGTERM every group, wait up to the stop
+    /// grace, SIGKILL the rest, and wait for their exits to be recorded.
+    pub async fn drain(&self) {
+        let grace = self.cfg.stop_grace;
+        let (pids, waits) = {
+            let mut t = self.lock();
+            t.draining = true;
+            let mut pids = Vec::new();
+            let mut waits = Vec::new();
+            for p in t.pods.values_mut().filter(|p| p.is_live()) {
+                p.kill_cause.get_or_insert(ExitCause::HostShutdown);
+                pids.push(p.view.pid);
+                waits.push(p.exited.subscribe());
+            }
+            (pids, waits)
+        };
+        if pids.is_empty() {
+            return;
+        }
+        tracing::info!(
+            pods = pids.len(),
+            grace_ms = grace.as_millis() as u64,
+            "stopping all pods"
+        );
+        for &pid in &pids {
+            if pid > 0 {
+                kill_group(pid, Signal::SIGTERM);
+            }
+        }
+        let all = futures::future::join_all(waits.into_iter().map(|mut rx| async move {
+            let _ = rx.wait_for(|e| *e).await;
+        }));
+        tokio::pin!(all);
+        if tokio::time::timeout(grace, &mut all).await.is_ok() {
+            return;
+        }
+        let left: Vec<u32> = self
+            .lock()
+            .pods
+            .values()
+            .filter(|p| p.is_live())
+            .map(|p| p.view.pid)
+            .collect();
+        tracing::info!(pods = left.len(), "grace over; SIGKILL to the rest");
+        for pid in left {
+            kill_group(pid, Signal::SIGKILL);
+        }
+        if tokio::time::timeout(KILL_WAIT, all).await.is_err() {
+            tracing::warn!("some pods did not die after SIGKILL");
+        }
+    }
+
+    /// The supervision task of one pod.
+    async fn supervise(
+        self: Arc<Self>,
+        pod_id: String,
+        pid: u32,
+        mut child: tokio::process::Child,
+        status_r: OwnedFd,
+        logs: Arc<LogSink>,
+    ) {
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let logs = logs.clone();
+            pumps
+                .push(self.tracker.spawn(
+                    async move { pump(out, Stream::Stdout, &logs).await }.in_current_span(),
+                ));
+        }
+        if let Some(err) = child.stderr.take() {
+            let logs = logs.clone();
+            pumps
+                .push(self.tracker.spawn(
+                    async move { pump(err, Stream::Stderr, &logs).await }.in_current_span(),
+                ));
+        }
+        let status = self.tracker.spawn(
+            self.clone()
+                .read_status(pod_id.clone(), status_r)
+                .in_current_span(),
+        );
+
+        let waited = child.wait().await;
+        // Whatever the pod left behind in its group dies with it.
+        kill_group(pid, Signal::SIGKILL);
+        if let Some(r) = &self.reaper {
+            r.forget(pid);
+        }
+        let _ = tokio::time::timeout(STATUS_DRAIN, status).await;
+        self.record_exit(&pod_id, |cause, completed| {
+            let (code, signal, message) = match &waited {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    (st.code(), st.signal(), String::new())
+                }
+                Err(e) => (None, None, format!("wait failed: {e}")),
+            };
+            let exit = PodExit {
+                code,
+                signal,
+                cause: cause.unwrap_or(ExitCause::Exited),
+                reported_completed: completed,
+                at: SystemTime::now(),
+                message,
+            };
+            tracing::info!(code = ?exit.code, signal = ?exit.signal, cause = ?exit.cause, "pod exited");
+            exit
+        });
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps)).await;
+        logs.finish();
+    }
+
+    /// Reads status lines from the pod's fd 3 until EOF. Memory is bounded
+    /// by the line limit whatever the pod writes; bad lines are logged
+    /// (rate-limited) and ignored.
+    async fn read_status(self: Arc<Self>, pod_id: String, fd: OwnedFd) {
+        let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the status pipe");
+                return;
+            }
+        };
+        let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
+        let mut bad = BadLineLog::default();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (lines, eof) = match pipe.read(&mut buf).await {
+                Ok(0) => (splitter.finish().into_iter().collect(), true),
+                Ok(n) => (splitter.push(&buf[..n]), false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the status pipe failed");
+                    return;
+                }
+            };
+            for line in lines {
+                match line {
+                    Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
+                    Line::Complete(bytes) => match parse_status_line(&bytes) {
+                        Ok(update) => self.apply_status(&pod_id, update),
+                        Err(e) => bad.record(&e.to_string()),
+                    },
+                    Line::Oversized => {
+                        bad.record(&format!("line longer than {MAX_LINE_BYTES} bytes"))
+                    }
+                }
+            }
+            if eof {
+                bad.flush();
+                return;
+            }
+        }
+    }
+}
+
+/// Rate-limited logging of ignored status lines: a pod spewing garbage
+/// costs one log line per interval, with a count of the rest.
+#[derive(Default)]
+struct BadLineLog {
+    last: Option<StdInstant>,
+    suppressed: u64,
+}
+
+impl BadLineLog {
+    fn record(&mut self, why: &str) {
+        let now = StdInstant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < BAD_LINE_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            reason = why,
+            suppressed = self.suppressed,
+            "ignored a status line on fd 3"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+
+    fn flush(&mut self) {
+        if self.suppressed > 0 {
+            tracing::warn!(count = self.suppressed, "more status lines were ignored");
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// Creates the pod's dir, writes its task file (mode 0600) and opens its log.
+fn prepare_dir(
+    dir: &std::path::Path,
+    task_file: &std::path::Path,
+    spec: &StartSpec,
+    log_max_bytes: u64,
+) -> std::io::Result<LogSink> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let body = serde_json::json!({
+        "task_id": spec.task_id,
+        "title": spec.title,
+        "description": spec.description,
+        "metadata": spec.metadata,
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(task_file)?;
+    f.write_all(body.to_string().as_bytes())?;
+    f.write_all(b"\n")?;
+    LogSink::create(dir, log_max_bytes)
+}
+
+/// A view for a pod id that vanished from the table between two locks;
+/// cannot happen (pods are only pruned after their exit is acknowledged,
+/// and both callers hold a live pod), but is not worth a panic.
+fn unreachable_view(pod_id: &str) -> PodView {
+    tracing::error!(pod_id, "pod vanished from the table");
+    PodView {
+        task_id: String::new(),
+        pod_id: pod_id.to_owned(),
+        generation: 0,
+        template: String::new(),
+        pid: 0,
+        state: PodState::Exited,
+        phase: None,
+        version: 0,
+        message: String::new(),
+        started_at: SystemTime::now(),
+        exit: None,
+    }
+}
