@@ -201,10 +201,10 @@ impl TaskService {
 
     /// WatchEvents.
     pub async fn watch_events(&self, q: WatchQuery) -> Result<WatchStream> {
-        if let Some(id) = q.task_id {
-            if !self.store.task_exists(id).await? {
-                return Err(Error::TaskNotFound(id));
-            }
+        if let Some(id) = q.task_id
+            && !self.store.task_exists(id).await?
+        {
+            return Err(Error::TaskNotFound(id));
         }
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);

@@ -14,7 +14,7 @@ mod writer;
 
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
-pub use writer::{MAX_BATCH, WriterHandle};
+pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
 
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,11 @@ impl Store {
         let readers = db.open_readers().await?;
         let writer = Writer::start(conn, db, hub, tracker, stop);
         Ok(Self { readers, writer })
+    }
+
+    /// Committed batches and commands so far (group-commit observability).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 
     /// Runs a write command (see [`Command`]).
@@ -103,4 +108,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,6 +11,8 @@
 //! database failure fails the whole batch with EVENT_STORE_UNAVAILABLE and
 //! the connection is reopened for the next one.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
@@ -42,10 +44,27 @@ struct Job {
     span: tracing::Span,
 }
 
+/// Counters of committed work, to observe group commit.
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    commands: AtomicU64,
+}
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Commands in them (including ones refused by a business rule).
+    pub commands: u64,
+}
+
 /// Sends commands to the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
 }
 
 impl WriterHandle {
@@ -68,6 +87,14 @@ impl WriterHandle {
             ))),
         }
     }
+
+    /// Committed batches and commands so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            commands: self.counters.commands.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The writer task's state.
@@ -77,6 +104,7 @@ pub struct Writer {
     db: DbConfig,
     hub: EventHub,
     stop: CancellationToken,
+    counters: Arc<Counters>,
     /// Last commit clock, so times never go backwards within a run.
     last_now: i64,
 }
@@ -93,16 +121,18 @@ impl Writer {
         stop: CancellationToken,
     ) -> WriterHandle {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let counters = Arc::new(Counters::default());
         let writer = Self {
             rx,
             conn: Some(conn),
             db,
             hub,
             stop,
+            counters: counters.clone(),
             last_now: 0,
         };
         tracker.spawn(writer.run().instrument(tracing::info_span!("writer")));
-        WriterHandle { tx }
+        WriterHandle { tx, counters }
     }
 
     async fn run(mut self) {
@@ -124,10 +154,10 @@ impl Writer {
             }
             self.run_batch(&mut batch).await;
         }
-        if let Some(conn) = self.conn.take() {
-            if let Err(e) = conn.close().await {
-                tracing::warn!(error = %e, "closing the write connection");
-            }
+        if let Some(conn) = self.conn.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!(error = %e, "closing the write connection");
         }
         tracing::debug!("writer stopped");
     }
@@ -154,6 +184,10 @@ impl Writer {
         match outcome {
             Ok(results) => {
                 tracing::debug!(batch = size, "batch committed");
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .commands
+                    .fetch_add(size as u64, Ordering::Relaxed);
                 // Publish first, in position order, so a caller that got its
                 // answer and then watches live cannot miss its own event.
                 let committed: Vec<EventRecord> = results
@@ -214,4 +248,117 @@ async fn transact(conn: &mut SqliteConnection, batch: &[Job], now: i64) -> Resul
     }
     tx.commit().await?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::domain::{EventsQuery, TaskFilter};
+    use crate::domain::{Finish, TaskId};
+    use crate::store::tests::{TestDb, new_task};
+
+    fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            command,
+            reply,
+            span: tracing::Span::none(),
+        };
+        (job, rx)
+    }
+
+    fn create(id: TaskId, title: &str) -> Command {
+        Command::CreateTask {
+            task_id: id,
+            task: Box::new(new_task(title, "alice")),
+            pod_message: String::new(),
+        }
+    }
+
+    /// One batch where the middle command fails after it has written: only
+    /// its savepoint is undone; the commands around it commit.
+    #[tokio::test]
+    async fn a_failing_command_rolls_back_only_its_savepoint() {
+        let db = TestDb::open().await;
+        let (a, b, clash) = (TaskId::new(), TaskId::new(), TaskId::new());
+        // Plant a `tasks` row without its stream (foreign keys off on this
+        // side connection), so creating `clash` inserts its stream and its
+        // event and then fails on the tasks primary key.
+        let url = format!("sqlite://{}", db.path().display());
+        let mut side = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut side)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (task_id, title, status, phase, created_at, updated_at, created_by, template) \
+             VALUES (?, 'planted', 'inactive', 'spec_clarification', 0, 0, 'x', 'default')",
+        )
+        .bind(clash.to_string())
+        .execute(&mut side)
+        .await
+        .unwrap();
+
+        let mut conn =
+            crate::store::pool::open_and_migrate(&crate::store::DbConfig::new(db.path()))
+                .await
+                .unwrap();
+        let (j1, _r1) = job(create(a, "a"));
+        let (j2, _r2) = job(create(clash, "clash"));
+        let (j3, _r3) = job(Command::Finish {
+            task_id: TaskId::new(),
+            finish: Finish::Complete,
+            actor: crate::domain::ActorId::parse("x").unwrap(),
+            correlation: crate::domain::CorrelationId::parse_or_new("").unwrap(),
+            reason: None,
+        });
+        let (j4, _r4) = job(create(b, "b"));
+        let results = transact(&mut conn, &[j1, j2, j3, j4], 1).await.unwrap();
+        assert!(results[0].0.is_ok());
+        assert!(
+            matches!(results[1].0, Err(Error::Internal(_))),
+            "{:?}",
+            results[1].0
+        );
+        assert!(matches!(results[2].0, Err(Error::TaskNotFound(_))));
+        assert!(results[3].0.is_ok());
+        // Events of the committed commands only, with consecutive versions.
+        assert_eq!(results[0].1.len(), 1);
+        assert!(results[1].1.is_empty());
+        assert_eq!(results[3].1.len(), 1);
+
+        // The failed command's stream and event are gone; the others stay.
+        let streams: Vec<String> =
+            sqlx::query_scalar("SELECT stream_id FROM streams ORDER BY stream_id")
+                .fetch_all(&mut side)
+                .await
+                .unwrap();
+        let mut want = vec![a.to_string(), b.to_string()];
+        want.sort();
+        assert_eq!(streams, want);
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE stream_id = ?")
+            .bind(clash.to_string())
+            .fetch_one(&mut side)
+            .await
+            .unwrap();
+        assert_eq!(events, 0);
+        for id in [a, b] {
+            let q = EventsQuery {
+                task_id: id,
+                after_version: 0,
+                limit: 10,
+            };
+            assert_eq!(db.store.task_events(&q).await.unwrap().len(), 1);
+        }
+        // The planted row plus a and b.
+        assert_eq!(
+            db.store.count_tasks(&TaskFilter::default()).await.unwrap(),
+            3
+        );
+        conn.close().await.unwrap();
+        side.close().await.unwrap();
+        db.shutdown().await;
+    }
 }
