@@ -16,3 +16,4 @@ mod manifests;
 mod render_validate;
 mod rules;
 mod run_from_manifests;
+mod runbook;
