@@ -180,3 +180,65 @@ pub async fn run(
         .serve(listener, shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ipa_proto::v1 as pb;
+    use pb::central_manager_client::CentralManagerClient;
+    use tonic::transport::Endpoint;
+
+    use super::*;
+
+    /// Embedding: `run` on a caller-supplied port-0 listener and token; the
+    /// token stops it cleanly (Ok) with in-flight work finished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_until_the_token_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/data/c.db", dir.path().display());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(run(Config::with_database_url(url), listener, stop.clone()));
+
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut client = CentralManagerClient::new(channel);
+        let created = client
+            .create_task(pb::CreateTaskRequest {
+                title: "embedded".into(),
+                actor_id: "me".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got = client
+            .get_task(pb::GetTaskRequest {
+                task_id: created.task_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.title, "embedded");
+        let mut watch = client
+            .watch_events(pb::WatchEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().position, 1);
+
+        stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("run returns after cancellation")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+        // The watch stream ended rather than hanging.
+        let end = tokio::time::timeout(Duration::from_secs(20), watch.message()).await;
+        assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "{end:?}");
+        assert!(dir.path().join("data/c.db").exists());
+    }
+}

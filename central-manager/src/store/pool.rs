@@ -87,6 +87,6 @@ fn create_parent_dir(path: &Path) -> Result<(), sqlx::Error> {
 /// Opens the writer connection and applies pending migrations on it.
 pub async fn open_and_migrate(db: &DbConfig) -> Result<SqliteConnection, sqlx::Error> {
     let mut conn = db.open_writer().await?;
-    MIGRATOR.run(&mut conn).await?;
+    MIGRATOR.run_direct(&mut conn).await?;
     Ok(conn)
 }

@@ -119,12 +119,13 @@ where
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows: Vec<EventRow> =
         match task {
-            // (stream_id, version) is unique and versions grow with positions,
-            // so the per-stream index serves this in position order.
+            // Within a stream, versions are assigned in position order (single
+            // writer): ordering by version is position order, and the
+            // (stream_id, version) index serves it without a sort.
             Some(id) => {
                 sqlx::query_as(&format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND position > ? \
-                 ORDER BY position LIMIT ?"
+                 ORDER BY version LIMIT ?"
                 ))
                 .bind(id.to_string())
                 .bind(after)
