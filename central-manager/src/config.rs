@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long, env = "IPA_POD_HOST_DNS")]
     pub pod_host_dns: Option<String>,
 
+    /// How often `--pod-host-dns` is resolved again (milliseconds), so
+    /// pod-hosts that appear or vanish are picked up without a restart.
+    #[arg(long, env = "IPA_POD_HOST_DNS_INTERVAL_MS", default_value_t = 5000)]
+    pub pod_host_dns_interval_ms: u64,
+
     /// How often central-manager pings each pod-host (milliseconds).
     #[arg(long, env = "IPA_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
     pub heartbeat_interval_ms: u64,
@@ -129,6 +134,16 @@ impl Config {
     /// `--heartbeat-interval-ms` as a duration.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The timing rules of pod-host states.
+    pub fn host_timeouts(&self) -> crate::hosts::registry::HostTimeouts {
+        let fence = Duration::from_millis(self.fence_timeout_ms);
+        crate::hosts::registry::HostTimeouts {
+            unreachable_after: Duration::from_millis(self.host_unreachable_ms),
+            fence_timeout: fence,
+            fence_margin: crate::hosts::registry::HostTimeouts::default_margin(fence),
+        }
     }
 
     /// The database file named by `--database-url`.

@@ -5,7 +5,10 @@
 //! Layers, outside in:
 //! - [`server`]: process assembly, reflection, health, graceful shutdown;
 //! - [`api`]: thin tonic handlers and the proto ⇄ domain conversions;
-//! - [`core`]: the task operations ([`core::TaskService`]), pod-hosts;
+//! - [`core`]: the task operations ([`core::TaskService`]) and pod operations;
+//! - [`hosts`]: pod-hosts: discovery, sessions, states and timeouts, placement;
+//! - [`supervisor`]: what pod exits and host loss mean (restart policy,
+//!   reconciliation) and the loop that applies it;
 //! - [`store`]: SQLite, the single group-committing writer, read queries;
 //! - [`watch`]: the live event feed behind WatchEvents;
 //! - [`domain`]: validated types and the lifecycle rules (pure);
@@ -19,8 +22,10 @@ pub mod config;
 pub mod core;
 pub mod domain;
 pub mod error;
+pub mod hosts;
 pub mod server;
 pub mod store;
+pub mod supervisor;
 pub mod watch;
 
 pub use config::Config;

@@ -22,10 +22,20 @@ use tonic_health::ServingStatus;
 use crate::api::CentralManagerApi;
 use crate::config::Config;
 use crate::core::TaskService;
-use crate::core::hosts::HostDirectory;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::hosts::directory::HostDirectory;
+use crate::hosts::discovery::{Discovery, SystemResolver};
+use crate::hosts::local::{LocalPodHost, pod_host_binary};
+use crate::hosts::session::SessionConfig;
 use crate::store::{DbConfig, Store};
+use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
+
+/// Buffered host updates before sessions wait for the supervisor.
+const HOST_UPDATES: usize = 4096;
+/// How long the local pod-host may take to stop its pods on shutdown
+/// (its own stop grace is 5 s by default).
+const LOCAL_POD_HOST_STOP: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Start-up and serve errors (not request errors).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,6 +54,8 @@ pub struct Application {
     /// Cancelled after the gRPC server has drained: the writer must outlive
     /// every in-flight call.
     writer_stop: CancellationToken,
+    /// The `--local-pod-host` child, stopped last.
+    local_pod_host: Option<LocalPodHost>,
 }
 
 impl Application {
@@ -64,26 +76,79 @@ impl Application {
         .await
         .map_err(|e| format!("opening database {}: {e}", path.display()))?;
         tracing::info!(database = %path.display(), "database open, migrations applied");
-        if !config.pod_hosts.is_empty() || config.pod_host_dns.is_some() || config.local_pod_host {
-            tracing::warn!(
-                "pod-host options are accepted but pod supervision is not available in this version"
-            );
-        }
         IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
+
+        // Pod supervision: endpoints → one session each → the supervisor.
+        let hosts = HostDirectory::new(config.host_timeouts());
+        let mut static_urls = config.pod_hosts.clone();
+        let local_pod_host = if config.local_pod_host {
+            let data = path.parent().map_or_else(
+                || std::path::PathBuf::from("pod-host"),
+                |p| p.join("pod-host"),
+            );
+            let extra = vec![
+                "--fence-timeout-ms".to_owned(),
+                config.fence_timeout_ms.to_string(),
+            ];
+            let binary = pod_host_binary()?;
+            let local = LocalPodHost::start(&binary, &data, &extra)
+                .await
+                .map_err(|e| format!("starting the local pod-host {}: {e}", binary.display()))?;
+            static_urls.push(local.url.clone());
+            Some(local)
+        } else {
+            None
+        };
+        let (endpoints_tx, endpoints_rx) = tokio::sync::watch::channel(Default::default());
+        let discovery = Discovery::new(
+            static_urls,
+            config.pod_host_dns.iter().cloned().collect(),
+            std::time::Duration::from_millis(config.pod_host_dns_interval_ms.max(100)),
+            Arc::new(SystemResolver),
+        );
+        tracker.spawn(tracing::Instrument::instrument(
+            discovery.run(endpoints_tx, shutdown.clone()),
+            tracing::info_span!("discovery"),
+        ));
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(HOST_UPDATES);
+        let session_config = SessionConfig {
+            heartbeat_interval: config.heartbeat_interval(),
+            central_id: uuid::Uuid::new_v4().to_string(),
+        };
+        tracker.spawn(tracing::Instrument::instrument(
+            crate::hosts::connector::run(
+                endpoints_rx,
+                session_config,
+                Arc::new(hosts.clone()),
+                updates_tx,
+                tracker.clone(),
+                shutdown.clone(),
+            ),
+            tracing::info_span!("connector"),
+        ));
         let service = Arc::new(TaskService::new(
             store.clone(),
             hub,
-            HostDirectory::new(),
+            hosts,
             config.restart_defaults(),
             tracker.clone(),
             shutdown.clone(),
         ));
+        Supervisor::new(
+            service.pods().clone(),
+            store.clone(),
+            updates_rx,
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .start()?;
         Ok(Self {
             service,
             store,
             tracker,
             shutdown,
             writer_stop,
+            local_pod_host,
         })
     }
 
@@ -143,6 +208,9 @@ impl Application {
         self.tracker.close();
         self.tracker.wait().await;
         self.store.close().await;
+        if let Some(local) = self.local_pod_host {
+            local.stop(LOCAL_POD_HOST_STOP).await;
+        }
         tracing::info!("shut down");
         result.map_err(Into::into)
     }

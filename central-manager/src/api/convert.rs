@@ -12,7 +12,6 @@
 use ipa_proto::time::{micros_from_timestamp, timestamp_from_micros};
 use ipa_proto::v1 as pb;
 
-use crate::core::hosts::{HostState, HostView};
 use crate::domain::{
     ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
     MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
@@ -20,6 +19,7 @@ use crate::domain::{
     TaskStatus, TemplateName, Title, WatchQuery, page_limit,
 };
 use crate::error::{Error, Result};
+use crate::hosts::directory::{HostState, HostView};
 
 // ---------- enums ----------
 

@@ -229,10 +229,18 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::GetPodLogsRequest>,
     ) -> RpcResult<Self::GetPodLogsStream> {
-        let id = task_id(&req.get_ref().task_id)?;
+        let r = req.into_inner();
+        let id = task_id(&r.task_id)?;
         // A task that never had a pod has no output: an empty stream.
-        // Otherwise the core answers NO_POD_HOST until pod-hosts exist.
-        let _source = self.service.pod_logs_source(id).await?;
-        Ok(Response::new(Box::pin(tokio_stream::empty())))
+        let Some(upstream) = self.service.pod_logs(id, r.follow, r.tail_lines).await? else {
+            return Ok(Response::new(Box::pin(tokio_stream::empty())));
+        };
+        let stream = upstream.map(move |item| {
+            item.map_err(|s| {
+                tracing::warn!(task_id = %id, error = %s.message(), "log stream from pod-host failed");
+                Status::from(crate::error::Error::PodStateUnknown(id))
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -1,10 +1,10 @@
 //! The core: every task operation as a method on [`TaskService`], in domain
 //! types. Commands go to the store's single writer (which applies the
 //! lifecycle rules inside its transaction); queries read the `tasks` table
-//! and the event store. Pod placement and supervision will live here too
-//! ([`hosts`]).
+//! and the event store, with the live phase/version of running pods
+//! overlaid from their hosts' streams. Pod operations are in [`pods`].
 
-pub mod hosts;
+pub mod pods;
 pub mod pruner;
 
 use tokio_util::sync::CancellationToken;
@@ -13,18 +13,20 @@ use tokio_util::task::TaskTracker;
 use crate::domain::{
     CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, PodInfo, PodStatus,
     RestartDefaults, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord, WatchQuery,
-    decide_start, decide_stop, ensure_not_terminal,
 };
 use crate::error::{Error, Result};
+use crate::hosts::directory::{HostDirectory, HostView};
+use crate::store::pods::Cause;
 use crate::store::{Command, Outcome, Store};
 use crate::watch::{EventHub, WatchStream, start_watch};
-use hosts::{HostDirectory, HostView};
+use pods::Pods;
 
 /// The task operations.
 pub struct TaskService {
     store: Store,
     hub: EventHub,
     hosts: HostDirectory,
+    pods: Pods,
     defaults: RestartDefaults,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -41,10 +43,12 @@ impl TaskService {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
+        let pods = Pods::new(store.clone(), hosts.clone(), defaults);
         Self {
             store,
             hub,
             hosts,
+            pods,
             defaults,
             tracker,
             shutdown,
@@ -56,24 +60,52 @@ impl TaskService {
         &self.defaults
     }
 
+    /// The pod operations (shared with the supervisor).
+    pub fn pods(&self) -> &Pods {
+        &self.pods
+    }
+
+    /// Overlays the live phase and version streamed by a running pod's host
+    /// (GetTask/ListTasks never rebuild state from events).
+    fn with_live(&self, mut t: TaskRecord) -> TaskRecord {
+        if matches!(
+            t.pod_status,
+            PodStatus::Running | PodStatus::Unknown | PodStatus::Starting
+        ) {
+            if let (Some(pod), Some(live)) = (&t.pod, self.hosts.live(t.task_id)) {
+                if live.pod_id == pod.pod_id {
+                    if let Some(phase) = live.phase {
+                        t.phase = phase;
+                    }
+                    t.live_version = live.version;
+                }
+            }
+        }
+        t
+    }
+
     /// CreateTask. With `auto_start` the pod is started before replying; a
     /// start failure is reported in `pod_status`/`pod_message`, the task
     /// still exists. An idempotent repeat returns the first task as it is
     /// now and starts nothing.
     pub async fn create_task(&self, task: NewTask) -> Result<TaskRecord> {
-        // Placement is decided before the write so its failure can be
-        // recorded in the same transaction as the task.
+        // A placement that fails already is recorded with the task, in the
+        // same transaction, so GetTask shows why no pod runs.
         let pod_message = if task.auto_start {
             match self.hosts.place(&task.template) {
-                Ok(_) => {
-                    return Err(Error::Internal(
-                        "placement succeeded but pod start is not implemented".into(),
-                    ));
+                Ok(p) => {
+                    self.hosts.release(&p.host_id);
+                    String::new()
                 }
                 Err(e) => e.public_message(),
             }
         } else {
             String::new()
+        };
+        let auto_start = task.auto_start && pod_message.is_empty();
+        let cause = Cause {
+            actor: task.actor.as_str().to_owned(),
+            correlation: task.correlation.as_str().to_owned(),
         };
         let task_id = TaskId::new();
         let outcome = self
@@ -88,8 +120,25 @@ impl TaskService {
             Outcome::Task { task, created } => {
                 if !created {
                     tracing::info!(task_id = %task.task_id, "idempotent repeat of CreateTask");
+                    return Ok(self.with_live(*task));
                 }
-                Ok(*task)
+                if !auto_start {
+                    return Ok(*task);
+                }
+                // The task exists whatever happens now; a failed start shows
+                // in pod_status/pod_message.
+                let message = match self.pods.start(task_id, cause, false).await {
+                    Ok(_) => String::new(),
+                    Err(e) => {
+                        tracing::info!(%task_id, error = %e, "auto_start did not start a pod");
+                        e.public_message()
+                    }
+                };
+                let mut now = self.get_task(task_id).await?;
+                if now.pod_message.is_empty() {
+                    now.pod_message = message;
+                }
+                Ok(now)
             }
             other => Err(unexpected(&other)),
         }
@@ -97,12 +146,14 @@ impl TaskService {
 
     /// GetTask.
     pub async fn get_task(&self, id: TaskId) -> Result<TaskRecord> {
-        self.store.task(id).await?.ok_or(Error::TaskNotFound(id))
+        let t = self.store.task(id).await?.ok_or(Error::TaskNotFound(id))?;
+        Ok(self.with_live(t))
     }
 
     /// ListTasks.
     pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
-        self.store.list_tasks(q).await
+        let tasks = self.store.list_tasks(q).await?;
+        Ok(tasks.into_iter().map(|t| self.with_live(t)).collect())
     }
 
     /// CountTasks.
@@ -133,6 +184,10 @@ impl TaskService {
         c: TaskCommand,
         reason: Option<String>,
     ) -> Result<()> {
+        let why = match finish {
+            Finish::Complete => "task completed",
+            Finish::Cancel => "task cancelled",
+        };
         let outcome = self
             .store
             .write(Command::Finish {
@@ -144,38 +199,45 @@ impl TaskService {
             })
             .await?;
         match outcome {
-            // With no pod-host connected no pod can be running; stopping
-            // one is pod supervision's job.
-            Outcome::Finished { .. } => Ok(()),
+            // The task is terminal now; its pod is no longer current and is
+            // stopped before replying. An unreachable host's pod is fenced
+            // when the host returns (or by the host itself).
+            Outcome::Finished { stop_pod } => {
+                if let Some((pod, host)) = stop_pod {
+                    self.pods.stop_after_finish(pod, host, why).await;
+                }
+                Ok(())
+            }
             other => Err(unexpected(&other)),
         }
     }
 
     /// StartPod: TASK_NOT_FOUND / ALREADY_* / ALREADY_STARTED /
-    /// POD_STATE_UNKNOWN from the task's state, then placement.
+    /// POD_STATE_UNKNOWN from the task's state, NO_POD_HOST from placement;
+    /// exactly one of concurrent calls wins the claim.
     pub async fn start_pod(&self, c: TaskCommand) -> Result<PodInfo> {
-        let task = self.get_task(c.task_id).await?;
-        decide_start(task.task_id, task.status, task.pod_status)?;
-        let _placement = self.hosts.place(&task.template)?;
-        Err(Error::Internal("pod start is not implemented".into()))
+        let cause = Cause {
+            actor: c.actor.as_str().to_owned(),
+            correlation: c.correlation.as_str().to_owned(),
+        };
+        self.pods
+            .start(c.task_id, cause, false)
+            .await?
+            .ok_or(Error::AlreadyStarted(c.task_id))
     }
 
-    /// RestartPod: like StartPod, but a running pod is stopped first.
+    /// RestartPod: the running pod (if any) is stopped, then a new
+    /// generation starts.
     pub async fn restart_pod(&self, c: TaskCommand) -> Result<PodInfo> {
-        let task = self.get_task(c.task_id).await?;
-        ensure_not_terminal(task.task_id, task.status)?;
-        if task.pod_status == PodStatus::Unknown {
-            return Err(Error::PodStateUnknown(task.task_id));
-        }
-        let _placement = self.hosts.place(&task.template)?;
-        Err(Error::Internal("pod restart is not implemented".into()))
+        self.pods.restart(c.task_id, &c.actor, &c.correlation).await
     }
 
-    /// StopPod: TASK_NOT_FOUND / ALREADY_* / NOT_RUNNING.
+    /// StopPod: TASK_NOT_FOUND / ALREADY_* / NOT_RUNNING /
+    /// POD_STATE_UNKNOWN, else a graceful stop.
     pub async fn stop_pod(&self, c: StopPod) -> Result<()> {
-        let task = self.get_task(c.task_id).await?;
-        decide_stop(task.task_id, task.status, task.pod_status)?;
-        Err(Error::Internal("pod stop is not implemented".into()))
+        self.pods
+            .stop(c.task_id, &c.actor, &c.correlation, &c.reason)
+            .await
     }
 
     /// ListActivePods.
@@ -218,18 +280,16 @@ impl TaskService {
         ))
     }
 
-    /// GetPodLogs: the task must exist; a task that never had a pod has no
-    /// output; otherwise the logs live on a pod-host, none of which is
-    /// connected.
-    pub async fn pod_logs_source(&self, id: TaskId) -> Result<Option<String>> {
-        let task = self.get_task(id).await?;
-        match task.pod {
-            None => Ok(None),
-            Some(pod) => Err(Error::NoPodHost(format!(
-                "pod-host {:?} of the task's last pod is not connected",
-                pod.pod_host
-            ))),
-        }
+    /// GetPodLogs: the current (or last) pod's output, proxied from its
+    /// pod-host; `None` when the task never had a pod (or its host no
+    /// longer has the logs).
+    pub async fn pod_logs(
+        &self,
+        id: TaskId,
+        follow: bool,
+        tail_lines: u32,
+    ) -> Result<Option<tonic::Streaming<ipa_proto::v1::PodLogChunk>>> {
+        self.pods.logs(id, follow, tail_lines).await
     }
 }
 

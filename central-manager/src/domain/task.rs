@@ -60,15 +60,35 @@ pub struct PodInfo {
     pub started_at: i64,
 }
 
-/// Event types (API.md). Only the ones this version writes are listed.
+/// Event types (API.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     /// CreateTask.
     TaskCreated,
-    /// CompleteTask.
+    /// A pod was started (by StartPod, RestartPod or an automatic restart).
+    PodStarted,
+    /// A pod was stopped on request (no crash, no restart).
+    PodStopped,
+    /// A pod exited 0 on its own.
+    PodExited,
+    /// A pod exited non-zero or was killed by a signal.
+    PodCrashed,
+    /// A pod's host was lost and the fence deadline passed.
+    PodLost,
+    /// A pod was re-adopted after its host came back.
+    PodRecovered,
+    /// A stale pod was killed.
+    PodFenced,
+    /// The running pod reported a new phase.
+    PhaseChanged,
+    /// An automatic restart is scheduled.
+    RestartScheduled,
+    /// CompleteTask, or the pod finished its work.
     TaskCompleted,
     /// CancelTask.
     TaskCancelled,
+    /// The restart budget is spent.
+    TaskFailed,
 }
 
 impl EventType {
@@ -76,8 +96,18 @@ impl EventType {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::TaskCreated => "task_created",
+            Self::PodStarted => "pod_started",
+            Self::PodStopped => "pod_stopped",
+            Self::PodExited => "pod_exited",
+            Self::PodCrashed => "pod_crashed",
+            Self::PodLost => "pod_lost",
+            Self::PodRecovered => "pod_recovered",
+            Self::PodFenced => "pod_fenced",
+            Self::PhaseChanged => "phase_changed",
+            Self::RestartScheduled => "restart_scheduled",
             Self::TaskCompleted => "task_completed",
             Self::TaskCancelled => "task_cancelled",
+            Self::TaskFailed => "task_failed",
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Everything about pod-hosts as seen from central-manager: where they are
-//! ([`discovery`]), their state and capacity ([`registry`]) and how often to
-//! retry them ([`backoff`]).
+//! ([`discovery`], [`connector`]), the supervision stream to each
+//! ([`session`]), their states and the silence timeouts ([`registry`]), the
+//! shared in-memory view used for placement ([`directory`]), the local
+//! single-machine pod-host ([`local`]) and retry pacing ([`backoff`]).
 
 pub mod backoff;
+pub mod connector;
+pub mod directory;
 pub mod discovery;
 pub mod local;
 pub mod registry;

@@ -41,6 +41,8 @@ pub enum Command {
         /// CancelTask's reason.
         reason: Option<String>,
     },
+    /// Pod supervision (see [`super::pods`]).
+    Pod(super::pods::PodCommand),
     /// Forget idempotency keys created at or before this time.
     PruneIdempotency {
         /// Unix micros.
@@ -59,11 +61,14 @@ pub enum Outcome {
         /// Created now (false: the first call's task was returned).
         created: bool,
     },
-    /// Finish: whether a pod must be stopped.
+    /// Finish: the pod that must be stopped, if one was starting, running
+    /// or unknown.
     Finished {
-        /// A pod was starting/running/unknown.
-        stop_pod: bool,
+        /// The pod to stop, with its host.
+        stop_pod: Option<(super::pods::PodRef, String)>,
     },
+    /// A pod supervision command's result.
+    Pod(super::pods::PodOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
 }
@@ -101,6 +106,9 @@ pub async fn apply(
             )
             .await
         }
+        Command::Pod(c) => Ok(Outcome::Pod(
+            super::pods::apply(conn, c, now, events).await?,
+        )),
         Command::PruneIdempotency { up_to } => {
             let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
                 .bind(up_to)
@@ -113,7 +121,7 @@ pub async fn apply(
 
 /// Appends one event to a stream, bumping its version.
 #[allow(clippy::too_many_arguments)]
-async fn append_event(
+pub(super) async fn append_event(
     conn: &mut SqliteConnection,
     task_id: TaskId,
     event: EventType,
@@ -300,12 +308,13 @@ async fn finish_task(
     events: &mut Vec<EventRecord>,
 ) -> Result<Outcome> {
     let id = task_id.to_string();
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT status, pod_status FROM tasks WHERE task_id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (status, pod) = row.ok_or(Error::TaskNotFound(task_id))?;
+    let row: Option<(String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT status, pod_status, pod_id, pod_host, pod_generation FROM tasks WHERE task_id = ?",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (status, pod, pod_id, pod_host, generation) = row.ok_or(Error::TaskNotFound(task_id))?;
     let tr = finish(
         task_id,
         TaskStatus::from_db(&status)?,
@@ -338,7 +347,16 @@ async fn finish_task(
         events,
     )
     .await?;
-    Ok(Outcome::Finished {
-        stop_pod: tr.stop_pod,
-    })
+    let stop_pod = match (tr.stop_pod, pod_id, pod_host) {
+        (true, Some(pod_id), Some(host)) => Some((
+            super::pods::PodRef {
+                task_id,
+                pod_id,
+                generation: u64::try_from(generation).unwrap_or(0),
+            },
+            host,
+        )),
+        _ => None,
+    };
+    Ok(Outcome::Finished { stop_pod })
 }

@@ -7,6 +7,7 @@
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
 mod commands;
+pub mod pods;
 mod pool;
 mod queries;
 mod rows;
@@ -98,6 +99,34 @@ impl Store {
     /// Tasks with a pod that is starting, running or unknown.
     pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
         queries::active_pods(&self.readers).await
+    }
+
+    /// Runs a pod supervision command.
+    pub async fn pod(&self, command: pods::PodCommand) -> Result<pods::PodOutcome> {
+        match self.writer.submit(Command::Pod(command)).await? {
+            Outcome::Pod(o) => Ok(o),
+            other => Err(crate::error::Error::Internal(format!(
+                "unexpected outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// The current pods placed on `host_id`.
+    pub async fn pods_on_host(
+        &self,
+        host_id: &str,
+    ) -> Result<Vec<(pods::PodRef, crate::domain::PodStatus)>> {
+        pods::pods_on_host(&self.readers, host_id).await
+    }
+
+    /// Hosts that run pods according to the database.
+    pub async fn hosts_with_pods(&self) -> Result<Vec<String>> {
+        pods::hosts_with_pods(&self.readers).await
+    }
+
+    /// Scheduled automatic restarts.
+    pub async fn scheduled_restarts(&self) -> Result<Vec<(TaskId, i64)>> {
+        pods::scheduled_restarts(&self.readers).await
     }
 
     /// Closes the read pool (the writer closes its own connection when it

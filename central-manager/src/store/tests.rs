@@ -154,7 +154,7 @@ async fn complete_and_cancel_follow_the_lifecycle() {
         .write(finish_cmd(a.task_id, Finish::Complete, None))
         .await
         .unwrap();
-    assert_eq!(done, Outcome::Finished { stop_pod: false });
+    assert_eq!(done, Outcome::Finished { stop_pod: None });
     let a2 = db.store.task(a.task_id).await.unwrap().unwrap();
     assert_eq!(
         (a2.status, a2.phase),

@@ -1,0 +1,473 @@
+//! Starting and stopping pods through their pod-hosts: StartPod, StopPod,
+//! RestartPod, the stop half of CompleteTask/CancelTask, automatic restarts
+//! and GetPodLogs.
+//!
+//! StartPod, step by step (DESIGN.md "the database is the arbiter"):
+//! 1. read the task for the fast refusals (ALREADY_*, ALREADY_STARTED,
+//!    POD_STATE_UNKNOWN);
+//! 2. place it on a READY host serving its template with a free slot
+//!    (NO_POD_HOST);
+//! 3. claim it with a conditional update that bumps the generation: of N
+//!    concurrent calls exactly one changes the row, the rest get
+//!    ALREADY_STARTED;
+//! 4. ask the host to start it; commit `pod_started` with the pid.
+//!
+//! If the host refuses, the claim is undone. If the host does not answer
+//! (so the pod may or may not run), the pod is fenced by a stop with its
+//! generation before the claim is undone; if even that cannot be done the
+//! row stays STARTING on that host, which the host-loss rules then settle
+//! safely: the caller gets POD_STATE_UNKNOWN.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ipa_proto::v1::{self as pb, pod_host_client::PodHostClient};
+use ipa_proto::{ErrorReason, reason_of};
+use tonic::transport::Channel;
+
+use crate::domain::{
+    ActorId, CorrelationId, PodInfo, PodStatus, RestartDefaults, TaskId, decide_start, decide_stop,
+};
+use crate::error::{Error, Result};
+use crate::hosts::directory::{HostDirectory, PendingStop};
+use crate::store::Store;
+use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
+use crate::supervisor::exit::{Ending, classify, describe};
+
+/// How long a pod-host may take to spawn a pod. Spawning takes
+/// milliseconds; this only bounds a host that stopped answering.
+const HOST_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a StopPod may take on the host: its stop grace (5 s by default,
+/// configured on the host) plus reaping, with room to spare.
+const HOST_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the fence attempt after a start whose outcome is unknown.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pod operations, shared by the API and the supervisor.
+#[derive(Clone)]
+pub struct Pods {
+    store: Store,
+    hosts: HostDirectory,
+    defaults: RestartDefaults,
+}
+
+impl Pods {
+    pub fn new(store: Store, hosts: HostDirectory, defaults: RestartDefaults) -> Self {
+        Self {
+            store,
+            hosts,
+            defaults,
+        }
+    }
+
+    /// The shared host state.
+    pub fn hosts(&self) -> &HostDirectory {
+        &self.hosts
+    }
+
+    /// The restart defaults.
+    pub fn defaults(&self) -> &RestartDefaults {
+        &self.defaults
+    }
+
+    /// StartPod (and automatic restarts, with `automatic`). `Ok(None)` only
+    /// for an automatic restart that a user action overtook.
+    pub async fn start(
+        &self,
+        task_id: TaskId,
+        cause: Cause,
+        automatic: bool,
+    ) -> Result<Option<PodInfo>> {
+        let task = self
+            .store
+            .task(task_id)
+            .await?
+            .ok_or(Error::TaskNotFound(task_id))?;
+        decide_start(task_id, task.status, task.pod_status)?;
+        let placement = self.hosts.place(&task.template)?;
+        let pod_id = uuid::Uuid::now_v7().to_string();
+        let claim = self
+            .store
+            .pod(PodCommand::Claim {
+                task_id,
+                pod_id: pod_id.clone(),
+                host_id: placement.host_id.clone(),
+                cause: cause.clone(),
+                automatic,
+            })
+            .await;
+        let claimed = match claim {
+            Ok(PodOutcome::Claimed(c)) => c,
+            Ok(_) => {
+                self.hosts.release(&placement.host_id);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.hosts.release(&placement.host_id);
+                return Err(e);
+            }
+        };
+        let pod = PodRef {
+            task_id,
+            pod_id,
+            generation: claimed.generation,
+        };
+        let result = self
+            .start_on_host(placement.client, &placement.host_id, &pod, &claimed, &cause)
+            .await;
+        if result.is_err() {
+            self.hosts.release(&placement.host_id);
+        }
+        result.map(Some)
+    }
+
+    async fn start_on_host(
+        &self,
+        mut client: PodHostClient<Channel>,
+        host_id: &str,
+        pod: &PodRef,
+        claimed: &ClaimedPod,
+        cause: &Cause,
+    ) -> Result<PodInfo> {
+        let metadata: HashMap<String, String> =
+            serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
+        let req = pb::HostStartPodRequest {
+            task_id: pod.task_id.to_string(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            template: claimed.template.clone(),
+            title: claimed.title.clone(),
+            description: claimed.description.clone(),
+            metadata,
+            correlation_id: claimed.correlation.clone(),
+        };
+        let answer = tokio::time::timeout(HOST_START_TIMEOUT, client.start_pod(req)).await;
+        match answer {
+            Ok(Ok(resp)) => {
+                let info = resp.into_inner().pod.unwrap_or_default();
+                let started_at = info
+                    .started_at
+                    .as_ref()
+                    .and_then(ipa_proto::time::micros_from_timestamp)
+                    .unwrap_or_else(ipa_proto::time::now_micros);
+                let outcome = self
+                    .store
+                    .pod(PodCommand::Started {
+                        pod: pod.clone(),
+                        pid: info.pid,
+                        started_at,
+                        host_id: host_id.to_owned(),
+                        cause: cause.clone(),
+                    })
+                    .await?;
+                if outcome == PodOutcome::Ignored {
+                    tracing::debug!(task_id = %pod.task_id, pod_id = %pod.pod_id, "start confirmed after the pod already ended");
+                }
+                Ok(PodInfo {
+                    pod_id: pod.pod_id.clone(),
+                    pod_host: host_id.to_owned(),
+                    pid: info.pid,
+                    generation: pod.generation,
+                    started_at,
+                })
+            }
+            Ok(Err(status)) if is_refusal(&status) => {
+                let message = format!("pod-host {host_id} refused the start: {}", status.message());
+                self.store
+                    .pod(PodCommand::AbortStart {
+                        pod: pod.clone(),
+                        message: message.clone(),
+                    })
+                    .await?;
+                Err(Error::NoPodHost(message))
+            }
+            other => {
+                let why = match other {
+                    Ok(Err(s)) => s.message().to_owned(),
+                    _ => "no answer in time".to_owned(),
+                };
+                tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
+                if self
+                    .fence_on_host(client, pod, "start outcome unknown")
+                    .await
+                {
+                    let message = format!("pod-host {host_id} failed to start the pod: {why}");
+                    self.store
+                        .pod(PodCommand::AbortStart {
+                            pod: pod.clone(),
+                            message,
+                        })
+                        .await?;
+                    Err(Error::NoPodHost(format!(
+                        "pod-host {host_id} failed to start the pod"
+                    )))
+                } else {
+                    Err(Error::PodStateUnknown(pod.task_id))
+                }
+            }
+        }
+    }
+
+    /// Kills `pod` on its host as stale; true when the host confirmed it is
+    /// gone (or never had it).
+    pub async fn fence_on_host(
+        &self,
+        mut client: PodHostClient<Channel>,
+        pod: &PodRef,
+        reason: &str,
+    ) -> bool {
+        let req = pb::HostStopPodRequest {
+            task_id: pod.task_id.to_string(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            grace_ms: 1,
+            reason: reason.to_owned(),
+            fence: true,
+        };
+        match tokio::time::timeout(FENCE_TIMEOUT, client.stop_pod(req)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(s)) => matches!(
+                reason_of(&s),
+                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration)
+            ),
+            Err(_) => false,
+        }
+    }
+
+    /// StopPod: graceful stop through the host, then `pod_stopped` with the
+    /// caller as actor.
+    pub async fn stop(
+        &self,
+        task_id: TaskId,
+        actor: &ActorId,
+        correlation: &CorrelationId,
+        reason: &str,
+    ) -> Result<()> {
+        let task = self
+            .store
+            .task(task_id)
+            .await?
+            .ok_or(Error::TaskNotFound(task_id))?;
+        decide_stop(task_id, task.status, task.pod_status)?;
+        let pod_info = task.pod.ok_or(Error::NotRunning(task_id))?;
+        let pod = PodRef {
+            task_id,
+            pod_id: pod_info.pod_id.clone(),
+            generation: pod_info.generation,
+        };
+        let cause = Cause {
+            actor: actor.as_str().to_owned(),
+            correlation: correlation.as_str().to_owned(),
+        };
+        self.stop_pod(&pod, &pod_info.pod_host, cause, reason).await
+    }
+
+    /// Stops `pod` on `host_id` and commits its end as a requested stop.
+    async fn stop_pod(
+        &self,
+        pod: &PodRef,
+        host_id: &str,
+        cause: Cause,
+        reason: &str,
+    ) -> Result<()> {
+        let mut client = self
+            .hosts
+            .client(host_id)
+            .ok_or(Error::PodStateUnknown(pod.task_id))?;
+        self.hosts.begin_stop(
+            &pod.pod_id,
+            PendingStop {
+                cause: cause.clone(),
+                reason: reason.to_owned(),
+            },
+        );
+        let req = pb::HostStopPodRequest {
+            task_id: pod.task_id.to_string(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            grace_ms: 0,
+            reason: reason.to_owned(),
+            fence: false,
+        };
+        let exit = match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
+            Ok(Ok(resp)) => resp.into_inner().pod.and_then(|p| p.exit),
+            // The host does not have it (any more): it is not running.
+            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => None,
+            Ok(Err(s)) => {
+                self.hosts.take_stop(&pod.pod_id);
+                tracing::warn!(task_id = %pod.task_id, error = %s.message(), "pod-host failed to stop the pod");
+                return Err(Error::PodStateUnknown(pod.task_id));
+            }
+            Err(_) => {
+                self.hosts.take_stop(&pod.pod_id);
+                return Err(Error::PodStateUnknown(pod.task_id));
+            }
+        };
+        self.hosts.take_stop(&pod.pod_id);
+        // Whatever way it ended while being stopped, the caller asked for it:
+        // a requested stop is never a crash.
+        let mut detail = exit
+            .as_ref()
+            .map(exit_detail)
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = detail.as_object_mut() {
+            o.insert("reason".into(), serde_json::json!(reason));
+        }
+        let report = EndReport {
+            ending: Ending::Stopped,
+            detail,
+            message: String::new(),
+            last_phase: None,
+        };
+        self.store
+            .pod(PodCommand::Ended {
+                pod: pod.clone(),
+                report,
+                cause,
+                defaults: self.defaults,
+                jitter: 0.0,
+            })
+            .await?;
+        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.release(host_id);
+        Ok(())
+    }
+
+    /// RestartPod: stop the running pod (if any), then start a new
+    /// generation.
+    pub async fn restart(
+        &self,
+        task_id: TaskId,
+        actor: &ActorId,
+        correlation: &CorrelationId,
+    ) -> Result<PodInfo> {
+        let task = self
+            .store
+            .task(task_id)
+            .await?
+            .ok_or(Error::TaskNotFound(task_id))?;
+        crate::domain::ensure_not_terminal(task_id, task.status)?;
+        let cause = Cause {
+            actor: actor.as_str().to_owned(),
+            correlation: correlation.as_str().to_owned(),
+        };
+        match task.pod_status {
+            PodStatus::Unknown => return Err(Error::PodStateUnknown(task_id)),
+            PodStatus::Starting | PodStatus::Running => {
+                let p = task
+                    .pod
+                    .ok_or(Error::Internal("running task without pod".into()))?;
+                let pod = PodRef {
+                    task_id,
+                    pod_id: p.pod_id,
+                    generation: p.generation,
+                };
+                self.stop_pod(&pod, &p.pod_host, cause.clone(), "restart")
+                    .await?;
+            }
+            PodStatus::Stopped => {}
+        }
+        self.start(task_id, cause, false)
+            .await?
+            .ok_or(Error::AlreadyStarted(task_id))
+    }
+
+    /// After CompleteTask/CancelTask: kill the task's pod, which is no
+    /// longer current. Best effort: if its host is unreachable, the pod is
+    /// fenced when the host returns, or the host fences itself.
+    pub async fn stop_after_finish(&self, pod: PodRef, host_id: String, reason: &str) {
+        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        let Some(mut client) = self.hosts.client(&host_id) else {
+            return;
+        };
+        let req = pb::HostStopPodRequest {
+            task_id: pod.task_id.to_string(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            grace_ms: 0,
+            reason: reason.to_owned(),
+            fence: false,
+        };
+        match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
+            Ok(Ok(_)) => self.hosts.release(&host_id),
+            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
+            other => {
+                tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
+            }
+        }
+    }
+
+    /// GetPodLogs: the current (or last) pod's output, from its host.
+    pub async fn logs(
+        &self,
+        task_id: TaskId,
+        follow: bool,
+        tail_lines: u32,
+    ) -> Result<Option<tonic::Streaming<pb::PodLogChunk>>> {
+        let task = self
+            .store
+            .task(task_id)
+            .await?
+            .ok_or(Error::TaskNotFound(task_id))?;
+        let Some(pod) = task.pod else { return Ok(None) };
+        let mut client = self
+            .hosts
+            .client(&pod.pod_host)
+            .ok_or_else(|| Error::PodStateUnknown(task_id))?;
+        let req = pb::HostGetPodLogsRequest {
+            task_id: task_id.to_string(),
+            pod_id: pod.pod_id,
+            follow,
+            tail_lines,
+        };
+        match client.get_pod_logs(req).await {
+            Ok(s) => Ok(Some(s.into_inner())),
+            Err(s) if reason_of(&s) == Some(ErrorReason::PodNotFound) => Ok(None),
+            Err(s) => {
+                tracing::warn!(%task_id, error = %s.message(), "pod-host GetPodLogs failed");
+                Err(Error::PodStateUnknown(task_id))
+            }
+        }
+    }
+}
+
+/// A host error that means "definitely not started".
+fn is_refusal(s: &tonic::Status) -> bool {
+    matches!(
+        reason_of(s),
+        Some(
+            ErrorReason::NoCapacity
+                | ErrorReason::InvalidArgument
+                | ErrorReason::ShuttingDown
+                | ErrorReason::StaleGeneration
+        )
+    )
+}
+
+/// Event data for an exit.
+pub fn exit_detail(exit: &pb::PodExit) -> serde_json::Value {
+    let cause = pb::ExitCause::try_from(exit.cause).unwrap_or(pb::ExitCause::Unspecified);
+    serde_json::json!({
+        "exit_code": exit.exit_code,
+        "signal": exit.signal,
+        "cause": cause.as_str_name(),
+        "reported_completed": exit.reported_completed,
+        "message": exit.message,
+    })
+}
+
+/// The report for an exit streamed by a host.
+pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) -> EndReport {
+    let ending = classify(exit);
+    let message = match ending {
+        Ending::Crashed | Ending::Lost => describe(exit),
+        Ending::HostShutdown => "its pod-host shut down".to_owned(),
+        _ => String::new(),
+    };
+    EndReport {
+        ending,
+        detail: exit_detail(exit),
+        message,
+        last_phase,
+    }
+}

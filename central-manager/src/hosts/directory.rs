@@ -1,0 +1,266 @@
+//! The shared, in-memory state of pod supervision: the host [`Registry`],
+//! the live session of each connected host (its command client), the live
+//! phase/version of running pods as streamed by their hosts, resume points
+//! for reconnects, and stop requests in flight. The database stays the
+//! arbiter of every decision; this is what central-manager knows *now* and
+//! never writes to disk.
+//!
+//! One `std::sync::Mutex`; no lock is held across an await.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use ipa_proto::v1::pod_host_client::PodHostClient;
+use tonic::transport::Channel;
+
+pub use super::registry::HostState;
+use super::registry::{HostTimeouts, Registry};
+use super::session::{ResumePoint, SessionHandle};
+use crate::domain::{Phase, TaskId, TemplateName};
+use crate::error::{Error, Result};
+use crate::store::pods::Cause;
+
+/// One pod-host, for ListPodHosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    /// Host id.
+    pub host_id: String,
+    /// gRPC address (the endpoint central dials).
+    pub address: String,
+    /// State.
+    pub state: HostState,
+    /// Pods it may run at once.
+    pub capacity: u32,
+    /// Pods it runs now.
+    pub running_pods: u32,
+    /// Templates it serves.
+    pub templates: Vec<String>,
+    /// Last message from it, unix micros.
+    pub last_heartbeat_at: i64,
+    /// Its boot id.
+    pub boot_id: String,
+}
+
+/// Where a pod was placed: the host and a client for it.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The chosen host.
+    pub host_id: String,
+    /// Its command client (shares the session's connection).
+    pub client: PodHostClient<Channel>,
+}
+
+/// The live state of a running pod, from its host's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePod {
+    pub pod_id: String,
+    pub generation: u64,
+    /// Last reported phase (None before the first report).
+    pub phase: Option<Phase>,
+    /// Bumped by each accepted status line.
+    pub version: u64,
+}
+
+/// A stop requested through the API, so the stream's exit event is
+/// attributed to its caller.
+#[derive(Debug, Clone)]
+pub struct PendingStop {
+    pub cause: Cause,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    sessions: HashMap<String, SessionHandle>,
+    live: HashMap<TaskId, LivePod>,
+    resume: HashMap<String, (String, u64)>,
+    pending_stops: HashMap<String, PendingStop>,
+}
+
+/// Cheap to clone; all clones share the state.
+#[derive(Debug, Clone)]
+pub struct HostDirectory {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl HostDirectory {
+    /// An empty directory with the given timing rules.
+    pub fn new(timeouts: HostTimeouts) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                registry: Registry::new(timeouts),
+                sessions: HashMap::new(),
+                live: HashMap::new(),
+                resume: HashMap::new(),
+                pending_stops: HashMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters more than losing them: keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the registry.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.lock().registry)
+    }
+
+    /// Every known pod-host.
+    pub fn list(&self) -> Vec<HostView> {
+        self.lock()
+            .registry
+            .hosts()
+            .map(|h| HostView {
+                host_id: h.host_id.clone(),
+                address: h.address.clone(),
+                state: h.state,
+                capacity: h.capacity,
+                running_pods: h.running_pods,
+                templates: h.templates.iter().cloned().collect(),
+                last_heartbeat_at: ipa_proto::time::unix_micros(h.last_heartbeat_at),
+                boot_id: h.boot_id.clone(),
+            })
+            .collect()
+    }
+
+    /// Picks a ready pod-host with free capacity serving `template` (least
+    /// loaded first) and reserves a slot there; NO_POD_HOST when none.
+    pub fn place(&self, template: &TemplateName) -> Result<Placement> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let connected: Vec<&str> = inner.sessions.keys().map(String::as_str).collect();
+        let disconnected: Vec<String> = inner
+            .registry
+            .hosts()
+            .filter(|h| !connected.contains(&h.host_id.as_str()))
+            .map(|h| h.host_id.clone())
+            .collect();
+        let exclude: Vec<&str> = disconnected.iter().map(String::as_str).collect();
+        let host_id = inner
+            .registry
+            .place(template.as_str(), &exclude)
+            .ok_or_else(|| {
+                Error::NoPodHost(format!(
+                    "no ready pod-host with free capacity serves template {:?}",
+                    template.as_str()
+                ))
+            })?;
+        let client = inner
+            .sessions
+            .get(&host_id)
+            .map(|s| s.client.clone())
+            .ok_or_else(|| Error::Internal("placed on a host without a session".into()))?;
+        Ok(Placement { host_id, client })
+    }
+
+    /// Gives back a slot reserved by [`HostDirectory::place`].
+    pub fn release(&self, host_id: &str) {
+        self.lock().registry.release(host_id);
+    }
+
+    /// The command client of a connected host.
+    pub fn client(&self, host_id: &str) -> Option<PodHostClient<Channel>> {
+        self.lock().sessions.get(host_id).map(|s| s.client.clone())
+    }
+
+    /// The state of a host, if known.
+    pub fn host_state(&self, host_id: &str) -> Option<HostState> {
+        self.lock().registry.get(host_id).map(|h| h.state)
+    }
+
+    /// Records a new session (after a hello).
+    pub fn add_session(&self, handle: SessionHandle) {
+        self.lock().sessions.insert(handle.host_id.clone(), handle);
+    }
+
+    /// Forgets a session if it is still the current one for its host.
+    pub fn remove_session(&self, host_id: &str, boot_id: &str, endpoint: &str) {
+        let mut g = self.lock();
+        let current = g
+            .sessions
+            .get(host_id)
+            .is_some_and(|s| s.boot_id == boot_id && s.endpoint == endpoint);
+        if current {
+            g.sessions.remove(host_id);
+        }
+    }
+
+    /// Acknowledges `seq` to the host's current session and remembers it as
+    /// the resume point for its endpoint.
+    pub fn ack(&self, host_id: &str, boot_id: &str, seq: u64) {
+        let mut g = self.lock();
+        let Some(s) = g
+            .sessions
+            .get(host_id)
+            .filter(|s| s.boot_id == boot_id)
+            .cloned()
+        else {
+            return;
+        };
+        s.ack(seq);
+        g.resume
+            .insert(s.endpoint.clone(), (boot_id.to_owned(), seq));
+    }
+
+    /// Sets the resume point of an endpoint (after a hello).
+    pub fn set_resume(&self, endpoint: &str, boot_id: &str, seq: u64) {
+        self.lock()
+            .resume
+            .insert(endpoint.to_owned(), (boot_id.to_owned(), seq));
+    }
+
+    /// Records a contact with a host; returns the state transition if any.
+    pub fn contact(
+        &self,
+        host_id: &str,
+        at: Instant,
+        wall: SystemTime,
+        draining: Option<bool>,
+        running: Option<u32>,
+    ) -> Option<super::registry::Transition> {
+        let mut g = self.lock();
+        if let Some(r) = running {
+            g.registry.set_running(host_id, r);
+        }
+        g.registry.on_contact(host_id, at, wall, draining)
+    }
+
+    /// Live phase/version of a task's running pod.
+    pub fn live(&self, task_id: TaskId) -> Option<LivePod> {
+        self.lock().live.get(&task_id).cloned()
+    }
+
+    /// Updates the live state of a pod; returns the previous live phase.
+    pub fn set_live(&self, task_id: TaskId, pod: LivePod) -> Option<Phase> {
+        self.lock().live.insert(task_id, pod).and_then(|p| p.phase)
+    }
+
+    /// Forgets the live state of a task's pod (if it is that pod).
+    pub fn clear_live(&self, task_id: TaskId, pod_id: &str) {
+        let mut g = self.lock();
+        if g.live.get(&task_id).is_some_and(|p| p.pod_id == pod_id) {
+            g.live.remove(&task_id);
+        }
+    }
+
+    /// Notes that an API call is stopping `pod_id`.
+    pub fn begin_stop(&self, pod_id: &str, stop: PendingStop) {
+        self.lock().pending_stops.insert(pod_id.to_owned(), stop);
+    }
+
+    /// Takes the pending stop of `pod_id`, if any.
+    pub fn take_stop(&self, pod_id: &str) -> Option<PendingStop> {
+        self.lock().pending_stops.remove(pod_id)
+    }
+}
+
+impl ResumePoint for HostDirectory {
+    fn resume_point(&self, endpoint: &str) -> Option<(String, u64)> {
+        self.lock().resume.get(endpoint).cloned()
+    }
+}

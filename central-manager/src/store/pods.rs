@@ -1,0 +1,715 @@
+//! Pod supervision's writes, run inside the writer's transaction like every
+//! other command. Each is *conditional on the pod it names*: it applies only
+//! while the task's row still has that pod (same pod id and generation) in
+//! the expected pod status, and is otherwise [`PodOutcome::Ignored`]. That
+//! is what makes the two paths that learn about a pod (the RPC that acted
+//! on it and the pod-host's event stream) safe to race: whichever commits
+//! first wins, the other is a no-op, and a stale report about an old
+//! generation can never touch the current pod.
+
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use super::commands::append_event;
+use crate::domain::{
+    EventRecord, EventType, Phase, PodStatus, RestartDefaults, RestartPolicySpec, TaskId,
+    TaskStatus, decide_start,
+};
+use crate::error::{Error, Result};
+use crate::supervisor::exit::Ending;
+use crate::supervisor::restart::{self, Decision, Policy};
+
+/// The actor of automatic events (API.md).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// One pod of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// The task.
+    pub task_id: TaskId,
+    /// The pod.
+    pub pod_id: String,
+    /// Its generation.
+    pub generation: u64,
+}
+
+/// Who caused a change: the caller of an RPC, or `system`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `actor_id` on the event.
+    pub actor: String,
+    /// `correlation_id` on the event; empty = the pod's start correlation.
+    pub correlation: String,
+}
+
+impl Cause {
+    /// An automatic change, correlated with the request that started the
+    /// pod.
+    pub fn system() -> Self {
+        Self {
+            actor: SYSTEM_ACTOR.into(),
+            correlation: String::new(),
+        }
+    }
+}
+
+/// How a pod ended, as reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndReport {
+    /// What it means for the task.
+    pub ending: Ending,
+    /// Event data: exit code, signal, cause, message…
+    pub detail: serde_json::Value,
+    /// Human summary for `pod_message` (empty for requested stops).
+    pub message: String,
+    /// The last phase the pod reported, if any.
+    pub last_phase: Option<Phase>,
+}
+
+/// A pod supervision write.
+#[derive(Debug, Clone)]
+pub enum PodCommand {
+    /// StartPod's claim: the conditional update that decides races. Bumps
+    /// the generation and records the placement; no event yet.
+    Claim {
+        task_id: TaskId,
+        pod_id: String,
+        host_id: String,
+        cause: Cause,
+        /// An automatic restart: applies only while one is still scheduled,
+        /// and counts in `restart_count`.
+        automatic: bool,
+    },
+    /// The pod-host confirmed the start: `pod_started`.
+    Started {
+        pod: PodRef,
+        pid: u32,
+        started_at: i64,
+        host_id: String,
+        cause: Cause,
+    },
+    /// The pod-host refused or failed the start: back to inactive, no event
+    /// (nothing ran).
+    AbortStart { pod: PodRef, message: String },
+    /// The pod ended (exit, stop, loss): the ending's event, then the
+    /// restart policy.
+    Ended {
+        pod: PodRef,
+        report: EndReport,
+        cause: Cause,
+        defaults: RestartDefaults,
+        jitter: f64,
+    },
+    /// The pod reported a new phase: `phase_changed`.
+    PhaseChanged {
+        pod: PodRef,
+        phase: Phase,
+        version: u64,
+        message: String,
+    },
+    /// The host of these pods went silent: their status becomes UNKNOWN.
+    HostUnreachable { host_id: String },
+    /// The current pod is confirmed alive (host back): RUNNING again,
+    /// `pod_recovered` if it was UNKNOWN, `pod_started` if still STARTING.
+    Recovered {
+        pod: PodRef,
+        pid: u32,
+        started_at: i64,
+        host_id: String,
+    },
+    /// A stale pod was killed: `pod_fenced` on its task.
+    Fenced {
+        pod: PodRef,
+        host_id: String,
+        reason: String,
+    },
+    /// Forget crashes at or before this time (unix micros).
+    PruneCrashes { up_to: i64 },
+}
+
+/// What the task needs to start a pod, returned by a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedPod {
+    pub generation: u64,
+    pub correlation: String,
+    pub title: String,
+    pub description: String,
+    pub metadata_json: String,
+    pub template: String,
+}
+
+/// Result of a [`PodCommand`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodOutcome {
+    /// Claim succeeded.
+    Claimed(ClaimedPod),
+    /// Applied. `restart_at`: an automatic restart is due then (unix µs).
+    Applied { restart_at: Option<i64> },
+    /// The row no longer has that pod (or nothing to do): no change.
+    Ignored,
+    /// Rows changed (HostUnreachable, PruneCrashes).
+    Count(u64),
+}
+
+/// The current pod columns of a row.
+#[derive(Debug, sqlx::FromRow)]
+struct PodRow {
+    status: String,
+    phase: String,
+    pod_status: String,
+    pod_id: Option<String>,
+    pod_host: Option<String>,
+    pod_generation: i64,
+    pod_correlation_id: String,
+    auto_restart: Option<bool>,
+    max_restarts: Option<i64>,
+    restart_window_seconds: Option<i64>,
+    initial_backoff_ms: Option<i64>,
+    max_backoff_ms: Option<i64>,
+}
+
+impl PodRow {
+    fn is(&self, pod: &PodRef) -> bool {
+        self.pod_id.as_deref() == Some(pod.pod_id.as_str())
+            && u64::try_from(self.pod_generation).ok() == Some(pod.generation)
+    }
+
+    fn pod_status(&self) -> Result<PodStatus> {
+        PodStatus::from_db(&self.pod_status)
+    }
+
+    fn spec(&self) -> RestartPolicySpec {
+        let u = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        RestartPolicySpec {
+            auto_restart: self.auto_restart,
+            max_restarts: u(self.max_restarts),
+            window_seconds: u(self.restart_window_seconds),
+            initial_backoff_ms: u(self.initial_backoff_ms),
+            max_backoff_ms: u(self.max_backoff_ms),
+        }
+    }
+
+    /// The cause's correlation, or the pod's start correlation.
+    fn correlation<'a>(&'a self, cause: &'a Cause) -> &'a str {
+        if cause.correlation.is_empty() {
+            &self.pod_correlation_id
+        } else {
+            &cause.correlation
+        }
+    }
+}
+
+async fn pod_row(conn: &mut SqliteConnection, task_id: TaskId) -> Result<Option<PodRow>> {
+    Ok(sqlx::query_as(
+        "SELECT status, phase, pod_status, pod_id, pod_host, pod_generation, pod_correlation_id, \
+         auto_restart, max_restarts, restart_window_seconds, initial_backoff_ms, max_backoff_ms \
+         FROM tasks WHERE task_id = ?",
+    )
+    .bind(task_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Runs one pod command (see [`super::commands::apply`]).
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    cmd: &PodCommand,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    match cmd {
+        PodCommand::Claim {
+            task_id,
+            pod_id,
+            host_id,
+            cause,
+            automatic,
+        } => claim(conn, *task_id, pod_id, host_id, cause, *automatic, now).await,
+        PodCommand::Started {
+            pod,
+            pid,
+            started_at,
+            host_id,
+            cause,
+        } => {
+            let Some(row) = pod_row(conn, pod.task_id).await? else {
+                return Ok(PodOutcome::Ignored);
+            };
+            if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
+                return Ok(PodOutcome::Ignored);
+            }
+            mark_running(conn, pod, *pid, *started_at, now).await?;
+            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "pid": pid});
+            let corr = row.correlation(cause).to_owned();
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::PodStarted,
+                data,
+                &cause.actor,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+        PodCommand::AbortStart { pod, message } => {
+            let Some(row) = pod_row(conn, pod.task_id).await? else {
+                return Ok(PodOutcome::Ignored);
+            };
+            if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
+                return Ok(PodOutcome::Ignored);
+            }
+            sqlx::query(
+                "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
+                 live_version = 0, updated_at = ? WHERE task_id = ?",
+            )
+            .bind(message)
+            .bind(now)
+            .bind(pod.task_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+        PodCommand::Ended {
+            pod,
+            report,
+            cause,
+            defaults,
+            jitter,
+        } => ended(conn, pod, report, cause, defaults, *jitter, now, events).await,
+        PodCommand::PhaseChanged {
+            pod,
+            phase,
+            version,
+            message,
+        } => {
+            let Some(row) = pod_row(conn, pod.task_id).await? else {
+                return Ok(PodOutcome::Ignored);
+            };
+            let live = matches!(
+                row.pod_status()?,
+                PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
+            );
+            if !row.is(pod) || !live || row.phase == phase.as_db() {
+                return Ok(PodOutcome::Ignored);
+            }
+            sqlx::query(
+                "UPDATE tasks SET phase = ?, live_version = ?, updated_at = ? WHERE task_id = ?",
+            )
+            .bind(phase.as_db())
+            .bind(i64::try_from(*version).unwrap_or(i64::MAX))
+            .bind(now)
+            .bind(pod.task_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+            let data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
+                              "version": version, "pod_id": pod.pod_id});
+            let corr = row.pod_correlation_id.clone();
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::PhaseChanged,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+        PodCommand::HostUnreachable { host_id } => {
+            let done = sqlx::query(
+                "UPDATE tasks SET pod_status = 'unknown', updated_at = ? \
+                 WHERE pod_host = ? AND pod_status IN ('starting', 'running')",
+            )
+            .bind(now)
+            .bind(host_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(PodOutcome::Count(done.rows_affected()))
+        }
+        PodCommand::Recovered {
+            pod,
+            pid,
+            started_at,
+            host_id,
+        } => {
+            let Some(row) = pod_row(conn, pod.task_id).await? else {
+                return Ok(PodOutcome::Ignored);
+            };
+            let event = match row.pod_status()? {
+                PodStatus::Unknown => EventType::PodRecovered,
+                PodStatus::Starting => EventType::PodStarted,
+                PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
+            };
+            if !row.is(pod) || row.status != TaskStatus::Active.as_db() {
+                return Ok(PodOutcome::Ignored);
+            }
+            mark_running(conn, pod, *pid, *started_at, now).await?;
+            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "pid": pid});
+            let corr = row.pod_correlation_id.clone();
+            append_event(
+                conn,
+                pod.task_id,
+                event,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+        PodCommand::Fenced {
+            pod,
+            host_id,
+            reason,
+        } => {
+            let Some(row) = pod_row(conn, pod.task_id).await? else {
+                return Ok(PodOutcome::Ignored);
+            };
+            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "reason": reason});
+            let corr = row.pod_correlation_id.clone();
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::PodFenced,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+        PodCommand::PruneCrashes { up_to } => {
+            let done = sqlx::query("DELETE FROM crash_history WHERE crashed_at <= ?")
+                .bind(up_to)
+                .execute(&mut *conn)
+                .await?;
+            Ok(PodOutcome::Count(done.rows_affected()))
+        }
+    }
+}
+
+/// RUNNING, with the pid and start time (0 keeps what the row has).
+async fn mark_running(
+    conn: &mut SqliteConnection,
+    pod: &PodRef,
+    pid: u32,
+    started_at: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET pod_status = 'running', pod_pid = COALESCE(NULLIF(?, 0), pod_pid), \
+         pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), updated_at = ? WHERE task_id = ?",
+    )
+    .bind(i64::from(pid))
+    .bind(started_at)
+    .bind(now)
+    .bind(pod.task_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    pod_id: &str,
+    host_id: &str,
+    cause: &Cause,
+    automatic: bool,
+    now: i64,
+) -> Result<PodOutcome> {
+    #[allow(clippy::type_complexity)]
+    let row: Option<(String, String, Option<i64>, i64, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT status, pod_status, next_restart_at, pod_generation, title, description, metadata_json, template, \
+         pod_correlation_id FROM tasks WHERE task_id = ?",
+    )
+    .bind(task_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (
+        status,
+        pod_status,
+        next_restart_at,
+        generation,
+        title,
+        description,
+        metadata_json,
+        template,
+        previous,
+    ) = row.ok_or(Error::TaskNotFound(task_id))?;
+    // Automatic restarts carry the correlation of the request that started
+    // the task's pods in the first place.
+    let correlation = if cause.correlation.is_empty() {
+        previous
+    } else {
+        cause.correlation.clone()
+    };
+    decide_start(
+        task_id,
+        TaskStatus::from_db(&status)?,
+        PodStatus::from_db(&pod_status)?,
+    )?;
+    if automatic && next_restart_at.is_none() {
+        // A user action (StartPod, Complete, Cancel) overtook the restart.
+        return Ok(PodOutcome::Ignored);
+    }
+    let generation =
+        u64::try_from(generation).map_err(|_| Error::Internal("negative generation".into()))? + 1;
+    sqlx::query(
+        "UPDATE tasks SET status = 'active', pod_status = 'starting', pod_generation = ?, pod_id = ?, \
+         pod_host = ?, pod_pid = NULL, pod_started_at = NULL, live_version = 0, pod_message = '', \
+         next_restart_at = NULL, pod_correlation_id = ?, restart_count = restart_count + ?, updated_at = ? \
+         WHERE task_id = ?",
+    )
+    .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+    .bind(pod_id)
+    .bind(host_id)
+    .bind(&correlation)
+    .bind(i64::from(automatic))
+    .bind(now)
+    .bind(task_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(PodOutcome::Claimed(ClaimedPod {
+        generation,
+        correlation,
+        title,
+        description,
+        metadata_json,
+        template,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ended(
+    conn: &mut SqliteConnection,
+    pod: &PodRef,
+    report: &EndReport,
+    cause: &Cause,
+    defaults: &RestartDefaults,
+    jitter: f64,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let Some(row) = pod_row(conn, pod.task_id).await? else {
+        return Ok(PodOutcome::Ignored);
+    };
+    let pod_status = row.pod_status()?;
+    if !row.is(pod) || pod_status == PodStatus::Stopped || row.status != TaskStatus::Active.as_db()
+    {
+        return Ok(PodOutcome::Ignored);
+    }
+    let id = pod.task_id.to_string();
+    let corr = row.correlation(cause).to_owned();
+    let host = row.pod_host.clone().unwrap_or_default();
+    if pod_status == PodStatus::Starting {
+        // It ended before its start was confirmed: the trail still shows
+        // that it ran.
+        let data = json!({"pod_id": pod.pod_id, "pod_host": host, "generation": pod.generation});
+        append_event(
+            conn,
+            pod.task_id,
+            EventType::PodStarted,
+            data,
+            SYSTEM_ACTOR,
+            &corr,
+            now,
+            events,
+        )
+        .await?;
+    }
+    let mut data = report.detail.clone();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("pod_id".into(), json!(pod.pod_id));
+        obj.insert("pod_host".into(), json!(host));
+        obj.insert("generation".into(), json!(pod.generation));
+    }
+    let phase = match report.ending {
+        Ending::Completed => Phase::Completed,
+        _ => report
+            .last_phase
+            .map_or_else(|| Phase::from_db(&row.phase), Ok)?,
+    };
+    let status = if report.ending == Ending::Completed {
+        TaskStatus::Completed
+    } else {
+        TaskStatus::Inactive
+    };
+    sqlx::query(
+        "UPDATE tasks SET status = ?, phase = ?, pod_status = 'stopped', live_version = 0, \
+         pod_message = ?, updated_at = ? WHERE task_id = ?",
+    )
+    .bind(status.as_db())
+    .bind(phase.as_db())
+    .bind(&report.message)
+    .bind(now)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await?;
+    let event = match report.ending {
+        Ending::Completed => EventType::TaskCompleted,
+        Ending::Exited => EventType::PodExited,
+        Ending::Crashed => EventType::PodCrashed,
+        Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
+        Ending::Lost => EventType::PodLost,
+    };
+    append_event(
+        conn,
+        pod.task_id,
+        event,
+        data,
+        &cause.actor,
+        &corr,
+        now,
+        events,
+    )
+    .await?;
+
+    let policy = row.spec().resolve(defaults);
+    let decision = match report.ending {
+        Ending::Crashed | Ending::Lost => {
+            let history: Vec<i64> =
+                sqlx::query_scalar("SELECT crashed_at FROM crash_history WHERE task_id = ?")
+                    .bind(&id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            sqlx::query("INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)")
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            let ms = |v: u32| std::time::Duration::from_millis(u64::from(v));
+            let p = Policy {
+                auto_restart: policy.auto_restart,
+                max_restarts: policy.max_restarts,
+                window: std::time::Duration::from_secs(u64::from(policy.window_seconds)),
+                initial_backoff: ms(policy.initial_backoff_ms),
+                max_backoff: ms(policy.max_backoff_ms),
+            };
+            restart::decide(&p, &history, now, jitter)
+        }
+        // Drained hosts are not the pod's fault: move it at once.
+        Ending::HostShutdown if policy.auto_restart => Decision::Restart {
+            delay: std::time::Duration::ZERO,
+            crashes_in_window: 0,
+        },
+        _ => Decision::Stay,
+    };
+    match decision {
+        Decision::Stay => Ok(PodOutcome::Applied { restart_at: None }),
+        Decision::Restart {
+            delay,
+            crashes_in_window,
+        } => {
+            let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+            sqlx::query("UPDATE tasks SET next_restart_at = ? WHERE task_id = ?")
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            let data = json!({"delay_ms": delay.as_millis() as u64, "crashes_in_window": crashes_in_window,
+                              "max_restarts": policy.max_restarts, "window_seconds": policy.window_seconds});
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::RestartScheduled,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied {
+                restart_at: Some(at),
+            })
+        }
+        Decision::GiveUp { crashes_in_window } => {
+            let why = format!(
+                "{crashes_in_window} crashes within {} s exceed max_restarts {}",
+                policy.window_seconds, policy.max_restarts
+            );
+            sqlx::query("UPDATE tasks SET status = 'failed', pod_message = ?, updated_at = ? WHERE task_id = ?")
+                .bind(&why)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            let data = json!({"reason": why, "crashes_in_window": crashes_in_window});
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::TaskFailed,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+    }
+}
+
+/// The current pods the database places on `host_id` (pod status not
+/// stopped): (pod, pod status).
+pub async fn pods_on_host(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+    host_id: &str,
+) -> Result<Vec<(PodRef, PodStatus)>> {
+    let rows: Vec<(String, Option<String>, i64, String)> = sqlx::query_as(
+        "SELECT task_id, pod_id, pod_generation, pod_status FROM tasks \
+         WHERE pod_host = ? AND pod_status != 'stopped'",
+    )
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (task_id, pod_id, generation, status) in rows {
+        let Some(pod_id) = pod_id else { continue };
+        out.push((
+            PodRef {
+                task_id: TaskId::from_db(&task_id)?,
+                pod_id,
+                generation: u64::try_from(generation).unwrap_or(0),
+            },
+            PodStatus::from_db(&status)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Hosts that the database says run pods (for start-up).
+pub async fn hosts_with_pods(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT pod_host FROM tasks WHERE pod_status != 'stopped' AND pod_host IS NOT NULL",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Scheduled automatic restarts: (task, due at unix µs).
+pub async fn scheduled_restarts(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+) -> Result<Vec<(TaskId, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT task_id, next_restart_at FROM tasks WHERE next_restart_at IS NOT NULL AND status = 'inactive'",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(t, at)| Ok((TaskId::from_db(&t)?, at)))
+        .collect()
+}
