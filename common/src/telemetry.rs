@@ -50,7 +50,11 @@ impl Telemetry {
             tracing_opentelemetry::layer().with_tracer(p.tracer(default_service_name.to_owned()))
         });
         let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
-        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        // Colours only on a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi);
         let installed = match format {
             LogFormat::Text => registry.with(fmt).try_init(),
             LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
