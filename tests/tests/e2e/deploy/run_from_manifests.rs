@@ -389,6 +389,45 @@ async fn run_pair(r: &Rendered) {
     );
     let mut central = central_inv.start().await;
     wait_serving(&central).await;
+
+    // --pod-host-dns resolved the Service name, central-manager opened the
+    // Connect stream, and the pod-host is READY under the host id the
+    // downward API gave it.
+    let want_id = host_inv
+        .env
+        .iter()
+        .find(|(k, _)| k == "IPA_HOST_ID")
+        .map(|(_, v)| v.clone());
+    let mut cm =
+        ipa_tests::pb::central_manager_client::CentralManagerClient::new(central.channel());
+    let what = format!(
+        "{}: pod-host READY in ListPodHosts via --pod-host-dns",
+        r.name
+    );
+    wait_for_async(&what, DEADLINE, || {
+        let mut cm = cm.clone();
+        let want_id = want_id.clone();
+        async move {
+            let hosts = cm
+                .list_pod_hosts(ipa_tests::pb::ListPodHostsRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .hosts;
+            hosts
+                .iter()
+                .find(|h| {
+                    h.state == ipa_tests::pb::PodHostState::Ready as i32
+                        && want_id.as_ref().is_none_or(|w| &h.host_id == w)
+                })
+                .map(|_| ())
+        }
+    })
+    .await;
+    drop(
+        cm.list_pod_hosts(ipa_tests::pb::ListPodHostsRequest {})
+            .await,
+    );
     let central_sts = r.get("StatefulSet", CENTRAL);
     central_inv.assert_log_format(&central, container(central_sts, CENTRAL_CONTAINER));
 
