@@ -424,10 +424,6 @@ async fn run_pair(r: &Rendered) {
         }
     })
     .await;
-    drop(
-        cm.list_pod_hosts(ipa_tests::pb::ListPodHostsRequest {})
-            .await,
-    );
     let central_sts = r.get("StatefulSet", CENTRAL);
     central_inv.assert_log_format(&central, container(central_sts, CENTRAL_CONTAINER));
 
