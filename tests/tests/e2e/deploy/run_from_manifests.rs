@@ -398,8 +398,7 @@ async fn run_pair(r: &Rendered) {
         .iter()
         .find(|(k, _)| k == "IPA_HOST_ID")
         .map(|(_, v)| v.clone());
-    let mut cm =
-        ipa_tests::pb::central_manager_client::CentralManagerClient::new(central.channel());
+    let cm = ipa_tests::pb::central_manager_client::CentralManagerClient::new(central.channel());
     let what = format!(
         "{}: pod-host READY in ListPodHosts via --pod-host-dns",
         r.name
