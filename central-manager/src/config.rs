@@ -142,7 +142,12 @@ impl Config {
         crate::hosts::registry::HostTimeouts {
             unreachable_after: Duration::from_millis(self.host_unreachable_ms),
             fence_timeout: fence,
-            fence_margin: crate::hosts::registry::HostTimeouts::default_margin(fence),
+            // The host's fence timer runs from the last ping *it* received,
+            // which can be up to one heartbeat interval after the last
+            // message central received from it: the margin covers that gap
+            // on top of scheduling and check latency.
+            fence_margin: crate::hosts::registry::HostTimeouts::default_margin(fence)
+                + self.heartbeat_interval(),
         }
     }
 
