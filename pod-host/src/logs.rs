@@ -74,18 +74,25 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
-/// Encodes `data` (as read from `stream`) into log records.
-pub fn encode_records(stream: Stream, data: &[u8], out: &mut Vec<u8>) {
+/// Encodes `data` (as read from `stream`) into log records, one per line,
+/// long lines split into fragments of at most `max_len` bytes (so one
+/// record can never blow the size cap). Calls `emit` per record.
+pub fn encode_records(stream: Stream, data: &[u8], max_len: usize, mut emit: impl FnMut(&[u8])) {
+    let max_len = max_len.max(1);
+    let mut rec = Vec::with_capacity(data.len().min(max_len) + 3);
     let mut rest = data;
     while !rest.is_empty() {
         let (line, complete, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], true, &rest[i + 1..]),
-            None => (rest, false, &[][..]),
+            Some(i) if i <= max_len => (&rest[..i], true, &rest[i + 1..]),
+            _ if rest.len() > max_len => (&rest[..max_len], false, &rest[max_len..]),
+            _ => (rest, false, &[][..]),
         };
-        out.push(stream.tag());
-        out.push(if complete { b' ' } else { b'+' });
-        out.extend_from_slice(line);
-        out.push(b'\n');
+        rec.clear();
+        rec.push(stream.tag());
+        rec.push(if complete { b' ' } else { b'+' });
+        rec.extend_from_slice(line);
+        rec.push(b'\n');
+        emit(&rec);
         rest = next;
     }
 }
@@ -192,10 +199,16 @@ impl LogSink {
     /// Appends output read from `stream`. A write error is logged once and
     /// capture stops (the pod keeps running; followers still get chunks).
     pub fn write(&self, stream: Stream, data: &[u8]) {
-        let mut rec = Vec::with_capacity(data.len() + 8);
-        encode_records(stream, data, &mut rec);
         let mut inner = self.lock();
-        if let Err(e) = inner.append(&rec) {
+        // A quarter of a file's share keeps each file under its half.
+        let max_len = (inner.half_cap / 4) as usize;
+        let mut result = Ok(());
+        encode_records(stream, data, max_len, |rec| {
+            if result.is_ok() {
+                result = inner.append(rec);
+            }
+        });
+        if let Err(e) = result {
             if !inner.failed {
                 tracing::warn!(error = %e, dir = %inner.dir.display(), "pod log capture failed");
                 inner.failed = true;
@@ -333,17 +346,29 @@ mod tests {
     }
     use Stream::{Stderr as E, Stdout as O};
 
+    fn encode(stream: Stream, data: &[u8], max_len: usize, out: &mut Vec<u8>) {
+        encode_records(stream, data, max_len, |r| out.extend_from_slice(r));
+    }
+
     #[test]
     fn records_round_trip_with_partial_lines() {
         let mut rec = Vec::new();
-        encode_records(O, b"one\ntwo\nthr", &mut rec);
-        encode_records(O, b"ee\n", &mut rec);
-        encode_records(E, b"oops\n", &mut rec);
+        encode(O, b"one\ntwo\nthr", 100, &mut rec);
+        encode(O, b"ee\n", 100, &mut rec);
+        encode(E, b"oops\n", 100, &mut rec);
         assert_eq!(rec, b"o one\no two\no+thr\no ee\ne oops\n".to_vec());
         assert_eq!(
             decode_records(&rec),
             vec![c(O, "one\ntwo\nthree\n"), c(E, "oops\n")]
         );
+        // Long lines become bounded fragments and decode back whole.
+        let mut rec = Vec::new();
+        encode(O, b"abcdefgh\nxy\n", 3, &mut rec);
+        assert_eq!(rec, b"o+abc\no+def\no gh\no xy\n".to_vec());
+        assert_eq!(decode_records(&rec), vec![c(O, "abcdefgh\nxy\n")]);
+        let mut rec = Vec::new();
+        encode(O, b"abc\n", 3, &mut rec);
+        assert_eq!(rec, b"o abc\n".to_vec());
         // A record cut in half and junk are skipped, not fatal.
         assert_eq!(decode_records(b"o hi\nx junk\no"), vec![c(O, "hi\n")]);
     }

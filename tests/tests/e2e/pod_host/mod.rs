@@ -1,1 +1,11 @@
 //! Tests of pod-host driven directly, central-manager played by the test.
+//!
+//! Each test starts the real `pod-host` binary on port 0 with a temp data dir
+//! and a TOML config of small shell-script templates (see `support`), and
+//! talks to it through the generated client.
+
+mod demo;
+mod lifecycle;
+mod pods;
+mod stream;
+mod support;
