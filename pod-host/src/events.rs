@@ -139,7 +139,7 @@ mod tests {
         let mut log = EventLog::new(10);
         assert_eq!(log.last_seq(), 0);
         for i in 1..=5 {
-            assert_eq!(log.push(|s| Ev::State(s)).0, i);
+            assert_eq!(log.push(Ev::State).0, i);
         }
         assert_eq!(seqs(&log.after(0)), vec![1, 2, 3, 4, 5]);
         assert_eq!(log.after(3), vec![(4, Ev::State(4)), (5, Ev::State(5))]);

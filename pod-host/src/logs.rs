@@ -208,11 +208,12 @@ impl LogSink {
                 result = inner.append(rec);
             }
         });
-        if let Err(e) = result {
-            if !inner.failed {
+        match result {
+            Err(e) if !inner.failed => {
                 tracing::warn!(error = %e, dir = %inner.dir.display(), "pod log capture failed");
                 inner.failed = true;
             }
+            _ => {}
         }
         // No receivers is fine (nobody follows).
         let _ = inner.tx.send(Chunk {

@@ -146,11 +146,10 @@ impl Reaper {
 
     fn send(&self, cmd: ReaperCommand) {
         let mut guard = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = guard.as_mut() {
-            if let Err(e) = f.write_all(cmd.line().as_bytes()) {
-                tracing::error!(error = %e, "orphan reaper is gone; pods could outlive a crash of this host");
-                *guard = None;
-            }
+        let written = guard.as_mut().map(|f| f.write_all(cmd.line().as_bytes()));
+        if let Some(Err(e)) = written {
+            tracing::error!(error = %e, "orphan reaper is gone; pods could outlive a crash of this host");
+            *guard = None;
         }
     }
 

@@ -84,10 +84,8 @@ impl Templates {
             if t.command.as_os_str().is_empty() {
                 return Err(format!("templates.{name}.command is empty"));
             }
-            if let Some(cwd) = &t.cwd {
-                if cwd.as_os_str().is_empty() {
-                    return Err(format!("templates.{name}.cwd is empty"));
-                }
+            if t.cwd.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+                return Err(format!("templates.{name}.cwd is empty"));
             }
             if let Some(k) = t.env.keys().find(|k| k.is_empty() || k.contains('=')) {
                 return Err(format!("templates.{name}.env has an invalid name {k:?}"));

@@ -336,7 +336,7 @@ impl Supervisor {
             .filter(|p| !p.archived)
             .map(|p| p.view.clone())
             .collect();
-        v.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        v.sort_by_key(|p| p.started_at);
         v
     }
 
@@ -507,11 +507,12 @@ impl Supervisor {
             pod.exited.send_replace(true);
         }
         t.unacked.push_back(pod_id.to_owned());
-        if t.unacked.len() > MAX_UNACKED_EXITED {
-            if let Some(id) = t.unacked.pop_front() {
-                tracing::warn!(pod_id = %id, "too many unacknowledged exits; archiving the oldest");
-                archive(&mut t, id, &mut doomed);
-            }
+        while t.unacked.len() > MAX_UNACKED_EXITED {
+            let Some(id) = t.unacked.pop_front() else {
+                break;
+            };
+            tracing::warn!(pod_id = %id, "too many unacknowledged exits; archiving the oldest");
+            archive(&mut t, id, &mut doomed);
         }
         self.notify_events(&t);
         drop(t);
@@ -526,10 +527,11 @@ fn archive(t: &mut Table, id: String, doomed: &mut Vec<PathBuf>) {
         t.archive.push_back(id);
     }
     while t.archive.len() > MAX_ARCHIVED {
-        if let Some(old) = t.archive.pop_front() {
-            if let Some(p) = t.pods.remove(&old) {
-                doomed.push(p.dir);
-            }
+        let Some(old) = t.archive.pop_front() else {
+            break;
+        };
+        if let Some(p) = t.pods.remove(&old) {
+            doomed.push(p.dir);
         }
     }
 }

@@ -191,14 +191,13 @@ impl Supervisor {
         if t.draining {
             return Err(HostError::ShuttingDown);
         }
-        if let Some(known) = t.tasks.get(&spec.task_id).map(|e| e.generation) {
-            if spec.generation < known {
-                return Err(HostError::StaleGeneration {
-                    task_id: spec.task_id.clone(),
-                    requested: spec.generation,
-                    known,
-                });
-            }
+        let known = t.tasks.get(&spec.task_id).map(|e| e.generation);
+        if let Some(known) = known.filter(|k| spec.generation < *k) {
+            return Err(HostError::StaleGeneration {
+                task_id: spec.task_id.clone(),
+                requested: spec.generation,
+                known,
+            });
         }
         let mut fence = Vec::new();
         for p in t

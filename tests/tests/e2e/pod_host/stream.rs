@@ -303,3 +303,38 @@ async fn self_fencing_after_the_timeout_and_not_before() {
         "the reason is logged"
     );
 }
+
+#[tokio::test]
+async fn a_frozen_host_fences_on_waking_even_with_pings_queued() {
+    let mut host = Host::start(&["--fence-timeout-ms", "1000"]).await;
+    let mut central = host.central("", 0).await;
+    let pod = host.start_pod(&new_id(), 1, "sleep").await;
+    central
+        .event_of(&pod.pod_id, |e| matches!(e.kind, Some(Kind::Started(_))))
+        .await;
+
+    // Freeze the host (not its pods) for twice the fence timeout while the
+    // central keeps pinging: the pings wait in the socket buffers.
+    host.proc.signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_millis(2000) {
+        let ping = pb::Ping { sent_at: None };
+        central.send(pb::central_message::Msg::Ping(ping)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        alive(pod.pid as i32),
+        "a frozen host cannot kill (the documented limit)"
+    );
+    let woke = Instant::now();
+    host.proc.signal(Signal::SIGCONT);
+    let (_, exit) = central.exit_of(&pod.pod_id).await;
+    // The stale pings must not count as fresh contact.
+    assert_eq!(exit.cause, pb::ExitCause::SelfFenced as i32);
+    assert!(
+        woke.elapsed() < AT_ONCE,
+        "fenced {:?} after waking",
+        woke.elapsed()
+    );
+    host.proc.kill().await;
+}
