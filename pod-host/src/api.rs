@@ -48,6 +48,28 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Runs a pod command as its own tracked task. tonic drops a handler's
+    /// future when the client goes away; a start or stop cut off halfway
+    /// would leak a reserved slot or an unsupervised process, so the work
+    /// always finishes and only the reply is lost.
+    async fn run_to_completion(
+        &self,
+        work: impl std::future::Future<Output = Result<crate::pods::PodView, HostError>>
+        + Send
+        + 'static,
+        span: tracing::Span,
+    ) -> Result<crate::pods::PodView, HostError> {
+        self.tracker
+            .spawn(work.instrument(span))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "pod command task failed");
+                Err(HostError::Internal)
+            })
+    }
+}
+
 /// A lowercase UUID, or INVALID_ARGUMENT naming `field`. Ids become
 /// directory names, so nothing else may pass.
 fn parse_id(field: &'static str, s: &str) -> Result<String, HostError> {
@@ -93,17 +115,15 @@ impl PodHost for Api {
     ) -> Result<Response<pb::HostStartPodResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("StartPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, correlation_id = %r.correlation_id);
-        async {
-            self.sup.contact();
-            let spec = start_spec(r)?;
-            let view = self.sup.start(spec).await?;
-            Ok(Response::new(pb::HostStartPodResponse {
-                pod: Some(convert::pod(&view)),
-            }))
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: HostError| e.into())
+        self.sup.contact();
+        let spec = start_spec(r)?;
+        let sup = self.sup.clone();
+        let view = self
+            .run_to_completion(async move { sup.start(spec).await }, span)
+            .await?;
+        Ok(Response::new(pb::HostStartPodResponse {
+            pod: Some(convert::pod(&view)),
+        }))
     }
 
     async fn stop_pod(
@@ -112,17 +132,15 @@ impl PodHost for Api {
     ) -> Result<Response<pb::HostStopPodResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("StopPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, reason = %r.reason);
-        async {
-            self.sup.contact();
-            let spec = stop_spec(&r)?;
-            let view = self.sup.stop(spec).await?;
-            Ok(Response::new(pb::HostStopPodResponse {
-                pod: Some(convert::pod(&view)),
-            }))
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: HostError| e.into())
+        self.sup.contact();
+        let spec = stop_spec(&r)?;
+        let sup = self.sup.clone();
+        let view = self
+            .run_to_completion(async move { sup.stop(spec).await }, span)
+            .await?;
+        Ok(Response::new(pb::HostStopPodResponse {
+            pod: Some(convert::pod(&view)),
+        }))
     }
 
     async fn list_pods(
