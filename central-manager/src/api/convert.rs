@@ -342,7 +342,8 @@ pub fn pod_to_pb(p: &PodInfo) -> pb::Pod {
         pod_host: p.pod_host.clone(),
         pid: p.pid,
         generation: p.generation,
-        started_at: Some(timestamp_from_micros(p.started_at)),
+        // A claimed pod not yet confirmed by its host has no start time.
+        started_at: (p.started_at != 0).then(|| timestamp_from_micros(p.started_at)),
     }
 }
 

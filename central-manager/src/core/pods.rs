@@ -123,7 +123,7 @@ impl Pods {
 
     async fn start_on_host(
         &self,
-        mut client: PodHostClient<Channel>,
+        client: PodHostClient<Channel>,
         host_id: &str,
         pod: &PodRef,
         claimed: &ClaimedPod,
@@ -141,7 +141,7 @@ impl Pods {
             metadata,
             correlation_id: claimed.correlation.clone(),
         };
-        let answer = tokio::time::timeout(HOST_START_TIMEOUT, client.start_pod(req)).await;
+        let answer = tokio::time::timeout(HOST_START_TIMEOUT, client.clone().start_pod(req)).await;
         match answer {
             Ok(Ok(resp)) => {
                 let info = resp.into_inner().pod.unwrap_or_default();
@@ -161,7 +161,20 @@ impl Pods {
                     })
                     .await?;
                 if outcome == PodOutcome::Ignored {
-                    tracing::debug!(task_id = %pod.task_id, pod_id = %pod.pod_id, "start confirmed after the pod already ended");
+                    // The row no longer names this pod as starting: it ended
+                    // already, or the task moved on (finished, lost). Either
+                    // way it must not keep running unsupervised.
+                    let current = self.store.task(pod.task_id).await?.and_then(|t| {
+                        (t.pod_status != PodStatus::Stopped)
+                            .then_some(t.pod)
+                            .flatten()
+                    });
+                    if current.is_none_or(|p| p.pod_id != pod.pod_id) {
+                        tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
+                        self.fence_on_host(client.clone(), pod, "no longer current")
+                            .await;
+                        return Err(Error::AlreadyStarted(pod.task_id));
+                    }
                 }
                 Ok(PodInfo {
                     pod_id: pod.pod_id.clone(),

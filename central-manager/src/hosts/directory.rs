@@ -77,6 +77,8 @@ struct Inner {
     live: HashMap<TaskId, LivePod>,
     resume: HashMap<String, (String, u64)>,
     pending_stops: HashMap<String, PendingStop>,
+    /// Pods whose StartPod is on its way to their host.
+    starting: std::collections::HashSet<String>,
 }
 
 /// Cheap to clone; all clones share the state.
@@ -95,6 +97,7 @@ impl HostDirectory {
                 live: HashMap::new(),
                 resume: HashMap::new(),
                 pending_stops: HashMap::new(),
+                starting: Default::default(),
             })),
         }
     }
@@ -228,6 +231,46 @@ impl HostDirectory {
             g.registry.set_running(host_id, r);
         }
         g.registry.on_contact(host_id, at, wall, draining)
+    }
+
+    /// Resets the session of `host_id` (if any) for a fresh hello.
+    pub fn reset_session(&self, host_id: &str) {
+        if let Some(s) = self.lock().sessions.get(host_id) {
+            s.reset();
+        }
+    }
+
+    /// Marks a pod's start as in flight (or done).
+    pub fn set_starting(&self, pod_id: &str, starting: bool) {
+        let mut g = self.lock();
+        if starting {
+            g.starting.insert(pod_id.to_owned());
+        } else {
+            g.starting.remove(pod_id);
+        }
+    }
+
+    /// Whether a pod's start is in flight.
+    pub fn is_starting(&self, pod_id: &str) -> bool {
+        self.lock().starting.contains(pod_id)
+    }
+
+    /// If `host_id` is LOST although its session is alive, resets that
+    /// session: the host reconnects and its hello is reconciled like after a
+    /// restart (stale pods fenced), which makes it READY again.
+    pub fn reset_if_lost(&self, host_id: &str) -> bool {
+        let g = self.lock();
+        let lost = g
+            .registry
+            .get(host_id)
+            .is_some_and(|h| h.state == HostState::Lost);
+        match g.sessions.get(host_id) {
+            Some(s) if lost => {
+                s.reset();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Live phase/version of a task's running pod.

@@ -78,6 +78,9 @@ pub struct SessionHandle {
     /// Client for unary commands, over the same HTTP/2 connection.
     pub client: PodHostClient<Channel>,
     out: mpsc::Sender<CentralMessage>,
+    /// Ends this connection (the session then redials and the host says
+    /// hello again).
+    reset: CancellationToken,
 }
 
 impl SessionHandle {
@@ -88,6 +91,12 @@ impl SessionHandle {
             msg: Some(central_message::Msg::Ack(ipa_proto::v1::Ack { seq })),
         };
         let _ = self.out.try_send(msg);
+    }
+
+    /// Drops this connection so the host reconnects with a fresh hello,
+    /// e.g. after it was declared LOST while its stream stayed open.
+    pub fn reset(&self) {
+        self.reset.cancel();
     }
 }
 
@@ -190,12 +199,14 @@ async fn connect_once(
     };
     let host_id = hello.host_id.clone();
     let boot_id = hello.boot_id.clone();
+    let reset = cancel.child_token();
     let handle = SessionHandle {
         endpoint: endpoint.to_owned(),
         host_id: host_id.clone(),
         boot_id: boot_id.clone(),
         client,
         out: out_tx.clone(),
+        reset: reset.clone(),
     };
     let connected = HostUpdate::Connected {
         hello,
@@ -214,7 +225,10 @@ async fn connect_once(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = reset.cancelled() => {
+                tracing::info!(%host_id, "resetting the Connect stream for a fresh hello");
+                break;
+            }
             _ = ping.tick() => {
                 let p = Ping { sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())) };
                 let _ = out_tx.try_send(CentralMessage { msg: Some(central_message::Msg::Ping(p)) });

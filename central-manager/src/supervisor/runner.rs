@@ -189,6 +189,7 @@ impl Supervisor {
             } => {
                 let t = self.pods.hosts().contact(&host_id, at, wall, None, None);
                 self.on_transition(t).await;
+                self.pods.hosts().reset_if_lost(&host_id);
                 let seq = event.seq;
                 self.on_pod_event(&host_id, event).await;
                 self.pods.hosts().ack(&host_id, &boot_id, seq);
@@ -373,22 +374,12 @@ impl Supervisor {
                 .await;
             }
             HostState::Ready | HostState::Draining if t.from == HostState::Unreachable => {
-                // Contact regained on the same stream: its pods never
-                // stopped being supervised, so UNKNOWN pods run again.
-                let rows = self
-                    .retry("read pods of host", || self.store.pods_on_host(&t.host_id))
-                    .await;
-                for (pod, status) in rows.unwrap_or_default() {
-                    if status == PodStatus::Unknown {
-                        let cmd = PodCommand::Recovered {
-                            pod,
-                            pid: 0,
-                            started_at: 0,
-                            host_id: t.host_id.clone(),
-                        };
-                        self.write(cmd).await;
-                    }
-                }
+                // Contact regained on the same stream. Nothing is assumed
+                // about its pods: the stream is reset so the host says hello
+                // again and its snapshot is reconciled (UNKNOWN pods it still
+                // runs become RUNNING with `pod_recovered`, missing ones are
+                // lost, stale ones fenced).
+                self.pods.hosts().reset_session(&t.host_id);
             }
             HostState::Lost => {
                 let rows = self
