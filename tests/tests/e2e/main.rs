@@ -4,3 +4,4 @@
 mod central;
 mod deploy;
 mod pod_host;
+mod system;
