@@ -94,7 +94,7 @@ impl TaskService {
         let pod_message = if task.auto_start {
             match self.hosts.place(&task.template) {
                 Ok(p) => {
-                    self.hosts.release(&p.host_id);
+                    self.hosts.start_done(&p.host_id, false);
                     String::new()
                 }
                 Err(e) => e.public_message(),

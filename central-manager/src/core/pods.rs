@@ -99,11 +99,11 @@ impl Pods {
         let claimed = match claim {
             Ok(PodOutcome::Claimed(c)) => c,
             Ok(_) => {
-                self.hosts.release(&placement.host_id);
+                self.hosts.start_done(&placement.host_id, false);
                 return Ok(None);
             }
             Err(e) => {
-                self.hosts.release(&placement.host_id);
+                self.hosts.start_done(&placement.host_id, false);
                 return Err(e);
             }
         };
@@ -112,12 +112,12 @@ impl Pods {
             pod_id,
             generation: claimed.generation,
         };
+        self.hosts.set_starting(&pod.pod_id, true);
         let result = self
             .start_on_host(placement.client, &placement.host_id, &pod, &claimed, &cause)
             .await;
-        if result.is_err() {
-            self.hosts.release(&placement.host_id);
-        }
+        self.hosts.set_starting(&pod.pod_id, false);
+        self.hosts.start_done(&placement.host_id, result.is_ok());
         result.map(Some)
     }
 

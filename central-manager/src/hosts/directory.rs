@@ -161,7 +161,13 @@ impl HostDirectory {
         Ok(Placement { host_id, client })
     }
 
-    /// Gives back a slot reserved by [`HostDirectory::place`].
+    /// Ends a reservation made by [`HostDirectory::place`]: the pod
+    /// started (counted as running) or not (slot given back).
+    pub fn start_done(&self, host_id: &str, started: bool) {
+        self.lock().registry.start_done(host_id, started);
+    }
+
+    /// A pod on `host_id` ended.
     pub fn release(&self, host_id: &str) {
         self.lock().registry.release(host_id);
     }

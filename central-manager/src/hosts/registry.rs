@@ -69,8 +69,13 @@ pub struct HostEntry {
     pub boot_id: String,
     pub state: HostState,
     pub capacity: u32,
-    /// Pods running there, counting starts in flight (reserved slots).
+    /// Pods running there, as the host last reported (plus starts confirmed
+    /// since).
     pub running_pods: u32,
+    /// Slots reserved by placements whose start is still in flight. Kept
+    /// apart from `running_pods`, which every heartbeat overwrites, so
+    /// concurrent placements see each other.
+    pub reserved: u32,
     pub templates: BTreeSet<String>,
     /// Monotonic time of the last message from the host.
     pub last_contact: Instant,
@@ -136,6 +141,7 @@ impl Registry {
             state,
             capacity: hello.capacity,
             running_pods: hello.running_pods,
+            reserved: 0,
             templates: hello.templates.into_iter().collect(),
             last_contact: now,
             last_heartbeat_at: wall,
@@ -243,24 +249,35 @@ impl Registry {
             .hosts
             .values()
             .filter(|h| h.state == HostState::Ready)
-            .filter(|h| h.running_pods < h.capacity)
+            .filter(|h| h.running_pods + h.reserved < h.capacity)
             .filter(|h| h.templates.contains(template))
             .filter(|h| !exclude.contains(&h.host_id.as_str()))
             .min_by(|a, b| {
-                // Compare load as a fraction of capacity: running/capacity.
-                let la = u64::from(a.running_pods) * u64::from(b.capacity);
-                let lb = u64::from(b.running_pods) * u64::from(a.capacity);
+                // Compare load as a fraction of capacity.
+                let la = u64::from(a.running_pods + a.reserved) * u64::from(b.capacity);
+                let lb = u64::from(b.running_pods + b.reserved) * u64::from(a.capacity);
                 la.cmp(&lb).then_with(|| a.host_id.cmp(&b.host_id))
             })?
             .host_id
             .clone();
         if let Some(h) = self.hosts.get_mut(&chosen) {
-            h.running_pods += 1;
+            h.reserved += 1;
         }
         Some(chosen)
     }
 
-    /// Gives back a slot (a start failed, or a pod ended).
+    /// Ends a reservation made by [`Registry::place`]; `started` counts the
+    /// pod as running until the host's next heartbeat says otherwise.
+    pub fn start_done(&mut self, host_id: &str, started: bool) {
+        if let Some(h) = self.hosts.get_mut(host_id) {
+            h.reserved = h.reserved.saturating_sub(1);
+            if started {
+                h.running_pods += 1;
+            }
+        }
+    }
+
+    /// A pod there ended.
     pub fn release(&mut self, host_id: &str) {
         if let Some(h) = self.hosts.get_mut(host_id) {
             h.running_pods = h.running_pods.saturating_sub(1);
@@ -415,7 +432,7 @@ mod tests {
         // a full, b has one slot left.
         assert_eq!(r.place("default", &[]).as_deref(), Some("b"));
         assert_eq!(r.place("default", &[]), None);
-        r.release("a");
+        r.start_done("a", false);
         assert_eq!(r.place("default", &["a"]), None);
         assert_eq!(r.place("default", &[]).as_deref(), Some("a"));
         assert_eq!(r.place("missing", &[]), None);

@@ -322,6 +322,11 @@ impl Supervisor {
                     let Ok(task) = TaskId::from_db(&task_id) else {
                         continue;
                     };
+                    if self.pods.hosts().is_starting(&pod_id) {
+                        // Its StartPod is still on the way to the host: the
+                        // start path settles it.
+                        continue;
+                    }
                     let Some((pod, _)) = rows
                         .iter()
                         .find(|(p, _)| p.task_id == task && p.pod_id == pod_id)

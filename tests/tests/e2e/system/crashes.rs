@@ -129,12 +129,21 @@ async fn a_pod_that_always_crashes_fails_after_exactly_max_restarts() {
     const MAX_RESTARTS: u32 = 3;
     const INITIAL_MS: u32 = 200;
     const MAX_MS: u32 = 500;
+    // Not `running_ledger_task`: on a loaded machine the first crash
+    // (100 ms after start) can land before CreateTask replies, so the reply
+    // may already show the task INACTIVE with a restart scheduled. The
+    // event counts below prove every start.
     let t = sys
-        .running_ledger_task(
+        .create(super::support::ledger_req(
             &[("ledger.crash_after_ms", "100")],
             Some(auto_restart(MAX_RESTARTS, INITIAL_MS, MAX_MS)),
-        )
+            true,
+        ))
         .await;
+    assert!(
+        t.status() == pb::TaskStatus::Active || t.pod_message.contains("exited with code 1"),
+        "auto_start did not start the pod: {t:?}"
+    );
     let failed = sys
         .wait_task(&t.task_id, "FAILED", |t| {
             t.status() == pb::TaskStatus::Failed
