@@ -109,6 +109,12 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub local_pod_host: bool,
+
+    /// Serve metrics in the Prometheus text format at
+    /// `http://ADDR/metrics` (see README "Observability"). Off unless set;
+    /// port 0 picks a free port, which is logged at start.
+    #[arg(long, env = "IPA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -193,6 +199,7 @@ mod tests {
         assert_eq!(c.restart_window_seconds, 60);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.local_pod_host);
+        assert_eq!(c.metrics_listen, None);
     }
 
     #[test]

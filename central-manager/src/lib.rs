@@ -12,7 +12,8 @@
 //! - [`store`]: SQLite, the single group-committing writer, read queries;
 //! - [`watch`]: the live event feed behind WatchEvents;
 //! - [`domain`]: validated types and the lifecycle rules (pure);
-//! - [`error`]: the one error type; [`config`]: flags and env.
+//! - [`error`]: the one error type; [`config`]: flags and env;
+//! - [`metrics`]: the Prometheus metrics (`--metrics-listen`).
 //!
 //! Embed it with [`run`]: the caller supplies the listener (port 0 in
 //! tests) and the shutdown token.
@@ -23,6 +24,7 @@ pub mod core;
 pub mod domain;
 pub mod error;
 pub mod hosts;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod supervisor;

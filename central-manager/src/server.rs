@@ -56,6 +56,10 @@ pub struct Application {
     writer_stop: CancellationToken,
     /// The `--local-pod-host` child, stopped last.
     local_pod_host: Option<LocalPodHost>,
+    /// gRPC metrics to record, when `--metrics-listen` serves them.
+    rpc_metrics: Option<Arc<ipa_common::metrics::RpcMetrics>>,
+    /// Where the metrics endpoint listens, if it does.
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Application {
@@ -142,6 +146,20 @@ impl Application {
             shutdown.clone(),
         )
         .start()?;
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => Some(
+                ipa_common::metrics::serve(
+                    addr,
+                    Arc::new(crate::metrics::CentralSource::new(service.clone())),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|e| format!("binding the metrics endpoint {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let rpc_metrics = metrics_addr.map(|_| crate::metrics::metrics().rpc.clone());
         Ok(Self {
             service,
             store,
@@ -149,7 +167,14 @@ impl Application {
             shutdown,
             writer_stop,
             local_pod_host,
+            rpc_metrics,
+            metrics_addr,
         })
+    }
+
+    /// The bound address of the metrics endpoint (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Serves on `listener` until `stop` is cancelled, then shuts down
@@ -193,7 +218,11 @@ impl Application {
             }
         };
 
+        // Trace context and RPC metrics for every call (a no-op when
+        // neither traces nor metrics are on).
+        let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
         let result = Server::builder()
+            .layer(observe)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

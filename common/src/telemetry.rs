@@ -68,6 +68,8 @@ impl Telemetry {
             opentelemetry::global::set_text_map_propagator(
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );
+            // Only now: propagation needs the propagator set above.
+            crate::trace_context::set_enabled(true);
         }
         Self { provider }
     }

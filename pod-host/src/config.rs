@@ -59,6 +59,12 @@ pub struct Args {
     /// Log output format (logs go to stderr).
     #[arg(long, env = "IPA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve metrics in the Prometheus text format at
+    /// `http://ADDR/metrics` (see the README "Observability"). Off unless
+    /// set; port 0 picks a free port, which is logged at start.
+    #[arg(long, env = "IPA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Everything the service needs, resolved and validated.

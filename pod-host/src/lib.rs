@@ -7,6 +7,7 @@
 //!   process handling around it; [`spawn`] process creation; [`reaper`] the
 //!   watchdog that kills pods if this process dies; [`logs`] captured output;
 //!   [`status`] the fd-3 status lines;
+//! - [`metrics`] the Prometheus metrics (`--metrics-listen`);
 //! - [`events`] sequence numbers and the replay buffer; [`connect`] the
 //!   Connect session; [`fence`] self-fencing;
 //! - [`api`] thin tonic handlers, [`convert`] domain → proto, [`error`] the
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod fence;
 pub mod logs;
+pub mod metrics;
 pub mod pods;
 pub mod reaper;
 pub mod server;
@@ -80,6 +82,7 @@ pub async fn run(
         reaper,
         tracker.clone(),
     ));
+    metrics::attach(&sup);
     tracing::info!(
         host_id = %config.host_id,
         boot_id = %sup.boot_id(),

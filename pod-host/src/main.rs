@@ -45,7 +45,22 @@ async fn start(args: pod_host::Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // The metrics endpoint stops with the process (its own token, so
+    // scrapes keep working while pods are being stopped).
+    let metrics = tokio_util::task::TaskTracker::new();
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = args.metrics_listen {
+        pod_host::metrics::set_served();
+        let source = std::sync::Arc::new(pod_host::metrics::HostSource);
+        ipa_common::metrics::serve(addr, source, &metrics, metrics_stop.clone())
+            .await
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    }
     ipa_common::announce_listening(listener.local_addr()?);
-    pod_host::run(config, listener, shutdown).await?;
+    let result = pod_host::run(config, listener, shutdown).await;
+    metrics_stop.cancel();
+    metrics.close();
+    metrics.wait().await;
+    result?;
     Ok(())
 }

@@ -56,6 +56,10 @@ pub async fn serve(
     // tens of milliseconds: exits must reach central at once.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        // Trace context and RPC metrics (a no-op when neither is on).
+        .layer(ipa_common::grpc::ObserveLayer::new(
+            crate::metrics::rpc_if_served(),
+        ))
         .add_service(health)
         .add_service(reflection_v1?)
         .add_service(reflection_v1alpha?)

@@ -21,9 +21,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::hosts::TracedChannel as Channel;
 use ipa_proto::v1::{self as pb, pod_host_client::PodHostClient};
 use ipa_proto::{ErrorReason, reason_of};
-use tonic::transport::Channel;
 
 use crate::domain::{
     ActorId, CorrelationId, PodInfo, PodStatus, RestartDefaults, TaskId, decide_start, decide_stop,

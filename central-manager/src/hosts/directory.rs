@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use crate::hosts::TracedChannel as Channel;
 use ipa_proto::v1::pod_host_client::PodHostClient;
-use tonic::transport::Channel;
 
 pub use super::registry::HostState;
 use super::registry::{HostTimeouts, Registry};

@@ -11,3 +11,11 @@ pub mod discovery;
 pub mod local;
 pub mod registry;
 pub mod session;
+
+/// The channel of every pod-host client: each command carries the caller's
+/// W3C trace context (when traces are exported), so a StartPod's spans on
+/// the pod-host join the caller's trace.
+pub type TracedChannel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    ipa_common::trace_context::InjectTraceContext,
+>;

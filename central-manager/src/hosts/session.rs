@@ -17,7 +17,9 @@ use ipa_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use super::TracedChannel as Channel;
 
 use super::backoff;
 
@@ -166,7 +168,8 @@ async fn connect_once(
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    let mut client = PodHostClient::new(channel);
+    let mut client =
+        PodHostClient::with_interceptor(channel, ipa_common::trace_context::InjectTraceContext);
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let (known_boot_id, acked_seq) = resume.resume_point(endpoint).unwrap_or_default();
     let hello = CentralHello {

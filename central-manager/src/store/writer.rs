@@ -177,6 +177,7 @@ impl Writer {
         let now = ipa_proto::time::now_micros().max(self.last_now);
         self.last_now = now;
         let size = batch.len();
+        let started = std::time::Instant::now();
         let outcome = match self.connection().await {
             Ok(conn) => transact(conn, batch, now).await,
             Err(e) => Err(e),
@@ -184,6 +185,11 @@ impl Writer {
         match outcome {
             Ok(results) => {
                 tracing::debug!(batch = size, "batch committed");
+                crate::metrics::record_commit(
+                    size,
+                    started.elapsed(),
+                    results.iter().flat_map(|(_, events)| events.iter()),
+                );
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .commands

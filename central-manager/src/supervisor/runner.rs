@@ -347,7 +347,7 @@ impl Supervisor {
     /// Kills a stale pod in the background and records `pod_fenced`.
     fn fence(
         &self,
-        client: ipa_proto::v1::pod_host_client::PodHostClient<tonic::transport::Channel>,
+        client: ipa_proto::v1::pod_host_client::PodHostClient<crate::hosts::TracedChannel>,
         pod: PodRef,
         host_id: String,
     ) {

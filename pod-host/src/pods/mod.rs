@@ -497,6 +497,7 @@ impl Supervisor {
             return;
         };
         let exit = make(pod.kill_cause, pod.reported_completed);
+        crate::metrics::pod_ended(&exit);
         pod.view.state = PodState::Exited;
         pod.view.exit = Some(exit.clone());
         let view = pod.view.clone();

@@ -102,7 +102,7 @@ impl Supervisor {
 
         let spawned = match status_pipe() {
             Ok((status_r, status_w)) => {
-                let env = pod_environment(
+                let mut env = pod_environment(
                     std::env::vars_os(),
                     &template,
                     &PodEnv {
@@ -112,6 +112,10 @@ impl Supervisor {
                         task_file: &prepared.task_file,
                     },
                 );
+                // The pod continues the StartPod's trace (when traced).
+                if let Some(tp) = ipa_common::trace_context::current_traceparent() {
+                    env.push((ipa_common::trace_context::TRACEPARENT_ENV.into(), tp.into()));
+                }
                 let cmd = pod_command(&template, env, &prepared.dir, &status_w);
                 let child = self.spawner.spawn(cmd).await;
                 // Our copy of the write end must go, or EOF never comes.
@@ -150,6 +154,7 @@ impl Supervisor {
             };
             pod.view.pid = pid;
             pod.view.state = PodState::Running;
+            crate::metrics::pod_started();
             let kill_now = pod.kill_cause.is_some();
             let view = pod.view.clone();
             t.push_event(
