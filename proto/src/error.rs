@@ -146,10 +146,10 @@ pub fn status(reason: ErrorReason, sentence: impl std::fmt::Display) -> Status {
 /// The reason of a status built by [`status`]: from the ErrorInfo detail if
 /// present, else from the message prefix.
 pub fn reason_of(status: &Status) -> Option<ErrorReason> {
-    if let Some(info) = status.get_details_error_info() {
-        if info.domain == ERROR_DOMAIN {
-            return ErrorReason::parse(&info.reason);
-        }
+    if let Some(info) = status.get_details_error_info()
+        && info.domain == ERROR_DOMAIN
+    {
+        return ErrorReason::parse(&info.reason);
     }
     let prefix = status.message().split(':').next()?;
     ErrorReason::parse(prefix)

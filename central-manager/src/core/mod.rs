@@ -68,18 +68,18 @@ impl TaskService {
     /// Overlays the live phase and version streamed by a running pod's host
     /// (GetTask/ListTasks never rebuild state from events).
     fn with_live(&self, mut t: TaskRecord) -> TaskRecord {
-        if matches!(
+        let has_pod = matches!(
             t.pod_status,
             PodStatus::Running | PodStatus::Unknown | PodStatus::Starting
-        ) {
-            if let (Some(pod), Some(live)) = (&t.pod, self.hosts.live(t.task_id)) {
-                if live.pod_id == pod.pod_id {
-                    if let Some(phase) = live.phase {
-                        t.phase = phase;
-                    }
-                    t.live_version = live.version;
-                }
+        );
+        if has_pod
+            && let (Some(pod), Some(live)) = (&t.pod, self.hosts.live(t.task_id))
+            && live.pod_id == pod.pod_id
+        {
+            if let Some(phase) = live.phase {
+                t.phase = phase;
             }
+            t.live_version = live.version;
         }
         t
     }

@@ -34,6 +34,6 @@ mod tests {
     fn jitter_stays_within_half_and_full() {
         assert_eq!(delay(100 * MS, 5000 * MS, 2, 0.0), 200 * MS);
         assert_eq!(delay(100 * MS, 5000 * MS, 2, 0.5), 300 * MS);
-        assert_eq!(delay(0 * MS, 5000 * MS, 3, 0.7), 0 * MS);
+        assert_eq!(delay(Duration::ZERO, 5000 * MS, 3, 0.7), Duration::ZERO);
     }
 }

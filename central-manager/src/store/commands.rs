@@ -308,7 +308,8 @@ async fn finish_task(
     events: &mut Vec<EventRecord>,
 ) -> Result<Outcome> {
     let id = task_id.to_string();
-    let row: Option<(String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+    type FinishRow = (String, String, Option<String>, Option<String>, i64);
+    let row: Option<FinishRow> = sqlx::query_as(
         "SELECT status, pod_status, pod_id, pod_host, pod_generation FROM tasks WHERE task_id = ?",
     )
     .bind(&id)
