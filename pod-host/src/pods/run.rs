@@ -172,7 +172,11 @@ impl Supervisor {
             kill_group(pid, Signal::SIGKILL);
         }
         self.fence_rearm.notify_one();
-        let span = tracing::info_span!("pod", task_id = %spec.task_id, pod_id = %spec.pod_id, pid);
+        // The pod outlives the StartPod call: its span is a root that
+        // follows from the call's, or the call's span (and its trace) would
+        // stay open for as long as the pod runs.
+        let span = tracing::info_span!(parent: None, "pod", task_id = %spec.task_id, pod_id = %spec.pod_id, pid);
+        span.follows_from(tracing::Span::current());
         self.tracker.spawn(
             self.clone()
                 .supervise(spec.pod_id.clone(), pid, child, status_r, prepared.logs)

@@ -3,5 +3,6 @@
 
 mod central;
 mod deploy;
+mod observability;
 mod pod_host;
 mod system;
