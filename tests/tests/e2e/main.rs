@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary (STYLE 11) with a module per area.
 //! Each test starts the real binaries through `ipa_tests::ServerProcess`.
 
+mod bench_smoke;
 mod central;
 mod deploy;
 mod observability;

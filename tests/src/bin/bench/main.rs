@@ -1,0 +1,296 @@
+//! `bench`: the IPA task manager benchmark. It starts the real
+//! central-manager and pod-host binaries on 127.0.0.1, drives them with
+//! concurrent gRPC clients, measures the floors (process spawn/reap, one
+//! SQLite commit per write) and a peer (supervisord) in the same run, then
+//! prints a Markdown table and writes it with the machine, the date and
+//! the exact command to `BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! target/release/bench                 # full run, a few minutes
+//! target/release/bench --quick         # smaller counts, same table
+//! ```
+//! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
+//! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
+//! the current directory), `--no-peer` (skip supervisord).
+//!
+//! The binary is also the crashing program of the crash-loop comparison:
+//! `bench crash-pod LEDGER DELAY_MS` (see `peer`).
+
+mod api;
+mod baseline;
+mod fleet;
+mod peer;
+mod pods;
+mod proc;
+mod report;
+mod rows;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How many of everything one run does.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub quick: bool,
+    pub create_1: usize,
+    /// Tasks in the table when ListTasks is measured (64-client creates
+    /// fill it up).
+    pub table: usize,
+    /// Least number of 64-client creates, whatever the table size.
+    pub create_64_min: usize,
+    pub get_1: usize,
+    pub get_16_for: Duration,
+    pub list100: usize,
+    pub list1000: usize,
+    pub start_1: usize,
+    pub start_32: usize,
+    pub crashes: usize,
+    pub frozen: usize,
+    pub fleet: usize,
+    pub peer: usize,
+    pub peer_limit: Duration,
+    pub floor_spawn: usize,
+    pub floor_sql: usize,
+}
+
+impl Scale {
+    fn full() -> Self {
+        Self {
+            quick: false,
+            create_1: 1000,
+            table: 100_000,
+            create_64_min: 2000,
+            get_1: 2000,
+            get_16_for: Duration::from_secs(5),
+            list100: 300,
+            list1000: 100,
+            start_1: 300,
+            start_32: 1000,
+            crashes: 200,
+            frozen: 10,
+            fleet: 2000,
+            peer: 50,
+            peer_limit: Duration::from_secs(40),
+            floor_spawn: 500,
+            floor_sql: 500,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            quick: true,
+            create_1: 300,
+            table: 10_000,
+            create_64_min: 2000,
+            get_1: 1000,
+            get_16_for: Duration::from_secs(2),
+            list100: 100,
+            list1000: 30,
+            start_1: 100,
+            start_32: 300,
+            crashes: 50,
+            frozen: 3,
+            fleet: 400,
+            peer: 15,
+            peer_limit: Duration::from_secs(15),
+            floor_spawn: 200,
+            floor_sql: 200,
+        }
+    }
+
+    /// Multiplies every count by `f` (never below a few samples).
+    fn scaled(mut self, f: f64) -> Self {
+        let s = |n: usize, min: usize| ((n as f64 * f).round() as usize).max(min);
+        self.create_1 = s(self.create_1, 20);
+        self.table = s(self.table, 1000);
+        self.create_64_min = s(self.create_64_min, 200);
+        self.get_1 = s(self.get_1, 20);
+        self.get_16_for = self.get_16_for.mul_f64(f.clamp(0.25, 1.0));
+        self.list100 = s(self.list100, 5);
+        self.list1000 = s(self.list1000, 3);
+        self.start_1 = s(self.start_1, 10);
+        self.start_32 = s(self.start_32, 32);
+        self.crashes = s(self.crashes, 5);
+        self.frozen = s(self.frozen, 1);
+        self.fleet = s(self.fleet, 40);
+        self.peer = s(self.peer, 5);
+        self.peer_limit = self.peer_limit.mul_f64(f.clamp(0.5, 1.0));
+        self.floor_spawn = s(self.floor_spawn, 20);
+        self.floor_sql = s(self.floor_sql, 20);
+        self
+    }
+}
+
+struct Options {
+    scale: Scale,
+    out: PathBuf,
+    peer: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut quick = false;
+    let mut factor = 1.0;
+    let mut out = PathBuf::from("BENCHMARKS.md");
+    let mut peer = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--scale" => {
+                factor = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|f: &f64| *f > 0.0)
+                    .ok_or("--scale needs a positive number")?;
+            }
+            "--out" => out = args.next().ok_or("--out needs a path")?.into(),
+            "--no-peer" => peer = false,
+            "-h" | "--help" => {
+                println!(
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer]\n\
+                     Runs the IPA task manager benchmark (see BENCHMARKS.md)."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    let base = if quick { Scale::quick() } else { Scale::full() };
+    let scale = if factor == 1.0 {
+        base
+    } else {
+        base.scaled(factor)
+    };
+    Ok(Options { scale, out, peer })
+}
+
+fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("crash-pod") {
+        peer::crash_pod_main(
+            argv.get(2).map(String::as_str).unwrap_or("crash-ledger"),
+            argv.get(3).map(String::as_str).unwrap_or("100"),
+        );
+    }
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(opts, argv));
+    std::process::ExitCode::SUCCESS
+}
+
+/// The command line as typed, for the report.
+fn command_line(argv: &[String]) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            p.strip_prefix(&cwd).ok().map(|r| r.display().to_string())
+        })
+        .unwrap_or_else(|| argv.first().cloned().unwrap_or_default());
+    std::iter::once(exe)
+        .chain(argv.iter().skip(1).cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn run(opts: Options, argv: Vec<String>) {
+    let t_all = Instant::now();
+    let scale = opts.scale.clone();
+    let root = tempfile::Builder::new()
+        .prefix("ipa-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let sub = |name: &str| {
+        let p = root.path().join(name);
+        std::fs::create_dir_all(&p).expect("phase dir");
+        p
+    };
+    eprintln!(
+        "bench: {} mode, work dir {}",
+        if scale.quick { "quick" } else { "full" },
+        root.path().display()
+    );
+
+    eprintln!("[1/7] baselines: process spawn/reap, SQLite commit per write");
+    let pf = tokio::task::spawn_blocking({
+        let n = scale.floor_spawn;
+        move || baseline::process_floor(n)
+    })
+    .await
+    .expect("process floor");
+    let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
+
+    eprintln!("[2/7] task API");
+    let api = api::run(&sub("api"), &scale).await;
+    let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
+
+    eprintln!("[3/7] pods: StartPod, crash detection, automatic restart");
+    let pods = pods::run(&sub("pods"), &scale).await;
+
+    eprintln!("[4/7] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
+
+    eprintln!(
+        "[5/7] {} concurrent pods over 4 pod-hosts, graceful stop",
+        scale.fleet
+    );
+    let fleet = fleet::run(&sub("fleet"), &scale).await;
+
+    eprintln!("[6/7] crash-loop restart: ours vs supervisord");
+    let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
+    let sup = match (opts.peer, peer::supervisord()) {
+        (false, _) => rows::Peer::Skipped,
+        (true, None) => rows::Peer::NotInstalled,
+        (true, Some(bin)) => {
+            let version = peer::supervisord_version(&bin);
+            let s =
+                peer::supervisord_run(&bin, &sub("peer-supervisord"), scale.peer, scale.peer_limit)
+                    .await;
+            rows::Peer::Measured {
+                version,
+                samples: s,
+            }
+        }
+    };
+
+    eprintln!("[7/7] report");
+    let elapsed = t_all.elapsed();
+    let all = rows::All {
+        scale: &scale,
+        pf: &pf,
+        sf: &sf,
+        rf: &rf,
+        api: &api,
+        pods: &pods,
+        frozen: &frozen,
+        fleet: &fleet,
+        ours: &ours,
+        sup: &sup,
+    };
+    let table_rows = rows::build(&all);
+    let table = report::table(&table_rows);
+    let details = rows::details(&all);
+    // The file first: a closed stdout must not lose the results.
+    let md = rows::markdown(&command_line(&argv), elapsed, &table, &details);
+    match std::fs::write(&opts.out, md) {
+        Ok(()) => eprintln!(
+            "bench: wrote {} ({:.0} s in all)",
+            opts.out.display(),
+            elapsed.as_secs_f64()
+        ),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", opts.out.display()),
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{table}\n{details}");
+}

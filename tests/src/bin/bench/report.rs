@@ -1,0 +1,145 @@
+//! The result table and `BENCHMARKS.md`: machine, date, exact command,
+//! the table, then the prose sections (method, baselines, peer, anchors,
+//! limits) with the figures of this run filled in.
+
+use std::fmt::Write as _;
+
+/// One table row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub metric: String,
+    pub spec: String,
+    pub goal: String,
+    pub measured: String,
+    pub baseline: String,
+    pub ratio: String,
+    /// `None` when not measured (e.g. supervisord not installed).
+    pub met: Option<bool>,
+}
+
+impl Row {
+    pub fn new(metric: &str, spec: &str, goal: &str) -> Self {
+        Self {
+            metric: metric.into(),
+            spec: spec.into(),
+            goal: goal.into(),
+            measured: "not measured".into(),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            met: None,
+        }
+    }
+
+    pub fn measured(mut self, m: impl Into<String>) -> Self {
+        self.measured = m.into();
+        self
+    }
+
+    pub fn baseline(mut self, b: impl Into<String>) -> Self {
+        self.baseline = b.into();
+        self
+    }
+
+    pub fn ratio(mut self, r: impl Into<String>) -> Self {
+        self.ratio = r.into();
+        self
+    }
+
+    pub fn met(mut self, m: bool) -> Self {
+        self.met = Some(m);
+        self
+    }
+}
+
+/// Every metric the table must hold, in order (the smoke test checks them).
+pub const METRICS: &[&str] = &[
+    "CreateTask, 1 client, durable",
+    "CreateTask, 64 clients, durable (group commit)",
+    "Same writes without group commit (1 txn/write)",
+    "GetTask, 1 client",
+    "GetTask, 16 clients",
+    "ListTasks limit 100, status filter",
+    "ListTasks limit 1000, status filter",
+    "StartPod, 1 client",
+    "StartPod, 32 clients over 2 pod-hosts",
+    "Crash detection (SIGKILL → pod_crashed)",
+    "Crash → automatic restart running",
+    "Pod-host frozen (SIGSTOP) → UNREACHABLE",
+    "Concurrent pods across 4 pod-hosts",
+    "Pod-host memory per pod",
+    "Graceful stop of a pod-host with its pods",
+    "Crash loop restart vs supervisord (peer)",
+];
+
+/// `x.xx×`.
+pub fn ratio(measured: f64, baseline: f64) -> String {
+    if baseline <= 0.0 || !measured.is_finite() {
+        return "—".into();
+    }
+    format!("{:.2}×", measured / baseline)
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The Markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    t.push_str("| metric | spec target | our goal | measured (p50 / p99 / rate) | baseline (same run) | ratio | met? |\n");
+    t.push_str("|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "n/a",
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            cell(&r.metric),
+            cell(&r.spec),
+            cell(&r.goal),
+            cell(&r.measured),
+            cell(&r.baseline),
+            cell(&r.ratio),
+            met
+        );
+    }
+    t
+}
+
+/// What the machine is.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs ({model}), {:.1} GiB RAM, Linux {}",
+        mem_kib as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    )
+}
+
+/// Today's date and time in UTC, from the `date` command (no extra crate).
+pub fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown date".into())
+}
