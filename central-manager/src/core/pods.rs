@@ -161,19 +161,23 @@ impl Pods {
                     })
                     .await?;
                 if outcome == PodOutcome::Ignored {
-                    // The row no longer names this pod as starting: it ended
-                    // already, or the task moved on (finished, lost). Either
-                    // way it must not keep running unsupervised.
-                    let current = self.store.task(pod.task_id).await?.and_then(|t| {
-                        (t.pod_status != PodStatus::Stopped)
-                            .then_some(t.pod)
-                            .flatten()
+                    // The row no longer has this pod as STARTING. Either its
+                    // end was applied first (it did start: fine), or the
+                    // task moved on while the start was in flight (Complete
+                    // or Cancel, a StopPod that reached the host before the
+                    // pod did). Unless the row has it running, make sure it
+                    // is not left running unsupervised: a stop by generation
+                    // is harmless for a pod that already ended.
+                    let task = self.store.task(pod.task_id).await?;
+                    let running_ours = task.is_some_and(|t| {
+                        !t.status.is_terminal()
+                            && matches!(t.pod_status, PodStatus::Running | PodStatus::Unknown)
+                            && t.pod.is_some_and(|p| p.pod_id == pod.pod_id)
                     });
-                    if current.is_none_or(|p| p.pod_id != pod.pod_id) {
-                        tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
+                    if !running_ours {
+                        tracing::info!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
                         self.fence_on_host(client.clone(), pod, "no longer current")
                             .await;
-                        return Err(Error::AlreadyStarted(pod.task_id));
                     }
                 }
                 Ok(PodInfo {
@@ -426,7 +430,7 @@ impl Pods {
         let mut client = self
             .hosts
             .client(&pod.pod_host)
-            .ok_or_else(|| Error::PodStateUnknown(task_id))?;
+            .ok_or(Error::PodStateUnknown(task_id))?;
         let req = pb::HostGetPodLogsRequest {
             task_id: task_id.to_string(),
             pod_id: pod.pod_id,
