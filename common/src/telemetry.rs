@@ -81,10 +81,10 @@ impl Telemetry {
 
     /// Flushes buffered spans and stops the exporter.
     pub fn shutdown(self) {
-        if let Some(p) = self.provider {
-            if let Err(e) = p.shutdown() {
-                eprintln!("OpenTelemetry shutdown: {e}");
-            }
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("OpenTelemetry shutdown: {e}");
         }
     }
 }

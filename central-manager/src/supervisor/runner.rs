@@ -488,10 +488,9 @@ impl Supervisor {
         if let Some(PodOutcome::Applied {
             restart_at: Some(at),
         }) = self.write(cmd.clone()).await
+            && let PodCommand::Ended { pod, .. } = cmd
         {
-            if let PodCommand::Ended { pod, .. } = cmd {
-                self.due.push(Reverse((at, pod.task_id)));
-            }
+            self.due.push(Reverse((at, pod.task_id)));
         }
     }
 

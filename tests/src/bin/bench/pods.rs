@@ -74,8 +74,8 @@ pub async fn create_tasks(central: &Server, n: usize, template: &str) -> Vec<Str
     )
     .await;
     assert_eq!(load.errors, 0, "creating tasks failed");
-    let v = ids.lock().expect("ids").clone();
-    v
+
+    ids.lock().expect("ids").clone()
 }
 
 /// Starts the pods of `ids` from `clients` workers.

@@ -127,11 +127,11 @@ impl Server {
     pub async fn stop(&mut self, grace: Duration) -> Duration {
         let t0 = Instant::now();
         self.signal(Signal::SIGTERM);
-        if let Some(c) = self.child.as_mut() {
-            if tokio::time::timeout(grace, c.wait()).await.is_err() {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
-            }
+        if let Some(c) = self.child.as_mut()
+            && tokio::time::timeout(grace, c.wait()).await.is_err()
+        {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
         }
         self.child = None;
         t0.elapsed()

@@ -13,7 +13,7 @@ const CLIENTS: usize = 16;
 const ACTORS: [&str; 3] = ["ann", "ben", "cat"];
 
 fn key(ts: &Option<Timestamp>) -> (i64, i32) {
-    let t = ts.clone().expect("timestamp");
+    let t = (*ts).expect("timestamp");
     (t.seconds, t.nanos)
 }
 
@@ -182,7 +182,7 @@ async fn pagination_filters_and_ordering_over_thousands_of_tasks() {
 
     // Every filter, alone and combined, against the full listing.
     let all = &by_created;
-    let cut = all[TASKS / 3].created_at.clone();
+    let cut = all[TASKS / 3].created_at;
     let filters: Vec<(pb::CountTasksRequest, Box<dyn Fn(&pb::Task) -> bool>)> = vec![
         (pb::CountTasksRequest::default(), Box::new(|_| true)),
         (
@@ -236,7 +236,7 @@ async fn pagination_filters_and_ordering_over_thousands_of_tasks() {
         ),
         (
             pb::CountTasksRequest {
-                created_after: cut.clone(),
+                created_after: cut,
                 ..Default::default()
             },
             Box::new({
@@ -248,7 +248,7 @@ async fn pagination_filters_and_ordering_over_thousands_of_tasks() {
             pb::CountTasksRequest {
                 status: pb::TaskStatus::Inactive as i32,
                 created_by: "cat".into(),
-                created_after: cut.clone(),
+                created_after: cut,
                 ..Default::default()
             },
             Box::new({
@@ -270,7 +270,7 @@ async fn pagination_filters_and_ordering_over_thousands_of_tasks() {
             pb::ListTasksRequest {
                 status: f.status,
                 phase: f.phase,
-                created_after: f.created_after.clone(),
+                created_after: f.created_after,
                 created_by: f.created_by.clone(),
                 order_by: pb::OrderBy::CreatedAt as i32,
                 order: pb::Order::Asc as i32,

@@ -47,7 +47,7 @@ async fn create_then_get_returns_every_field() {
     assert!(t.pod_message.is_empty());
     assert!(t.created_at.is_some() && t.created_at == t.updated_at);
     // Effective policy: given fields kept (0 stays 0), the rest defaulted.
-    let p = t.restart_policy.clone().unwrap();
+    let p = t.restart_policy.unwrap();
     assert_eq!(p.auto_restart, Some(true));
     assert_eq!(p.initial_backoff_ms, Some(0));
     assert_eq!(p.max_restarts, Some(3));
@@ -154,7 +154,7 @@ async fn complete_and_cancel_are_recorded() {
     assert_eq!(a2.status, pb::TaskStatus::Completed as i32);
     assert_eq!(a2.phase, pb::Phase::Completed as i32);
     assert_eq!(a2.pod_status, pb::PodStatus::Stopped as i32);
-    assert!(a2.updated_at.clone().unwrap().seconds >= a.updated_at.clone().unwrap().seconds);
+    assert!(a2.updated_at.unwrap().seconds >= a.updated_at.unwrap().seconds);
     assert_ne!(a2.updated_at, a.updated_at);
     let b2 = c
         .client

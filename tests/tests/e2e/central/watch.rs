@@ -148,7 +148,7 @@ async fn replay_live_and_resume_without_gap_or_duplicate() {
         "resume: no gap, no duplicate"
     );
 
-    let mine = vec![next(&mut one_task).await, next(&mut one_task).await];
+    let mine = [next(&mut one_task).await, next(&mut one_task).await];
     let want: Vec<&pb::Event> = truth.iter().filter(|e| e.task_id == target).collect();
     assert_eq!(mine.iter().collect::<Vec<_>>(), want);
     assert_eq!(

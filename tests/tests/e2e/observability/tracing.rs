@@ -8,10 +8,7 @@ use ipa_tests::{DEADLINE, pb, wait_for};
 
 use super::support::{CollectedSpan, Collector, System};
 
-fn find<'a>(
-    spans: &'a [CollectedSpan],
-    pred: impl Fn(&CollectedSpan) -> bool,
-) -> Option<&'a CollectedSpan> {
+fn find(spans: &[CollectedSpan], pred: impl Fn(&CollectedSpan) -> bool) -> Option<&CollectedSpan> {
     spans.iter().find(|s| pred(s))
 }
 

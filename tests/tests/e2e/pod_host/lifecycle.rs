@@ -86,10 +86,10 @@ async fn sigterm_stops_50_pods_within_the_grace_and_reports_them() {
     // The central heard every exit, with the shutdown as cause.
     let mut exits = std::collections::HashMap::new();
     while let Some(m) = central.next().await {
-        if let pb::host_message::Msg::PodEvent(e) = m {
-            if let Some(x) = exited_kind(&e) {
-                exits.insert(e.pod_id.clone(), (x.cause, x.signal));
-            }
+        if let pb::host_message::Msg::PodEvent(e) = m
+            && let Some(x) = exited_kind(&e)
+        {
+            exits.insert(e.pod_id.clone(), (x.cause, x.signal));
         }
     }
     assert_eq!(

@@ -114,10 +114,10 @@ pub struct System {
 
 impl Drop for System {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("system test dir kept: {}", d.keep().display());
-            }
+        if std::thread::panicking()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("system test dir kept: {}", d.keep().display());
         }
     }
 }
