@@ -331,34 +331,73 @@ fn check_network_policy(r: &Rendered, port: u16) {
     );
     let rules = spec["ingress"].as_array().expect("ingress rules");
     assert!(!rules.is_empty(), "{ctx}: no ingress rule");
+    // The metrics port, from the pod-host's IPA_METRICS_LISTEN (if set).
+    let host_env = &container(r.get("StatefulSet", POD_HOST), POD_HOST_CONTAINER)["env"];
+    let metrics_port: Option<u64> = host_env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "IPA_METRICS_LISTEN")
+        .and_then(|e| e["value"].as_str())
+        .and_then(|v| v.rsplit(':').next())
+        .and_then(|p| p.parse().ok());
+    let mut grpc_rule = false;
     for rule in rules {
         let from = rule["from"]
             .as_array()
             .unwrap_or_else(|| panic!("{ctx}: a rule allows every source"));
-        for peer in from {
-            assert!(
-                peer["ipBlock"].is_null() && peer["namespaceSelector"].is_null(),
-                "{ctx}: only pods of this namespace may be peers"
-            );
-            assert!(
-                selects(&peer["podSelector"]["matchLabels"], central_labels),
-                "{ctx}: a peer other than central-manager is allowed"
-            );
-            assert!(
-                !selects(&peer["podSelector"]["matchLabels"], host_labels),
-                "{ctx}: pod-hosts may reach each other"
-            );
-        }
         let ports: Vec<u64> = rule["ports"]
             .as_array()
             .unwrap_or_else(|| panic!("{ctx}: a rule allows every port"))
             .iter()
             .map(|p| p["port"].as_u64().expect("numeric port"))
             .collect();
-        assert_eq!(
-            ports,
-            vec![u64::from(port)],
-            "{ctx}: only the pod-host port"
-        );
+        if ports.contains(&u64::from(port)) {
+            // The gRPC port: central-manager pods of this namespace only.
+            grpc_rule = true;
+            assert_eq!(
+                ports,
+                vec![u64::from(port)],
+                "{ctx}: only the pod-host port"
+            );
+            for peer in from {
+                assert!(
+                    peer["ipBlock"].is_null() && peer["namespaceSelector"].is_null(),
+                    "{ctx}: only pods of this namespace may be peers"
+                );
+                assert!(
+                    selects(&peer["podSelector"]["matchLabels"], central_labels),
+                    "{ctx}: a peer other than central-manager is allowed"
+                );
+                assert!(
+                    !selects(&peer["podSelector"]["matchLabels"], host_labels),
+                    "{ctx}: pod-hosts may reach each other"
+                );
+            }
+        } else {
+            // Any other rule opens the metrics port and nothing else, to
+            // selected pods (a scraper), never to address blocks.
+            assert_eq!(
+                Some(ports.clone()),
+                metrics_port.map(|m| vec![m]),
+                "{ctx}: a rule opens a port other than the metrics port"
+            );
+            for peer in from {
+                assert!(
+                    peer["ipBlock"].is_null(),
+                    "{ctx}: metrics open to an address block"
+                );
+                let labels = &peer["podSelector"]["matchLabels"];
+                assert!(
+                    labels.as_object().is_some_and(|m| !m.is_empty()),
+                    "{ctx}: metrics open to every pod"
+                );
+                assert!(
+                    !selects(labels, host_labels),
+                    "{ctx}: pod-hosts may reach each other"
+                );
+            }
+        }
     }
+    assert!(grpc_rule, "{ctx}: no rule for the pod-host port");
 }
