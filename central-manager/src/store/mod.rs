@@ -7,6 +7,7 @@
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
 mod commands;
+mod pod_end;
 pub mod pods;
 mod pool;
 mod queries;
@@ -116,17 +117,17 @@ impl Store {
         &self,
         host_id: &str,
     ) -> Result<Vec<(pods::PodRef, crate::domain::PodStatus)>> {
-        pods::pods_on_host(&self.readers, host_id).await
+        queries::pods_on_host(&self.readers, host_id).await
     }
 
     /// Hosts that run pods according to the database.
     pub async fn hosts_with_pods(&self) -> Result<Vec<String>> {
-        pods::hosts_with_pods(&self.readers).await
+        queries::hosts_with_pods(&self.readers).await
     }
 
     /// Scheduled automatic restarts.
     pub async fn scheduled_restarts(&self) -> Result<Vec<(TaskId, i64)>> {
-        pods::scheduled_restarts(&self.readers).await
+        queries::scheduled_restarts(&self.readers).await
     }
 
     /// Closes the read pool (the writer closes its own connection when it

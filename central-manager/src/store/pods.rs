@@ -17,7 +17,6 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::supervisor::exit::Ending;
-use crate::supervisor::restart::{self, Decision, Policy};
 
 /// The actor of automatic events (API.md).
 pub const SYSTEM_ACTOR: &str = "system";
@@ -153,12 +152,12 @@ pub enum PodOutcome {
 
 /// The current pod columns of a row.
 #[derive(Debug, sqlx::FromRow)]
-struct PodRow {
-    status: String,
-    phase: String,
+pub(super) struct PodRow {
+    pub(super) status: String,
+    pub(super) phase: String,
     pod_status: String,
     pod_id: Option<String>,
-    pod_host: Option<String>,
+    pub(super) pod_host: Option<String>,
     pod_generation: i64,
     pod_correlation_id: String,
     auto_restart: Option<bool>,
@@ -169,16 +168,16 @@ struct PodRow {
 }
 
 impl PodRow {
-    fn is(&self, pod: &PodRef) -> bool {
+    pub(super) fn is(&self, pod: &PodRef) -> bool {
         self.pod_id.as_deref() == Some(pod.pod_id.as_str())
             && u64::try_from(self.pod_generation).ok() == Some(pod.generation)
     }
 
-    fn pod_status(&self) -> Result<PodStatus> {
+    pub(super) fn pod_status(&self) -> Result<PodStatus> {
         PodStatus::from_db(&self.pod_status)
     }
 
-    fn spec(&self) -> RestartPolicySpec {
+    pub(super) fn spec(&self) -> RestartPolicySpec {
         let u = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
         RestartPolicySpec {
             auto_restart: self.auto_restart,
@@ -190,7 +189,7 @@ impl PodRow {
     }
 
     /// The cause's correlation, or the pod's start correlation.
-    fn correlation<'a>(&'a self, cause: &'a Cause) -> &'a str {
+    pub(super) fn correlation<'a>(&'a self, cause: &'a Cause) -> &'a str {
         if cause.correlation.is_empty() {
             &self.pod_correlation_id
         } else {
@@ -199,7 +198,10 @@ impl PodRow {
     }
 }
 
-async fn pod_row(conn: &mut SqliteConnection, task_id: TaskId) -> Result<Option<PodRow>> {
+pub(super) async fn pod_row(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+) -> Result<Option<PodRow>> {
     Ok(sqlx::query_as(
         "SELECT status, phase, pod_status, pod_id, pod_host, pod_generation, pod_correlation_id, \
          auto_restart, max_restarts, restart_window_seconds, initial_backoff_ms, max_backoff_ms \
@@ -278,7 +280,7 @@ pub async fn apply(
             cause,
             defaults,
             jitter,
-        } => ended(conn, pod, report, cause, defaults, *jitter, now, events).await,
+        } => super::pod_end::ended(conn, pod, report, cause, defaults, *jitter, now, events).await,
         PodCommand::PhaseChanged {
             pod,
             phase,
@@ -487,229 +489,4 @@ async fn claim(
         metadata_json,
         template,
     }))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ended(
-    conn: &mut SqliteConnection,
-    pod: &PodRef,
-    report: &EndReport,
-    cause: &Cause,
-    defaults: &RestartDefaults,
-    jitter: f64,
-    now: i64,
-    events: &mut Vec<EventRecord>,
-) -> Result<PodOutcome> {
-    let Some(row) = pod_row(conn, pod.task_id).await? else {
-        return Ok(PodOutcome::Ignored);
-    };
-    let pod_status = row.pod_status()?;
-    if !row.is(pod) || pod_status == PodStatus::Stopped || row.status != TaskStatus::Active.as_db()
-    {
-        return Ok(PodOutcome::Ignored);
-    }
-    let id = pod.task_id.to_string();
-    let corr = row.correlation(cause).to_owned();
-    let host = row.pod_host.clone().unwrap_or_default();
-    if pod_status == PodStatus::Starting {
-        // It ended before its start was confirmed: the trail still shows
-        // that it ran.
-        let data = json!({"pod_id": pod.pod_id, "pod_host": host, "generation": pod.generation});
-        append_event(
-            conn,
-            pod.task_id,
-            EventType::PodStarted,
-            data,
-            SYSTEM_ACTOR,
-            &corr,
-            now,
-            events,
-        )
-        .await?;
-    }
-    let mut data = report.detail.clone();
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("pod_id".into(), json!(pod.pod_id));
-        obj.insert("pod_host".into(), json!(host));
-        obj.insert("generation".into(), json!(pod.generation));
-    }
-    let phase = match report.ending {
-        Ending::Completed => Phase::Completed,
-        _ => report
-            .last_phase
-            .map_or_else(|| Phase::from_db(&row.phase), Ok)?,
-    };
-    let status = if report.ending == Ending::Completed {
-        TaskStatus::Completed
-    } else {
-        TaskStatus::Inactive
-    };
-    sqlx::query(
-        "UPDATE tasks SET status = ?, phase = ?, pod_status = 'stopped', live_version = 0, \
-         pod_message = ?, updated_at = ? WHERE task_id = ?",
-    )
-    .bind(status.as_db())
-    .bind(phase.as_db())
-    .bind(&report.message)
-    .bind(now)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await?;
-    let event = match report.ending {
-        Ending::Completed => EventType::TaskCompleted,
-        Ending::Exited => EventType::PodExited,
-        Ending::Crashed => EventType::PodCrashed,
-        Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
-        Ending::Lost => EventType::PodLost,
-    };
-    append_event(
-        conn,
-        pod.task_id,
-        event,
-        data,
-        &cause.actor,
-        &corr,
-        now,
-        events,
-    )
-    .await?;
-
-    let policy = row.spec().resolve(defaults);
-    let decision = match report.ending {
-        Ending::Crashed | Ending::Lost => {
-            let history: Vec<i64> =
-                sqlx::query_scalar("SELECT crashed_at FROM crash_history WHERE task_id = ?")
-                    .bind(&id)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            sqlx::query("INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)")
-                .bind(&id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            let ms = |v: u32| std::time::Duration::from_millis(u64::from(v));
-            let p = Policy {
-                auto_restart: policy.auto_restart,
-                max_restarts: policy.max_restarts,
-                window: std::time::Duration::from_secs(u64::from(policy.window_seconds)),
-                initial_backoff: ms(policy.initial_backoff_ms),
-                max_backoff: ms(policy.max_backoff_ms),
-            };
-            restart::decide(&p, &history, now, jitter)
-        }
-        // Drained hosts are not the pod's fault: move it at once.
-        Ending::HostShutdown if policy.auto_restart => Decision::Restart {
-            delay: std::time::Duration::ZERO,
-            crashes_in_window: 0,
-        },
-        _ => Decision::Stay,
-    };
-    match decision {
-        Decision::Stay => Ok(PodOutcome::Applied { restart_at: None }),
-        Decision::Restart {
-            delay,
-            crashes_in_window,
-        } => {
-            let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-            sqlx::query("UPDATE tasks SET next_restart_at = ? WHERE task_id = ?")
-                .bind(at)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-            let data = json!({"delay_ms": delay.as_millis() as u64, "crashes_in_window": crashes_in_window,
-                              "max_restarts": policy.max_restarts, "window_seconds": policy.window_seconds});
-            append_event(
-                conn,
-                pod.task_id,
-                EventType::RestartScheduled,
-                data,
-                SYSTEM_ACTOR,
-                &corr,
-                now,
-                events,
-            )
-            .await?;
-            Ok(PodOutcome::Applied {
-                restart_at: Some(at),
-            })
-        }
-        Decision::GiveUp { crashes_in_window } => {
-            let why = format!(
-                "{crashes_in_window} crashes within {} s exceed max_restarts {}",
-                policy.window_seconds, policy.max_restarts
-            );
-            sqlx::query("UPDATE tasks SET status = 'failed', pod_message = ?, updated_at = ? WHERE task_id = ?")
-                .bind(&why)
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-            let data = json!({"reason": why, "crashes_in_window": crashes_in_window});
-            append_event(
-                conn,
-                pod.task_id,
-                EventType::TaskFailed,
-                data,
-                SYSTEM_ACTOR,
-                &corr,
-                now,
-                events,
-            )
-            .await?;
-            Ok(PodOutcome::Applied { restart_at: None })
-        }
-    }
-}
-
-/// The current pods the database places on `host_id` (pod status not
-/// stopped): (pod, pod status).
-pub async fn pods_on_host(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-    host_id: &str,
-) -> Result<Vec<(PodRef, PodStatus)>> {
-    let rows: Vec<(String, Option<String>, i64, String)> = sqlx::query_as(
-        "SELECT task_id, pod_id, pod_generation, pod_status FROM tasks \
-         WHERE pod_host = ? AND pod_status != 'stopped'",
-    )
-    .bind(host_id)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (task_id, pod_id, generation, status) in rows {
-        let Some(pod_id) = pod_id else { continue };
-        out.push((
-            PodRef {
-                task_id: TaskId::from_db(&task_id)?,
-                pod_id,
-                generation: u64::try_from(generation).unwrap_or(0),
-            },
-            PodStatus::from_db(&status)?,
-        ));
-    }
-    Ok(out)
-}
-
-/// Hosts that the database says run pods (for start-up).
-pub async fn hosts_with_pods(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT pod_host FROM tasks WHERE pod_status != 'stopped' AND pod_host IS NOT NULL",
-    )
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Scheduled automatic restarts: (task, due at unix µs).
-pub async fn scheduled_restarts(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-) -> Result<Vec<(TaskId, i64)>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT task_id, next_restart_at FROM tasks WHERE next_restart_at IS NOT NULL AND status = 'inactive'",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|(t, at)| Ok((TaskId::from_db(&t)?, at)))
-        .collect()
 }

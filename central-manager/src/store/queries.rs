@@ -4,6 +4,7 @@
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
 
+use super::pods::PodRef;
 use super::rows::{EVENT_COLUMNS, EventRow, TASK_COLUMNS, TaskRow};
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Order, OrderBy, PodInfo, TaskFilter, TaskId, TaskRecord,
@@ -164,4 +165,57 @@ where
         }
     }
     Ok(out)
+}
+
+/// The current pods the database places on `host_id` (pod status not
+/// stopped): (pod, pod status).
+pub async fn pods_on_host(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+    host_id: &str,
+) -> Result<Vec<(PodRef, crate::domain::PodStatus)>> {
+    let rows: Vec<(String, Option<String>, i64, String)> = sqlx::query_as(
+        "SELECT task_id, pod_id, pod_generation, pod_status FROM tasks \
+         WHERE pod_host = ? AND pod_status != 'stopped'",
+    )
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (task_id, pod_id, generation, status) in rows {
+        let Some(pod_id) = pod_id else { continue };
+        out.push((
+            PodRef {
+                task_id: TaskId::from_db(&task_id)?,
+                pod_id,
+                generation: u64::try_from(generation).unwrap_or(0),
+            },
+            crate::domain::PodStatus::from_db(&status)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Hosts that the database says run pods (for start-up).
+pub async fn hosts_with_pods(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT pod_host FROM tasks WHERE pod_status != 'stopped' AND pod_host IS NOT NULL",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Scheduled automatic restarts: (task, due at unix µs).
+pub async fn scheduled_restarts(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+) -> Result<Vec<(TaskId, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT task_id, next_restart_at FROM tasks WHERE next_restart_at IS NOT NULL AND status = 'inactive'",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(t, at)| Ok((TaskId::from_db(&t)?, at)))
+        .collect()
 }

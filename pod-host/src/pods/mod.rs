@@ -22,6 +22,7 @@
 //! Process handling (spawn, supervision, stop, shutdown) is in [`run`].
 
 mod run;
+mod status_reader;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

@@ -10,10 +10,9 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -24,7 +23,6 @@ use super::{
 use crate::error::HostError;
 use crate::logs::{LogSink, Stream, pump};
 use crate::spawn::{PodEnv, pod_command, pod_environment, status_pipe};
-use crate::status::{Line, LineSplitter, MAX_LINE_BYTES, parse_status_line};
 
 /// How long an exited pod's status pipe may take to reach EOF before the
 /// exit is recorded without the rest (only a process that left the pod's
@@ -37,9 +35,6 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// How long to wait for a SIGKILLed group to be reaped before giving up
 /// waiting (a process stuck in uninterruptible sleep).
 const KILL_WAIT: Duration = Duration::from_secs(5);
-
-/// At most one "bad status line" warning per pod per this interval.
-const BAD_LINE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Prepared {
     logs: Arc<LogSink>,
@@ -478,84 +473,6 @@ impl Supervisor {
         });
         let _ = tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps)).await;
         logs.finish();
-    }
-
-    /// Reads status lines from the pod's fd 3 until EOF. Memory is bounded
-    /// by the line limit whatever the pod writes; bad lines are logged
-    /// (rate-limited) and ignored.
-    async fn read_status(self: Arc<Self>, pod_id: String, fd: OwnedFd) {
-        let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the status pipe");
-                return;
-            }
-        };
-        let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
-        let mut bad = BadLineLog::default();
-        let mut buf = vec![0u8; 8192];
-        loop {
-            let (lines, eof) = match pipe.read(&mut buf).await {
-                Ok(0) => (splitter.finish().into_iter().collect(), true),
-                Ok(n) => (splitter.push(&buf[..n]), false),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the status pipe failed");
-                    return;
-                }
-            };
-            for line in lines {
-                match line {
-                    Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
-                    Line::Complete(bytes) => match parse_status_line(&bytes) {
-                        Ok(update) => self.apply_status(&pod_id, update),
-                        Err(e) => bad.record(&e.to_string()),
-                    },
-                    Line::Oversized => {
-                        bad.record(&format!("line longer than {MAX_LINE_BYTES} bytes"))
-                    }
-                }
-            }
-            if eof {
-                bad.flush();
-                return;
-            }
-        }
-    }
-}
-
-/// Rate-limited logging of ignored status lines: a pod spewing garbage
-/// costs one log line per interval, with a count of the rest.
-#[derive(Default)]
-struct BadLineLog {
-    last: Option<StdInstant>,
-    suppressed: u64,
-}
-
-impl BadLineLog {
-    fn record(&mut self, why: &str) {
-        let now = StdInstant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < BAD_LINE_LOG_INTERVAL)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            reason = why,
-            suppressed = self.suppressed,
-            "ignored a status line on fd 3"
-        );
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
-
-    fn flush(&mut self) {
-        if self.suppressed > 0 {
-            tracing::warn!(count = self.suppressed, "more status lines were ignored");
-            self.suppressed = 0;
-        }
     }
 }
 

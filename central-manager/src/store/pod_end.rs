@@ -1,0 +1,187 @@
+//! How a pod's end is committed: the ending's event (`task_completed`,
+//! `pod_exited`, `pod_crashed`, `pod_stopped`, `pod_lost`), the task's new
+//! status and phase, and then the restart policy: crash history, and either
+//! `restart_scheduled` or `task_failed`. Conditional on the pod, like every
+//! command in [`super::pods`].
+
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use super::commands::append_event;
+use super::pods::{Cause, EndReport, PodOutcome, PodRef, SYSTEM_ACTOR, pod_row};
+use crate::domain::{EventRecord, EventType, Phase, PodStatus, RestartDefaults, TaskStatus};
+use crate::error::Result;
+use crate::supervisor::exit::Ending;
+use crate::supervisor::restart::{self, Decision, Policy};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn ended(
+    conn: &mut SqliteConnection,
+    pod: &PodRef,
+    report: &EndReport,
+    cause: &Cause,
+    defaults: &RestartDefaults,
+    jitter: f64,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let Some(row) = pod_row(conn, pod.task_id).await? else {
+        return Ok(PodOutcome::Ignored);
+    };
+    let pod_status = row.pod_status()?;
+    if !row.is(pod) || pod_status == PodStatus::Stopped || row.status != TaskStatus::Active.as_db()
+    {
+        return Ok(PodOutcome::Ignored);
+    }
+    let id = pod.task_id.to_string();
+    let corr = row.correlation(cause).to_owned();
+    let host = row.pod_host.clone().unwrap_or_default();
+    if pod_status == PodStatus::Starting {
+        // It ended before its start was confirmed: the trail still shows
+        // that it ran.
+        let data = json!({"pod_id": pod.pod_id, "pod_host": host, "generation": pod.generation});
+        append_event(
+            conn,
+            pod.task_id,
+            EventType::PodStarted,
+            data,
+            SYSTEM_ACTOR,
+            &corr,
+            now,
+            events,
+        )
+        .await?;
+    }
+    let mut data = report.detail.clone();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("pod_id".into(), json!(pod.pod_id));
+        obj.insert("pod_host".into(), json!(host));
+        obj.insert("generation".into(), json!(pod.generation));
+    }
+    let phase = match report.ending {
+        Ending::Completed => Phase::Completed,
+        _ => report
+            .last_phase
+            .map_or_else(|| Phase::from_db(&row.phase), Ok)?,
+    };
+    let status = if report.ending == Ending::Completed {
+        TaskStatus::Completed
+    } else {
+        TaskStatus::Inactive
+    };
+    sqlx::query(
+        "UPDATE tasks SET status = ?, phase = ?, pod_status = 'stopped', live_version = 0, \
+         pod_message = ?, updated_at = ? WHERE task_id = ?",
+    )
+    .bind(status.as_db())
+    .bind(phase.as_db())
+    .bind(&report.message)
+    .bind(now)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await?;
+    let event = match report.ending {
+        Ending::Completed => EventType::TaskCompleted,
+        Ending::Exited => EventType::PodExited,
+        Ending::Crashed => EventType::PodCrashed,
+        Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
+        Ending::Lost => EventType::PodLost,
+    };
+    append_event(
+        conn,
+        pod.task_id,
+        event,
+        data,
+        &cause.actor,
+        &corr,
+        now,
+        events,
+    )
+    .await?;
+
+    let policy = row.spec().resolve(defaults);
+    let decision = match report.ending {
+        Ending::Crashed | Ending::Lost => {
+            let history: Vec<i64> =
+                sqlx::query_scalar("SELECT crashed_at FROM crash_history WHERE task_id = ?")
+                    .bind(&id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            sqlx::query("INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)")
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            let ms = |v: u32| std::time::Duration::from_millis(u64::from(v));
+            let p = Policy {
+                auto_restart: policy.auto_restart,
+                max_restarts: policy.max_restarts,
+                window: std::time::Duration::from_secs(u64::from(policy.window_seconds)),
+                initial_backoff: ms(policy.initial_backoff_ms),
+                max_backoff: ms(policy.max_backoff_ms),
+            };
+            restart::decide(&p, &history, now, jitter)
+        }
+        // Drained hosts are not the pod's fault: move it at once.
+        Ending::HostShutdown if policy.auto_restart => Decision::Restart {
+            delay: std::time::Duration::ZERO,
+            crashes_in_window: 0,
+        },
+        _ => Decision::Stay,
+    };
+    match decision {
+        Decision::Stay => Ok(PodOutcome::Applied { restart_at: None }),
+        Decision::Restart {
+            delay,
+            crashes_in_window,
+        } => {
+            let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+            sqlx::query("UPDATE tasks SET next_restart_at = ? WHERE task_id = ?")
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            let data = json!({"delay_ms": delay.as_millis() as u64, "crashes_in_window": crashes_in_window,
+                              "max_restarts": policy.max_restarts, "window_seconds": policy.window_seconds});
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::RestartScheduled,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied {
+                restart_at: Some(at),
+            })
+        }
+        Decision::GiveUp { crashes_in_window } => {
+            let why = format!(
+                "{crashes_in_window} crashes within {} s exceed max_restarts {}",
+                policy.window_seconds, policy.max_restarts
+            );
+            sqlx::query("UPDATE tasks SET status = 'failed', pod_message = ?, updated_at = ? WHERE task_id = ?")
+                .bind(&why)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            let data = json!({"reason": why, "crashes_in_window": crashes_in_window});
+            append_event(
+                conn,
+                pod.task_id,
+                EventType::TaskFailed,
+                data,
+                SYSTEM_ACTOR,
+                &corr,
+                now,
+                events,
+            )
+            .await?;
+            Ok(PodOutcome::Applied { restart_at: None })
+        }
+    }
+}
