@@ -171,14 +171,8 @@ impl Supervisor {
                 wall,
                 ..
             } => {
-                let t = self.pods.hosts().contact(
-                    &host_id,
-                    at,
-                    wall,
-                    Some(draining),
-                    Some(running_pods),
-                );
-                self.on_transition(t).await;
+                self.heard_from(&host_id, at, wall, Some(draining), Some(running_pods))
+                    .await;
             }
             HostUpdate::PodEvent {
                 host_id,
@@ -187,9 +181,7 @@ impl Supervisor {
                 at,
                 wall,
             } => {
-                let t = self.pods.hosts().contact(&host_id, at, wall, None, None);
-                self.on_transition(t).await;
-                self.pods.hosts().reset_if_lost(&host_id);
+                self.heard_from(&host_id, at, wall, None, None).await;
                 let seq = event.seq;
                 self.on_pod_event(&host_id, event).await;
                 self.pods.hosts().ack(&host_id, &boot_id, seq);
@@ -205,6 +197,25 @@ impl Supervisor {
                     .remove_session(&host_id, &boot_id, &endpoint);
             }
         }
+    }
+
+    /// Any message from a host: contact for the silence rules, the state
+    /// change it causes, and a fresh hello if the host had been declared
+    /// LOST while its stream stayed open.
+    async fn heard_from(
+        &mut self,
+        host_id: &str,
+        at: Instant,
+        wall: SystemTime,
+        draining: Option<bool>,
+        running: Option<u32>,
+    ) {
+        let t = self
+            .pods
+            .hosts()
+            .contact(host_id, at, wall, draining, running);
+        self.on_transition(t).await;
+        self.pods.hosts().reset_if_lost(host_id);
     }
 
     async fn on_hello(

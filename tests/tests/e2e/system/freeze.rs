@@ -134,3 +134,30 @@ async fn sigstop_then_sigcont_of_a_pod_host() {
         assert!(alive(t.pod.as_ref().unwrap().pid));
     }
 }
+
+/// A pod-host with no pods sends only heartbeats. Frozen past the fence
+/// deadline it is declared LOST; once it wakes, those heartbeats alone must
+/// bring it back to READY (through a fresh hello).
+#[tokio::test]
+async fn an_idle_pod_host_declared_lost_rejoins_after_sigcont() {
+    let spec = Spec {
+        central_fence_ms: 1000,
+        host_fence_ms: 1000,
+        ..Spec::default()
+    };
+    let sys = System::start(spec).await;
+    sys.wait_host_state("host-b", pb::PodHostState::Ready).await;
+    let host_b = sys.host("host-b");
+    host_b.signal(Signal::SIGSTOP);
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+        }
+    }
+    let cont = Cont(host_b.pid);
+    sys.wait_host_state("host-b", pb::PodHostState::Lost).await;
+    drop(cont); // SIGCONT
+    sys.wait_host_state("host-b", pb::PodHostState::Ready).await;
+}
