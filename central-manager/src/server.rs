@@ -95,7 +95,7 @@ impl Application {
                 config.fence_timeout_ms.to_string(),
             ];
             let binary = pod_host_binary()?;
-            let local = LocalPodHost::start(&binary, &data, &extra)
+            let local = LocalPodHost::start(&binary, &data, &extra, &tracker)
                 .await
                 .map_err(|e| format!("starting the local pod-host {}: {e}", binary.display()))?;
             static_urls.push(local.url.clone());
@@ -145,7 +145,7 @@ impl Application {
             tracker.clone(),
             shutdown.clone(),
         )
-        .start()?;
+        .start();
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(
                 ipa_common::metrics::serve(
@@ -234,12 +234,16 @@ impl Application {
         // Whatever ended the server, stop everything else in order.
         self.shutdown.cancel();
         self.writer_stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.store.close().await;
+        // The local pod-host is stopped once supervision has stopped (its
+        // pods' exits are then left for the next start to reconcile, as
+        // after any restart) and before the tasks are joined: one of them
+        // reads its stdout until it exits.
         if let Some(local) = self.local_pod_host {
             local.stop(LOCAL_POD_HOST_STOP).await;
         }
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.store.close().await;
         tracing::info!("shut down");
         result.map_err(Into::into)
     }

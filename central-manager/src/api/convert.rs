@@ -35,7 +35,9 @@ fn task_status_from_pb(v: i32, field: &'static str) -> Result<Option<TaskStatus>
     })
 }
 
-fn phase_from_pb(v: i32, field: &'static str) -> Result<Option<Phase>> {
+/// A proto phase; `None` for UNSPECIFIED, INVALID_ARGUMENT naming `field`
+/// for an unknown value.
+pub fn phase_from_pb(v: i32, field: &'static str) -> Result<Option<Phase>> {
     let p = pb::Phase::try_from(v).map_err(|_| unknown_enum(field, v))?;
     Ok(match p {
         pb::Phase::Unspecified => None,

@@ -40,6 +40,9 @@ const HOST_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a StopPod may take on the host: its stop grace (5 s by default,
 /// configured on the host) plus reaping, with room to spare.
 const HOST_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A stale pod gets no grace: it must not run on (1 ms, as 0 would mean
+/// the host's default grace).
+const FENCE_GRACE_MS: u32 = 1;
 /// Bound on the fence attempt after a start whose outcome is unknown.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -233,14 +236,7 @@ impl Pods {
         pod: &PodRef,
         reason: &str,
     ) -> bool {
-        let req = pb::HostStopPodRequest {
-            task_id: pod.task_id.to_string(),
-            pod_id: pod.pod_id.clone(),
-            generation: pod.generation,
-            grace_ms: 1,
-            reason: reason.to_owned(),
-            fence: true,
-        };
+        let req = stop_request(pod, FENCE_GRACE_MS, reason, true);
         match tokio::time::timeout(FENCE_TIMEOUT, client.stop_pod(req)).await {
             Ok(Ok(_)) => true,
             Ok(Err(s)) => matches!(
@@ -298,14 +294,7 @@ impl Pods {
                 reason: reason.to_owned(),
             },
         );
-        let req = pb::HostStopPodRequest {
-            task_id: pod.task_id.to_string(),
-            pod_id: pod.pod_id.clone(),
-            generation: pod.generation,
-            grace_ms: 0,
-            reason: reason.to_owned(),
-            fence: false,
-        };
+        let req = stop_request(pod, 0, reason, false);
         let exit = match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
             Ok(Ok(resp)) => resp.into_inner().pod.and_then(|p| p.exit),
             // The host does not have it (any more): it is not running.
@@ -397,14 +386,7 @@ impl Pods {
         let Some(mut client) = self.hosts.client(&host_id) else {
             return;
         };
-        let req = pb::HostStopPodRequest {
-            task_id: pod.task_id.to_string(),
-            pod_id: pod.pod_id.clone(),
-            generation: pod.generation,
-            grace_ms: 0,
-            reason: reason.to_owned(),
-            fence: false,
-        };
+        let req = stop_request(&pod, 0, reason, false);
         match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
             Ok(Ok(_)) => self.hosts.release(&host_id),
             Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
@@ -445,6 +427,19 @@ impl Pods {
                 Err(Error::PodStateUnknown(task_id))
             }
         }
+    }
+}
+
+/// A StopPod for `pod` by its generation. `grace_ms` 0 takes the host's
+/// `--stop-grace-ms`; `fence` reports the exit as FENCED.
+fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> pb::HostStopPodRequest {
+    pb::HostStopPodRequest {
+        task_id: pod.task_id.to_string(),
+        pod_id: pod.pod_id.clone(),
+        generation: pod.generation,
+        grace_ms,
+        reason: reason.to_owned(),
+        fence,
     }
 }
 

@@ -177,11 +177,6 @@ impl HostDirectory {
         self.lock().sessions.get(host_id).map(|s| s.client.clone())
     }
 
-    /// The state of a host, if known.
-    pub fn host_state(&self, host_id: &str) -> Option<HostState> {
-        self.lock().registry.get(host_id).map(|h| h.state)
-    }
-
     /// Records a new session (after a hello).
     pub fn add_session(&self, handle: SessionHandle) {
         self.lock().sessions.insert(handle.host_id.clone(), handle);
@@ -214,13 +209,6 @@ impl HostDirectory {
         s.ack(seq);
         g.resume
             .insert(s.endpoint.clone(), (boot_id.to_owned(), seq));
-    }
-
-    /// Sets the resume point of an endpoint (after a hello).
-    pub fn set_resume(&self, endpoint: &str, boot_id: &str, seq: u64) {
-        self.lock()
-            .resume
-            .insert(endpoint.to_owned(), (boot_id.to_owned(), seq));
     }
 
     /// Records a contact with a host; returns the state transition if any.

@@ -44,6 +44,7 @@ impl LocalPodHost {
         binary: &Path,
         data_dir: &Path,
         extra_args: &[String],
+        tracker: &tokio_util::task::TaskTracker,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let mut cmd = Command::new(binary);
@@ -89,8 +90,12 @@ impl LocalPodHost {
         .ok_or_else(|| {
             std::io::Error::other("local pod-host exited before announcing its address")
         })?;
-        // Keep reading so the child never blocks on a full stdout pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep reading so the child never blocks on a full stdout pipe; the
+        // task ends when the child closes stdout (it exits).
+        tracker.spawn(tracing::Instrument::instrument(
+            async move { while let Ok(Some(_)) = lines.next_line().await {} },
+            tracing::info_span!("local_pod_host_stdout"),
+        ));
         tracing::info!(%addr, pid = child.id(), "local pod-host started");
         Ok(Self {
             child,

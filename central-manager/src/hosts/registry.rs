@@ -292,17 +292,6 @@ impl Registry {
             h.running_pods = running;
         }
     }
-
-    /// Forgets a host whose endpoint disappeared and which is LOST.
-    pub fn remove_lost(&mut self, host_id: &str) -> bool {
-        match self.hosts.get(host_id) {
-            Some(h) if h.state == HostState::Lost => {
-                self.hosts.remove(host_id);
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::SqliteConnection;
 
 use super::commands::append_event;
-use super::pods::{Cause, EndReport, PodOutcome, PodRef, SYSTEM_ACTOR, pod_row};
+use super::pods::{Cause, EndReport, PodOutcome, PodRef, pod_data, pod_row, system_event};
 use crate::domain::{EventRecord, EventType, Phase, PodStatus, RestartDefaults, TaskStatus};
 use crate::error::Result;
 use crate::supervisor::exit::Ending;
@@ -39,13 +39,12 @@ pub(super) async fn ended(
     if pod_status == PodStatus::Starting {
         // It ended before its start was confirmed: the trail still shows
         // that it ran.
-        let data = json!({"pod_id": pod.pod_id, "pod_host": host, "generation": pod.generation});
-        append_event(
+        let data = pod_data(pod, &host);
+        system_event(
             conn,
             pod.task_id,
             EventType::PodStarted,
             data,
-            SYSTEM_ACTOR,
             &corr,
             now,
             events,
@@ -53,10 +52,10 @@ pub(super) async fn ended(
         .await?;
     }
     let mut data = report.detail.clone();
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("pod_id".into(), json!(pod.pod_id));
-        obj.insert("pod_host".into(), json!(host));
-        obj.insert("generation".into(), json!(pod.generation));
+    if let (Some(obj), serde_json::Value::Object(ids)) =
+        (data.as_object_mut(), pod_data(pod, &host))
+    {
+        obj.extend(ids);
     }
     let phase = match report.ending {
         Ending::Completed => Phase::Completed,
@@ -143,12 +142,11 @@ pub(super) async fn ended(
                 .await?;
             let data = json!({"delay_ms": delay.as_millis() as u64, "crashes_in_window": crashes_in_window,
                               "max_restarts": policy.max_restarts, "window_seconds": policy.window_seconds});
-            append_event(
+            system_event(
                 conn,
                 pod.task_id,
                 EventType::RestartScheduled,
                 data,
-                SYSTEM_ACTOR,
                 &corr,
                 now,
                 events,
@@ -170,12 +168,11 @@ pub(super) async fn ended(
                 .execute(&mut *conn)
                 .await?;
             let data = json!({"reason": why, "crashes_in_window": crashes_in_window});
-            append_event(
+            system_event(
                 conn,
                 pod.task_id,
                 EventType::TaskFailed,
                 data,
-                SYSTEM_ACTOR,
                 &corr,
                 now,
                 events,

@@ -212,6 +212,24 @@ pub(super) async fn pod_row(
     .await?)
 }
 
+/// Appends an automatic event (actor `system`) correlated with `corr`.
+pub(super) async fn system_event(
+    conn: &mut SqliteConnection,
+    task_id: TaskId,
+    event: EventType,
+    data: serde_json::Value,
+    corr: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<()> {
+    append_event(conn, task_id, event, data, SYSTEM_ACTOR, corr, now, events).await
+}
+
+/// The fields every pod event carries.
+pub(super) fn pod_data(pod: &PodRef, host: &str) -> serde_json::Value {
+    json!({"pod_id": pod.pod_id, "pod_host": host, "generation": pod.generation})
+}
+
 /// Runs one pod command (see [`super::commands::apply`]).
 pub async fn apply(
     conn: &mut SqliteConnection,
@@ -241,7 +259,8 @@ pub async fn apply(
                 return Ok(PodOutcome::Ignored);
             }
             mark_running(conn, pod, *pid, *started_at, now).await?;
-            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "pid": pid});
+            let mut data = pod_data(pod, host_id);
+            data["pid"] = json!(pid);
             let corr = row.correlation(cause).to_owned();
             append_event(
                 conn,
@@ -309,12 +328,11 @@ pub async fn apply(
             let data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
                               "version": version, "pod_id": pod.pod_id});
             let corr = row.pod_correlation_id.clone();
-            append_event(
+            system_event(
                 conn,
                 pod.task_id,
                 EventType::PhaseChanged,
                 data,
-                SYSTEM_ACTOR,
                 &corr,
                 now,
                 events,
@@ -351,19 +369,10 @@ pub async fn apply(
                 return Ok(PodOutcome::Ignored);
             }
             mark_running(conn, pod, *pid, *started_at, now).await?;
-            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "pid": pid});
+            let mut data = pod_data(pod, host_id);
+            data["pid"] = json!(pid);
             let corr = row.pod_correlation_id.clone();
-            append_event(
-                conn,
-                pod.task_id,
-                event,
-                data,
-                SYSTEM_ACTOR,
-                &corr,
-                now,
-                events,
-            )
-            .await?;
+            system_event(conn, pod.task_id, event, data, &corr, now, events).await?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::Fenced {
@@ -374,14 +383,14 @@ pub async fn apply(
             let Some(row) = pod_row(conn, pod.task_id).await? else {
                 return Ok(PodOutcome::Ignored);
             };
-            let data = json!({"pod_id": pod.pod_id, "pod_host": host_id, "generation": pod.generation, "reason": reason});
+            let mut data = pod_data(pod, host_id);
+            data["reason"] = json!(reason);
             let corr = row.pod_correlation_id.clone();
-            append_event(
+            system_event(
                 conn,
                 pod.task_id,
                 EventType::PodFenced,
                 data,
-                SYSTEM_ACTOR,
                 &corr,
                 now,
                 events,

@@ -83,14 +83,9 @@ impl Supervisor {
         }
     }
 
-    /// The queue that schedules restarts.
-    pub fn restart_queue(&self) -> RestartQueue {
-        self.restarts_tx.clone()
-    }
-
     /// Loads what the database says runs and is scheduled, then runs until
     /// cancelled.
-    pub fn start(mut self) -> Result<()> {
+    pub fn start(mut self) {
         let tracker = self.tracker.clone();
         tracker.spawn(
             async move {
@@ -101,7 +96,6 @@ impl Supervisor {
             }
             .instrument(tracing::info_span!("supervisor")),
         );
-        Ok(())
     }
 
     /// Start-up: hosts that the database says run pods get a placeholder
@@ -594,14 +588,10 @@ fn instant_of(at_us: i64) -> Instant {
     Instant::now() + Duration::from_micros(ahead)
 }
 
+/// A phase reported by a host; an unknown value is ignored (a newer host
+/// may know phases this central does not).
 fn phase_from_pb(v: i32) -> Option<Phase> {
-    match pb::Phase::try_from(v).ok()? {
-        pb::Phase::Unspecified => None,
-        pb::Phase::SpecClarification => Some(Phase::SpecClarification),
-        pb::Phase::Planning => Some(Phase::Planning),
-        pb::Phase::Development => Some(Phase::Development),
-        pb::Phase::Review => Some(Phase::Review),
-        pb::Phase::Completed => Some(Phase::Completed),
-        pb::Phase::Cancelled => Some(Phase::Cancelled),
-    }
+    crate::api::convert::phase_from_pb(v, "phase")
+        .ok()
+        .flatten()
 }
