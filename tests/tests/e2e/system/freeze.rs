@@ -13,6 +13,16 @@ use nix::sys::signal::Signal;
 
 use super::support::{Spec, System, alive, ms_between, now_ns, wait_all_dead};
 
+/// Sends SIGCONT to a pid when dropped: a test never leaves a stopped
+/// process behind, whatever fails.
+struct Cont(u32);
+
+impl Drop for Cont {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+    }
+}
+
 #[tokio::test]
 async fn sigstop_then_sigcont_of_a_pod_host() {
     let spec = Spec {
@@ -39,13 +49,6 @@ async fn sigstop_then_sigcont_of_a_pod_host() {
     let stopped_at = Instant::now();
     host_b.signal(Signal::SIGSTOP);
     // Whatever happens below, never leave a stopped process behind.
-    struct Cont(u32);
-    impl Drop for Cont {
-        fn drop(&mut self) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-        }
-    }
     let cont = Cont(host_b.pid);
 
     sys.wait_host_state("host-b", pb::PodHostState::Unreachable)
@@ -149,13 +152,6 @@ async fn an_idle_pod_host_declared_lost_rejoins_after_sigcont() {
     sys.wait_host_state("host-b", pb::PodHostState::Ready).await;
     let host_b = sys.host("host-b");
     host_b.signal(Signal::SIGSTOP);
-    struct Cont(u32);
-    impl Drop for Cont {
-        fn drop(&mut self) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGCONT);
-        }
-    }
     let cont = Cont(host_b.pid);
     sys.wait_host_state("host-b", pb::PodHostState::Lost).await;
     drop(cont); // SIGCONT
