@@ -113,6 +113,34 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    /// The same split as for sqlx errors: the database cannot be used right
+    /// now → EVENT_STORE_UNAVAILABLE; anything else (a constraint, a row we
+    /// cannot decode) is a bug → INTERNAL.
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let unavailable = matches!(
+            e.sqlite_error_code(),
+            Some(
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::OutOfMemory
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::DatabaseCorrupt
+                    | C::DiskFull
+                    | C::CannotOpen
+                    | C::NotADatabase
+            )
+        );
+        if unavailable {
+            Self::StoreUnavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
 impl Error {
     /// The API reason (and so the gRPC code) of this error.
     pub fn reason(&self) -> ErrorReason {

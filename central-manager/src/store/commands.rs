@@ -3,8 +3,8 @@
 //! event(s) and update the `tasks` row. Runs inside a savepoint, so an
 //! error here undoes only this command.
 
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
-use sqlx::SqliteConnection;
 
 use super::queries;
 use crate::domain::{
@@ -75,8 +75,8 @@ pub enum Outcome {
 
 /// Runs one command. `now` is the batch's commit clock (unix micros);
 /// appended events are pushed to `events` for publication after commit.
-pub async fn apply(
-    conn: &mut SqliteConnection,
+pub fn apply(
+    conn: &Connection,
     cmd: &Command,
     now: i64,
     events: &mut Vec<EventRecord>,
@@ -86,43 +86,37 @@ pub async fn apply(
             task_id,
             task,
             pod_message,
-        } => create_task(conn, *task_id, task, pod_message, now, events).await,
+        } => create_task(conn, *task_id, task, pod_message, now, events),
         Command::Finish {
             task_id,
             finish,
             actor,
             correlation,
             reason,
-        } => {
-            finish_task(
-                conn,
-                *task_id,
-                *finish,
-                actor,
-                correlation,
-                reason.as_deref(),
-                now,
-                events,
-            )
-            .await
-        }
-        Command::Pod(c) => Ok(Outcome::Pod(
-            super::pods::apply(conn, c, now, events).await?,
-        )),
+        } => finish_task(
+            conn,
+            *task_id,
+            *finish,
+            actor,
+            correlation,
+            reason.as_deref(),
+            now,
+            events,
+        ),
+        Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
         Command::PruneIdempotency { up_to } => {
-            let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
-                .bind(up_to)
-                .execute(conn)
-                .await?;
-            Ok(Outcome::Pruned(done.rows_affected()))
+            let done = conn
+                .prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?")?
+                .execute([up_to])?;
+            Ok(Outcome::Pruned(done as u64))
         }
     }
 }
 
 /// Appends one event to a stream, bumping its version.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn append_event(
-    conn: &mut SqliteConnection,
+pub(super) fn append_event(
+    conn: &Connection,
     task_id: TaskId,
     event: EventType,
     data: serde_json::Value,
@@ -132,26 +126,29 @@ pub(super) async fn append_event(
     events: &mut Vec<EventRecord>,
 ) -> Result<()> {
     let id = task_id.to_string();
-    let version: i64 = sqlx::query_scalar(
-        "UPDATE streams SET version = version + 1 WHERE stream_id = ? RETURNING version",
-    )
-    .bind(&id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let version: i64 = conn
+        .prepare_cached(
+            "UPDATE streams SET version = version + 1 WHERE stream_id = ? RETURNING version",
+        )?
+        .query_row([&id], |r| r.get(0))?;
     let data_json = data.to_string();
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO events (stream_id, version, type, data_json, actor_id, correlation_id, occurred_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position",
-    )
-    .bind(&id)
-    .bind(version)
-    .bind(event.as_str())
-    .bind(&data_json)
-    .bind(actor)
-    .bind(correlation)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let position: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (stream_id, version, type, data_json, actor_id, correlation_id, \
+             occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position",
+        )?
+        .query_row(
+            params![
+                &id,
+                version,
+                event.as_str(),
+                &data_json,
+                actor,
+                correlation,
+                now
+            ],
+            |r| r.get(0),
+        )?;
     events.push(EventRecord {
         position: u64::try_from(position)
             .map_err(|_| Error::Internal("negative position".into()))?,
@@ -166,8 +163,8 @@ pub(super) async fn append_event(
     Ok(())
 }
 
-async fn create_task(
-    conn: &mut SqliteConnection,
+fn create_task(
+    conn: &Connection,
     task_id: TaskId,
     t: &NewTask,
     pod_message: &str,
@@ -176,17 +173,17 @@ async fn create_task(
 ) -> Result<Outcome> {
     let actor = t.actor.as_str();
     if let Some(rid) = &t.request_id {
-        let seen: Option<(String, i64)> = sqlx::query_as(
-            "SELECT task_id, created_at FROM idempotency_keys WHERE actor_id = ? AND request_id = ?",
-        )
-        .bind(actor)
-        .bind(rid.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
+        let seen: Option<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT task_id, created_at FROM idempotency_keys \
+                 WHERE actor_id = ? AND request_id = ?",
+            )?
+            .query_row([actor, rid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
         if let Some((first, at)) = seen {
             if at > now - IDEMPOTENCY_WINDOW_MICROS {
                 let first = TaskId::from_db(&first)?;
-                let task = queries::get_task(&mut *conn, first).await?.ok_or_else(|| {
+                let task = queries::get_task(conn, first)?.ok_or_else(|| {
                     Error::Internal(format!("idempotency key points to missing task {first}"))
                 })?;
                 return Ok(Outcome::Task {
@@ -195,20 +192,16 @@ async fn create_task(
                 });
             }
             // Expired but not yet pruned: the key starts afresh below.
-            sqlx::query("DELETE FROM idempotency_keys WHERE actor_id = ? AND request_id = ?")
-                .bind(actor)
-                .bind(rid.as_str())
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE actor_id = ? AND request_id = ?",
+            )?
+            .execute([actor, rid.as_str()])?;
         }
     }
 
     let id = task_id.to_string();
-    sqlx::query("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 0, ?)")
-        .bind(&id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    conn.prepare_cached("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 0, ?)")?
+        .execute(params![&id, now])?;
 
     let data = json!({
         "title": t.title.as_str(),
@@ -227,48 +220,43 @@ async fn create_task(
         t.correlation.as_str(),
         now,
         events,
-    )
-    .await?;
+    )?;
 
     let metadata_json = serde_json::to_string(t.metadata.entries())
         .map_err(|e| Error::Internal(format!("metadata to JSON: {e}")))?;
     let rp = &t.restart_policy;
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
          created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
          initial_backoff_ms, max_backoff_ms, pod_status, pod_message) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(t.title.as_str())
-    .bind(t.description.as_str())
-    .bind(TaskStatus::Inactive.as_db())
-    .bind(Phase::SpecClarification.as_db())
-    .bind(now)
-    .bind(now)
-    .bind(actor)
-    .bind(&metadata_json)
-    .bind(t.template.as_str())
-    .bind(rp.auto_restart)
-    .bind(rp.max_restarts)
-    .bind(rp.window_seconds)
-    .bind(rp.initial_backoff_ms)
-    .bind(rp.max_backoff_ms)
-    .bind(PodStatus::Stopped.as_db())
-    .bind(pod_message)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        &id,
+        t.title.as_str(),
+        t.description.as_str(),
+        TaskStatus::Inactive.as_db(),
+        Phase::SpecClarification.as_db(),
+        now,
+        now,
+        actor,
+        &metadata_json,
+        t.template.as_str(),
+        rp.auto_restart,
+        rp.max_restarts,
+        rp.window_seconds,
+        rp.initial_backoff_ms,
+        rp.max_backoff_ms,
+        PodStatus::Stopped.as_db(),
+        pod_message,
+    ])?;
 
     if let Some(rid) = &t.request_id {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(actor)
-        .bind(rid.as_str())
-        .bind(&id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
+             VALUES (?, ?, ?, ?)",
+        )?
+        .execute(params![actor, rid.as_str(), &id, now])?;
     }
 
     let task = TaskRecord {
@@ -297,8 +285,8 @@ async fn create_task(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn finish_task(
-    conn: &mut SqliteConnection,
+fn finish_task(
+    conn: &Connection,
     task_id: TaskId,
     cmd: Finish,
     actor: &ActorId,
@@ -309,12 +297,15 @@ async fn finish_task(
 ) -> Result<Outcome> {
     let id = task_id.to_string();
     type FinishRow = (String, String, Option<String>, Option<String>, i64);
-    let row: Option<FinishRow> = sqlx::query_as(
-        "SELECT status, pod_status, pod_id, pod_host, pod_generation FROM tasks WHERE task_id = ?",
-    )
-    .bind(&id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<FinishRow> = conn
+        .prepare_cached(
+            "SELECT status, pod_status, pod_id, pod_host, pod_generation FROM tasks \
+             WHERE task_id = ?",
+        )?
+        .query_row([&id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
     let (status, pod, pod_id, pod_host, generation) = row.ok_or(Error::TaskNotFound(task_id))?;
     let tr = finish(
         task_id,
@@ -322,17 +313,17 @@ async fn finish_task(
         PodStatus::from_db(&pod)?,
         cmd,
     )?;
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE tasks SET status = ?, phase = ?, pod_status = ?, updated_at = ?, \
          next_restart_at = NULL WHERE task_id = ?",
-    )
-    .bind(tr.status.as_db())
-    .bind(tr.phase.as_db())
-    .bind(tr.pod_status.as_db())
-    .bind(now)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        tr.status.as_db(),
+        tr.phase.as_db(),
+        tr.pod_status.as_db(),
+        now,
+        &id
+    ])?;
     let data = match reason {
         Some(r) => json!({ "reason": r }),
         None => json!({}),
@@ -346,8 +337,7 @@ async fn finish_task(
         correlation.as_str(),
         now,
         events,
-    )
-    .await?;
+    )?;
     let stop_pod = match (tr.stop_pod, pod_id, pod_host) {
         (true, Some(pod_id), Some(host)) => Some((
             super::pods::PodRef {

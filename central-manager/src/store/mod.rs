@@ -1,4 +1,4 @@
-//! The event store and the `tasks` table (SQLite through sqlx): opening
+//! The event store and the `tasks` table (SQLite): opening
 //! the database, the single group-committing writer, and the read queries.
 //!
 //! Schema (see `migrations/`): `streams` (one per task), `events`
@@ -18,20 +18,20 @@ pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
 pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
 
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::{EventRecord, EventsQuery, ListQuery, PodInfo, TaskFilter, TaskId, TaskRecord};
 use crate::error::Result;
 use crate::watch::EventHub;
+use pool::Readers;
 use writer::Writer;
 
 /// Handle to the database: writes go to the single writer, reads to the
 /// read pool. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    readers: SqlitePool,
+    readers: Readers,
     writer: WriterHandle,
 }
 
@@ -45,9 +45,10 @@ impl Store {
         hub: EventHub,
         tracker: &TaskTracker,
         stop: CancellationToken,
-    ) -> Result<Self, sqlx::Error> {
-        let conn = pool::open_and_migrate(&db).await?;
-        let readers = db.open_readers().await?;
+    ) -> Result<Self> {
+        db.migrate().await?;
+        let conn = db.open_writer()?;
+        let readers = Readers::open(db.clone())?;
         let writer = Writer::start(conn, db, hub, tracker, stop);
         Ok(Self { readers, writer })
     }
@@ -64,27 +65,32 @@ impl Store {
 
     /// One task.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        queries::get_task(&self.readers, id).await
+        self.readers.run(move |c| queries::get_task(c, id)).await
     }
 
     /// ListTasks.
     pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
-        queries::list_tasks(&self.readers, q).await
+        let q = q.clone();
+        self.readers.run(move |c| queries::list_tasks(c, &q)).await
     }
 
     /// CountTasks.
     pub async fn count_tasks(&self, f: &TaskFilter) -> Result<u64> {
-        queries::count_tasks(&self.readers, f).await
+        let f = f.clone();
+        self.readers.run(move |c| queries::count_tasks(c, &f)).await
     }
 
     /// Whether the task exists (its stream does).
     pub async fn task_exists(&self, id: TaskId) -> Result<bool> {
-        queries::stream_exists(&self.readers, id).await
+        self.readers
+            .run(move |c| queries::stream_exists(c, id))
+            .await
     }
 
     /// GetTaskEvents.
     pub async fn task_events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
-        queries::task_events(&self.readers, q).await
+        let q = q.clone();
+        self.readers.run(move |c| queries::task_events(c, &q)).await
     }
 
     /// Events after `after`, oldest first, at most `limit`.
@@ -94,12 +100,14 @@ impl Store {
         task: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<EventRecord>> {
-        queries::events_after(&self.readers, after, task, limit).await
+        self.readers
+            .run(move |c| queries::events_after(c, after, task, limit))
+            .await
     }
 
     /// Tasks with a pod that is starting, running or unknown.
     pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
-        queries::active_pods(&self.readers).await
+        self.readers.run(queries::active_pods).await
     }
 
     /// Runs a pod supervision command.
@@ -117,23 +125,26 @@ impl Store {
         &self,
         host_id: &str,
     ) -> Result<Vec<(pods::PodRef, crate::domain::PodStatus)>> {
-        queries::pods_on_host(&self.readers, host_id).await
+        let host_id = host_id.to_owned();
+        self.readers
+            .run(move |c| queries::pods_on_host(c, &host_id))
+            .await
     }
 
     /// Hosts that run pods according to the database.
     pub async fn hosts_with_pods(&self) -> Result<Vec<String>> {
-        queries::hosts_with_pods(&self.readers).await
+        self.readers.run(queries::hosts_with_pods).await
     }
 
     /// Scheduled automatic restarts.
     pub async fn scheduled_restarts(&self) -> Result<Vec<(TaskId, i64)>> {
-        queries::scheduled_restarts(&self.readers).await
+        self.readers.run(queries::scheduled_restarts).await
     }
 
     /// Closes the read pool (the writer closes its own connection when it
     /// stops).
     pub async fn close(&self) {
-        self.readers.close().await;
+        self.readers.close();
     }
 }
 

@@ -4,8 +4,8 @@
 //! `restart_scheduled` or `task_failed`. Conditional on the pod, like every
 //! command in [`super::pods`].
 
+use rusqlite::{Connection, params};
 use serde_json::json;
-use sqlx::SqliteConnection;
 
 use super::commands::append_event;
 use super::pods::{Cause, EndReport, PodOutcome, PodRef, pod_data, pod_row, system_event};
@@ -15,8 +15,8 @@ use crate::supervisor::exit::Ending;
 use crate::supervisor::restart::{self, Decision, Policy};
 
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn ended(
-    conn: &mut SqliteConnection,
+pub(super) fn ended(
+    conn: &Connection,
     pod: &PodRef,
     report: &EndReport,
     cause: &Cause,
@@ -25,7 +25,7 @@ pub(super) async fn ended(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<PodOutcome> {
-    let Some(row) = pod_row(conn, pod.task_id).await? else {
+    let Some(row) = pod_row(conn, pod.task_id)? else {
         return Ok(PodOutcome::Ignored);
     };
     let pod_status = row.pod_status()?;
@@ -48,8 +48,7 @@ pub(super) async fn ended(
             &corr,
             now,
             events,
-        )
-        .await?;
+        )?;
     }
     let mut data = report.detail.clone();
     if let (Some(obj), serde_json::Value::Object(ids)) =
@@ -68,17 +67,17 @@ pub(super) async fn ended(
     } else {
         TaskStatus::Inactive
     };
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE tasks SET status = ?, phase = ?, pod_status = 'stopped', live_version = 0, \
          pod_message = ?, updated_at = ? WHERE task_id = ?",
-    )
-    .bind(status.as_db())
-    .bind(phase.as_db())
-    .bind(&report.message)
-    .bind(now)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        status.as_db(),
+        phase.as_db(),
+        &report.message,
+        now,
+        &id
+    ])?;
     let event = match report.ending {
         Ending::Completed => EventType::TaskCompleted,
         Ending::Exited => EventType::PodExited,
@@ -95,22 +94,19 @@ pub(super) async fn ended(
         &corr,
         now,
         events,
-    )
-    .await?;
+    )?;
 
     let policy = row.spec().resolve(defaults);
     let decision = match report.ending {
         Ending::Crashed | Ending::Lost => {
-            let history: Vec<i64> =
-                sqlx::query_scalar("SELECT crashed_at FROM crash_history WHERE task_id = ?")
-                    .bind(&id)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            sqlx::query("INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)")
-                .bind(&id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+            let history: Vec<i64> = conn
+                .prepare_cached("SELECT crashed_at FROM crash_history WHERE task_id = ?")?
+                .query_map([&id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)",
+            )?
+            .execute(params![&id, now])?;
             let ms = |v: u32| std::time::Duration::from_millis(u64::from(v));
             let p = Policy {
                 auto_restart: policy.auto_restart,
@@ -135,11 +131,8 @@ pub(super) async fn ended(
             crashes_in_window,
         } => {
             let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-            sqlx::query("UPDATE tasks SET next_restart_at = ? WHERE task_id = ?")
-                .bind(at)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("UPDATE tasks SET next_restart_at = ? WHERE task_id = ?")?
+                .execute(params![at, &id])?;
             let data = json!({"delay_ms": delay.as_millis() as u64, "crashes_in_window": crashes_in_window,
                               "max_restarts": policy.max_restarts, "window_seconds": policy.window_seconds});
             system_event(
@@ -150,8 +143,7 @@ pub(super) async fn ended(
                 &corr,
                 now,
                 events,
-            )
-            .await?;
+            )?;
             Ok(PodOutcome::Applied {
                 restart_at: Some(at),
             })
@@ -161,12 +153,11 @@ pub(super) async fn ended(
                 "{crashes_in_window} crashes within {} s exceed max_restarts {}",
                 policy.window_seconds, policy.max_restarts
             );
-            sqlx::query("UPDATE tasks SET status = 'failed', pod_message = ?, updated_at = ? WHERE task_id = ?")
-                .bind(&why)
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached(
+                "UPDATE tasks SET status = 'failed', pod_message = ?, updated_at = ? \
+                 WHERE task_id = ?",
+            )?
+            .execute(params![&why, now, &id])?;
             let data = json!({"reason": why, "crashes_in_window": crashes_in_window});
             system_event(
                 conn,
@@ -176,8 +167,7 @@ pub(super) async fn ended(
                 &corr,
                 now,
                 events,
-            )
-            .await?;
+            )?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
     }

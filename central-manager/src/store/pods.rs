@@ -7,8 +7,8 @@
 //! first wins, the other is a no-op, and a stale report about an old
 //! generation can never touch the current pod.
 
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
-use sqlx::SqliteConnection;
 
 use super::commands::append_event;
 use crate::domain::{
@@ -151,7 +151,7 @@ pub enum PodOutcome {
 }
 
 /// The current pod columns of a row.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct PodRow {
     pub(super) status: String,
     pub(super) phase: String,
@@ -198,23 +198,35 @@ impl PodRow {
     }
 }
 
-pub(super) async fn pod_row(
-    conn: &mut SqliteConnection,
-    task_id: TaskId,
-) -> Result<Option<PodRow>> {
-    Ok(sqlx::query_as(
-        "SELECT status, phase, pod_status, pod_id, pod_host, pod_generation, pod_correlation_id, \
-         auto_restart, max_restarts, restart_window_seconds, initial_backoff_ms, max_backoff_ms \
-         FROM tasks WHERE task_id = ?",
-    )
-    .bind(task_id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?)
+pub(super) fn pod_row(conn: &Connection, task_id: TaskId) -> Result<Option<PodRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT status, phase, pod_status, pod_id, pod_host, pod_generation, \
+             pod_correlation_id, auto_restart, max_restarts, restart_window_seconds, \
+             initial_backoff_ms, max_backoff_ms FROM tasks WHERE task_id = ?",
+        )?
+        .query_row([task_id.to_string()], |r| {
+            Ok(PodRow {
+                status: r.get(0)?,
+                phase: r.get(1)?,
+                pod_status: r.get(2)?,
+                pod_id: r.get(3)?,
+                pod_host: r.get(4)?,
+                pod_generation: r.get(5)?,
+                pod_correlation_id: r.get(6)?,
+                auto_restart: r.get(7)?,
+                max_restarts: r.get(8)?,
+                restart_window_seconds: r.get(9)?,
+                initial_backoff_ms: r.get(10)?,
+                max_backoff_ms: r.get(11)?,
+            })
+        })
+        .optional()?)
 }
 
 /// Appends an automatic event (actor `system`) correlated with `corr`.
-pub(super) async fn system_event(
-    conn: &mut SqliteConnection,
+pub(super) fn system_event(
+    conn: &Connection,
     task_id: TaskId,
     event: EventType,
     data: serde_json::Value,
@@ -222,7 +234,7 @@ pub(super) async fn system_event(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<()> {
-    append_event(conn, task_id, event, data, SYSTEM_ACTOR, corr, now, events).await
+    append_event(conn, task_id, event, data, SYSTEM_ACTOR, corr, now, events)
 }
 
 /// The fields every pod event carries.
@@ -231,8 +243,8 @@ pub(super) fn pod_data(pod: &PodRef, host: &str) -> serde_json::Value {
 }
 
 /// Runs one pod command (see [`super::commands::apply`]).
-pub async fn apply(
-    conn: &mut SqliteConnection,
+pub fn apply(
+    conn: &Connection,
     cmd: &PodCommand,
     now: i64,
     events: &mut Vec<EventRecord>,
@@ -244,7 +256,7 @@ pub async fn apply(
             host_id,
             cause,
             automatic,
-        } => claim(conn, *task_id, pod_id, host_id, cause, *automatic, now).await,
+        } => claim(conn, *task_id, pod_id, host_id, cause, *automatic, now),
         PodCommand::Started {
             pod,
             pid,
@@ -252,13 +264,13 @@ pub async fn apply(
             host_id,
             cause,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id).await? else {
+            let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
             if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
                 return Ok(PodOutcome::Ignored);
             }
-            mark_running(conn, pod, *pid, *started_at, now).await?;
+            mark_running(conn, pod, *pid, *started_at, now)?;
             let mut data = pod_data(pod, host_id);
             data["pid"] = json!(pid);
             let corr = row.correlation(cause).to_owned();
@@ -271,26 +283,21 @@ pub async fn apply(
                 &corr,
                 now,
                 events,
-            )
-            .await?;
+            )?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::AbortStart { pod, message } => {
-            let Some(row) = pod_row(conn, pod.task_id).await? else {
+            let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
             if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
                 return Ok(PodOutcome::Ignored);
             }
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
                  live_version = 0, updated_at = ? WHERE task_id = ?",
-            )
-            .bind(message)
-            .bind(now)
-            .bind(pod.task_id.to_string())
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![message, now, pod.task_id.to_string()])?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::Ended {
@@ -299,14 +306,14 @@ pub async fn apply(
             cause,
             defaults,
             jitter,
-        } => super::pod_end::ended(conn, pod, report, cause, defaults, *jitter, now, events).await,
+        } => super::pod_end::ended(conn, pod, report, cause, defaults, *jitter, now, events),
         PodCommand::PhaseChanged {
             pod,
             phase,
             version,
             message,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id).await? else {
+            let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
             let live = matches!(
@@ -316,15 +323,15 @@ pub async fn apply(
             if !row.is(pod) || !live || row.phase == phase.as_db() {
                 return Ok(PodOutcome::Ignored);
             }
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE tasks SET phase = ?, live_version = ?, updated_at = ? WHERE task_id = ?",
-            )
-            .bind(phase.as_db())
-            .bind(i64::try_from(*version).unwrap_or(i64::MAX))
-            .bind(now)
-            .bind(pod.task_id.to_string())
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![
+                phase.as_db(),
+                i64::try_from(*version).unwrap_or(i64::MAX),
+                now,
+                pod.task_id.to_string()
+            ])?;
             let data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
                               "version": version, "pod_id": pod.pod_id});
             let corr = row.pod_correlation_id.clone();
@@ -336,20 +343,17 @@ pub async fn apply(
                 &corr,
                 now,
                 events,
-            )
-            .await?;
+            )?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::HostUnreachable { host_id } => {
-            let done = sqlx::query(
-                "UPDATE tasks SET pod_status = 'unknown', updated_at = ? \
-                 WHERE pod_host = ? AND pod_status IN ('starting', 'running')",
-            )
-            .bind(now)
-            .bind(host_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(PodOutcome::Count(done.rows_affected()))
+            let done = conn
+                .prepare_cached(
+                    "UPDATE tasks SET pod_status = 'unknown', updated_at = ? \
+                     WHERE pod_host = ? AND pod_status IN ('starting', 'running')",
+                )?
+                .execute(params![now, host_id])?;
+            Ok(PodOutcome::Count(done as u64))
         }
         PodCommand::Recovered {
             pod,
@@ -357,7 +361,7 @@ pub async fn apply(
             started_at,
             host_id,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id).await? else {
+            let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
             let event = match row.pod_status()? {
@@ -368,11 +372,11 @@ pub async fn apply(
             if !row.is(pod) || row.status != TaskStatus::Active.as_db() {
                 return Ok(PodOutcome::Ignored);
             }
-            mark_running(conn, pod, *pid, *started_at, now).await?;
+            mark_running(conn, pod, *pid, *started_at, now)?;
             let mut data = pod_data(pod, host_id);
             data["pid"] = json!(pid);
             let corr = row.pod_correlation_id.clone();
-            system_event(conn, pod.task_id, event, data, &corr, now, events).await?;
+            system_event(conn, pod.task_id, event, data, &corr, now, events)?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::Fenced {
@@ -380,7 +384,7 @@ pub async fn apply(
             host_id,
             reason,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id).await? else {
+            let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
             let mut data = pod_data(pod, host_id);
@@ -394,43 +398,41 @@ pub async fn apply(
                 &corr,
                 now,
                 events,
-            )
-            .await?;
+            )?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
         PodCommand::PruneCrashes { up_to } => {
-            let done = sqlx::query("DELETE FROM crash_history WHERE crashed_at <= ?")
-                .bind(up_to)
-                .execute(&mut *conn)
-                .await?;
-            Ok(PodOutcome::Count(done.rows_affected()))
+            let done = conn
+                .prepare_cached("DELETE FROM crash_history WHERE crashed_at <= ?")?
+                .execute([up_to])?;
+            Ok(PodOutcome::Count(done as u64))
         }
     }
 }
 
 /// RUNNING, with the pid and start time (0 keeps what the row has).
-async fn mark_running(
-    conn: &mut SqliteConnection,
+fn mark_running(
+    conn: &Connection,
     pod: &PodRef,
     pid: u32,
     started_at: i64,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE tasks SET pod_status = 'running', pod_pid = COALESCE(NULLIF(?, 0), pod_pid), \
          pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), updated_at = ? WHERE task_id = ?",
-    )
-    .bind(i64::from(pid))
-    .bind(started_at)
-    .bind(now)
-    .bind(pod.task_id.to_string())
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        i64::from(pid),
+        started_at,
+        now,
+        pod.task_id.to_string()
+    ])?;
     Ok(())
 }
 
-async fn claim(
-    conn: &mut SqliteConnection,
+fn claim(
+    conn: &Connection,
     task_id: TaskId,
     pod_id: &str,
     host_id: &str,
@@ -439,13 +441,35 @@ async fn claim(
     now: i64,
 ) -> Result<PodOutcome> {
     #[allow(clippy::type_complexity)]
-    let row: Option<(String, String, Option<i64>, i64, String, String, String, String, String)> = sqlx::query_as(
-        "SELECT status, pod_status, next_restart_at, pod_generation, title, description, metadata_json, template, \
-         pod_correlation_id FROM tasks WHERE task_id = ?",
-    )
-    .bind(task_id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<(
+        String,
+        String,
+        Option<i64>,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+    )> = conn
+        .prepare_cached(
+            "SELECT status, pod_status, next_restart_at, pod_generation, title, description, \
+             metadata_json, template, pod_correlation_id FROM tasks WHERE task_id = ?",
+        )?
+        .query_row([task_id.to_string()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .optional()?;
     let (
         status,
         pod_status,
@@ -475,21 +499,21 @@ async fn claim(
     }
     let generation =
         u64::try_from(generation).map_err(|_| Error::Internal("negative generation".into()))? + 1;
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE tasks SET status = 'active', pod_status = 'starting', pod_generation = ?, pod_id = ?, \
          pod_host = ?, pod_pid = NULL, pod_started_at = NULL, live_version = 0, pod_message = '', \
          next_restart_at = NULL, pod_correlation_id = ?, restart_count = restart_count + ?, updated_at = ? \
          WHERE task_id = ?",
-    )
-    .bind(i64::try_from(generation).unwrap_or(i64::MAX))
-    .bind(pod_id)
-    .bind(host_id)
-    .bind(&correlation)
-    .bind(i64::from(automatic))
-    .bind(now)
-    .bind(task_id.to_string())
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        i64::try_from(generation).unwrap_or(i64::MAX),
+        pod_id,
+        host_id,
+        &correlation,
+        i64::from(automatic),
+        now,
+        task_id.to_string()
+    ])?;
     Ok(PodOutcome::Claimed(ClaimedPod {
         generation,
         correlation,

@@ -1,5 +1,13 @@
-//! Opening the SQLite database: the writer's one connection (which also
-//! applies the embedded migrations) and the read pool.
+//! Opening the SQLite database: the embedded migrations (sqlx's migrator),
+//! the writer's one connection and the pool of read connections.
+//!
+//! The connections the service runs on are synchronous (`rusqlite`): a
+//! SQLite call is a function call on the thread that makes it. The writer
+//! owns its connection on a thread of its own and the reads run on tokio's
+//! blocking pool, so no statement ever blocks the async runtime and a
+//! statement costs no hop between threads (sqlx's SQLite driver sends every
+//! statement, and every row, to a worker thread and back; at a few µs of
+//! SQL per statement, those hops were most of the cost of a call).
 //!
 //! Pragmas: WAL so readers never block the writer nor each other;
 //! `synchronous=FULL` so a commit is on disk before anyone is told (group
@@ -8,23 +16,30 @@
 //! EVENT_STORE_UNAVAILABLE within about a second instead of a hanging call.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, SqliteConnection};
+use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection as _};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
 
 /// How long a statement waits for a lock held by someone else (another
 /// process opening the file, a checkpoint) before it fails.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// How long a read waits for a free pooled connection.
+/// How long a read waits for a free read connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Read connections. Reads are short indexed queries; the machine this runs
-/// on is small, and SQLite reads in WAL mode do not block each other.
-const READ_CONNECTIONS: u32 = 4;
+/// Read connections. Reads are short indexed queries; SQLite reads in WAL
+/// mode do not block each other, and the machine this runs on is small.
+const READ_CONNECTIONS: usize = 4;
+
+/// Prepared statements kept per connection. The distinct statements are the
+/// fixed ones plus one per ListTasks/CountTasks filter shape (at most 64).
+const STATEMENT_CACHE: usize = 128;
 
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -47,31 +62,52 @@ impl DbConfig {
         }
     }
 
-    fn options(&self) -> SqliteConnectOptions {
-        SqliteConnectOptions::new()
+    /// Creates the file (and its parent directory) if missing, sets WAL
+    /// mode and applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        create_parent_dir(&self.path)?;
+        let mut conn = SqliteConnectOptions::new()
             .filename(&self.path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(self.busy_timeout)
+            .create_if_missing(true)
+            .connect()
+            .await?;
+        MIGRATOR.run_direct(&mut conn).await?;
+        conn.close().await
     }
 
-    /// Opens the writer's connection, creating the file (and its parent
-    /// directory) if missing.
-    pub async fn open_writer(&self) -> Result<SqliteConnection, sqlx::Error> {
-        create_parent_dir(&self.path)?;
-        self.options().create_if_missing(true).connect().await
+    fn open(&self, read_only: bool) -> rusqlite::Result<Connection> {
+        // Read-write even for readers: WAL readers write the shared-memory
+        // index. `query_only` is what keeps them from writing the database.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "SQLite did not switch to WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        if read_only {
+            conn.pragma_update(None, "query_only", true)?;
+        }
+        Ok(conn)
     }
 
-    /// Opens the read pool. Its connections are `query_only`, so a bug can
-    /// never write around the single writer.
-    pub async fn open_readers(&self) -> Result<SqlitePool, sqlx::Error> {
-        SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(self.options().pragma("query_only", "ON"))
-            .await
+    /// Opens the writer's connection (the file must exist: see
+    /// [`Self::migrate`]).
+    pub fn open_writer(&self) -> Result<Connection> {
+        Ok(self.open(false)?)
+    }
+
+    /// Opens one read connection. It is `query_only`, so a bug can never
+    /// write around the single writer.
+    fn open_reader(&self) -> Result<Connection> {
+        Ok(self.open(true)?)
     }
 }
 
@@ -84,9 +120,84 @@ fn create_parent_dir(path: &Path) -> Result<(), sqlx::Error> {
     }
 }
 
-/// Opens the writer connection and applies pending migrations on it.
-pub async fn open_and_migrate(db: &DbConfig) -> Result<SqliteConnection, sqlx::Error> {
-    let mut conn = db.open_writer().await?;
-    MIGRATOR.run_direct(&mut conn).await?;
-    Ok(conn)
+/// The read connections: at most [`READ_CONNECTIONS`] reads at a time, each
+/// on tokio's blocking pool with a connection of its own. Connections are
+/// opened when first needed and kept; one that failed with a database error
+/// is dropped, so the next read opens a fresh one.
+#[derive(Clone)]
+pub struct Readers {
+    inner: Arc<ReadersInner>,
+}
+
+struct ReadersInner {
+    db: DbConfig,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    /// The pool for `db`, with one connection opened now so that a database
+    /// that cannot be read fails at start-up.
+    pub fn open(db: DbConfig) -> Result<Self> {
+        let first = db.open_reader()?;
+        Ok(Self {
+            inner: Arc::new(ReadersInner {
+                db,
+                idle: Mutex::new(vec![first]),
+                permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
+            }),
+        })
+    }
+
+    /// Runs `read` on a read connection.
+    pub async fn run<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit =
+            tokio::time::timeout(ACQUIRE_TIMEOUT, self.inner.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    Error::StoreUnavailable(format!(
+                        "no read connection free within {ACQUIRE_TIMEOUT:?}"
+                    ))
+                })?
+                .map_err(|_| Error::ShuttingDown)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let idle = inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => inner.db.open_reader()?,
+            };
+            let result = read(&conn);
+            if !matches!(result, Err(Error::StoreUnavailable(_))) {
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+    }
+
+    /// Refuses new reads and closes the idle connections (reads in flight
+    /// finish and close theirs).
+    pub fn close(&self) {
+        self.inner.permits.close();
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }

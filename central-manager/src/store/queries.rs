@@ -1,54 +1,63 @@
-//! Read queries. They run on the read pool for RPCs and, for the rows a
-//! command decides on, on the writer's transaction; hence the generic
-//! executor.
+//! Read queries. They run on a read connection for RPCs and, for the rows a
+//! command decides on, inside the writer's transaction; both are a
+//! `rusqlite::Connection` (a transaction or savepoint derefs to one).
+//!
+//! Statements are prepared once per connection and cached
+//! (`prepare_cached`), so a call is bind + step + decode.
 
-use sqlx::{Executor, QueryBuilder, Sqlite};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::pods::PodRef;
-use super::rows::{EVENT_COLUMNS, EventRow, TASK_COLUMNS, TaskRow};
+use super::rows::{EventRow, TaskRow, event_columns, task_columns};
 use crate::domain::{
-    EventRecord, EventsQuery, ListQuery, Order, OrderBy, PodInfo, TaskFilter, TaskId, TaskRecord,
+    EventRecord, EventsQuery, ListQuery, Order, OrderBy, PodInfo, PodStatus, TaskFilter, TaskId,
+    TaskRecord,
 };
 use crate::error::Result;
 
 /// One task, or `None`.
-pub async fn get_task<'e, E>(db: E, id: TaskId) -> Result<Option<TaskRecord>>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let row: Option<TaskRow> = sqlx::query_as(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?"
-    ))
-    .bind(id.to_string())
-    .fetch_optional(db)
-    .await?;
+pub fn get_task(c: &Connection, id: TaskId) -> Result<Option<TaskRecord>> {
+    let row = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE task_id = ?"
+        ))?
+        .query_row([id.to_string()], TaskRow::from_row)
+        .optional()?;
     row.map(TaskRecord::try_from).transpose()
 }
 
-fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilter) {
-    qb.push(" WHERE 1 = 1");
+/// The WHERE clause of a filter and its parameters. Only the shape of the
+/// SQL depends on the filter (which fields are set), never a value, so the
+/// number of distinct statements is small and each is cached.
+fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter) {
+    sql.push_str(" WHERE 1 = 1");
     if let Some(s) = f.status {
-        qb.push(" AND status = ").push_bind(s.as_db());
+        sql.push_str(" AND status = ?");
+        args.push(Value::Text(s.as_db().to_owned()));
     }
     if let Some(p) = f.phase {
-        qb.push(" AND phase = ").push_bind(p.as_db());
+        sql.push_str(" AND phase = ?");
+        args.push(Value::Text(p.as_db().to_owned()));
     }
     if let Some(t) = f.created_after {
-        qb.push(" AND created_at > ").push_bind(t);
+        sql.push_str(" AND created_at > ?");
+        args.push(Value::Integer(t));
     }
     if let Some(by) = &f.created_by {
-        qb.push(" AND created_by = ").push_bind(by.clone());
+        sql.push_str(" AND created_by = ?");
+        args.push(Value::Text(by.clone()));
     }
 }
 
 /// ListTasks: filtered, ordered by the chosen time then task id (same
 /// direction, so pages are stable), limited and offset.
-pub async fn list_tasks<'e, E>(db: E, q: &ListQuery) -> Result<Vec<TaskRecord>>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks"));
-    push_filter(&mut qb, &q.filter);
+pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Vec<TaskRecord>> {
+    let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks"));
+    let mut args = Vec::with_capacity(6);
+    push_filter(&mut sql, &mut args, &q.filter);
     // Column and direction come from enums, never from the request text.
     let col = match q.order_by {
         OrderBy::UpdatedAt => "updated_at",
@@ -58,108 +67,114 @@ where
         Order::Desc => "DESC",
         Order::Asc => "ASC",
     };
-    qb.push(format!(" ORDER BY {col} {dir}, task_id {dir} LIMIT "))
-        .push_bind(i64::from(q.limit))
-        .push(" OFFSET ")
-        .push_bind(i64::from(q.offset));
-    let rows: Vec<TaskRow> = qb.build_query_as().fetch_all(db).await?;
-    rows.into_iter().map(TaskRecord::try_from).collect()
+    sql.push_str(&format!(
+        " ORDER BY {col} {dir}, task_id {dir} LIMIT ? OFFSET ?"
+    ));
+    args.push(Value::Integer(i64::from(q.limit)));
+    args.push(Value::Integer(i64::from(q.offset)));
+    let mut st = c.prepare_cached(&sql)?;
+    let rows = st.query_map(params_from_iter(args), TaskRow::from_row)?;
+    let mut out = Vec::with_capacity(q.limit as usize);
+    for r in rows {
+        out.push(TaskRecord::try_from(r?)?);
+    }
+    Ok(out)
 }
 
 /// CountTasks.
-pub async fn count_tasks<'e, E>(db: E, f: &TaskFilter) -> Result<u64>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM tasks");
-    push_filter(&mut qb, f);
-    let n: i64 = qb.build_query_scalar().fetch_one(db).await?;
+pub fn count_tasks(c: &Connection, f: &TaskFilter) -> Result<u64> {
+    let mut sql = String::from("SELECT COUNT(*) FROM tasks");
+    let mut args = Vec::with_capacity(4);
+    push_filter(&mut sql, &mut args, f);
+    let n: i64 = c
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(args), |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Whether a task's stream exists.
-pub async fn stream_exists<'e, E>(db: E, id: TaskId) -> Result<bool>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM streams WHERE stream_id = ?")
-        .bind(id.to_string())
-        .fetch_optional(db)
-        .await?;
-    Ok(found.is_some())
+pub fn stream_exists(c: &Connection, id: TaskId) -> Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM streams WHERE stream_id = ?")?
+            .exists([id.to_string()])?,
+    )
+}
+
+fn collect_events(
+    rows: impl Iterator<Item = rusqlite::Result<EventRow>>,
+) -> Result<Vec<EventRecord>> {
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(EventRecord::try_from(r?)?);
+    }
+    Ok(out)
 }
 
 /// GetTaskEvents: one task's events after a version, oldest first.
-pub async fn task_events<'e, E>(db: E, q: &EventsQuery) -> Result<Vec<EventRecord>>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let rows: Vec<EventRow> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ? \
-         ORDER BY version LIMIT ?"
-    ))
-    .bind(q.task_id.to_string())
-    .bind(i64::try_from(q.after_version).unwrap_or(i64::MAX))
-    .bind(i64::from(q.limit))
-    .fetch_all(db)
-    .await?;
-    rows.into_iter().map(EventRecord::try_from).collect()
+pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+    let mut st = c.prepare_cached(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+    ))?;
+    let rows = st.query_map(
+        params![
+            q.task_id.to_string(),
+            i64::try_from(q.after_version).unwrap_or(i64::MAX),
+            i64::from(q.limit)
+        ],
+        EventRow::from_row,
+    )?;
+    collect_events(rows)
 }
 
 /// Events after a global position, oldest first, optionally of one task
 /// (WatchEvents replay and catch-up).
-pub async fn events_after<'e, E>(
-    db: E,
+pub fn events_after(
+    c: &Connection,
     after: u64,
     task: Option<TaskId>,
     limit: u32,
-) -> Result<Vec<EventRecord>>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
+) -> Result<Vec<EventRecord>> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let rows: Vec<EventRow> =
-        match task {
-            // Within a stream, versions are assigned in position order (single
-            // writer): ordering by version is position order, and the
-            // (stream_id, version) index serves it without a sort.
-            Some(id) => {
-                sqlx::query_as(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND position > ? \
-                 ORDER BY version LIMIT ?"
-                ))
-                .bind(id.to_string())
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(db)
-                .await?
-            }
-            None => sqlx::query_as(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-            ))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(db)
-            .await?,
-        };
-    rows.into_iter().map(EventRecord::try_from).collect()
+    let limit = i64::from(limit);
+    match task {
+        // Within a stream, versions are assigned in position order (single
+        // writer): ordering by version is position order, and the
+        // (stream_id, version) index serves it without a sort.
+        Some(id) => {
+            let mut st = c.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE stream_id = ? AND position > ? ORDER BY version LIMIT ?"
+            ))?;
+            let rows = st.query_map(params![id.to_string(), after, limit], EventRow::from_row)?;
+            collect_events(rows)
+        }
+        None => {
+            let mut st = c.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            ))?;
+            let rows = st.query_map(params![after, limit], EventRow::from_row)?;
+            collect_events(rows)
+        }
+    }
 }
 
 /// Tasks whose pod is starting, running or unknown, with that pod.
-pub async fn active_pods<'e, E>(db: E) -> Result<Vec<(TaskId, PodInfo)>>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
+pub fn active_pods(c: &Connection) -> Result<Vec<(TaskId, PodInfo)>> {
     // The literal matches the partial index `tasks_with_pod`, which a bound
     // parameter would not.
-    let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE pod_status != 'stopped' ORDER BY task_id"
-    ))
-    .fetch_all(db)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let t = TaskRecord::try_from(r)?;
+    let mut st = c.prepare_cached(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE pod_status != 'stopped' ORDER BY task_id"
+    ))?;
+    let mut out = Vec::new();
+    for r in st.query_map([], TaskRow::from_row)? {
+        let t = TaskRecord::try_from(r?)?;
         if let Some(pod) = t.pod {
             out.push((t.task_id, pod));
         }
@@ -169,19 +184,22 @@ where
 
 /// The current pods the database places on `host_id` (pod status not
 /// stopped): (pod, pod status).
-pub async fn pods_on_host(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-    host_id: &str,
-) -> Result<Vec<(PodRef, crate::domain::PodStatus)>> {
-    let rows: Vec<(String, Option<String>, i64, String)> = sqlx::query_as(
+pub fn pods_on_host(c: &Connection, host_id: &str) -> Result<Vec<(PodRef, PodStatus)>> {
+    let mut st = c.prepare_cached(
         "SELECT task_id, pod_id, pod_generation, pod_status FROM tasks \
          WHERE pod_host = ? AND pod_status != 'stopped'",
-    )
-    .bind(host_id)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (task_id, pod_id, generation, status) in rows {
+    )?;
+    let rows = st.query_map([host_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (task_id, pod_id, generation, status) = r?;
         let Some(pod_id) = pod_id else { continue };
         out.push((
             PodRef {
@@ -189,33 +207,31 @@ pub async fn pods_on_host(
                 pod_id,
                 generation: u64::try_from(generation).unwrap_or(0),
             },
-            crate::domain::PodStatus::from_db(&status)?,
+            PodStatus::from_db(&status)?,
         ));
     }
     Ok(out)
 }
 
 /// Hosts that the database says run pods (for start-up).
-pub async fn hosts_with_pods(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+pub fn hosts_with_pods(c: &Connection) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(
         "SELECT DISTINCT pod_host FROM tasks WHERE pod_status != 'stopped' AND pod_host IS NOT NULL",
-    )
-    .fetch_all(conn)
-    .await?)
+    )?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Scheduled automatic restarts: (task, due at unix µs).
-pub async fn scheduled_restarts(
-    conn: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
-) -> Result<Vec<(TaskId, i64)>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+pub fn scheduled_restarts(c: &Connection) -> Result<Vec<(TaskId, i64)>> {
+    let mut st = c.prepare_cached(
         "SELECT task_id, next_restart_at FROM tasks WHERE next_restart_at IS NOT NULL AND status = 'inactive'",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|(t, at)| Ok((TaskId::from_db(&t)?, at)))
-        .collect()
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (t, at) = r?;
+        out.push((TaskId::from_db(&t)?, at));
+    }
+    Ok(out)
 }

@@ -8,19 +8,29 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-/// The columns of a `tasks` row, in [`TaskRow`] order.
-pub const TASK_COLUMNS: &str = "task_id, title, description, status, phase, created_at, \
-    updated_at, created_by, metadata_json, template, auto_restart, max_restarts, \
-    restart_window_seconds, initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, \
-    pod_pid, pod_generation, pod_started_at, live_version, restart_count, pod_message, \
-    next_restart_at";
+/// The columns of a `tasks` row, in [`TaskRow::from_row`] order (a macro,
+/// so that queries are string literals and their statements are cached).
+macro_rules! task_columns {
+    () => {
+        "task_id, title, description, status, phase, created_at, updated_at, created_by, \
+         metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, pod_pid, \
+         pod_generation, pod_started_at, live_version, restart_count, pod_message, \
+         next_restart_at"
+    };
+}
+pub(super) use task_columns;
 
-/// The columns of an `events` row, in [`EventRow`] order.
-pub const EVENT_COLUMNS: &str =
-    "position, stream_id, version, type, data_json, actor_id, correlation_id, occurred_at";
+/// The columns of an `events` row, in [`EventRow::from_row`] order.
+macro_rules! event_columns {
+    () => {
+        "position, stream_id, version, type, data_json, actor_id, correlation_id, occurred_at"
+    };
+}
+pub(super) use event_columns;
 
 /// A `tasks` row as stored.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct TaskRow {
     task_id: String,
     title: String,
@@ -47,6 +57,39 @@ pub struct TaskRow {
     restart_count: i64,
     pod_message: String,
     next_restart_at: Option<i64>,
+}
+
+impl TaskRow {
+    /// Reads a row selected with `task_columns!()`.
+    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            task_id: r.get(0)?,
+            title: r.get(1)?,
+            description: r.get(2)?,
+            status: r.get(3)?,
+            phase: r.get(4)?,
+            created_at: r.get(5)?,
+            updated_at: r.get(6)?,
+            created_by: r.get(7)?,
+            metadata_json: r.get(8)?,
+            template: r.get(9)?,
+            auto_restart: r.get(10)?,
+            max_restarts: r.get(11)?,
+            restart_window_seconds: r.get(12)?,
+            initial_backoff_ms: r.get(13)?,
+            max_backoff_ms: r.get(14)?,
+            pod_status: r.get(15)?,
+            pod_id: r.get(16)?,
+            pod_host: r.get(17)?,
+            pod_pid: r.get(18)?,
+            pod_generation: r.get(19)?,
+            pod_started_at: r.get(20)?,
+            live_version: r.get(21)?,
+            restart_count: r.get(22)?,
+            pod_message: r.get(23)?,
+            next_restart_at: r.get(24)?,
+        })
+    }
 }
 
 fn u32_col(name: &str, v: i64) -> Result<u32> {
@@ -108,17 +151,32 @@ impl TryFrom<TaskRow> for TaskRecord {
 }
 
 /// An `events` row as stored.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct EventRow {
     position: i64,
     stream_id: String,
     version: i64,
-    #[sqlx(rename = "type")]
     event_type: String,
     data_json: String,
     actor_id: String,
     correlation_id: String,
     occurred_at: i64,
+}
+
+impl EventRow {
+    /// Reads a row selected with `event_columns!()`.
+    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            position: r.get(0)?,
+            stream_id: r.get(1)?,
+            version: r.get(2)?,
+            event_type: r.get(3)?,
+            data_json: r.get(4)?,
+            actor_id: r.get(5)?,
+            correlation_id: r.get(6)?,
+            occurred_at: r.get(7)?,
+        })
+    }
 }
 
 impl TryFrom<EventRow> for EventRecord {

@@ -1,10 +1,14 @@
-//! The single writer: one task owns the write connection; every command
+//! The single writer: one thread owns the write connection; every command
 //! arrives over a channel. It drains whatever is queued (up to
 //! [`MAX_BATCH`]), runs the batch in ONE transaction with a SAVEPOINT per
 //! command, commits once, and only then publishes the committed events (in
 //! position order) and answers the callers. This is group commit: under
 //! load many commands share one fsync, and nothing is acknowledged before it
 //! is durable.
+//!
+//! The thread is a blocking one (SQLite calls and the fsync block): a batch
+//! runs start to end without a hop between threads, and the async runtime
+//! never waits on the disk.
 //!
 //! A command's business error (TASK_NOT_FOUND, ALREADY_*, …) rolls back only
 //! its savepoint and goes to that caller; the rest of the batch commits. A
@@ -15,11 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection};
+use rusqlite::{Connection, DropBehavior, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::commands::{self, Command, Outcome};
 use super::pool::DbConfig;
@@ -44,6 +47,15 @@ struct Job {
     span: tracing::Span,
 }
 
+/// What the writer thread receives. Nearly every message is a job, so a
+/// boxed job would only add an allocation per command.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Job(Job),
+    /// Stop taking commands; finish the queued ones.
+    Stop,
+}
+
 /// Counters of committed work, to observe group commit.
 #[derive(Debug, Default)]
 struct Counters {
@@ -63,7 +75,7 @@ pub struct WriterStats {
 /// Sends commands to the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     counters: Arc<Counters>,
 }
 
@@ -77,7 +89,10 @@ impl WriterHandle {
             reply,
             span: tracing::Span::current(),
         };
-        self.tx.send(job).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             // The writer dropped the job: it is shutting down.
@@ -97,24 +112,23 @@ impl WriterHandle {
     }
 }
 
-/// The writer task's state.
+/// The writer thread's state.
 pub struct Writer {
-    rx: mpsc::Receiver<Job>,
-    conn: Option<SqliteConnection>,
+    rx: mpsc::Receiver<Msg>,
+    conn: Option<Connection>,
     db: DbConfig,
     hub: EventHub,
-    stop: CancellationToken,
     counters: Arc<Counters>,
     /// Last commit clock, so times never go backwards within a run.
     last_now: i64,
 }
 
 impl Writer {
-    /// Starts the writer on `conn` (already migrated). It runs until `stop`
-    /// is cancelled, then finishes every queued command and closes the
-    /// connection.
+    /// Starts the writer on `conn` (of a migrated database). It runs until
+    /// `stop` is cancelled, then finishes every queued command and closes
+    /// the connection.
     pub fn start(
-        conn: SqliteConnection,
+        conn: Connection,
         db: DbConfig,
         hub: EventHub,
         tracker: &TaskTracker,
@@ -127,44 +141,59 @@ impl Writer {
             conn: Some(conn),
             db,
             hub,
-            stop,
             counters: counters.clone(),
             last_now: 0,
         };
-        tracker.spawn(writer.run().instrument(tracing::info_span!("writer")));
+        let span = tracing::info_span!("writer");
+        tracker.spawn_blocking(move || span.in_scope(|| writer.run()));
+        // The stop request travels behind the queued commands, so they are
+        // all still run.
+        let stopper = tx.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = stopper.send(Msg::Stop).await;
+                }
+                () = stopper.closed() => {}
+            }
+        });
         WriterHandle { tx, counters }
     }
 
-    async fn run(mut self) {
+    fn run(mut self) {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-        let mut stopping = false;
-        loop {
-            let n = tokio::select! {
-                biased;
-                () = self.stop.cancelled(), if !stopping => {
-                    // No new commands; the queued ones are still drained.
-                    self.rx.close();
-                    stopping = true;
-                    continue;
+        // Blocks until something arrives; `None` once closed and drained.
+        while let Some(first) = self.rx.blocking_recv() {
+            self.take(first, &mut batch);
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.take(msg, &mut batch),
+                    Err(_) => break,
                 }
-                n = self.rx.recv_many(&mut batch, MAX_BATCH) => n,
-            };
-            if n == 0 {
-                break; // closed and empty
             }
-            self.run_batch(&mut batch).await;
+            if !batch.is_empty() {
+                self.run_batch(&mut batch);
+            }
         }
         if let Some(conn) = self.conn.take()
-            && let Err(e) = conn.close().await
+            && let Err((_, e)) = conn.close()
         {
             tracing::warn!(error = %e, "closing the write connection");
         }
         tracing::debug!("writer stopped");
     }
 
-    async fn connection(&mut self) -> Result<&mut SqliteConnection> {
+    fn take(&mut self, msg: Msg, batch: &mut Vec<Job>) {
+        match msg {
+            Msg::Job(job) => batch.push(job),
+            // No new commands; the queued ones are still drained.
+            Msg::Stop => self.rx.close(),
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut Connection> {
         if self.conn.is_none() {
-            let conn = self.db.open_writer().await?;
+            let conn = self.db.open_writer()?;
             tracing::info!("write connection reopened");
             self.conn = Some(conn);
         }
@@ -173,13 +202,13 @@ impl Writer {
             .ok_or_else(|| Error::Internal("no write connection".into()))
     }
 
-    async fn run_batch(&mut self, batch: &mut Vec<Job>) {
+    fn run_batch(&mut self, batch: &mut Vec<Job>) {
         let now = ipa_proto::time::now_micros().max(self.last_now);
         self.last_now = now;
         let size = batch.len();
         let started = std::time::Instant::now();
-        let outcome = match self.connection().await {
-            Ok(conn) => transact(conn, batch, now).await,
+        let outcome = match self.connection() {
+            Ok(conn) => transact(conn, batch, now),
             Err(e) => Err(e),
         };
         match outcome {
@@ -196,14 +225,16 @@ impl Writer {
                     .fetch_add(size as u64, Ordering::Relaxed);
                 // Publish first, in position order, so a caller that got its
                 // answer and then watches live cannot miss its own event.
-                let committed: Vec<EventRecord> = results
-                    .iter()
-                    .flat_map(|(_, events)| events.iter().cloned())
-                    .collect();
+                let mut committed = Vec::new();
+                let mut replies = Vec::with_capacity(size);
+                for (job, (result, events)) in batch.drain(..).zip(results) {
+                    committed.extend(events);
+                    replies.push((job.reply, result));
+                }
                 self.hub.publish(committed);
-                for (job, (result, _)) in batch.drain(..).zip(results) {
+                for (reply, result) in replies {
                     // A caller that went away does not care.
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
@@ -226,24 +257,26 @@ impl Writer {
 type JobResult = (Result<Outcome>, Vec<EventRecord>);
 
 /// One transaction for the whole batch, a savepoint per command.
-async fn transact(conn: &mut SqliteConnection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
+fn transact(conn: &mut Connection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
     // IMMEDIATE takes the write lock now, so a locked database fails here
     // (after the busy timeout) and not halfway through the batch.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        let mut sp = tx.begin().await?;
+        let mut sp = tx.savepoint()?;
         let mut events = Vec::new();
-        let result = commands::apply(&mut sp, &job.command, now, &mut events)
-            .instrument(job.span.clone())
-            .await;
+        let result = job
+            .span
+            .in_scope(|| commands::apply(&sp, &job.command, now, &mut events));
         match result {
             Ok(outcome) => {
-                sp.commit().await?;
+                sp.commit()?;
                 results.push((Ok(outcome), events));
             }
             Err(e) => {
-                sp.rollback().await?;
+                // Undo this command only (ROLLBACK TO, then RELEASE).
+                sp.set_drop_behavior(DropBehavior::Rollback);
+                sp.finish()?;
                 if matches!(e, Error::StoreUnavailable(_)) {
                     // The database itself failed; the whole batch fails.
                     return Err(e);
@@ -252,7 +285,7 @@ async fn transact(conn: &mut SqliteConnection, batch: &[Job], now: i64) -> Resul
             }
         }
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(results)
 }
 
@@ -307,10 +340,9 @@ mod tests {
         .await
         .unwrap();
 
-        let mut conn =
-            crate::store::pool::open_and_migrate(&crate::store::DbConfig::new(db.path()))
-                .await
-                .unwrap();
+        let mut conn = crate::store::DbConfig::new(db.path())
+            .open_writer()
+            .unwrap();
         let (j1, _r1) = job(create(a, "a"));
         let (j2, _r2) = job(create(clash, "clash"));
         let (j3, _r3) = job(Command::Finish {
@@ -321,7 +353,7 @@ mod tests {
             reason: None,
         });
         let (j4, _r4) = job(create(b, "b"));
-        let results = transact(&mut conn, &[j1, j2, j3, j4], 1).await.unwrap();
+        let results = transact(&mut conn, &[j1, j2, j3, j4], 1).unwrap();
         assert!(results[0].0.is_ok());
         assert!(
             matches!(results[1].0, Err(Error::Internal(_))),
@@ -363,7 +395,7 @@ mod tests {
             db.store.count_tasks(&TaskFilter::default()).await.unwrap(),
             3
         );
-        conn.close().await.unwrap();
+        conn.close().unwrap();
         side.close().await.unwrap();
         db.shutdown().await;
     }
