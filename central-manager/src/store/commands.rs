@@ -1,7 +1,8 @@
 //! What each write command does inside the writer's transaction: read the
 //! row it decides on, ask the pure lifecycle rules, then append its
-//! event(s) and update the `tasks` row. Runs inside a savepoint, so an
-//! error here undoes only this command.
+//! event(s) and update the `tasks` row. Runs inside the batch's
+//! transaction; when a command fails, the writer undoes only that command
+//! (see `writer::transact`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;

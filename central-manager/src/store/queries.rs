@@ -1,6 +1,6 @@
 //! Read queries. They run on a read connection for RPCs and, for the rows a
 //! command decides on, inside the writer's transaction; both are a
-//! `rusqlite::Connection` (a transaction or savepoint derefs to one).
+//! `rusqlite::Connection` (a transaction derefs to one).
 //!
 //! Statements are prepared once per connection and cached
 //! (`prepare_cached`), so a call is bind + step + decode.

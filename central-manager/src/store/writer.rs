@@ -1,7 +1,6 @@
 //! The single writer: one thread owns the write connection; every command
 //! arrives over a channel. It drains whatever is queued (up to
-//! [`MAX_BATCH`]), runs the batch in ONE transaction with a SAVEPOINT per
-//! command, commits once, and only then publishes the committed events (in
+//! [`MAX_BATCH`]), runs the batch in ONE transaction, commits once, and only then publishes the committed events (in
 //! position order) and answers the callers. This is group commit: under
 //! load many commands share one fsync, and nothing is acknowledged before it
 //! is durable.
@@ -10,8 +9,9 @@
 //! runs start to end without a hop between threads, and the async runtime
 //! never waits on the disk.
 //!
-//! A command's business error (TASK_NOT_FOUND, ALREADY_*, …) rolls back only
-//! its savepoint and goes to that caller; the rest of the batch commits. A
+//! A command's business error (TASK_NOT_FOUND, ALREADY_*, …) undoes only
+//! that command (the batch is re-run with a savepoint per command, see
+//! [`transact`]) and goes to that caller; the rest of the batch commits. A
 //! database failure fails the whole batch with EVENT_STORE_UNAVAILABLE and
 //! the connection is reopened for the next one.
 
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, DropBehavior, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -256,37 +256,68 @@ impl Writer {
 
 type JobResult = (Result<Outcome>, Vec<EventRecord>);
 
-/// One transaction for the whole batch, a savepoint per command.
+/// One transaction for the whole batch.
+///
+/// Commands almost always succeed, so the batch first runs without
+/// savepoints (each one journals every page it changes). If a command
+/// fails, that attempt is rolled back and the batch runs again with a
+/// savepoint per command, so that only the failing command is undone.
+/// Commands are deterministic given the database and `now`, so the second
+/// run decides exactly what the first would have.
 fn transact(conn: &mut Connection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
+    match attempt(conn, batch, now, false)? {
+        Some(results) => Ok(results),
+        None => attempt(conn, batch, now, true)?
+            .ok_or_else(|| Error::Internal("a batch failed with savepoints".into())),
+    }
+}
+
+/// Runs the batch in one transaction and commits it. Without `savepoints`,
+/// returns `None` (nothing committed) at the first command that fails.
+fn attempt(
+    conn: &mut Connection,
+    batch: &[Job],
+    now: i64,
+    savepoints: bool,
+) -> Result<Option<Vec<JobResult>>> {
     // IMMEDIATE takes the write lock now, so a locked database fails here
     // (after the busy timeout) and not halfway through the batch.
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Prepared once (rusqlite's own savepoint type parses its SQL on every
+    // use).
+    let run = |sql: &str| -> Result<()> {
+        if savepoints {
+            tx.prepare_cached(sql)?.execute([])?;
+        }
+        Ok(())
+    };
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        let mut sp = tx.savepoint()?;
+        run("SAVEPOINT command")?;
         let mut events = Vec::new();
         let result = job
             .span
-            .in_scope(|| commands::apply(&sp, &job.command, now, &mut events));
+            .in_scope(|| commands::apply(&tx, &job.command, now, &mut events));
         match result {
             Ok(outcome) => {
-                sp.commit()?;
+                run("RELEASE command")?;
                 results.push((Ok(outcome), events));
             }
+            // The database itself failed: the whole batch fails (dropping
+            // `tx` rolls it back).
+            Err(e @ Error::StoreUnavailable(_)) => return Err(e),
+            // Start again with savepoints (dropping `tx` rolls back).
+            Err(_) if !savepoints => return Ok(None),
             Err(e) => {
-                // Undo this command only (ROLLBACK TO, then RELEASE).
-                sp.set_drop_behavior(DropBehavior::Rollback);
-                sp.finish()?;
-                if matches!(e, Error::StoreUnavailable(_)) {
-                    // The database itself failed; the whole batch fails.
-                    return Err(e);
-                }
+                // Undo this command only.
+                run("ROLLBACK TO command")?;
+                run("RELEASE command")?;
                 results.push((Err(e), Vec::new()));
             }
         }
     }
     tx.commit()?;
-    Ok(results)
+    Ok(Some(results))
 }
 
 #[cfg(test)]
