@@ -71,8 +71,7 @@ pub async fn run(
         Some(exe) => Some(reaper::Reaper::start(exe).map_err(RunError::Reaper)?),
         None => None,
     };
-    let spawner =
-        spawn::Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Spawner)?;
+    let spawner = spawn::Spawner::start().map_err(RunError::Spawner)?;
     let tracker = TaskTracker::new();
     // Cancelled after the pods are gone: ends sessions, follows, the timer.
     let stop_streams = CancellationToken::new();
@@ -83,6 +82,7 @@ pub async fn run(
         tracker.clone(),
     ));
     metrics::attach(&sup);
+    sup.prepare_dirs();
     tracing::info!(
         host_id = %config.host_id,
         boot_id = %sup.boot_id(),

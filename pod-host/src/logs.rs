@@ -172,24 +172,23 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// Creates `dir/output.log` (truncating), capped at `cap` bytes.
-    pub fn create(dir: &Path, cap: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(FILE_NAME))?;
-        Ok(Self {
+    /// The log of a pod whose files live in `dir`, capped at `cap` bytes.
+    /// No file is touched until the first output arrives (creating an
+    /// inode is a large part of a pod start on some file systems, and many
+    /// pods print nothing for a while); then `dir/output.log` is created,
+    /// truncating.
+    pub fn new(dir: &Path, cap: u64) -> Self {
+        Self {
             inner: Mutex::new(Inner {
                 dir: dir.to_path_buf(),
-                file: Some(file),
+                file: None,
                 size: 0,
                 half_cap: (cap / 2).max(512),
                 tx: broadcast::channel(FOLLOW_BUFFER).0,
                 failed: false,
             }),
             finished: watch::channel(false).0,
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -263,19 +262,18 @@ impl Inner {
         if self.size > 0 && self.size + rec.len() as u64 > self.half_cap {
             self.file = None;
             std::fs::rename(self.dir.join(FILE_NAME), self.dir.join(OLD_FILE_NAME))?;
-            self.file = Some(
+            self.size = 0;
+        }
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(
                 OpenOptions::new()
                     .create(true)
                     .write(true)
                     .truncate(true)
                     .open(self.dir.join(FILE_NAME))?,
-            );
-            self.size = 0;
-        }
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("log file not open"))?;
+            ),
+        };
         f.write_all(rec)?;
         self.size += rec.len() as u64;
         Ok(())
@@ -394,7 +392,7 @@ mod tests {
     #[test]
     fn cap_keeps_the_newest_output() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path(), 4096).unwrap();
+        let sink = LogSink::new(dir.path(), 4096);
         for i in 0..2000 {
             sink.write(O, format!("line {i}\n").as_bytes());
         }
@@ -411,10 +409,21 @@ mod tests {
         assert!(text.lines().count() > 100, "about half the cap is retained");
     }
 
+    #[test]
+    fn no_file_until_the_first_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::new(dir.path(), 4096);
+        assert!(!dir.path().join(FILE_NAME).exists());
+        assert_eq!(sink.open(0, false).unwrap().0, vec![]);
+        sink.write(E, b"hello\n");
+        assert!(dir.path().join(FILE_NAME).exists());
+        assert_eq!(sink.open(0, false).unwrap().0, vec![c(E, "hello\n")]);
+    }
+
     #[tokio::test]
     async fn follow_sees_each_chunk_once_and_ends_when_finished() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path(), 1 << 20).unwrap();
+        let sink = LogSink::new(dir.path(), 1 << 20);
         sink.write(O, b"before\n");
         let (tail, follow) = sink.open(0, true).unwrap();
         assert_eq!(tail, vec![c(O, "before\n")]);

@@ -21,6 +21,7 @@
 //!
 //! Process handling (spawn, supervision, stop, shutdown) is in [`run`].
 
+mod dirs;
 mod run;
 mod status_reader;
 
@@ -250,6 +251,7 @@ pub struct Supervisor {
     seq_tx: watch::Sender<u64>,
     fence_rearm: Notify,
     spawner: Spawner,
+    dirs: Arc<dirs::PodDirs>,
     reaper: Option<Reaper>,
     tracker: TaskTracker,
 }
@@ -274,6 +276,7 @@ impl Supervisor {
                 unacked: VecDeque::new(),
                 archive: VecDeque::new(),
             }),
+            dirs: Arc::new(dirs::PodDirs::new(&cfg.data_dir)),
             cfg,
             seq_tx: watch::channel(0).0,
             fence_rearm: Notify::new(),
@@ -281,6 +284,11 @@ impl Supervisor {
             reaper,
             tracker,
         }
+    }
+
+    /// Starts making spare pod dirs in the background (see [`dirs`]).
+    pub fn prepare_dirs(&self) {
+        self.dirs.refill();
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {

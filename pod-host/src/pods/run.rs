@@ -22,7 +22,7 @@ use super::{
 };
 use crate::error::HostError;
 use crate::logs::{LogSink, Stream, pump};
-use crate::spawn::{PodEnv, pod_command, pod_environment, status_pipe};
+use crate::spawn::{PodChild, PodEnv, pod_command, pod_environment, status_pipe};
 
 /// How long an exited pod's status pipe may take to reach EOF before the
 /// exit is recorded without the rest (only a process that left the pod's
@@ -65,6 +65,27 @@ impl Supervisor {
             Ok(p) => p,
             Err(existing) => return Ok(existing),
         };
+
+        // The pod's dir and task file, outside the table lock and off the
+        // async workers (creating inodes can take a millisecond).
+        let task_body = task_file_body(&spec);
+        let (dirs, dir) = (self.dirs.clone(), prepared.dir.clone());
+        let made = tokio::task::spawn_blocking(move || dirs.make(&dir, &task_body))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.dirs.refill();
+        if let Err(e) = made {
+            tracing::error!(dir = %prepared.dir.display(), error = %e, "cannot prepare pod dir");
+            self.record_exit(&spec.pod_id, |_, _| PodExit {
+                code: None,
+                signal: None,
+                cause: ExitCause::SpawnFailed,
+                reported_completed: false,
+                at: SystemTime::now(),
+                message: format!("cannot prepare the pod dir {}: {e}", prepared.dir.display()),
+            });
+            return Ok(self.view(&spec.pod_id));
+        }
 
         // An older generation of this task still runs: kill it first.
         for (pid, mut rx) in prepared.fence {
@@ -111,11 +132,14 @@ impl Supervisor {
                 if let Some(tp) = ipa_common::trace_context::current_traceparent() {
                     env.push((ipa_common::trace_context::TRACEPARENT_ENV.into(), tp.into()));
                 }
-                let cmd = pod_command(&template, env, &prepared.dir, &status_w);
-                let child = self.spawner.spawn(cmd).await;
-                // Our copy of the write end must go, or EOF never comes.
-                drop(status_w);
-                child.map(|c| (c, status_r))
+                match pod_command(&template, env, &prepared.dir) {
+                    Ok(cmd) => self
+                        .spawner
+                        .spawn(cmd, status_w)
+                        .await
+                        .map(|c| (c, status_r)),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -134,11 +158,7 @@ impl Supervisor {
                 return Ok(self.view(&spec.pod_id));
             }
         };
-        let Some(pid) = child.id() else {
-            // Only possible if it was already reaped, which nothing else does.
-            tracing::error!("spawned pod has no pid");
-            return Err(HostError::Internal);
-        };
+        let pid = child.id();
         if let Some(r) = &self.reaper {
             r.watch(pid);
         }
@@ -227,13 +247,10 @@ impl Supervisor {
             });
         }
 
+        // Files are made by the caller, after the lock (see `start`).
         let dir = self.cfg.data_dir.join("pods").join(&spec.pod_id);
-        let task_file = dir.join("task.json");
-        let logs = prepare_dir(&dir, &task_file, spec, self.cfg.log_max_bytes).map_err(|e| {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot prepare pod dir");
-            HostError::Internal
-        })?;
-        let logs = Arc::new(logs);
+        let task_file = dir.join(super::dirs::TASK_FILE);
+        let logs = Arc::new(LogSink::new(&dir, self.cfg.log_max_bytes));
 
         let mut fence_waits = Vec::new();
         for id in &fence {
@@ -420,7 +437,7 @@ impl Supervisor {
         self: Arc<Self>,
         pod_id: String,
         pid: u32,
-        mut child: tokio::process::Child,
+        mut child: PodChild,
         status_r: OwnedFd,
         logs: Arc<LogSink>,
     ) {
@@ -476,31 +493,18 @@ impl Supervisor {
     }
 }
 
-/// Creates the pod's dir, writes its task file (mode 0600) and opens its log.
-fn prepare_dir(
-    dir: &std::path::Path,
-    task_file: &std::path::Path,
-    spec: &StartSpec,
-    log_max_bytes: u64,
-) -> std::io::Result<LogSink> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir)?;
-    let body = serde_json::json!({
+/// The task file's JSON (one line).
+fn task_file_body(spec: &StartSpec) -> Vec<u8> {
+    let mut body = serde_json::json!({
         "task_id": spec.task_id,
         "title": spec.title,
         "description": spec.description,
         "metadata": spec.metadata,
-    });
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(task_file)?;
-    f.write_all(body.to_string().as_bytes())?;
-    f.write_all(b"\n")?;
-    LogSink::create(dir, log_max_bytes)
+    })
+    .to_string()
+    .into_bytes();
+    body.push(b'\n');
+    body
 }
 
 /// A view for a pod id that vanished from the table between two locks;

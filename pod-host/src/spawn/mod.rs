@@ -1,0 +1,477 @@
+//! Process creation for pods.
+//!
+//! Each pod is started without a shell, as the leader of its own process
+//! group (so one `killpg` reaches its children), with a cleared environment
+//! (a small base, then the template's env, then the pod contract variables),
+//! stdin from /dev/null, stdout/stderr as pipes the host reads, and fd 3 as
+//! the write end of the status pipe. Every other descriptor of the host is
+//! close-on-exec (Rust and tokio open everything with O_CLOEXEC, and so do
+//! we), so a pod inherits nothing else.
+//!
+//! Creation is `clone(CLONE_VM | CLONE_VFORK)` ([`vfork`]), not `fork`: no
+//! copy of the host's page tables, no copy-on-write faults, no teardown of
+//! the copy at exec. The child sets `PR_SET_PDEATHSIG(SIGKILL)` before
+//! exec (which is why this is not plain `posix_spawn`). Linux delivers that
+//! signal when the *thread* that created the child exits, not the process,
+//! so all pods are created by one dedicated, never-idle-exiting thread
+//! ([`Spawner`]) that lives until every pod is gone. (Blocking-pool threads
+//! exit when idle and would kill pods at random.) PDEATHSIG only reaches
+//! the direct child; the `reaper` covers grandchildren.
+//!
+//! Exit detection ([`PodChild::wait`]) waits on a pidfd registered with the
+//! tokio reactor: event-driven, no polling, and it reaps the child.
+
+mod child;
+mod vfork;
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+pub use child::PodChild;
+use tokio::sync::oneshot;
+
+use crate::templates::Template;
+
+/// The descriptor a pod writes its status lines to (`IPA_STATUS_FD`).
+pub const STATUS_FD: i32 = 3;
+
+/// Host variables passed through to pods when set; everything else is
+/// cleared so pods do not see the host's configuration or secrets.
+const BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+];
+
+/// Used when the host itself has no PATH.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The pod contract variables of one pod.
+#[derive(Debug, Clone)]
+pub struct PodEnv<'a> {
+    pub task_id: &'a str,
+    pub pod_id: &'a str,
+    pub generation: u64,
+    pub task_file: &'a Path,
+}
+
+/// The environment a pod gets, in order of precedence (later wins).
+pub fn pod_environment(
+    host_env: impl Iterator<Item = (OsString, OsString)>,
+    template: &Template,
+    pod: &PodEnv<'_>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = host_env
+        .filter(|(k, _)| BASE_ENV.iter().any(|b| k == b))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    let mut set = |k: &str, v: OsString| {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.into(), v));
+    };
+    for (k, v) in &template.env {
+        set(k, v.into());
+    }
+    set("IPA_TASK_ID", pod.task_id.into());
+    set("IPA_POD_ID", pod.pod_id.into());
+    set("IPA_POD_GENERATION", pod.generation.to_string().into());
+    set("IPA_TASK_FILE", pod.task_file.as_os_str().to_owned());
+    set("IPA_STATUS_FD", STATUS_FD.to_string().into());
+    env
+}
+
+/// A pod's program, ready for [`Spawner::spawn`].
+pub struct PodCommand(vfork::Exec);
+
+fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL byte in a pod's command, argument, environment or directory",
+        )
+    })
+}
+
+/// Builds the command for a pod: the template's program and args, `env`
+/// as its whole environment, and `cwd` unless the template names one. A
+/// command without a `/` is looked up on the pod's own PATH, as execvp
+/// would.
+pub fn pod_command(
+    template: &Template,
+    env: Vec<(OsString, OsString)>,
+    cwd: &Path,
+) -> io::Result<PodCommand> {
+    let program = c_string(template.command.as_os_str().as_bytes().to_vec())?;
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_bytes().to_vec())
+        .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
+    let candidates = vfork::candidates(&program, &path);
+    let mut argv = Vec::with_capacity(template.args.len() + 1);
+    argv.push(program);
+    for a in &template.args {
+        argv.push(c_string(a.clone().into_bytes())?);
+    }
+    let envp = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            c_string(kv)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let cwd = template.cwd.as_deref().unwrap_or(cwd);
+    Ok(PodCommand(vfork::Exec {
+        candidates,
+        argv,
+        envp,
+        cwd: c_string(cwd.as_os_str().as_bytes().to_vec())?,
+    }))
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn status_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// A child the spawner thread created, before the runtime wraps it.
+struct Spawned {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+struct Job {
+    cmd: PodCommand,
+    status_w: OwnedFd,
+    reply: oneshot::Sender<io::Result<Spawned>>,
+}
+
+/// The one thread that creates pods (see the module docs for why).
+///
+/// Dropping the last handle ends the thread, which SIGKILLs every pod it
+/// started: keep it alive until all pods are reaped.
+#[derive(Clone)]
+pub struct Spawner {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    /// Starts the thread.
+    pub fn start() -> io::Result<Self> {
+        let mut stack = vfork::ChildStack::new()?;
+        let null = vfork::above_stdio(std::fs::File::open("/dev/null")?.into())?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("pod-spawner".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let result = spawn_one(&job.cmd, job.status_w, &null, &mut stack);
+                    if let Err(Ok(orphan)) = job.reply.send(result) {
+                        // The caller is gone: nobody would supervise it.
+                        child::kill_and_reap(orphan.pid);
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Spawns `cmd` on the spawner thread with `status_w` (the write end of
+    /// the status pipe) as its fd 3. The host's copy of `status_w` is closed
+    /// once the child has it, so the host sees EOF when the pod (and its
+    /// children) are gone.
+    pub async fn spawn(&self, cmd: PodCommand, status_w: OwnedFd) -> io::Result<PodChild> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                cmd,
+                status_w,
+                reply,
+            })
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))?;
+        let s = rx
+            .await
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))??;
+        let pid = s.pid;
+        PodChild::new(s.pid, s.pidfd, s.stdout, s.stderr).inspect_err(|_| child::kill_and_reap(pid))
+    }
+}
+
+/// Creates one pod process (on the spawner thread).
+fn spawn_one(
+    cmd: &PodCommand,
+    status_w: OwnedFd,
+    null: &OwnedFd,
+    stack: &mut vfork::ChildStack,
+) -> io::Result<Spawned> {
+    let (out_r, out_w) = status_pipe()?;
+    let (err_r, err_w) = status_pipe()?;
+    let out_w = vfork::above_stdio(out_w)?;
+    let err_w = vfork::above_stdio(err_w)?;
+    let status_w = vfork::above_stdio(status_w)?;
+    let pid = vfork::spawn(&cmd.0, [null, &out_w, &err_w, &status_w], stack)?;
+    // The write ends now belong to the pod alone.
+    drop((out_w, err_w, status_w));
+    match child::pidfd_open(pid) {
+        Ok(pidfd) => Ok(Spawned {
+            pid,
+            pidfd,
+            stdout: out_r,
+            stderr: err_r,
+        }),
+        Err(e) => {
+            child::kill_and_reap(pid);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn template() -> Template {
+        Template {
+            command: "/bin/sh".into(),
+            args: vec![],
+            env: BTreeMap::from([
+                ("FOO".to_owned(), "bar".to_owned()),
+                ("IPA_TASK_ID".to_owned(), "spoofed".to_owned()),
+                ("PATH".to_owned(), "/custom".to_owned()),
+            ]),
+            cwd: None,
+        }
+    }
+
+    fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|(ek, _)| ek == k)
+            .and_then(|(_, v)| v.to_str())
+    }
+
+    #[test]
+    fn environment_is_base_then_template_then_contract() {
+        let host = vec![
+            ("PATH".into(), "/usr/bin".into()),
+            ("HOME".into(), "/home/x".into()),
+            ("AWS_SECRET".into(), "s3cr3t".into()),
+        ];
+        let env = pod_environment(
+            host.into_iter(),
+            &template(),
+            &PodEnv {
+                task_id: "t1",
+                pod_id: "p1",
+                generation: 7,
+                task_file: Path::new("/data/p1/task.json"),
+            },
+        );
+        assert_eq!(get(&env, "HOME"), Some("/home/x"));
+        assert_eq!(get(&env, "AWS_SECRET"), None, "host env is not leaked");
+        assert_eq!(
+            get(&env, "PATH"),
+            Some("/custom"),
+            "template overrides base"
+        );
+        assert_eq!(get(&env, "FOO"), Some("bar"));
+        assert_eq!(get(&env, "IPA_TASK_ID"), Some("t1"), "contract wins");
+        assert_eq!(get(&env, "IPA_POD_ID"), Some("p1"));
+        assert_eq!(get(&env, "IPA_POD_GENERATION"), Some("7"));
+        assert_eq!(get(&env, "IPA_TASK_FILE"), Some("/data/p1/task.json"));
+        assert_eq!(get(&env, "IPA_STATUS_FD"), Some("3"));
+        let keys: Vec<_> = env.iter().map(|(k, _)| k.clone()).collect();
+        let mut dedup = keys.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(keys.len(), dedup.len(), "no duplicate variables");
+    }
+
+    #[test]
+    fn path_defaults_when_host_has_none() {
+        let mut t = template();
+        t.env.clear();
+        let env = pod_environment(
+            std::iter::empty(),
+            &t,
+            &PodEnv {
+                task_id: "t",
+                pod_id: "p",
+                generation: 1,
+                task_file: Path::new("/f"),
+            },
+        );
+        assert_eq!(get(&env, "PATH"), Some(DEFAULT_PATH));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn spawned_child_gets_status_fd_own_group_and_env() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = Template {
+            command: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                // Report on fd 3, print our pgid and pid to stdout.
+                r#"echo "{\"message\":\"$IPA_POD_ID\"}" >&3; echo "$(cut -d' ' -f5 /proc/$$/stat) $$""#
+                    .into(),
+            ],
+            env: BTreeMap::new(),
+            cwd: None,
+        };
+        let env = pod_environment(
+            std::env::vars_os(),
+            &t,
+            &PodEnv {
+                task_id: "t",
+                pod_id: "pod-9",
+                generation: 1,
+                task_file: Path::new("/f"),
+            },
+        );
+        let (r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(&t, env, dir.path()).unwrap(), w)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        let mut status = String::new();
+        tokio::net::unix::pipe::Receiver::from_owned_fd(r)
+            .unwrap()
+            .read_to_string(&mut status)
+            .await
+            .unwrap();
+        assert!(child.wait().await.unwrap().success());
+        assert_eq!(status, "{\"message\":\"pod-9\"}\n");
+        let nums: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(nums.len(), 2, "{out}");
+        assert_eq!(nums[0], nums[1], "the pod leads its own process group");
+    }
+
+    fn env_for(t: &Template) -> Vec<(OsString, OsString)> {
+        pod_environment(
+            std::env::vars_os(),
+            t,
+            &PodEnv {
+                task_id: "t",
+                pod_id: "p",
+                generation: 1,
+                task_file: Path::new("/f"),
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn pods_start_with_a_clean_signal_state_in_their_dir_via_path() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = Template {
+            // A bare name: looked up on the pod's PATH.
+            command: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "grep -E '^Sig(Blk|Ign)' /proc/self/status; pwd; ls -l /proc/self/fd/0".into(),
+            ],
+            env: BTreeMap::from([("PATH".to_owned(), "/nonexistent::/usr/bin:/bin".to_owned())]),
+            cwd: None,
+        };
+        let (_r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert!(child.wait().await.unwrap().success(), "{out}");
+        // Nothing blocked, SIGPIPE not ignored (the host ignores it).
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+        let ignored = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(out.contains(&format!("\n{}\n", real.display())), "{out}");
+        assert!(out.contains("-> /dev/null"), "{out}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_missing_program_is_a_spawn_error_and_exit_codes_come_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut t = Template {
+            command: "/nonexistent/program".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+            cwd: None,
+        };
+        let (_r, w) = status_pipe().unwrap();
+        let err = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .err()
+            .expect("spawn fails");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        t.command = "no-such-program-anywhere".into();
+        let (_r, w) = status_pipe().unwrap();
+        let err = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .err()
+            .expect("spawn fails");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        // A missing working directory fails the spawn too.
+        t.command = "/bin/true".into();
+        t.cwd = Some("/nonexistent/dir".into());
+        let (_r, w) = status_pipe().unwrap();
+        assert!(
+            spawner
+                .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+                .await
+                .is_err()
+        );
+        t.cwd = None;
+        t.command = "/bin/sh".into();
+        t.args = vec!["-c".into(), "kill -TERM $$".into()];
+        let (_r, w) = status_pipe().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGTERM));
+        t.args = vec!["-c".into(), "exit 7".into()];
+        let (_r, w) = status_pipe().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(7));
+        // No zombie is left behind by the failed spawns.
+        let me = std::process::id();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            if fields.get(1) == Some(&me.to_string().as_str()) {
+                assert_ne!(fields[0], "Z", "zombie child: {stat}");
+            }
+        }
+    }
+}
