@@ -65,7 +65,7 @@ impl Store {
 
     /// One task.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.readers.run(move |c| queries::get_task(c, id)).await
+        self.readers.run_inline(|c| queries::get_task(c, id))
     }
 
     /// ListTasks.
@@ -82,9 +82,7 @@ impl Store {
 
     /// Whether the task exists (its stream does).
     pub async fn task_exists(&self, id: TaskId) -> Result<bool> {
-        self.readers
-            .run(move |c| queries::stream_exists(c, id))
-            .await
+        self.readers.run_inline(|c| queries::stream_exists(c, id))
     }
 
     /// GetTaskEvents.
