@@ -26,6 +26,7 @@ const SPARE_TARGET: usize = 16;
 pub const TASK_FILE: &str = "task.json";
 
 pub struct PodDirs {
+    pods_root: PathBuf,
     spare_root: PathBuf,
     state: Mutex<Spare>,
 }
@@ -42,6 +43,7 @@ struct Spare {
 impl PodDirs {
     pub fn new(data_dir: &Path) -> Self {
         Self {
+            pods_root: data_dir.join("pods"),
             spare_root: data_dir.join("spare"),
             state: Mutex::new(Spare::default()),
         }
@@ -106,6 +108,8 @@ impl PodDirs {
                 Err(e) => return Err(e),
             }
             std::fs::create_dir_all(&self.spare_root)?;
+            // Where spares are renamed to.
+            std::fs::create_dir_all(&self.pods_root)?;
             self.lock().set_up = true;
         }
         loop {
