@@ -412,6 +412,35 @@ mod tests {
         assert!(out.contains("-> /dev/null"), "{out}");
     }
 
+    /// Like execvp: an executable file without a `#!` line runs under
+    /// `/bin/sh`, with its arguments.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_script_without_an_interpreter_line_runs_under_sh() {
+        use std::os::unix::fs::PermissionsExt;
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("plain-script");
+        std::fs::write(&script, "echo \"ran as $0 with $1 $2\"\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let t = Template {
+            command: script.clone(),
+            args: vec!["a".into(), "b".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+        };
+        let (_r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert!(child.wait().await.unwrap().success(), "{out}");
+        assert_eq!(out, format!("ran as {} with a b\n", script.display()));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_missing_program_is_a_spawn_error_and_exit_codes_come_through() {
         let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// Stack of the short-lived child (it only makes system calls).
 const CHILD_STACK: usize = 64 * 1024;
 
+/// The shell of execvp's ENOEXEC fallback.
+const SH: &CStr = c"/bin/sh";
+
 /// Signals are 1..NSIG (65 on Linux).
 const NSIG: c_int = 65;
 
@@ -37,6 +40,10 @@ struct ChildArgs {
     /// Null-terminated list of paths to try, in order (PATH search).
     candidates: *const *const libc::c_char,
     argv: *const *const libc::c_char,
+    /// `/bin/sh`, a slot for the script's path, then argv[1..]: execvp's
+    /// fallback for a file the kernel cannot execute (a script without a
+    /// `#!` line). The child fills the slot.
+    sh_argv: *mut *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     /// Sources for fds 0, 1, 2, 3; all ≥ 4 (see [`above_stdio`]).
@@ -138,6 +145,10 @@ fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
 pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Result<libc::pid_t> {
     let candidates = ptrs(&exec.candidates);
     let argv = ptrs(&exec.argv);
+    let mut sh_argv: Vec<*const libc::c_char> = [SH.as_ptr(), ptr::null()]
+        .into_iter()
+        .chain(argv.iter().skip(1).copied())
+        .collect();
     let envp = ptrs(&exec.envp);
     // SAFETY: sigset_t is plain data, initialised by sigemptyset/sigfillset.
     let (empty, all) = unsafe {
@@ -150,6 +161,7 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
     let args = ChildArgs {
         candidates: candidates.as_ptr(),
         argv: argv.as_ptr(),
+        sh_argv: sh_argv.as_mut_ptr(),
         envp: envp.as_ptr(),
         cwd: exec.cwd.as_ptr(),
         fds: fds.map(|f| f.as_raw_fd()),
@@ -259,6 +271,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         while !(*c).is_null() {
             libc::execve(*c, a.argv, a.envp);
             match errno() {
+                libc::ENOEXEC => {
+                    // Like execvp: a file without a recognised format is a
+                    // shell script.
+                    *a.sh_argv.add(1) = *c;
+                    libc::execve(SH.as_ptr(), a.sh_argv, a.envp);
+                    return fail(errno());
+                }
                 libc::EACCES => denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 e => return fail(e),
