@@ -80,15 +80,21 @@ pub async fn run(dir: &Path, scale: &Scale) -> FleetResults {
     }
     let kib_per_pod = per_pod.iter().sum::<f64>() / per_pod.len().max(1) as f64;
 
-    // Graceful stop of host 0 with its pods.
-    let stopped_pods = per_host_pods
-        .iter()
-        .find(|(id, _)| id == "fleet-0")
-        .map(|(_, n)| *n)
-        .unwrap_or(0);
-    let pids = pod_pids(&mut client, "fleet-0").await;
+    // Graceful stop of the host with the most pods (placement spreads them
+    // evenly, so with 2,000 pods over 4 hosts that is at least 500).
+    let (busiest, stopped_pods) = (0..hosts.len())
+        .map(|i| {
+            let n = per_host_pods
+                .iter()
+                .find(|(id, _)| id == &format!("fleet-{i}"))
+                .map_or(0, |(_, n)| *n);
+            (i, n)
+        })
+        .max_by_key(|&(_, n)| n)
+        .unwrap_or((0, 0));
+    let pids = pod_pids(&mut client, &format!("fleet-{busiest}")).await;
     eprintln!("  SIGTERM to a pod-host with {stopped_pods} pods (grace {STOP_GRACE:?})");
-    let mut first = hosts.remove(0);
+    let mut first = hosts.remove(busiest);
     let stop_took = first.stop(Duration::from_secs(60)).await;
     let leftovers = pids
         .iter()

@@ -274,7 +274,7 @@ pub fn details(a: &All) -> String {
     );
     let _ = writeln!(
         d,
-        "- StartPod stages: the whole RPC at 1 client {}; the pod-host's own StartPod called directly (spawn + pipes + task file + log file, no central, no database) {}.",
+        "- StartPod stages: the whole RPC at 1 client {}; the pod-host's own StartPod called directly (pod dir + task file, pipes, spawn; no central, no database) {}.",
         p50_p99(&a.pods.start_1),
         p50_p99(&a.pods.host_only)
     );
