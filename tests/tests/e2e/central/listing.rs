@@ -183,7 +183,8 @@ async fn pagination_filters_and_ordering_over_thousands_of_tasks() {
     // Every filter, alone and combined, against the full listing.
     let all = &by_created;
     let cut = all[TASKS / 3].created_at;
-    let filters: Vec<(pb::CountTasksRequest, Box<dyn Fn(&pb::Task) -> bool>)> = vec![
+    type Expect = Box<dyn Fn(&pb::Task) -> bool>;
+    let filters: Vec<(pb::CountTasksRequest, Expect)> = vec![
         (pb::CountTasksRequest::default(), Box::new(|_| true)),
         (
             pb::CountTasksRequest {
