@@ -126,13 +126,39 @@ pub(super) fn append_event(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<()> {
-    let id = task_id.to_string();
     let version: i64 = conn
         .prepare_cached(
             "UPDATE streams SET version = version + 1 WHERE stream_id = ? RETURNING version",
         )?
-        .query_row([&id], |r| r.get(0))?;
-    let data_json = data.to_string();
+        .query_row([task_id.to_string()], |r| r.get(0))?;
+    let e = NewEvent {
+        event,
+        data,
+        actor,
+        correlation,
+    };
+    insert_event(conn, task_id, version, e, now, events)
+}
+
+/// An event about to be written.
+struct NewEvent<'a> {
+    event: EventType,
+    data: serde_json::Value,
+    actor: &'a str,
+    correlation: &'a str,
+}
+
+/// Writes the event at `version` of the task's stream (the stream row
+/// already says so).
+fn insert_event(
+    conn: &Connection,
+    task_id: TaskId,
+    version: i64,
+    e: NewEvent<'_>,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<()> {
+    let data_json = e.data.to_string();
     let position: i64 = conn
         .prepare_cached(
             "INSERT INTO events (stream_id, version, type, data_json, actor_id, correlation_id, \
@@ -140,12 +166,12 @@ pub(super) fn append_event(
         )?
         .query_row(
             params![
-                &id,
+                task_id.to_string(),
                 version,
-                event.as_str(),
+                e.event.as_str(),
                 &data_json,
-                actor,
-                correlation,
+                e.actor,
+                e.correlation,
                 now
             ],
             |r| r.get(0),
@@ -155,10 +181,10 @@ pub(super) fn append_event(
             .map_err(|_| Error::Internal("negative position".into()))?,
         task_id,
         version: u64::try_from(version).map_err(|_| Error::Internal("negative version".into()))?,
-        event_type: event.as_str().to_owned(),
+        event_type: e.event.as_str().to_owned(),
         data_json,
-        actor_id: actor.to_owned(),
-        correlation_id: correlation.to_owned(),
+        actor_id: e.actor.to_owned(),
+        correlation_id: e.correlation.to_owned(),
         occurred_at: now,
     });
     Ok(())
@@ -201,7 +227,8 @@ fn create_task(
     }
 
     let id = task_id.to_string();
-    conn.prepare_cached("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 0, ?)")?
+    // The stream starts at version 1: its first event is written with it.
+    conn.prepare_cached("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 1, ?)")?
         .execute(params![&id, now])?;
 
     let data = json!({
@@ -212,16 +239,13 @@ fn create_task(
         "restart_policy": t.restart_policy,
         "auto_start": t.auto_start,
     });
-    append_event(
-        conn,
-        task_id,
-        EventType::TaskCreated,
+    let created = NewEvent {
+        event: EventType::TaskCreated,
         data,
         actor,
-        t.correlation.as_str(),
-        now,
-        events,
-    )?;
+        correlation: t.correlation.as_str(),
+    };
+    insert_event(conn, task_id, 1, created, now, events)?;
 
     let metadata_json = serde_json::to_string(t.metadata.entries())
         .map_err(|e| Error::Internal(format!("metadata to JSON: {e}")))?;
