@@ -19,6 +19,9 @@ async fn start_list_stop_with_pod_contract_env_and_idempotency() {
     assert_eq!((pod.task_id.as_str(), pod.generation), (task.as_str(), 4));
     let pid = pod.pid as i32;
     assert!(pid > 0 && alive(pid));
+    // Until it reports ready, the script may still be running `cat` (a
+    // second member of its group); after that only `exec sleep` is left.
+    host.wait_version(&pod_id, 1).await;
     assert_eq!(group_members(pid), vec![pid], "the pod leads its own group");
 
     // Idempotent on pod_id: same pod, no second process.
@@ -30,7 +33,6 @@ async fn start_list_stop_with_pod_contract_env_and_idempotency() {
     assert_eq!(host.list().await.len(), 1);
 
     // The pod contract: env vars and the task file.
-    host.wait_version(&pod_id, 1).await;
     let out = wait_for_async("env output", DEADLINE, || async {
         let text: String = host
             .logs(&task, &pod_id, 0)
