@@ -80,60 +80,39 @@ impl Error {
     }
 }
 
+/// SQLite primary result codes that mean "cannot use the database right
+/// now" rather than "this statement is wrong": BUSY, LOCKED, NOMEM,
+/// READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+fn is_unavailable(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 26)
+}
+
 impl From<sqlx::Error> for Error {
     /// Database trouble is EVENT_STORE_UNAVAILABLE (the database cannot be
     /// reached, is locked past the busy timeout, full, read-only, …); a row
     /// we cannot decode or a violated constraint is a bug: INTERNAL.
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        match &e {
-            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => {
-                Self::StoreUnavailable(e.to_string())
-            }
-            E::Database(db) => {
-                // SQLite primary result codes that mean "cannot use the
-                // database right now" rather than "this statement is wrong".
-                let unavailable = db.code().is_some_and(|c| {
-                    let primary = c.parse::<i32>().map(|n| n & 0xff).unwrap_or(-1);
-                    matches!(
-                        primary,
-                        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
-                            | 10 /* IOERR */ | 11 /* CORRUPT */ | 13 /* FULL */
-                            | 14 /* CANTOPEN */ | 26 /* NOTADB */
-                    )
-                });
-                if unavailable {
-                    Self::StoreUnavailable(e.to_string())
-                } else {
-                    Self::Internal(e.to_string())
-                }
-            }
-            _ => Self::Internal(e.to_string()),
+        let unavailable = match &e {
+            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
+            E::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(is_unavailable),
+            _ => false,
+        };
+        if unavailable {
+            Self::StoreUnavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
         }
     }
 }
 
 impl From<rusqlite::Error> for Error {
-    /// The same split as for sqlx errors: the database cannot be used right
-    /// now → EVENT_STORE_UNAVAILABLE; anything else (a constraint, a row we
-    /// cannot decode) is a bug → INTERNAL.
+    /// The same split as for sqlx errors.
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode as C;
-        let unavailable = matches!(
-            e.sqlite_error_code(),
-            Some(
-                C::DatabaseBusy
-                    | C::DatabaseLocked
-                    | C::OutOfMemory
-                    | C::ReadOnly
-                    | C::SystemIoFailure
-                    | C::DatabaseCorrupt
-                    | C::DiskFull
-                    | C::CannotOpen
-                    | C::NotADatabase
-            )
-        );
-        if unavailable {
+        if e.sqlite_error().is_some_and(|f| is_unavailable(f.extended_code)) {
             Self::StoreUnavailable(e.to_string())
         } else {
             Self::Internal(e.to_string())

@@ -25,3 +25,24 @@ pub use ipa_proto::v1 as pb;
 
 /// Generous deadline for conditions in tests: CI is a loaded 2-core machine.
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Every metric row of the benchmark's table, in order: the `bench` binary
+/// labels its rows with these and the smoke test checks they are printed.
+pub const BENCH_METRICS: &[&str] = &[
+    "CreateTask, 1 client, durable",
+    "CreateTask, 64 clients, durable (group commit)",
+    "Same writes without group commit (1 txn/write)",
+    "GetTask, 1 client",
+    "GetTask, 16 clients",
+    "ListTasks limit 100, status filter",
+    "ListTasks limit 1000, status filter",
+    "StartPod, 1 client",
+    "StartPod, 32 clients over 2 pod-hosts",
+    "Crash detection (SIGKILL → pod_crashed)",
+    "Crash → automatic restart running",
+    "Pod-host frozen (SIGSTOP) → UNREACHABLE",
+    "Concurrent pods across 4 pod-hosts",
+    "Pod-host memory per pod",
+    "Graceful stop of a pod-host with its pods",
+    "Crash loop restart vs supervisord (peer)",
+];

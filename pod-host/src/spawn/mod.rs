@@ -375,9 +375,25 @@ mod tests {
         )
     }
 
+    /// Spawns `t` in `dir`, reads its stdout to the end and checks it
+    /// exited 0; returns what it printed.
+    async fn run_to_success(t: &Template, dir: &Path) -> String {
+        use tokio::io::AsyncReadExt;
+        let (_r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(pod_command(t, env_for(t), dir).unwrap(), w)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert!(child.wait().await.unwrap().success(), "{out}");
+        out
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn pods_start_with_a_clean_signal_state_in_their_dir_via_path() {
-        use tokio::io::AsyncReadExt;
         let dir = tempfile::tempdir().unwrap();
         let t = Template {
             // A bare name: looked up on the pod's PATH.
@@ -389,16 +405,7 @@ mod tests {
             env: BTreeMap::from([("PATH".to_owned(), "/nonexistent::/usr/bin:/bin".to_owned())]),
             cwd: None,
         };
-        let (_r, w) = status_pipe().unwrap();
-        let spawner = Spawner::start().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let mut stdout = child.stdout.take().unwrap();
-        stdout.read_to_string(&mut out).await.unwrap();
-        assert!(child.wait().await.unwrap().success(), "{out}");
+        let out = run_to_success(&t, dir.path()).await;
         // Nothing blocked, SIGPIPE not ignored (the host ignores it).
         assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
         let ignored = out
@@ -417,7 +424,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_script_without_an_interpreter_line_runs_under_sh() {
         use std::os::unix::fs::PermissionsExt;
-        use tokio::io::AsyncReadExt;
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("plain-script");
         std::fs::write(&script, "echo \"ran as $0 with $1 $2\"\n").unwrap();
@@ -428,16 +434,7 @@ mod tests {
             env: BTreeMap::new(),
             cwd: None,
         };
-        let (_r, w) = status_pipe().unwrap();
-        let spawner = Spawner::start().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let mut stdout = child.stdout.take().unwrap();
-        stdout.read_to_string(&mut out).await.unwrap();
-        assert!(child.wait().await.unwrap().success(), "{out}");
+        let out = run_to_success(&t, dir.path()).await;
         assert_eq!(out, format!("ran as {} with a b\n", script.display()));
     }
 

@@ -51,25 +51,7 @@ impl Row {
     }
 }
 
-/// Every metric the table must hold, in order (the smoke test checks them).
-pub const METRICS: &[&str] = &[
-    "CreateTask, 1 client, durable",
-    "CreateTask, 64 clients, durable (group commit)",
-    "Same writes without group commit (1 txn/write)",
-    "GetTask, 1 client",
-    "GetTask, 16 clients",
-    "ListTasks limit 100, status filter",
-    "ListTasks limit 1000, status filter",
-    "StartPod, 1 client",
-    "StartPod, 32 clients over 2 pod-hosts",
-    "Crash detection (SIGKILL → pod_crashed)",
-    "Crash → automatic restart running",
-    "Pod-host frozen (SIGSTOP) → UNREACHABLE",
-    "Concurrent pods across 4 pod-hosts",
-    "Pod-host memory per pod",
-    "Graceful stop of a pod-host with its pods",
-    "Crash loop restart vs supervisord (peer)",
-];
+pub use ipa_tests::BENCH_METRICS as METRICS;
 
 /// `x.xx×`.
 pub fn ratio(measured: f64, baseline: f64) -> String {

@@ -341,62 +341,28 @@ async fn list_count_and_events_argument_errors() {
     let mut c = Central::start().await;
     let cl = &mut c.client;
     let t = create(cl, "t").await;
-    let list = |r: pb::ListTasksRequest| {
-        let mut cl = cl.clone();
-        async move { cl.list_tasks(r).await.unwrap_err() }
-    };
-    invalid(
-        &list(pb::ListTasksRequest {
-            limit: 1001,
-            ..Default::default()
-        })
-        .await,
-        "limit",
-    );
-    invalid(
-        &list(pb::ListTasksRequest {
-            status: 99,
-            ..Default::default()
-        })
-        .await,
-        "status",
-    );
-    invalid(
-        &list(pb::ListTasksRequest {
-            phase: 99,
-            ..Default::default()
-        })
-        .await,
-        "phase",
-    );
-    invalid(
-        &list(pb::ListTasksRequest {
-            order_by: 9,
-            ..Default::default()
-        })
-        .await,
-        "order_by",
-    );
-    invalid(
-        &list(pb::ListTasksRequest {
-            order: -1,
-            ..Default::default()
-        })
-        .await,
-        "order",
-    );
     let bad_ts = prost_types::Timestamp {
         seconds: 0,
         nanos: 2_000_000_000,
     };
-    invalid(
-        &list(pb::ListTasksRequest {
-            created_after: Some(bad_ts),
-            ..Default::default()
-        })
-        .await,
-        "created_after",
-    );
+    let d = pb::ListTasksRequest::default;
+    let bad_lists = [
+        ("limit", pb::ListTasksRequest { limit: 1001, ..d() }),
+        ("status", pb::ListTasksRequest { status: 99, ..d() }),
+        ("phase", pb::ListTasksRequest { phase: 99, ..d() }),
+        ("order_by", pb::ListTasksRequest { order_by: 9, ..d() }),
+        ("order", pb::ListTasksRequest { order: -1, ..d() }),
+        (
+            "created_after",
+            pb::ListTasksRequest {
+                created_after: Some(bad_ts),
+                ..d()
+            },
+        ),
+    ];
+    for (field, r) in bad_lists {
+        invalid(&cl.list_tasks(r).await.unwrap_err(), field);
+    }
     assert_eq!(
         cl.list_tasks(pb::ListTasksRequest {
             limit: 1000,

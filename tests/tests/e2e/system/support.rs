@@ -393,6 +393,35 @@ impl System {
             .hosts
     }
 
+    /// After `cause` (a freeze, a partition) at `since`: `host_id` must show
+    /// UNREACHABLE, and each of `tasks` pod UNKNOWN in GetTask, within 2 s.
+    pub async fn wait_host_cut_off(
+        &self,
+        host_id: &str,
+        tasks: &[pb::Task],
+        cause: &str,
+        since: std::time::Instant,
+    ) {
+        const BOUND: Duration = Duration::from_secs(2);
+        self.wait_host_state(host_id, pb::PodHostState::Unreachable)
+            .await;
+        let unreachable_after = since.elapsed();
+        eprintln!("{cause} → UNREACHABLE seen after {unreachable_after:?}");
+        assert!(unreachable_after <= BOUND, "{unreachable_after:?}");
+        for t in tasks {
+            // GetTask reads the tasks table, which the supervisor updates
+            // just after the host state changes: allow for that commit,
+            // within the same bound.
+            self.wait_task(&t.task_id, "pod UNKNOWN", |t| {
+                t.pod_status() == pb::PodStatus::Unknown
+            })
+            .await;
+            let lag = since.elapsed();
+            eprintln!("{cause} → pod UNKNOWN in GetTask after {lag:?}");
+            assert!(lag <= BOUND, "{lag:?}");
+        }
+    }
+
     /// Waits until ListPodHosts shows `host_id` in `state`.
     pub async fn wait_host_state(&self, host_id: &str, state: pb::PodHostState) -> pb::PodHostInfo {
         let c = self.client();
