@@ -112,7 +112,9 @@ impl From<sqlx::Error> for Error {
 impl From<rusqlite::Error> for Error {
     /// The same split as for sqlx errors.
     fn from(e: rusqlite::Error) -> Self {
-        if e.sqlite_error().is_some_and(|f| is_unavailable(f.extended_code)) {
+        if e.sqlite_error()
+            .is_some_and(|f| is_unavailable(f.extended_code))
+        {
             Self::StoreUnavailable(e.to_string())
         } else {
             Self::Internal(e.to_string())
