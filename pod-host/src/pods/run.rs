@@ -488,7 +488,18 @@ impl Supervisor {
             tracing::info!(code = ?exit.code, signal = ?exit.signal, cause = ?exit.cause, "pod exited");
             exit
         });
-        let _ = tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps)).await;
+        // Output already in the pipes is kept; a process that left the
+        // pod's group and still holds them is not the pod any more: its
+        // pipes are closed (it gets EPIPE) rather than read for ever.
+        let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
+        if tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps))
+            .await
+            .is_err()
+        {
+            tracing::info!("pod output still open after its exit; closing it");
+            aborts.iter().for_each(|a| a.abort());
+        }
+        // Closes the log files: an exited pod holds no descriptor.
         logs.finish();
     }
 }
