@@ -24,6 +24,10 @@ pub enum HostError {
     },
     #[error("the pod-host is shutting down")]
     ShuttingDown,
+    /// The pod's process could not be created; the sentence says what
+    /// failed (the program, the working directory, …).
+    #[error("{0}")]
+    SpawnFailed(String),
     /// Logged in full where it happens; the client sees no internals.
     #[error("internal error")]
     Internal,
@@ -44,6 +48,7 @@ impl HostError {
             Self::PodNotFound(_) => ErrorReason::PodNotFound,
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::Internal => ErrorReason::Internal,
         }
     }

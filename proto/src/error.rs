@@ -39,6 +39,9 @@ pub enum ErrorReason {
     NoCapacity,
     /// No such pod on this pod-host.
     PodNotFound,
+    /// The pod's process could not be created (missing program or working
+    /// directory, no permission, out of resources): nothing ran.
+    SpawnFailed,
 }
 
 impl ErrorReason {
@@ -65,6 +68,7 @@ impl ErrorReason {
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
+            Self::SpawnFailed => "SPAWN_FAILED",
         }
     }
 
@@ -81,7 +85,8 @@ impl ErrorReason {
             | Self::AlreadyCompleted
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
-            | Self::StaleGeneration => Code::FailedPrecondition,
+            | Self::StaleGeneration
+            | Self::SpawnFailed => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
@@ -120,6 +125,7 @@ const ALL: &[ErrorReason] = &[
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
+    ErrorReason::SpawnFailed,
 ];
 
 impl std::fmt::Display for ErrorReason {
