@@ -124,6 +124,10 @@ fn logs_spec(r: &pb::HostGetPodLogsRequest) -> Result<LogsSpec, HostError> {
     })
 }
 
+/// The longest grace a StopPod may ask for (the `--stop-grace-ms` range).
+const MAX_STOP_GRACE: Duration =
+    Duration::from_millis(*crate::config::STOP_GRACE_MS_RANGE.end() as u64);
+
 fn stop_spec(r: &pb::HostStopPodRequest) -> Result<StopSpec, HostError> {
     Ok(StopSpec {
         task_id: parse_id("task_id", &r.task_id)?,
@@ -132,7 +136,9 @@ fn stop_spec(r: &pb::HostStopPodRequest) -> Result<StopSpec, HostError> {
             p => Some(parse_id("pod_id", p)?),
         },
         generation: r.generation,
-        grace: (r.grace_ms > 0).then(|| Duration::from_millis(r.grace_ms.into())),
+        // Clamped to the longest `--stop-grace-ms` allows.
+        grace: (r.grace_ms > 0)
+            .then(|| Duration::from_millis(r.grace_ms.into()).min(MAX_STOP_GRACE)),
         fence: r.fence,
     })
 }

@@ -39,9 +39,11 @@ use crate::pods::Supervisor;
 /// Heartbeat interval when the central asks for 0.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Lower bound on the heartbeat interval: a confused central must not make
-/// the host spin.
+/// Bounds on the heartbeat interval central asks for: a confused central
+/// must not make the host spin, nor silence it for so long that it looks
+/// lost.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Outbound messages buffered per session before the session waits for the
 /// central to read (HTTP/2 flow control does the rest).
@@ -157,7 +159,7 @@ impl Sessions {
             Some(CentralMsg::Hello(h)) => {
                 let interval = match h.heartbeat_interval_ms {
                     0 => DEFAULT_HEARTBEAT,
-                    ms => Duration::from_millis(ms.into()).max(MIN_HEARTBEAT),
+                    ms => Duration::from_millis(ms.into()).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
                 };
                 let cursor = if h.known_boot_id == sup.boot_id() {
                     let acked = h.acked_seq.min(sup.last_seq());

@@ -113,7 +113,11 @@ pub async fn run(
     let server_stop = CancellationToken::new();
     let mut server = tokio::spawn({
         let stop = server_stop.clone();
-        server::serve(listener, api, health_service, async move {
+        let limits = server::Limits {
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+        };
+        server::serve(listener, api, health_service, limits, async move {
             stop.cancelled().await
         })
         .instrument(tracing::info_span!("grpc_server"))

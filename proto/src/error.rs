@@ -42,6 +42,8 @@ pub enum ErrorReason {
     /// The pod's process could not be created (missing program or working
     /// directory, no permission, out of resources): nothing ran.
     SpawnFailed,
+    /// A request message over the server's 4 MiB limit (API.md Limits).
+    MessageTooLarge,
 }
 
 impl ErrorReason {
@@ -69,6 +71,7 @@ impl ErrorReason {
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -91,7 +94,7 @@ impl ErrorReason {
             | Self::NoPodHost
             | Self::EventStoreUnavailable
             | Self::ShuttingDown => Code::Unavailable,
-            Self::NoCapacity => Code::ResourceExhausted,
+            Self::NoCapacity | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Internal => Code::Internal,
@@ -126,6 +129,7 @@ const ALL: &[ErrorReason] = &[
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
+    ErrorReason::MessageTooLarge,
 ];
 
 impl std::fmt::Display for ErrorReason {

@@ -479,7 +479,7 @@ impl Supervisor {
         let Some(pod) = t.pods.get_mut(pod_id).filter(|p| p.is_live()) else {
             return;
         };
-        pod.view.version += 1;
+        pod.view.version = pod.view.version.saturating_add(1);
         if let Some(phase) = update.phase {
             pod.view.phase = Some(phase);
             if phase == Phase::Completed {

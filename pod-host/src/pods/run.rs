@@ -249,7 +249,7 @@ impl Supervisor {
             }
             fence.push(p.view.pod_id.clone());
         }
-        let live = t.live_pods() - fence.len();
+        let live = t.live_pods().saturating_sub(fence.len());
         if live >= self.cfg.capacity as usize {
             return Err(HostError::NoCapacity {
                 capacity: self.cfg.capacity,

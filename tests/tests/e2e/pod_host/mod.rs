@@ -6,6 +6,7 @@
 
 mod demo;
 mod lifecycle;
+mod limits;
 mod pods;
 mod stream;
 mod support;
