@@ -24,6 +24,9 @@ pub enum HostError {
     },
     #[error("the pod-host is shutting down")]
     ShuttingDown,
+    /// No orphan reaper runs, so a pod could outlive a crash of the host.
+    #[error("no pod can start here now: the orphan reaper is down and could not be restarted")]
+    Unprotected,
     /// The pod's process could not be created; the sentence says what
     /// failed (the program, the working directory, …).
     #[error("{0}")]
@@ -44,7 +47,8 @@ impl HostError {
     pub fn reason(&self) -> ErrorReason {
         match self {
             Self::StaleGeneration { .. } => ErrorReason::StaleGeneration,
-            Self::NoCapacity { .. } => ErrorReason::NoCapacity,
+            // A refusal central handles like a full host.
+            Self::NoCapacity { .. } | Self::Unprotected => ErrorReason::NoCapacity,
             Self::PodNotFound(_) => ErrorReason::PodNotFound,
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,

@@ -38,9 +38,10 @@ use crate::config::HostConfig;
 use crate::events::{EventLog, Retained};
 use crate::fence::{Contact, should_fence};
 use crate::logs::LogSink;
-use crate::reaper::Reaper;
+use crate::reaper::{Reaper, ReaperEvents};
 use crate::spawn::Spawner;
 use crate::status::{Phase, StatusUpdate};
+use crate::sweep::GroupJournal;
 
 /// Unacknowledged events kept for replay.
 pub const EVENT_BUFFER: usize = 10_000;
@@ -192,6 +193,8 @@ struct Table {
     contact: Contact,
     self_fenced: bool,
     draining: bool,
+    /// No orphan reaper runs: new pods are refused (see `reaper`).
+    unprotected: bool,
     /// Exited, unacknowledged pod ids in exit order.
     unacked: VecDeque<String>,
     /// Acknowledged pod ids kept for logs, oldest first.
@@ -252,7 +255,9 @@ pub struct Supervisor {
     fence_rearm: Notify,
     spawner: Spawner,
     dirs: Arc<dirs::PodDirs>,
-    reaper: Option<Reaper>,
+    reaper: Option<Arc<Reaper>>,
+    /// The record of pod groups a later run sweeps after a crash.
+    journal: GroupJournal,
     tracker: TaskTracker,
 }
 
@@ -261,7 +266,8 @@ impl Supervisor {
     pub fn new(
         cfg: HostConfig,
         spawner: Spawner,
-        reaper: Option<Reaper>,
+        reaper: Option<Arc<Reaper>>,
+        journal: GroupJournal,
         tracker: TaskTracker,
     ) -> Self {
         Self {
@@ -273,6 +279,7 @@ impl Supervisor {
                 contact: Contact::new(cfg.fence_timeout),
                 self_fenced: false,
                 draining: false,
+                unprotected: false,
                 unacked: VecDeque::new(),
                 archive: VecDeque::new(),
             }),
@@ -282,6 +289,7 @@ impl Supervisor {
             fence_rearm: Notify::new(),
             spawner,
             reaper,
+            journal,
             tracker,
         }
     }
@@ -305,7 +313,7 @@ impl Supervisor {
         &self.boot_id
     }
 
-    pub fn reaper(&self) -> Option<&Reaper> {
+    pub fn reaper(&self) -> Option<&Arc<Reaper>> {
         self.reaper.as_ref()
     }
 
@@ -527,6 +535,30 @@ impl Supervisor {
         self.notify_events(&t);
         drop(t);
         remove_dirs(doomed);
+    }
+}
+
+/// Pods without the reaper's protection would outlive a crash of this
+/// host: kill them (reported as self-fenced, so central may place them
+/// elsewhere) and refuse new ones until a reaper runs again.
+impl ReaperEvents for Supervisor {
+    fn lost(&self, why: &str) {
+        let victims = {
+            let mut t = self.lock();
+            t.unprotected = true;
+            if t.live_pods() > 0 {
+                t.begin_self_fence(why)
+            } else {
+                Vec::new()
+            }
+        };
+        tracing::error!("{why}; refusing new pods until a reaper runs");
+        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    fn restored(&self) {
+        self.lock().unprotected = false;
+        tracing::info!("orphan reaper running again; accepting pods");
     }
 }
 

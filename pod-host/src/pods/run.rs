@@ -145,6 +145,7 @@ impl Supervisor {
         if let Some(r) = &self.reaper {
             r.watch(pid);
         }
+        self.journal.started(&spec.pod_id, pid);
         let (view, kill_now) = {
             let mut t = self.lock();
             let Some(pod) = t.pods.get_mut(&spec.pod_id) else {
@@ -223,6 +224,9 @@ impl Supervisor {
         }
         if t.draining {
             return Err(HostError::ShuttingDown);
+        }
+        if t.unprotected {
+            return Err(HostError::Unprotected);
         }
         let known = t.tasks.get(&spec.task_id).map(|e| e.generation);
         if let Some(known) = known.filter(|k| spec.generation < *k) {
@@ -486,6 +490,7 @@ impl Supervisor {
         if let Some(r) = &self.reaper {
             r.forget(pid);
         }
+        self.journal.ended(&pod_id);
         let _ = tokio::time::timeout(STATUS_DRAIN, status).await;
         self.record_exit(&pod_id, |cause, completed| {
             let (code, signal, message) = match &waited {

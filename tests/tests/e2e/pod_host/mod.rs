@@ -5,6 +5,7 @@
 //! talks to it through the generated client.
 
 mod demo;
+mod hygiene;
 mod lifecycle;
 mod limits;
 mod pods;
