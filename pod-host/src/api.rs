@@ -184,7 +184,8 @@ impl PodHost for Api {
         _request: Request<pb::HostListPodsRequest>,
     ) -> Result<Response<pb::HostListPodsResponse>, Status> {
         self.sup.contact();
-        let pods = self.sup.list().iter().map(convert::pod).collect();
+        let mut pods: Vec<pb::PodInfo> = self.sup.list().iter().map(convert::pod).collect();
+        crate::connect::fit_messages(&mut pods);
         Ok(Response::new(pb::HostListPodsResponse { pods }))
     }
 

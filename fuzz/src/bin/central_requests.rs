@@ -75,7 +75,9 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Some(r) = decode::<pb::ListTasksRequest>(rest) {
-                check(ListQuery::try_from(r), |q| assert!((1..=1000).contains(&q.limit)));
+                check(ListQuery::try_from(r), |q| {
+                    assert!((1..=1000).contains(&q.limit))
+                });
             }
         }
         2 => {
@@ -85,7 +87,9 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             if let Some(r) = decode::<pb::StartPodRequest>(rest) {
-                check(TaskCommand::try_from(r), |c| assert!(!c.actor.as_str().is_empty()));
+                check(TaskCommand::try_from(r), |c| {
+                    assert!(!c.actor.as_str().is_empty())
+                });
             }
         }
         4 => {
@@ -112,7 +116,9 @@ fuzz_target!(|data: &[u8]| {
         }
         8 => {
             if let Some(r) = decode::<pb::GetTaskEventsRequest>(rest) {
-                check(EventsQuery::try_from(r), |q| assert!((1..=1000).contains(&q.limit)));
+                check(EventsQuery::try_from(r), |q| {
+                    assert!((1..=1000).contains(&q.limit))
+                });
             }
         }
         9 => {

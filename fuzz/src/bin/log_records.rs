@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
         let Some((&s, payload)) = w.split_first() else {
             continue;
         };
-        let stream = if s & 1 == 0 { Stream::Stdout } else { Stream::Stderr };
+        let stream = if s & 1 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
         encode_records(stream, payload, max_len, |r| bytes.extend_from_slice(r));
         match written.last_mut() {
             Some((ls, d)) if *ls == stream => d.extend_from_slice(payload),
@@ -50,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
 
     let off = tail_offset(&[bytes.as_slice()], lines).expect("in memory") as usize;
     assert!(off <= bytes.len());
-    assert!(off == 0 || bytes[off - 1] == b'\n', "a tail starts at a record");
+    assert!(
+        off == 0 || bytes[off - 1] == b'\n',
+        "a tail starts at a record"
+    );
     let tail: Vec<u8> = decode_records(&bytes[off..])
         .into_iter()
         .flat_map(|c| c.data)

@@ -7,9 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_host::status::{
-    Line, LineSplitter, MAX_LINE_BYTES, MAX_MESSAGE_BYTES, parse_status_line,
-};
+use pod_host::status::{Line, LineSplitter, MAX_LINE_BYTES, MAX_MESSAGE_BYTES, parse_status_line};
 
 /// A small limit so the fuzzer reaches the oversized-line paths.
 const SMALL: usize = 64;

@@ -50,8 +50,10 @@ pub const EVENT_BUFFER: usize = 10_000;
 const MAX_ARCHIVED: usize = 256;
 
 /// Exited pods kept unacknowledged (no central acking) before the oldest is
-/// archived anyway: bounds memory on a host no central drains.
-const MAX_UNACKED_EXITED: usize = 10_000;
+/// archived anyway: bounds memory on a host no central drains, and with the
+/// largest `--capacity` keeps the hello snapshot within one message (see
+/// `connect`).
+pub const MAX_UNACKED_EXITED: usize = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodState {
