@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::connect::{HostStream, Sessions};
 use crate::convert;
-use crate::error::HostError;
+use crate::error::{HostError, quote};
 use crate::logs::{LogReader, MAX_TAIL_LINES};
 use crate::pods::{StartSpec, StopSpec, Supervisor};
 use crate::templates::DEFAULT_TEMPLATE;
@@ -77,7 +77,7 @@ impl Api {
 fn parse_id(field: &'static str, s: &str) -> Result<String, HostError> {
     uuid::Uuid::parse_str(s)
         .map(|u| u.hyphenated().to_string())
-        .map_err(|_| HostError::invalid(field, format!("{s:?} is not a UUID")))
+        .map_err(|_| HostError::invalid(field, format!("{} is not a UUID", quote(s))))
 }
 
 fn start_spec(r: pb::HostStartPodRequest) -> Result<StartSpec, HostError> {

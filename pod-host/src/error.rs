@@ -36,6 +36,17 @@ pub enum HostError {
     Internal,
 }
 
+/// `s` quoted for an error message, cut to 64 characters: a value from a
+/// request is echoed back, and a 4 MiB one must not become a 4 MiB status
+/// header.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+    }
+}
+
 impl HostError {
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -68,6 +79,13 @@ impl From<HostError> for Status {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn quoted_values_are_bounded() {
+        assert_eq!(quote("ab\"c"), "\"ab\\\"c\"");
+        let long = quote(&"é".repeat(1 << 20));
+        assert!(long.chars().count() <= 64 + 3, "{}", long.len());
+    }
 
     #[test]
     fn maps_to_reason_code_and_message() {

@@ -57,8 +57,8 @@ impl Supervisor {
                 HostError::invalid(
                     "template",
                     format!(
-                        "no template named {:?} (this host has {:?})",
-                        spec.template,
+                        "no template named {} (this host has {:?})",
+                        crate::error::quote(&spec.template),
                         self.cfg.templates.names()
                     ),
                 )
