@@ -227,3 +227,34 @@ async fn a_missing_cwd_is_reported_as_such() {
         vec![ok.pod_id.as_str()]
     );
 }
+
+/// A log follow ends when the pod-host shuts down (its pods are stopped,
+/// their output ends), and the host still exits cleanly.
+#[tokio::test]
+async fn a_follow_ends_when_the_pod_host_shuts_down() {
+    let mut host = Host::start(&["--stop-grace-ms", "300"]).await;
+    let task = new_id();
+    let pod = host.start_pod(&task, 1, "ignore_term").await;
+    host.wait_version(&pod.pod_id, 1).await;
+    let mut follow = host
+        .client
+        .clone()
+        .get_pod_logs(pb::HostGetPodLogsRequest {
+            task_id: task,
+            pod_id: pod.pod_id,
+            follow: true,
+            tail_lines: 0,
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    host.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    // Output may still arrive; then the stream ends (cleanly or not).
+    tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(_)) = follow.message().await {}
+    })
+    .await
+    .expect("the follow ends");
+    let status = host.proc.wait_exit(DEADLINE).await.expect("exits");
+    assert!(status.success(), "{status:?}");
+}
