@@ -77,7 +77,8 @@ impl Supervisor {
 
 /// Pods without the reaper's protection would outlive a crash of this
 /// host: kill them (reported as self-fenced, so central may place them
-/// elsewhere) and refuse new ones until a reaper runs again.
+/// elsewhere), refuse new ones and report the host draining (so central
+/// places none here) until a reaper runs again.
 impl ReaperEvents for Supervisor {
     fn lost(&self, why: &str) {
         let victims = {

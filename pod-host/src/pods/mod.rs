@@ -343,7 +343,7 @@ impl Supervisor {
             pods,
             last_seq: t.events.last_seq(),
             self_fenced: std::mem::take(&mut t.self_fenced),
-            draining: t.draining,
+            draining: t.draining || t.unprotected,
         }
     }
 
@@ -368,8 +368,12 @@ impl Supervisor {
         self.lock().live_pods()
     }
 
+    /// Whether central should place no pods here: the host is shutting
+    /// down, or its pods have no orphan reaper (see `fencing`). Reported
+    /// in the hello and every heartbeat.
     pub fn draining(&self) -> bool {
-        self.lock().draining
+        let t = self.lock();
+        t.draining || t.unprotected
     }
 
     /// Buffered events after `seq`.

@@ -108,6 +108,18 @@ async fn pods_are_fenced_when_the_reaper_cannot_be_restarted() {
         "{err:?}"
     );
     assert!(err.message().contains("orphan reaper"), "{err:?}");
+    // Heartbeats tell central to place nothing here meanwhile.
+    let draining = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match central.next().await {
+                Some(pb::host_message::Msg::Heartbeat(h)) if h.draining => return,
+                Some(_) => {}
+                None => panic!("Connect stream ended"),
+            }
+        }
+    })
+    .await;
+    assert!(draining.is_ok(), "no draining heartbeat");
     assert!(
         proc.log().contains("the orphan reaper cannot be restarted"),
         "{}",
