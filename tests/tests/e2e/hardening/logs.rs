@@ -51,7 +51,9 @@ async fn eight_megabytes_of_output_come_through_central_in_bounded_chunks() {
     })
     .await;
 
+    let t0 = std::time::Instant::now();
     let all = c.logs(&t.task_id, 0).await.expect("the whole log");
+    let whole = t0.elapsed();
     let expected: Vec<u8> = (1..=LINES).flat_map(|i| line(i).into_bytes()).collect();
     assert!(
         all.iter()
@@ -64,7 +66,14 @@ async fn eight_megabytes_of_output_come_through_central_in_bounded_chunks() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the whole output, unchanged and in order");
 
+    let t0 = std::time::Instant::now();
     let tail = c.logs(&t.task_id, 10_000).await.expect("tail");
+    eprintln!(
+        "GetPodLogs through central: {} bytes in {} chunks in {whole:?}; tail of 10,000 lines in {:?}",
+        got.len(),
+        all.len(),
+        t0.elapsed()
+    );
     let want: Vec<u8> = (LINES - 9_999..=LINES)
         .flat_map(|i| line(i).into_bytes())
         .collect();
