@@ -19,6 +19,7 @@ pub mod ipactl;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
+pub mod tools;
 pub mod wait;
 
 pub use process::{ServerProcess, bin_path};

@@ -7,4 +7,5 @@ mod deploy;
 mod ipactl;
 mod observability;
 mod pod_host;
+mod python_client;
 mod system;

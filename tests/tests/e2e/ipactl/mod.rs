@@ -6,6 +6,6 @@
 mod commands;
 mod errors;
 mod streams;
-mod support;
+pub mod support;
 mod terminal;
 mod token;
