@@ -4,6 +4,7 @@
 mod bench_smoke;
 mod central;
 mod deploy;
+mod docs;
 mod ipactl;
 mod observability;
 mod pod_host;
