@@ -4,6 +4,9 @@
 mod bench_smoke;
 mod central;
 mod deploy;
+mod docs;
+mod ipactl;
 mod observability;
 mod pod_host;
+mod python_client;
 mod system;
