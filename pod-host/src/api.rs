@@ -12,10 +12,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+// The generated trait's stream type: with default stubs (proto/build.rs)
+// streaming methods return it instead of an associated type.
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::connect::{HostStream, Sessions};
+use crate::connect::Sessions;
 use crate::convert;
 use crate::error::{HostError, quote};
 use crate::logs::{LogReader, MAX_TAIL_LINES};
@@ -189,21 +192,19 @@ impl PodHost for Api {
         Ok(Response::new(pb::HostListPodsResponse { pods }))
     }
 
-    type ConnectStream = HostStream;
-
     async fn connect(
         &self,
         request: Request<Streaming<pb::CentralMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
-        Ok(Response::new(self.sessions.open(request.into_inner())))
+    ) -> Result<Response<BoxStream<pb::HostMessage>>, Status> {
+        Ok(Response::new(Box::pin(
+            self.sessions.open(request.into_inner()),
+        )))
     }
-
-    type GetPodLogsStream = ReceiverStream<Result<pb::PodLogChunk, Status>>;
 
     async fn get_pod_logs(
         &self,
         request: Request<pb::HostGetPodLogsRequest>,
-    ) -> Result<Response<Self::GetPodLogsStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::PodLogChunk>>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow, tail_lines = r.tail_lines);
         self.sup.contact();
@@ -251,6 +252,6 @@ impl PodHost for Api {
             }
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -76,7 +76,7 @@ fn bounded(field: &'static str, s: &str) -> Result<()> {
 pub struct ActorId(String);
 
 impl ActorId {
-    /// The actor of automatic actions (API.md).
+    /// The actor of automatic actions (docs/api.md).
     pub const SYSTEM: &'static str = "system";
 
     /// Parses the `actor_id` of a mutating call: required.

@@ -134,6 +134,7 @@ async fn every_grpcurl_command_in_the_runbook_reaches_the_server() {
             .arg("-c")
             .arg(&cmd)
             .env("CM", central.addr.to_string())
+            .env("PATH", ipa_tests::tools::path_with_venv())
             .output()
             .expect("run bash (and grpcurl: scripts/test installs it)");
         let text = format!(
