@@ -422,6 +422,19 @@ mod tests {
         assert_eq!(replay(&text), BTreeMap::from([(B.to_owned(), 200)]));
     }
 
+    /// Waits until `pid` runs `sleep` (exec done) as its own group leader:
+    /// between fork and exec it still has the test's environment.
+    fn wait_started(pid: i32) {
+        for _ in 0..1000 {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd.starts_with(b"sleep\0") && stat(pid).is_some_and(|(_, g)| g == pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("process {pid} did not start");
+    }
+
     /// A recorded group that is not the pod's (the number was reused by an
     /// unrelated process) is left alone; the pod dirs are moved aside.
     #[test]
@@ -433,6 +446,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = other.id() as i32;
+        wait_started(pgid);
         std::fs::write(dir.path().join(JOURNAL), format!("+{A} {pgid}\n")).unwrap();
         std::fs::create_dir_all(dir.path().join("pods").join(A)).unwrap();
         let swept = sweep(dir.path());
@@ -461,6 +475,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = leftover.id() as i32;
+        wait_started(pgid);
         std::fs::write(dir.path().join(JOURNAL), format!("+{A} {pgid}\n")).unwrap();
         let swept = sweep(dir.path());
         assert_eq!(swept.killed, vec![(A.to_owned(), pgid)]);
