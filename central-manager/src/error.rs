@@ -57,6 +57,11 @@ pub enum Error {
     /// NO_POD_HOST: nowhere to place a pod.
     #[error("{0}")]
     NoPodHost(String),
+    /// SPAWN_FAILED: the pod-host could not create the pod's process (the
+    /// template's program or working directory is missing, …); recorded as
+    /// one `pod_crashed`. The sentence says what failed.
+    #[error("{0}")]
+    SpawnFailed(String),
     /// EVENT_STORE_UNAVAILABLE: the database cannot be reached or written.
     /// The string is for the logs only.
     #[error("the event store is unavailable ({0})")]
@@ -138,6 +143,7 @@ impl Error {
             Self::NotRunning(_) => ErrorReason::NotRunning,
             Self::PodStateUnknown(_) => ErrorReason::PodStateUnknown,
             Self::NoPodHost(_) => ErrorReason::NoPodHost,
+            Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
             Self::Internal(_) => ErrorReason::Internal,

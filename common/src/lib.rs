@@ -1,11 +1,13 @@
 //! Process plumbing shared by `central-manager` and `pod-host`: logging and
 //! trace export ([`telemetry`]), trace-context propagation
-//! ([`trace_context`]), the gRPC observation layer ([`grpc`]), the metrics
+//! ([`trace_context`]), the gRPC observation layer ([`grpc`]), the answer to
+//! oversized messages ([`message_limit`]), the metrics
 //! endpoint ([`metrics`]), SIGTERM/SIGINT handling ([`shutdown`]) and
 //! the one stdout line that tells a parent process (tests, central-manager's
 //! `--local-pod-host`) which port a server bound ([`announce_listening`]).
 
 pub mod grpc;
+pub mod message_limit;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

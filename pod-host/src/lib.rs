@@ -30,6 +30,7 @@ pub mod reaper;
 pub mod server;
 pub mod spawn;
 pub mod status;
+pub mod sweep;
 pub mod templates;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum RunError {
     Reaper(std::io::Error),
     #[error("cannot start the pod spawner thread: {0}")]
     Spawner(std::io::Error),
+    #[error("cannot create the pod group journal in the data dir: {0}")]
+    Journal(std::io::Error),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
 }
@@ -67,18 +70,40 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // What a previous run left (if it died with its reaper) goes first, so
+    // no pod of it runs alongside the pods of this one.
+    let data_dir = config.data_dir.clone();
+    let swept = tokio::task::spawn_blocking(move || sweep::sweep(&data_dir))
+        .await
+        .unwrap_or_default();
+    if !swept.killed.is_empty() {
+        tracing::warn!(groups = ?swept.killed, "killed process groups a previous run of this host left behind");
+    }
+    if !swept.unverified.is_empty() {
+        tracing::info!(groups = ?swept.unverified, "recorded groups of a previous run now belong to other processes; left alone");
+    }
+    let journal = sweep::GroupJournal::create(&config.data_dir).map_err(RunError::Journal)?;
     let reaper = match &config.reaper_exe {
-        Some(exe) => Some(reaper::Reaper::start(exe).map_err(RunError::Reaper)?),
+        Some(exe) => Some(Arc::new(
+            reaper::Reaper::start(exe).map_err(RunError::Reaper)?,
+        )),
         None => None,
     };
     let spawner = spawn::Spawner::start().map_err(RunError::Spawner)?;
     let tracker = TaskTracker::new();
+    if swept.moved_dirs {
+        let data_dir = config.data_dir.clone();
+        tracker.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || sweep::remove_old_dirs(&data_dir)).await;
+        });
+    }
     // Cancelled after the pods are gone: ends sessions, follows, the timer.
     let stop_streams = CancellationToken::new();
     let sup = Arc::new(pods::Supervisor::new(
         config.clone(),
         spawner,
         reaper,
+        journal,
         tracker.clone(),
     ));
     metrics::attach(&sup);
@@ -96,6 +121,13 @@ pub async fn run(
         stop_streams.clone(),
         tracker.clone(),
     ));
+    if let Some(r) = sup.reaper().cloned() {
+        let (events, cancel) = (sup.clone(), stop_streams.clone());
+        tracker.spawn(
+            async move { r.monitor(events.as_ref(), cancel).await }
+                .instrument(tracing::info_span!("reaper_monitor")),
+        );
+    }
     tracker.spawn(
         fence::FenceTimer::new(sup.clone())
             .run(stop_streams.clone())
@@ -113,7 +145,11 @@ pub async fn run(
     let server_stop = CancellationToken::new();
     let mut server = tokio::spawn({
         let stop = server_stop.clone();
-        server::serve(listener, api, health_service, async move {
+        let limits = server::Limits {
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+        };
+        server::serve(listener, api, health_service, limits, async move {
             stop.cancelled().await
         })
         .instrument(tracing::info_span!("grpc_server"))

@@ -39,6 +39,11 @@ pub enum ErrorReason {
     NoCapacity,
     /// No such pod on this pod-host.
     PodNotFound,
+    /// The pod's process could not be created (missing program or working
+    /// directory, no permission, out of resources): nothing ran.
+    SpawnFailed,
+    /// A request message over the server's 4 MiB limit (API.md Limits).
+    MessageTooLarge,
 }
 
 impl ErrorReason {
@@ -65,6 +70,8 @@ impl ErrorReason {
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
+            Self::SpawnFailed => "SPAWN_FAILED",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -81,12 +88,13 @@ impl ErrorReason {
             | Self::AlreadyCompleted
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
-            | Self::StaleGeneration => Code::FailedPrecondition,
+            | Self::StaleGeneration
+            | Self::SpawnFailed => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
             | Self::ShuttingDown => Code::Unavailable,
-            Self::NoCapacity => Code::ResourceExhausted,
+            Self::NoCapacity | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Internal => Code::Internal,
@@ -122,6 +130,8 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
+    ErrorReason::SpawnFailed,
+    ErrorReason::MessageTooLarge,
 ];
 
 impl std::fmt::Display for ErrorReason {

@@ -14,9 +14,9 @@ use ipa_proto::v1 as pb;
 
 use crate::domain::{
     ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
-    MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
-    RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord,
-    TaskStatus, TemplateName, Title, WatchQuery, page_limit,
+    LogsQuery, MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus,
+    RequestId, RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId,
+    TaskRecord, TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostState, HostView};
@@ -294,6 +294,17 @@ impl TryFrom<pb::WatchEventsRequest> for WatchQuery {
     }
 }
 
+impl TryFrom<pb::GetPodLogsRequest> for LogsQuery {
+    type Error = Error;
+    fn try_from(r: pb::GetPodLogsRequest) -> Result<Self> {
+        Ok(Self {
+            task_id: task_id(&r.task_id)?,
+            follow: r.follow,
+            tail_lines: tail_lines(r.tail_lines)?,
+        })
+    }
+}
+
 // ---------- responses ----------
 
 /// A task as the API shows it: the effective restart policy, and the pod
@@ -519,6 +530,38 @@ mod tests {
                 ..Default::default()
             }),
             "created_after"
+        );
+    }
+
+    #[test]
+    fn logs_check_task_id_then_tail_lines() {
+        let id = TaskId::new().to_string();
+        let q = LogsQuery::try_from(pb::GetPodLogsRequest {
+            task_id: id.clone(),
+            follow: true,
+            tail_lines: 10_000,
+        })
+        .unwrap();
+        assert_eq!((q.follow, q.tail_lines), (true, 10_000));
+        let field = |r: pb::GetPodLogsRequest| match LogsQuery::try_from(r) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(pb::GetPodLogsRequest {
+                task_id: id,
+                follow: false,
+                tail_lines: 10_001,
+            }),
+            "tail_lines"
+        );
+        assert_eq!(
+            field(pb::GetPodLogsRequest {
+                task_id: "x".into(),
+                follow: false,
+                tail_lines: u32::MAX,
+            }),
+            "task_id"
         );
     }
 

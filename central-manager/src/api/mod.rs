@@ -20,7 +20,8 @@ use tracing::{Span, instrument};
 
 use crate::core::TaskService;
 use crate::domain::{
-    CancelTask, EventsQuery, ListQuery, NewTask, StopPod, TaskCommand, TaskFilter, WatchQuery,
+    CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
+    WatchQuery,
 };
 use convert::{event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
 
@@ -225,18 +226,10 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::GetPodLogsRequest>,
     ) -> RpcResult<BoxStream<pb::PodLogChunk>> {
-        let r = req.into_inner();
-        let id = task_id(&r.task_id)?;
-        // A task that never had a pod has no output: an empty stream.
-        let Some(upstream) = self.service.pod_logs(id, r.follow, r.tail_lines).await? else {
-            return Ok(Response::new(Box::pin(tokio_stream::empty())));
-        };
-        let stream = upstream.map(move |item| {
-            item.map_err(|s| {
-                tracing::warn!(task_id = %id, error = %s.message(), "log stream from pod-host failed");
-                Status::from(crate::error::Error::PodStateUnknown(id))
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let q = LogsQuery::try_from(req.into_inner())?;
+        let stream = self.service.pod_logs(q).await?;
+        Ok(Response::new(Box::pin(
+            stream.map(|r| r.map_err(Status::from)),
+        )))
     }
 }

@@ -4,6 +4,7 @@
 //! and the event store, with the live phase/version of running pods
 //! overlaid from their hosts' streams. Pod operations are in [`pods`].
 
+pub mod logs;
 pub mod pods;
 pub mod pruner;
 
@@ -278,18 +279,6 @@ impl TaskService {
             &self.tracker,
             self.shutdown.clone(),
         ))
-    }
-
-    /// GetPodLogs: the current (or last) pod's output, proxied from its
-    /// pod-host; `None` when the task never had a pod (or its host no
-    /// longer has the logs).
-    pub async fn pod_logs(
-        &self,
-        id: TaskId,
-        follow: bool,
-        tail_lines: u32,
-    ) -> Result<Option<tonic::Streaming<ipa_proto::v1::PodLogChunk>>> {
-        self.pods.logs(id, follow, tail_lines).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Starting and stopping pods through their pod-hosts: StartPod, StopPod,
-//! RestartPod, the stop half of CompleteTask/CancelTask, automatic restarts
-//! and GetPodLogs.
+//! RestartPod, the stop half of CompleteTask/CancelTask and automatic
+//! restarts (GetPodLogs is in `logs`).
 //!
 //! StartPod, step by step (docs/architecture.md "the database is the arbiter"):
 //! 1. read the task for the fast refusals (ALREADY_*, ALREADY_STARTED,
@@ -19,6 +19,7 @@
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::hosts::TracedChannel as Channel;
@@ -33,6 +34,7 @@ use crate::hosts::directory::{HostDirectory, PendingStop};
 use crate::store::Store;
 use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
 use crate::supervisor::exit::{Ending, classify, describe};
+use crate::supervisor::runner::RestartQueue;
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
 /// milliseconds; this only bounds a host that stopped answering.
@@ -52,6 +54,9 @@ pub struct Pods {
     store: Store,
     hosts: HostDirectory,
     defaults: RestartDefaults,
+    /// The supervisor's restart queue, for restarts scheduled by a write
+    /// made here (a spawn failure counts as a crash); set once it runs.
+    restarts: Arc<OnceLock<RestartQueue>>,
 }
 
 impl Pods {
@@ -60,7 +65,13 @@ impl Pods {
             store,
             hosts,
             defaults,
+            restarts: Arc::default(),
         }
+    }
+
+    /// Hands automatic restarts scheduled here to the supervisor.
+    pub fn attach_restarts(&self, queue: RestartQueue) {
+        let _ = self.restarts.set(queue);
     }
 
     /// The shared host state.
@@ -148,6 +159,15 @@ impl Pods {
         match answer {
             Ok(Ok(resp)) => {
                 let info = resp.into_inner().pod.unwrap_or_default();
+                if let Some(exit) = info
+                    .exit
+                    .as_ref()
+                    .filter(|e| e.cause == pb::ExitCause::SpawnFailed as i32)
+                {
+                    // An older pod-host answers a failed spawn with the pod
+                    // already ended.
+                    return Err(self.spawn_failed(pod, host_id, &exit.message).await);
+                }
                 let started_at = info
                     .started_at
                     .as_ref()
@@ -191,6 +211,11 @@ impl Pods {
                     started_at,
                 })
             }
+            Ok(Err(status)) if reason_of(&status) == Some(ErrorReason::SpawnFailed) => {
+                let why = status.message();
+                let why = why.strip_prefix("SPAWN_FAILED: ").unwrap_or(why);
+                Err(self.spawn_failed(pod, host_id, why).await)
+            }
             Ok(Err(status)) if is_refusal(&status) => {
                 let message = format!("pod-host {host_id} refused the start: {}", status.message());
                 self.store
@@ -226,6 +251,47 @@ impl Pods {
                 }
             }
         }
+    }
+
+    /// The host could not create the pod's process: nothing ran, so the
+    /// claim ends in one `pod_crashed` carrying the reason (no
+    /// `pod_started`), the restart policy decides as for a crash, and the
+    /// caller gets SPAWN_FAILED.
+    async fn spawn_failed(&self, pod: &PodRef, host_id: &str, why: &str) -> Error {
+        tracing::warn!(task_id = %pod.task_id, %host_id, %why, "pod-host could not spawn the pod");
+        let exit = pb::PodExit {
+            cause: pb::ExitCause::SpawnFailed as i32,
+            message: why.to_owned(),
+            ..Default::default()
+        };
+        let message = format!("pod-host {host_id} could not start the pod: {why}");
+        let report = EndReport {
+            ending: Ending::SpawnFailed,
+            detail: exit_detail(&exit),
+            message: message.clone(),
+            last_phase: None,
+        };
+        let ended = self
+            .store
+            .pod(PodCommand::Ended {
+                pod: pod.clone(),
+                report,
+                cause: Cause::system(),
+                defaults: self.defaults,
+                jitter: rand::random::<f64>(),
+            })
+            .await;
+        match ended {
+            Ok(PodOutcome::Applied {
+                restart_at: Some(at),
+            }) => match self.restarts.get() {
+                Some(q) => q.schedule(pod.task_id, at),
+                None => tracing::warn!(task_id = %pod.task_id, "no supervisor to restart the task"),
+            },
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+        Error::SpawnFailed(message)
     }
 
     /// Kills `pod` on its host as stale; true when the host confirmed it is
@@ -395,39 +461,6 @@ impl Pods {
             }
         }
     }
-
-    /// GetPodLogs: the current (or last) pod's output, from its host.
-    pub async fn logs(
-        &self,
-        task_id: TaskId,
-        follow: bool,
-        tail_lines: u32,
-    ) -> Result<Option<tonic::Streaming<pb::PodLogChunk>>> {
-        let task = self
-            .store
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
-        let Some(pod) = task.pod else { return Ok(None) };
-        let mut client = self
-            .hosts
-            .client(&pod.pod_host)
-            .ok_or(Error::PodStateUnknown(task_id))?;
-        let req = pb::HostGetPodLogsRequest {
-            task_id: task_id.to_string(),
-            pod_id: pod.pod_id,
-            follow,
-            tail_lines,
-        };
-        match client.get_pod_logs(req).await {
-            Ok(s) => Ok(Some(s.into_inner())),
-            Err(s) if reason_of(&s) == Some(ErrorReason::PodNotFound) => Ok(None),
-            Err(s) => {
-                tracing::warn!(%task_id, error = %s.message(), "pod-host GetPodLogs failed");
-                Err(Error::PodStateUnknown(task_id))
-            }
-        }
-    }
 }
 
 /// A StopPod for `pod` by its generation. `grace_ms` 0 takes the host's
@@ -473,6 +506,7 @@ pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) 
     let ending = classify(exit);
     let message = match ending {
         Ending::Crashed | Ending::Lost => describe(exit),
+        Ending::SpawnFailed => format!("could not be started: {}", exit.message),
         Ending::HostShutdown => "its pod-host shut down".to_owned(),
         _ => String::new(),
     };

@@ -17,8 +17,8 @@ pub use lifecycle::{
     ensure_not_terminal, finish,
 };
 pub use requests::{
-    CancelTask, EventsQuery, ListQuery, MAX_REASON_CHARS, NewTask, Order, OrderBy, StopPod,
-    TaskCommand, TaskFilter, WatchQuery, page_limit,
+    CancelTask, EventsQuery, ListQuery, LogsQuery, MAX_REASON_CHARS, MAX_TAIL_LINES, NewTask,
+    Order, OrderBy, StopPod, TaskCommand, TaskFilter, WatchQuery, page_limit, tail_lines,
 };
 pub use restart::{RestartDefaults, RestartPolicy, RestartPolicySpec};
 pub use status::{Phase, PodStatus, TaskStatus};

@@ -36,9 +36,9 @@ pub(super) fn ended(
     let id = pod.task_id.to_string();
     let corr = row.correlation(cause).to_owned();
     let host = row.pod_host.clone().unwrap_or_default();
-    if pod_status == PodStatus::Starting {
+    if pod_status == PodStatus::Starting && report.ending != Ending::SpawnFailed {
         // It ended before its start was confirmed: the trail still shows
-        // that it ran.
+        // that it ran. (A pod that could not be spawned never ran.)
         let data = pod_data(pod, &host);
         system_event(
             conn,
@@ -81,7 +81,7 @@ pub(super) fn ended(
     let event = match report.ending {
         Ending::Completed => EventType::TaskCompleted,
         Ending::Exited => EventType::PodExited,
-        Ending::Crashed => EventType::PodCrashed,
+        Ending::Crashed | Ending::SpawnFailed => EventType::PodCrashed,
         Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
         Ending::Lost => EventType::PodLost,
     };
@@ -98,7 +98,7 @@ pub(super) fn ended(
 
     let policy = row.spec().resolve(defaults);
     let decision = match report.ending {
-        Ending::Crashed | Ending::Lost => {
+        Ending::Crashed | Ending::SpawnFailed | Ending::Lost => {
             let history: Vec<i64> = conn
                 .prepare_cached("SELECT crashed_at FROM crash_history WHERE task_id = ?")?
                 .query_map([&id], |r| r.get(0))?

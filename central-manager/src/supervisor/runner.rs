@@ -71,6 +71,7 @@ impl Supervisor {
         cancel: CancellationToken,
     ) -> Self {
         let (tx, restarts_rx) = mpsc::unbounded_channel();
+        pods.attach_restarts(RestartQueue(tx.clone()));
         Self {
             pods,
             store,

@@ -455,6 +455,11 @@ mod tests {
             .err()
             .expect("spawn fails");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string()
+                .starts_with("cannot execute /nonexistent/program: "),
+            "{err}"
+        );
         t.command = "no-such-program-anywhere".into();
         let (_r, w) = status_pipe().unwrap();
         let err = spawner
@@ -463,15 +468,21 @@ mod tests {
             .err()
             .expect("spawn fails");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        // A missing working directory fails the spawn too.
+        // A missing working directory fails the spawn too, and says so
+        // (not "cannot execute /bin/true").
         t.command = "/bin/true".into();
         t.cwd = Some("/nonexistent/dir".into());
         let (_r, w) = status_pipe().unwrap();
+        let err = spawner
+            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .await
+            .err()
+            .expect("spawn fails");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(
-            spawner
-                .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-                .await
-                .is_err()
+            err.to_string()
+                .starts_with("cannot enter the working directory /nonexistent/dir: "),
+            "{err}"
         );
         t.cwd = None;
         t.command = "/bin/sh".into();

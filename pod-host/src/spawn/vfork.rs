@@ -52,6 +52,32 @@ struct ChildArgs {
     empty_mask: libc::sigset_t,
     /// Set by the child to its errno when it fails before exec.
     err: AtomicI32,
+    /// The [`Step`] the child was at (meaningful when `err` is set).
+    step: AtomicI32,
+}
+
+/// What the child was doing when it failed, so the error can say which
+/// part of the template is wrong (a missing working directory and a
+/// missing program both fail with ENOENT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Step {
+    /// Process group, descriptors, death signal: host-side trouble.
+    Setup = 0,
+    /// `chdir` to the working directory.
+    Chdir = 1,
+    /// `execve` of the program.
+    Exec = 2,
+}
+
+impl Step {
+    fn from_raw(v: i32) -> Self {
+        match v {
+            1 => Step::Chdir,
+            2 => Step::Exec,
+            _ => Step::Setup,
+        }
+    }
 }
 
 /// A prepared program: where to look for it, argv, envp, working dir.
@@ -169,6 +195,7 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
         parent: unsafe { libc::getpid() },
         empty_mask: empty,
         err: AtomicI32::new(0),
+        step: AtomicI32::new(Step::Setup as i32),
     };
     debug_assert!(args.fds.iter().all(|&fd| fd >= 4));
     // SAFETY: see the module docs. `args`, the pointer arrays and `stack`
@@ -200,9 +227,32 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
             while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
                 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
             {}
-            Err(io::Error::from_raw_os_error(errno))
+            Err(describe(
+                exec,
+                Step::from_raw(args.step.load(Ordering::Acquire)),
+                io::Error::from_raw_os_error(errno),
+            ))
         }
     }
+}
+
+/// The child's failure as an error that names what failed (same kind as
+/// the system error).
+fn describe(exec: &Exec, step: Step, e: io::Error) -> io::Error {
+    let program = exec
+        .argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let what = match step {
+        Step::Setup => "cannot set up the pod process".to_owned(),
+        Step::Chdir => format!(
+            "cannot enter the working directory {}",
+            exec.cwd.to_string_lossy()
+        ),
+        Step::Exec => format!("cannot execute {program}"),
+    };
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// The child, between clone and exec.
@@ -245,9 +295,11 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 return fail(errno());
             }
         }
+        a.step.store(Step::Chdir as i32, Ordering::Release);
         if libc::chdir(a.cwd) != 0 {
             return fail(errno());
         }
+        a.step.store(Step::Setup as i32, Ordering::Release);
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -266,6 +318,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         libc::pthread_sigmask(libc::SIG_SETMASK, &a.empty_mask, ptr::null_mut());
 
         // execvp's search rules, on paths the parent prepared.
+        a.step.store(Step::Exec as i32, Ordering::Release);
         let mut denied = false;
         let mut c = a.candidates;
         while !(*c).is_null() {

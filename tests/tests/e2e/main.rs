@@ -5,6 +5,7 @@ mod bench_smoke;
 mod central;
 mod deploy;
 mod docs;
+mod hardening;
 mod ipactl;
 mod observability;
 mod pod_host;
