@@ -68,6 +68,7 @@ pub struct CentralMetrics {
     commit_batch: Histogram,
     tasks: Family<StatusLabels, Gauge>,
     running_pods: Gauge,
+    rejected_host_events: Counter,
     hosts: Family<StateLabels, Gauge>,
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
 }
@@ -95,6 +96,7 @@ impl CentralMetrics {
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             tasks: Family::default(),
             running_pods: Gauge::default(),
+            rejected_host_events: Counter::default(),
             hosts: Family::default(),
             heartbeat_age: Family::default(),
             registry: Registry::default(),
@@ -146,6 +148,11 @@ impl CentralMetrics {
         );
         r.register("ipa_pod_hosts", "Known pod-hosts by state", m.hosts.clone());
         r.register(
+            "ipa_rejected_host_events",
+            "Pod-host reports dropped because that host does not own the pod they name",
+            m.rejected_host_events.clone(),
+        );
+        r.register(
             "ipa_pod_host_heartbeat_age_seconds",
             "Time since the last message from each pod-host (heartbeat lag)",
             m.heartbeat_age.clone(),
@@ -182,6 +189,11 @@ impl CentralMetrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
+}
+
+/// A pod-host reported something about a pod it does not own (dropped).
+pub fn count_rejected_host_event() {
+    metrics().rejected_host_events.inc();
 }
 
 /// Called by the writer after each committed batch.

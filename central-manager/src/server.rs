@@ -31,8 +31,6 @@ use crate::store::{DbConfig, Store};
 use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
 
-/// Buffered host updates before sessions wait for the supervisor.
-const HOST_UPDATES: usize = 4096;
 /// How long the local pod-host may take to stop its pods on shutdown
 /// (its own stop grace is 5 s by default).
 const LOCAL_POD_HOST_STOP: std::time::Duration = std::time::Duration::from_secs(15);
@@ -114,7 +112,9 @@ impl Application {
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
         ));
-        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(HOST_UPDATES);
+        // Unbounded so a session never waits on the supervisor (its pings
+        // must go on); sessions bound their own in-flight pod events.
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
         let session_config = SessionConfig {
             heartbeat_interval: config.heartbeat_interval(),
             central_id: uuid::Uuid::new_v4().to_string(),
@@ -123,7 +123,7 @@ impl Application {
             crate::hosts::connector::run(
                 endpoints_rx,
                 session_config,
-                Arc::new(hosts.clone()),
+                hosts.clone(),
                 updates_tx,
                 tracker.clone(),
                 shutdown.clone(),
@@ -201,11 +201,25 @@ impl Application {
             })
         });
 
+        // The task service is SERVING while the event store takes writes and
+        // NOT_SERVING while its circuit breaker is open. Only the named
+        // service follows the store: the overall ("") status stays SERVING,
+        // so a liveness probe never restarts central-manager over a full
+        // disk (a restart would not help, and pods need central's pings).
+        let store_health = self.tracker.spawn(follow_store_health(
+            self.store.breaker().subscribe(),
+            health.clone(),
+            [stop.clone(), self.shutdown.clone()],
+        ));
+
         let shutdown = self.shutdown.clone();
         let signal = {
             let health = health.clone();
             async move {
                 stop.cancelled().await;
+                // It stops on the same token; joined so it cannot set
+                // SERVING after the NOT_SERVING below.
+                let _ = store_health.await;
                 tracing::info!("shutting down: draining in-flight calls");
                 health
                     .set_service_status("", ServingStatus::NotServing)
@@ -231,8 +245,10 @@ impl Application {
             )))
             .serve_with_incoming_shutdown(incoming, signal)
             .await;
-        // Whatever ended the server, stop everything else in order.
+        // Whatever ended the server, stop everything else in order: pod
+        // operations whose callers left still finish (and write) first.
         self.shutdown.cancel();
+        self.service.drain_operations().await;
         self.writer_stop.cancel();
         // The local pod-host is stopped once supervision has stopped (its
         // pods' exits are then left for the next start to reconcile, as
@@ -246,6 +262,28 @@ impl Application {
         self.store.close().await;
         tracing::info!("shut down");
         result.map_err(Into::into)
+    }
+}
+
+/// Sets `ipa.v1.CentralManager`'s health from the store breaker (`true` =
+/// open) until either token is cancelled.
+async fn follow_store_health(
+    mut open: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    [stop, shutdown]: [CancellationToken; 2],
+) {
+    loop {
+        let status = if *open.borrow_and_update() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(SERVICE_NAME, status).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shutdown.cancelled() => return,
+            changed = open.changed() => if changed.is_err() { return },
+        }
     }
 }
 

@@ -116,8 +116,21 @@ impl Pods {
             generation: claimed.generation,
         };
         self.hosts.set_starting(&pod.pod_id, true);
+        // A refused automatic restart stays due (and durable) for a retry.
+        let retry_at = automatic.then(|| {
+            let delay = i64::try_from(crate::supervisor::runner::RESTART_RETRY.as_micros())
+                .unwrap_or(i64::MAX);
+            ipa_proto::time::now_micros().saturating_add(delay)
+        });
         let result = self
-            .start_on_host(placement.client, &placement.host_id, &pod, &claimed, &cause)
+            .start_on_host(
+                placement.client,
+                &placement.host_id,
+                &pod,
+                &claimed,
+                &cause,
+                retry_at,
+            )
             .await;
         self.hosts.set_starting(&pod.pod_id, false);
         self.hosts.start_done(&placement.host_id, result.is_ok());
@@ -131,6 +144,7 @@ impl Pods {
         pod: &PodRef,
         claimed: &ClaimedPod,
         cause: &Cause,
+        retry_at: Option<i64>,
     ) -> Result<PodInfo> {
         let metadata: HashMap<String, String> =
             serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
@@ -148,11 +162,9 @@ impl Pods {
         match answer {
             Ok(Ok(resp)) => {
                 let info = resp.into_inner().pod.unwrap_or_default();
-                let started_at = info
-                    .started_at
-                    .as_ref()
-                    .and_then(ipa_proto::time::micros_from_timestamp)
-                    .unwrap_or_else(ipa_proto::time::now_micros);
+                let now = ipa_proto::time::now_micros();
+                let started_at =
+                    crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
                 let outcome = self
                     .store
                     .pod(PodCommand::Started {
@@ -197,6 +209,7 @@ impl Pods {
                     .pod(PodCommand::AbortStart {
                         pod: pod.clone(),
                         message: message.clone(),
+                        retry_at,
                     })
                     .await?;
                 Err(Error::NoPodHost(message))
@@ -216,6 +229,7 @@ impl Pods {
                         .pod(PodCommand::AbortStart {
                             pod: pod.clone(),
                             message,
+                            retry_at,
                         })
                         .await?;
                     Err(Error::NoPodHost(format!(
@@ -256,6 +270,9 @@ impl Pods {
         correlation: &CorrelationId,
         reason: &str,
     ) -> Result<()> {
+        // The stop's end must be recorded: refuse at once (touching
+        // nothing) while the store is known to be unwritable.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
@@ -309,7 +326,6 @@ impl Pods {
                 return Err(Error::PodStateUnknown(pod.task_id));
             }
         };
-        self.hosts.take_stop(&pod.pod_id);
         // Whatever way it ended while being stopped, the caller asked for it:
         // a requested stop is never a crash.
         let mut detail = exit
@@ -325,16 +341,22 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
+        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        // If this commit fails (the store went down meanwhile), the pending
+        // stop stays: the host's own exit event for the pod, applied once
+        // the store is back, is then recorded as this caller's stop, never
+        // as a crash or a loss.
         self.store
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
+                host_id: host_id.to_owned(),
                 report,
                 cause,
                 defaults: self.defaults,
                 jitter: 0.0,
             })
             .await?;
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.take_stop(&pod.pod_id);
         self.hosts.release(host_id);
         Ok(())
     }
@@ -347,6 +369,7 @@ impl Pods {
         actor: &ActorId,
         correlation: &CorrelationId,
     ) -> Result<PodInfo> {
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
