@@ -236,8 +236,8 @@ impl CentralSource {
                 Err(e) => tracing::debug!(error = %e, "metrics: counting tasks failed"),
             }
         }
-        if let Ok(pods) = self.service.active_pods().await {
-            m.running_pods.set(pods.len() as i64);
+        if let Ok(n) = self.service.count_active_pods().await {
+            m.running_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let hosts = self.service.pod_hosts();
         for state in [

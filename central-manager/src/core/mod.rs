@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::{
-    CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, PodInfo, PodStatus,
+    CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, Page, PodInfo, PodStatus,
     RestartDefaults, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord, WatchQuery,
 };
 use crate::error::{Error, Result};
@@ -43,6 +43,8 @@ pub struct TaskService {
     tracker: TaskTracker,
     /// Pod operations in flight, detached from their callers.
     ops: TaskTracker,
+    /// `--watch-lag-limit-ms`.
+    watch_lag_limit: std::time::Duration,
     shutdown: CancellationToken,
 }
 
@@ -66,8 +68,15 @@ impl TaskService {
             defaults,
             tracker,
             ops: TaskTracker::new(),
+            watch_lag_limit: std::time::Duration::from_secs(30),
             shutdown,
         }
+    }
+
+    /// Sets `--watch-lag-limit-ms` (default 30 s).
+    pub fn with_watch_lag_limit(mut self, limit: std::time::Duration) -> Self {
+        self.watch_lag_limit = limit;
+        self
     }
 
     /// Runs `op` to completion on the operation tracker whatever happens to
@@ -135,7 +144,7 @@ impl TaskService {
         // A placement that fails already is recorded with the task, in the
         // same transaction, so GetTask shows why no pod runs.
         let pod_message = if task.auto_start {
-            match self.hosts.place(&task.template) {
+            match self.hosts.place(&task.template).await {
                 Ok(p) => {
                     self.hosts.start_done(&p.host_id, false);
                     String::new()
@@ -193,10 +202,14 @@ impl TaskService {
         Ok(self.with_live(t))
     }
 
-    /// ListTasks.
-    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
-        let tasks = self.store.list_tasks(q).await?;
-        Ok(tasks.into_iter().map(|t| self.with_live(t)).collect())
+    /// ListTasks: one page of at most 4 MiB (`truncated` when it ended
+    /// early).
+    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Page<TaskRecord>> {
+        let page = self.store.list_tasks(q).await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|t| self.with_live(t)).collect(),
+            truncated: page.truncated,
+        })
     }
 
     /// CountTasks.
@@ -297,9 +310,14 @@ impl TaskService {
         .await
     }
 
-    /// ListActivePods.
-    pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
-        self.store.active_pods().await
+    /// ListActivePods: one page of at most 4 MiB, after `after`.
+    pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
+        self.store.active_pods(after).await
+    }
+
+    /// How many pods central considers running (metrics).
+    pub async fn count_active_pods(&self) -> Result<u64> {
+        self.store.count_active_pods().await
     }
 
     /// ListPodHosts.
@@ -307,12 +325,12 @@ impl TaskService {
         self.hosts.list()
     }
 
-    /// GetTaskEvents.
-    pub async fn task_events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+    /// GetTaskEvents: one page of at most 4 MiB.
+    pub async fn task_events(&self, q: &EventsQuery) -> Result<Page<EventRecord>> {
         let events = self.store.task_events(q).await?;
         // An empty page may just mean "nothing after that version"; only
         // then is the extra existence check needed.
-        if events.is_empty() && !self.store.task_exists(q.task_id).await? {
+        if events.items.is_empty() && !self.store.task_exists(q.task_id).await? {
             return Err(Error::TaskNotFound(q.task_id));
         }
         Ok(events)
@@ -332,6 +350,7 @@ impl TaskService {
             self.store.clone(),
             &self.hub,
             q,
+            self.watch_lag_limit,
             &self.tracker,
             self.shutdown.clone(),
         ))

@@ -87,7 +87,7 @@ impl Pods {
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         decide_start(task_id, task.status, task.pod_status)?;
-        let placement = self.hosts.place(&task.template)?;
+        let placement = self.hosts.place(&task.template).await?;
         let pod_id = uuid::Uuid::now_v7().to_string();
         let claim = self
             .store
@@ -204,7 +204,10 @@ impl Pods {
                 })
             }
             Ok(Err(status)) if is_refusal(&status) => {
-                let message = format!("pod-host {host_id} refused the start: {}", status.message());
+                let message = format!(
+                    "pod-host {host_id} refused the start: {}",
+                    crate::hosts::hello::clip(status.message())
+                );
                 self.store
                     .pod(PodCommand::AbortStart {
                         pod: pod.clone(),
@@ -216,7 +219,7 @@ impl Pods {
             }
             other => {
                 let why = match other {
-                    Ok(Err(s)) => s.message().to_owned(),
+                    Ok(Err(s)) => crate::hosts::hello::clip(s.message()),
                     _ => "no answer in time".to_owned(),
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
@@ -487,12 +490,16 @@ pub fn exit_detail(exit: &pb::PodExit) -> serde_json::Value {
         "signal": exit.signal,
         "cause": cause.as_str_name(),
         "reported_completed": exit.reported_completed,
-        "message": exit.message,
+        "message": crate::hosts::hello::clip(&exit.message),
     })
 }
 
-/// The report for an exit streamed by a host.
+/// The report for an exit streamed by a host (its free text clipped).
 pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) -> EndReport {
+    let exit = &pb::PodExit {
+        message: crate::hosts::hello::clip(&exit.message),
+        ..exit.clone()
+    };
     let ending = classify(exit);
     let message = match ending {
         Ending::Crashed | Ending::Lost => describe(exit),

@@ -5,6 +5,7 @@
 mod fields;
 mod ids;
 mod lifecycle;
+pub mod limits;
 mod requests;
 mod restart;
 mod status;
@@ -16,6 +17,7 @@ pub use lifecycle::{
     Finish, StartDecision, StopDecision, Transition, decide_start, decide_stop,
     ensure_not_terminal, finish,
 };
+pub use limits::{Page, WireSize};
 pub use requests::{
     CancelTask, EventsQuery, ListQuery, MAX_REASON_CHARS, NewTask, Order, OrderBy, StopPod,
     TaskCommand, TaskFilter, WatchQuery, page_limit,

@@ -92,10 +92,16 @@ struct Inner {
     reconciled: HashMap<String, String>,
 }
 
+/// How long a placement waits for a just-connected host's hello to be
+/// reconciled before answering NO_POD_HOST.
+pub const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Cheap to clone; all clones share the state.
 #[derive(Debug, Clone)]
 pub struct HostDirectory {
     inner: Arc<Mutex<Inner>>,
+    /// Signalled whenever a host's hello has been reconciled.
+    reconciled_now: Arc<tokio::sync::Notify>,
 }
 
 impl HostDirectory {
@@ -111,6 +117,7 @@ impl HostDirectory {
                 starting: Default::default(),
                 reconciled: HashMap::new(),
             })),
+            reconciled_now: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -198,7 +205,47 @@ impl HostDirectory {
 
     /// Picks a ready pod-host with free capacity serving `template` (least
     /// loaded first) and reserves a slot there; NO_POD_HOST when none.
-    pub fn place(&self, template: &TemplateName) -> Result<Placement> {
+    ///
+    /// A host that just said hello is placeable once its snapshot has been
+    /// reconciled with the database (normally milliseconds later). If only
+    /// such a host could take the pod, this waits for that, up to
+    /// [`RECONCILE_WAIT`], rather than answer NO_POD_HOST for a host that
+    /// ListPodHosts already shows READY.
+    pub async fn place(&self, template: &TemplateName) -> Result<Placement> {
+        let deadline = tokio::time::Instant::now() + RECONCILE_WAIT;
+        loop {
+            let notified = self.reconciled_now.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a reconciliation in between is
+            // not missed.
+            notified.as_mut().enable();
+            match self.try_place(template) {
+                Ok(p) => return Ok(p),
+                Err(e) if self.awaits_reconcile(template) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a connected host that could take a pod of `template` waits
+    /// for its hello to be reconciled.
+    fn awaits_reconcile(&self, template: &TemplateName) -> bool {
+        let g = self.lock();
+        g.sessions.iter().any(|(id, s)| {
+            g.reconciled.get(id) != Some(&s.boot_id)
+                && g.registry.get(id).is_some_and(|h| {
+                    h.state == HostState::Ready
+                        && h.load() < h.capacity
+                        && h.templates.contains(template.as_str())
+                })
+        })
+    }
+
+    fn try_place(&self, template: &TemplateName) -> Result<Placement> {
         let mut g = self.lock();
         let inner = &mut *g;
         let connected: Vec<&str> = inner

@@ -23,6 +23,18 @@ pub const MAX_TEMPLATES: usize = 1024;
 /// far below it).
 pub const MAX_HOST_FENCE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// Longest host-supplied text kept (exit messages, refusals, status line
+/// messages): it ends up in events and `pod_message`.
+pub const MAX_HOST_TEXT_CHARS: usize = 1000;
+
+/// `s` cut to [`MAX_HOST_TEXT_CHARS`] characters (an ellipsis marks a cut).
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_HOST_TEXT_CHARS) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// Checks a hello and turns it into the registry's view of the host.
 /// `Err` is why the hello is refused (the session is closed).
 pub fn accept_hello(hello: &pb::HostHello, endpoint: &str) -> Result<HostHello, String> {
@@ -143,6 +155,19 @@ mod tests {
         assert_eq!(a.templates, vec!["ok"]);
         assert_eq!(a.running_pods, 3);
         assert_eq!(clamp_count(usize::MAX), MAX_CAPACITY);
+    }
+
+    #[test]
+    fn long_host_text_is_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(MAX_HOST_TEXT_CHARS + 5);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), MAX_HOST_TEXT_CHARS + 1);
+        assert!(c.ends_with('…'));
+        assert_eq!(
+            clip(&"x".repeat(MAX_HOST_TEXT_CHARS)).len(),
+            MAX_HOST_TEXT_CHARS
+        );
     }
 
     #[test]

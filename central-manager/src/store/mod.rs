@@ -22,7 +22,9 @@ pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{EventRecord, EventsQuery, ListQuery, PodInfo, TaskFilter, TaskId, TaskRecord};
+use crate::domain::{
+    EventRecord, EventsQuery, ListQuery, Page, PodInfo, TaskFilter, TaskId, TaskRecord,
+};
 use crate::error::{Error, Result};
 use crate::watch::EventHub;
 use breaker::{Breaker, Prober};
@@ -75,6 +77,14 @@ impl Store {
         };
         let readers = Readers::open(db.clone())?;
         let writer = Writer::start(conn, db, hub, breaker.clone(), tracker, stop.clone());
+        // One write now, so a database that cannot be written (a read-only
+        // file opened read-only without an error) shows at once in health
+        // instead of at the third failed command.
+        if !breaker.is_open()
+            && let Err(e) = writer.probe().await
+        {
+            breaker.open(&format!("the start-up probe write failed: {e}"));
+        }
         Prober::new(breaker, writer.clone()).start(tracker, stop);
         Ok(Self { readers, writer })
     }
@@ -110,8 +120,8 @@ impl Store {
         self.readers.run_inline(|c| queries::get_task(c, id))
     }
 
-    /// ListTasks.
-    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
+    /// ListTasks (one page, at most 4 MiB).
+    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Page<TaskRecord>> {
         let q = q.clone();
         self.readers.run(move |c| queries::list_tasks(c, &q)).await
     }
@@ -127,8 +137,8 @@ impl Store {
         self.readers.run_inline(|c| queries::stream_exists(c, id))
     }
 
-    /// GetTaskEvents.
-    pub async fn task_events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+    /// GetTaskEvents (one page, at most 4 MiB).
+    pub async fn task_events(&self, q: &EventsQuery) -> Result<Page<EventRecord>> {
         let q = q.clone();
         self.readers.run(move |c| queries::task_events(c, &q)).await
     }
@@ -145,9 +155,17 @@ impl Store {
             .await
     }
 
-    /// Tasks with a pod that is starting, running or unknown.
-    pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
-        self.readers.run(queries::active_pods).await
+    /// Tasks with a pod that is starting, running or unknown, after
+    /// `after` by task id (one page, at most 4 MiB).
+    pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
+        self.readers
+            .run(move |c| queries::active_pods(c, after))
+            .await
+    }
+
+    /// How many tasks have a pod starting, running or unknown.
+    pub async fn count_active_pods(&self) -> Result<u64> {
+        self.readers.run(queries::count_active_pods).await
     }
 
     /// Runs a pod supervision command.
@@ -186,5 +204,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod outage_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -293,7 +293,7 @@ impl Supervisor {
                     host_id: host_id.to_owned(),
                     phase,
                     version: s.version,
-                    message: s.message,
+                    message: crate::hosts::hello::clip(&s.message),
                 };
                 match self.phases.offer(&pod.pod_id, change, Instant::now()) {
                     Some(r) => EventAction::Phase(r),

@@ -375,7 +375,7 @@ impl System {
 
     pub async fn active_pods(&self) -> Vec<pb::ActivePod> {
         self.client()
-            .list_active_pods(pb::ListActivePodsRequest {})
+            .list_active_pods(pb::ListActivePodsRequest::default())
             .await
             .expect("ListActivePods")
             .into_inner()
