@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
+pub mod tmpfs;
 pub mod wait;
 
 pub use process::{ServerProcess, bin_path};
