@@ -307,7 +307,7 @@ async fn a_read_only_database_at_start_keeps_pods_and_recovers_by_itself() {
     assert_eq!(t.pod.as_ref().map(|p| &p.pod_id), Some(&p1.pod_id));
     assert!(alive(p1.pid));
     assert_eq!(
-        lost_pods(&sys, &[t1.task_id.clone()]).await,
+        lost_pods(&sys, std::slice::from_ref(&t1.task_id)).await,
         Vec::<String>::new()
     );
     sys.assert_no_overlap();
