@@ -6,6 +6,8 @@ mod fields;
 mod ids;
 mod lifecycle;
 pub mod limits;
+#[cfg(test)]
+mod properties;
 mod requests;
 mod restart;
 mod status;

@@ -522,4 +522,76 @@ mod tests {
         assert_eq!(r.get("b").unwrap().state, HostState::Draining);
         assert_eq!(r.place("default", &[]), None);
     }
+
+    #[test]
+    fn a_host_id_belongs_to_its_endpoint_until_lost() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let w = SystemTime::now();
+        r.on_hello(hello("a", "b1", 4, &["default"]), t0, w);
+        let held = "http://a:50052";
+        // The same endpoint reconnecting is no conflict.
+        assert_eq!(r.conflict("a", held, t0), None);
+        // Another endpoint is refused and shown, for a while.
+        assert_eq!(r.conflict("a", "http://other:1", t0).as_deref(), Some(held));
+        assert_eq!(
+            r.get("a").unwrap().conflict_endpoint(t0 + 1000 * MS),
+            Some("http://other:1")
+        );
+        assert_eq!(
+            r.get("a")
+                .unwrap()
+                .conflict_endpoint(t0 + CONFLICT_SHOWN_FOR),
+            None
+        );
+        // A reconnect of the holder keeps what was shown.
+        r.on_hello(hello("a", "b1", 4, &["default"]), t0 + 10 * MS, w);
+        assert!(r.get("a").unwrap().conflict.is_some());
+        // Once LOST, the id is free for another endpoint.
+        r.tick(t0 + 10 * MS + 6000 * MS);
+        assert_eq!(r.get("a").unwrap().state, HostState::Lost);
+        assert_eq!(r.conflict("a", "http://other:1", t0 + 7000 * MS), None);
+        // Unknown ids and placeholders (no endpoint yet) are free.
+        assert_eq!(r.conflict("nobody", "x", t0), None);
+        let mut placeholder = hello("p", "", 0, &[]);
+        placeholder.address = String::new();
+        r.on_hello(placeholder, t0, w);
+        assert_eq!(r.conflict("p", "http://p:1", t0), None);
+    }
+
+    #[test]
+    fn lost_hosts_are_forgotten_after_the_retention_unless_connected() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let w = SystemTime::now();
+        r.on_hello(hello("a", "1", 4, &["default"]), t0, w);
+        r.on_hello(hello("b", "1", 4, &["default"]), t0, w);
+        let lost_at = t0 + 5500 * MS;
+        r.tick(lost_at);
+        assert_eq!(r.get("a").unwrap().lost_since, Some(lost_at));
+        assert_eq!(r.next_deadline(), Some(lost_at + 60_000 * MS));
+        assert!(r.forget_lost(lost_at + 59_999 * MS, |_| false).is_empty());
+        let gone = r.forget_lost(lost_at + 60_000 * MS, |id| id == "b");
+        assert_eq!(gone, vec!["a".to_string()]);
+        assert!(r.get("a").is_none());
+        assert!(r.get("b").is_some(), "a connected host is kept");
+    }
+
+    #[test]
+    fn load_and_counts_saturate() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let cap = crate::hosts::hello::clamp_capacity(u32::MAX);
+        let mut h = hello("a", "1", cap, &["default"]);
+        h.running_pods = u32::MAX;
+        r.on_hello(h, t0, SystemTime::now());
+        r.set_running("a", u32::MAX);
+        assert_eq!(
+            r.get("a").unwrap().running_pods,
+            crate::hosts::hello::MAX_CAPACITY
+        );
+        r.start_done("a", true);
+        assert_eq!(r.place("default", &[]), None);
+        assert!(r.get("a").unwrap().load() >= r.get("a").unwrap().running_pods);
+    }
 }
