@@ -6,6 +6,8 @@
 pub mod convert;
 pub mod error;
 pub mod limits;
+#[cfg(test)]
+mod wire_size_tests;
 
 use std::pin::Pin;
 use std::sync::Arc;
