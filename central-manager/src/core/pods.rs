@@ -81,6 +81,9 @@ impl Pods {
         cause: Cause,
         automatic: bool,
     ) -> Result<Option<PodInfo>> {
+        // Fail fast rather than wait for a placement whose claim cannot be
+        // written.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
