@@ -69,6 +69,8 @@ pub struct CentralMetrics {
     tasks: Family<StatusLabels, Gauge>,
     running_pods: Gauge,
     rejected_host_events: Counter,
+    store_writable: Gauge,
+    supervision_backlog: Gauge,
     hosts: Family<StateLabels, Gauge>,
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
 }
@@ -97,6 +99,8 @@ impl CentralMetrics {
             tasks: Family::default(),
             running_pods: Gauge::default(),
             rejected_host_events: Counter::default(),
+            store_writable: Gauge::default(),
+            supervision_backlog: Gauge::default(),
             hosts: Family::default(),
             heartbeat_age: Family::default(),
             registry: Registry::default(),
@@ -153,6 +157,16 @@ impl CentralMetrics {
             m.rejected_host_events.clone(),
         );
         r.register(
+            "ipa_event_store_writable",
+            "1 while the event store takes writes, 0 while its circuit breaker is open",
+            m.store_writable.clone(),
+        );
+        r.register(
+            "ipa_supervision_backlog",
+            "Supervision writes (host events, reconciliations, host loss) queued and not yet committed",
+            m.supervision_backlog.clone(),
+        );
+        r.register(
             "ipa_pod_host_heartbeat_age_seconds",
             "Time since the last message from each pod-host (heartbeat lag)",
             m.heartbeat_age.clone(),
@@ -194,6 +208,11 @@ impl CentralMetrics {
 /// A pod-host reported something about a pod it does not own (dropped).
 pub fn count_rejected_host_event() {
     metrics().rejected_host_events.inc();
+}
+
+/// A supervision write was queued (`+1`) or is done (`-1`).
+pub fn supervision_backlog(delta: i64) {
+    metrics().supervision_backlog.inc_by(delta);
 }
 
 /// Called by the writer after each committed batch.
@@ -239,6 +258,8 @@ impl CentralSource {
         if let Ok(n) = self.service.count_active_pods().await {
             m.running_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        m.store_writable
+            .set(i64::from(self.service.store_writable()));
         let hosts = self.service.pod_hosts();
         for state in [
             HostState::Ready,

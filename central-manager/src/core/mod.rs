@@ -320,6 +320,11 @@ impl TaskService {
         self.store.count_active_pods().await
     }
 
+    /// Whether the event store takes writes (its breaker is closed).
+    pub fn store_writable(&self) -> bool {
+        !self.store.breaker().is_open()
+    }
+
     /// ListPodHosts.
     pub fn pod_hosts(&self) -> Vec<HostView> {
         self.hosts.list()

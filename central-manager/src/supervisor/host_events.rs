@@ -118,7 +118,9 @@ impl JobQueue {
 
     /// Queues a job behind every job queued before it.
     pub fn push(&self, job: Job) {
-        let _ = self.0.send(job);
+        if self.0.send(job).is_ok() {
+            crate::metrics::supervision_backlog(1);
+        }
     }
 }
 
