@@ -190,6 +190,7 @@ impl HostEvents {
                     }
                 }
             }
+            crate::metrics::supervision_backlog(-1);
             if attempt > 0 {
                 tracing::info!(
                     attempts = attempt + 1,

@@ -15,7 +15,13 @@ use nix::sys::signal::Signal;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::observability::support::{free_addr, parse_metrics, scrape, value};
 use crate::system::support::{Spec, System, alive, auto_restart};
+
+/// A gauge of central's metrics endpoint.
+async fn gauge(addr: std::net::SocketAddr, name: &str) -> f64 {
+    value(&parse_metrics(&scrape(addr).await.1), name, &[]).unwrap_or(f64::NAN)
+}
 
 /// Health of `service` ("" = the server as a whole).
 async fn health(sys: &System, service: &str) -> Option<ServingStatus> {
@@ -85,11 +91,14 @@ async fn a_full_disk_kills_no_pod_and_everything_comes_back_by_itself() {
     let fs = Tmpfs::mount(&scratch.path().join("db"), 16).expect("tmpfs");
     // Short liveness timeouts: before the fix, an outage of a few fence
     // timeouts made central declare these hosts LOST and kill their pods.
+    let metrics = free_addr();
     let sys = System::start(Spec {
         database: Some(fs.path().join("central.db")),
+        central_extra: vec!["--metrics-listen".into(), metrics.to_string()],
         ..Spec::default()
     })
     .await;
+    assert_eq!(gauge(metrics, "ipa_event_store_writable").await, 1.0);
     let slow = [("ledger.alive_ms", "100")];
     let t1 = sys.running_ledger_task(&slow, None).await; // runs throughout
     let t2 = sys.running_ledger_task(&slow, None).await; // stopped as the disk fills
@@ -175,6 +184,9 @@ async fn a_full_disk_kills_no_pod_and_everything_comes_back_by_itself() {
         assert!(alive(p1.pid), "T1's pod died during the outage");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Visible to operators: the store is down and host reports wait.
+    assert_eq!(gauge(metrics, "ipa_event_store_writable").await, 0.0);
+    assert!(gauge(metrics, "ipa_supervision_backlog").await >= 2.0);
     let listed = client
         .list_tasks(pb::ListTasksRequest::default())
         .await
@@ -243,6 +255,11 @@ async fn a_full_disk_kills_no_pod_and_everything_comes_back_by_itself() {
         assert!(got.is_ok(), "acknowledged task {id} is missing: {got:?}");
     }
     all_ready(&sys).await.unwrap();
+    assert_eq!(gauge(metrics, "ipa_event_store_writable").await, 1.0);
+    wait_for_async("the supervision backlog drained", DEADLINE, || async {
+        (gauge(metrics, "ipa_supervision_backlog").await == 0.0).then_some(())
+    })
+    .await;
     sys.assert_no_overlap();
 }
 
