@@ -31,7 +31,7 @@ async fn two_pod_hosts_with_one_host_id_never_run_a_task_twice() {
     let dir = tempfile::tempdir().unwrap();
     let ledger_path = dir.path().join("ledger.txt");
     let config = write_host_config(dir.path(), &ledger_path, &[]);
-    let host_flags = ["--fence-timeout-ms", "1000", "--stop-grace-ms", "300"];
+    let host_flags = ["--fence-timeout-ms", "2000", "--stop-grace-ms", "300"];
     let mut procs = [
         start_pod_host(&dir.path().join("one"), "dup", &config, &host_flags).await,
         start_pod_host(&dir.path().join("two"), "dup", &config, &host_flags).await,
@@ -44,9 +44,9 @@ async fn two_pod_hosts_with_one_host_id_never_run_a_task_twice() {
             "--heartbeat-interval-ms",
             "100",
             "--host-unreachable-ms",
-            "500",
-            "--fence-timeout-ms",
             "1000",
+            "--fence-timeout-ms",
+            "2000",
         ],
     )
     .await;

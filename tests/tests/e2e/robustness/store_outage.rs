@@ -44,6 +44,19 @@ async fn wait_health(sys: &System, want: ServingStatus) -> Duration {
     start.elapsed()
 }
 
+/// Fence deadline (2 s + margin) well inside the 4 s outage, and a host
+/// UNREACHABLE only after 1 s of silence: a loaded machine's stalls must
+/// not look like the failure under test.
+fn outage_spec() -> Spec {
+    Spec {
+        heartbeat_ms: 100,
+        unreachable_ms: 1000,
+        central_fence_ms: 2000,
+        host_fence_ms: 2000,
+        ..Spec::default()
+    }
+}
+
 fn big_create(i: usize) -> pb::CreateTaskRequest {
     pb::CreateTaskRequest {
         title: format!("outage probe {i}"),
@@ -89,13 +102,14 @@ async fn a_full_disk_kills_no_pod_and_everything_comes_back_by_itself() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&scratch.path().join("db"), 16).expect("tmpfs");
-    // Short liveness timeouts: before the fix, an outage of a few fence
-    // timeouts made central declare these hosts LOST and kill their pods.
+    // Liveness timeouts well inside the outage: before the fix, an outage
+    // longer than the fence deadline made central declare these hosts LOST
+    // and kill their pods.
     let metrics = free_addr();
     let sys = System::start(Spec {
         database: Some(fs.path().join("central.db")),
         central_extra: vec!["--metrics-listen".into(), metrics.to_string()],
-        ..Spec::default()
+        ..outage_spec()
     })
     .await;
     assert_eq!(gauge(metrics, "ipa_event_store_writable").await, 1.0);
@@ -274,7 +288,7 @@ async fn a_read_only_database_at_start_keeps_pods_and_recovers_by_itself() {
     let db = fs.path().join("central.db");
     let mut sys = System::start(Spec {
         database: Some(db.clone()),
-        ..Spec::default()
+        ..outage_spec()
     })
     .await;
     let t1 = sys
