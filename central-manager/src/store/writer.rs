@@ -293,7 +293,13 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = size, "batch failed; nothing in it was committed");
+                if self.breaker.is_open() {
+                    // Only probes run while open: the breaker already said
+                    // the store is down; one line per probe would flood.
+                    tracing::debug!(error = %e, "store probe failed");
+                } else {
+                    tracing::error!(error = %e, batch = size, "batch failed; nothing in it was committed");
+                }
                 self.breaker.record_failure();
                 // The connection may be broken (or left inside a transaction):
                 // start the next batch on a fresh one.
