@@ -141,6 +141,8 @@ impl TaskService {
     }
 
     async fn create_task_now(&self, task: NewTask) -> Result<TaskRecord> {
+        // Fail fast, before a placement check that may wait for a host.
+        self.store.ensure_writable()?;
         // A placement that fails already is recorded with the task, in the
         // same transaction, so GetTask shows why no pod runs.
         let pod_message = if task.auto_start {
