@@ -11,15 +11,14 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::HealthService;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tracing::Instrument;
 
 /// Binds `addr` and serves `health` there until `cancel`; returns the bound
 /// address (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
-    health: HealthServer<HealthService>,
+    health: HealthServer<impl Health>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {

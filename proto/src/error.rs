@@ -26,8 +26,13 @@ pub enum ErrorReason {
     PodStateUnknown,
     NoPodHost,
     EventStoreUnavailable,
+    /// No or unknown token, no or untrusted certificate (auth on).
     Unauthenticated,
+    /// The caller's role lacks the RPC.
     PermissionDenied,
+    /// `actor_id` names someone other than the authenticated caller (or
+    /// the reserved `system`).
+    ActorMismatch,
     /// Unexpected failure; the message never leaks internals.
     Internal,
     /// The server is shutting down.
@@ -60,6 +65,7 @@ impl ErrorReason {
             Self::EventStoreUnavailable => "EVENT_STORE_UNAVAILABLE",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ActorMismatch => "ACTOR_MISMATCH",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::StaleGeneration => "STALE_GENERATION",
@@ -88,7 +94,7 @@ impl ErrorReason {
             | Self::ShuttingDown => Code::Unavailable,
             Self::NoCapacity => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::PermissionDenied => Code::PermissionDenied,
+            Self::PermissionDenied | Self::ActorMismatch => Code::PermissionDenied,
             Self::Internal => Code::Internal,
         }
     }
@@ -115,6 +121,7 @@ const ALL: &[ErrorReason] = &[
     ErrorReason::EventStoreUnavailable,
     ErrorReason::Unauthenticated,
     ErrorReason::PermissionDenied,
+    ErrorReason::ActorMismatch,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
     ErrorReason::StaleGeneration,

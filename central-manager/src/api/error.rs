@@ -101,6 +101,21 @@ mod tests {
             "NO_POD_HOST",
         );
         check(Error::ShuttingDown, Code::Unavailable, "SHUTTING_DOWN");
+        check(
+            Error::Unauthenticated("no token".into()),
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        check(
+            Error::PermissionDenied("reader".into()),
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        check(
+            Error::ActorMismatch("not you".into()),
+            Code::PermissionDenied,
+            "ACTOR_MISMATCH",
+        );
     }
 
     #[test]

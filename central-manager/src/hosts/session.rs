@@ -107,6 +107,9 @@ impl SessionHandle {
 pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     pub central_id: String,
+    /// How to dial `https://` endpoints (`--pod-host-ca`); `None`: they
+    /// are refused.
+    pub tls: Option<ipa_common::tls::ClientTls>,
 }
 
 /// Resume point for a host: the boot the central last saw and the last
@@ -148,6 +151,50 @@ pub async fn run(
     }
 }
 
+/// Opens the HTTP/2 connection to a pod-host: TLS for `https://`
+/// endpoints (through a connector that uses the certificates in force at
+/// each dial), plaintext otherwise.
+async fn dial(
+    endpoint: &str,
+    tls: Option<&ipa_common::tls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
+    let secure = endpoint.starts_with("https://");
+    let base = if secure {
+        ipa_common::tls::client::tls_endpoint(endpoint)?
+    } else {
+        Endpoint::from_shared(endpoint.to_owned()).map_err(|e| e.to_string())?
+    };
+    let base = base
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        // Detect a dead TCP peer even when the host is silent for other
+        // reasons; silence rules still decide host state.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    match (secure, tls) {
+        (false, _) => base.connect().await.map_err(|e| e.to_string()),
+        (true, Some(tls)) => base
+            .connect_with_connector(tls.connector())
+            .await
+            .map_err(|e| format!("{e}: {}", error_chain(&e))),
+        (true, None) => Err(format!(
+            "{endpoint} is https but central-manager has no --pod-host-ca"
+        )),
+    }
+}
+
+/// The causes of an error, for a log line that says why a dial failed
+/// (e.g. which certificate check refused the pod-host).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out.join(": ")
+}
+
 /// One connection: `Ok` if a hello was received (so the next dial starts
 /// with a short backoff), `Err` otherwise.
 async fn connect_once(
@@ -157,17 +204,7 @@ async fn connect_once(
     updates: &mpsc::Sender<HostUpdate>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // Detect a dead TCP peer even when the host is silent for other
-        // reasons; silence rules still decide host state.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = dial(endpoint, config.tls.as_ref()).await?;
     let mut client =
         PodHostClient::with_interceptor(channel, ipa_common::trace_context::InjectTraceContext);
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);

@@ -57,6 +57,14 @@ fn client_config(files: &[Vec<u8>]) -> Result<ClientConfig, String> {
     Ok(config)
 }
 
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ip_server_name", &self.ip_server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClientTls {
     /// Reads the files now; an error names what is wrong.
     pub fn load(files: &ClientTlsFiles) -> Result<Self, String> {
