@@ -24,6 +24,13 @@ pub enum HostError {
     },
     #[error("the pod-host is shutting down")]
     ShuttingDown,
+    /// `--client-ca` is set and the call came without a verified client
+    /// certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The client certificate names no `--allowed-client`.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Logged in full where it happens; the client sees no internals.
     #[error("internal error")]
     Internal,
@@ -44,6 +51,8 @@ impl HostError {
             Self::PodNotFound(_) => ErrorReason::PodNotFound,
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::Internal => ErrorReason::Internal,
         }
     }

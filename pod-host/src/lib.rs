@@ -10,6 +10,8 @@
 //! - [`metrics`] the Prometheus metrics (`--metrics-listen`);
 //! - [`events`] sequence numbers and the replay buffer; [`connect`] the
 //!   Connect session; [`fence`] self-fencing;
+//! - [`gate`] who may call (`--client-ca`, `--allowed-client`);
+//!   [`isolation`] pods as other users (`--pod-user`, `--pod-uid-range`);
 //! - [`api`] thin tonic handlers, [`convert`] domain → proto, [`error`] the
 //!   one error → status mapping, [`server`] reflection + health + serving.
 //!
@@ -23,6 +25,8 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod fence;
+pub mod gate;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod pods;
@@ -57,6 +61,10 @@ pub enum RunError {
     Spawner(std::io::Error),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("--health-listen: {0}")]
+    Health(std::io::Error),
 }
 
 /// Runs the pod-host on `listener` until `shutdown` is cancelled, then
@@ -67,6 +75,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // Refuse to start with certificates it cannot use, before any pod.
+    let tls = match &config.tls {
+        Some(files) => Some(ipa_common::tls::ServerTls::load(files).map_err(RunError::Tls)?),
+        None => None,
+    };
     let reaper = match &config.reaper_exe {
         Some(exe) => Some(reaper::Reaper::start(exe).map_err(RunError::Reaper)?),
         None => None,
@@ -91,11 +104,18 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "pod-host starting"
     );
-    let sessions = Arc::new(connect::Sessions::new(
-        sup.clone(),
-        stop_streams.clone(),
-        tracker.clone(),
-    ));
+    let mut sessions = connect::Sessions::new(sup.clone(), stop_streams.clone(), tracker.clone());
+    if config.client_policy.is_some() {
+        sessions = sessions.requiring_identity();
+    }
+    let sessions = Arc::new(sessions);
+    if let Some(tls) = &tls {
+        ipa_common::reload::Reloader::new(
+            vec![tls.reloadable()],
+            ipa_common::reload::RELOAD_INTERVAL,
+        )
+        .start(&tracker, stop_streams.clone());
+    }
     tracker.spawn(
         fence::FenceTimer::new(sup.clone())
             .run(stop_streams.clone())
@@ -104,6 +124,19 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     server::set_serving(&health, true).await;
+    if let Some(addr) = config.health_listen {
+        ipa_common::health::serve(addr, health_service.clone(), &tracker, stop_streams.clone())
+            .await
+            .map_err(RunError::Health)?;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        ipa_common::warn_if_exposed(
+            "pod-host",
+            addr,
+            tls.is_some(),
+            config.client_policy.is_some(),
+        );
+    }
     let api = api::Api::new(
         sup.clone(),
         sessions.clone(),
@@ -113,7 +146,11 @@ pub async fn run(
     let server_stop = CancellationToken::new();
     let mut server = tokio::spawn({
         let stop = server_stop.clone();
-        server::serve(listener, api, health_service, async move {
+        let security = server::Security {
+            tls,
+            gate: gate::GateLayer::new(config.client_policy.clone()),
+        };
+        server::serve(listener, security, api, health_service, async move {
             stop.cancelled().await
         })
         .instrument(tracing::info_span!("grpc_server"))

@@ -99,10 +99,13 @@ fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
 /// as its whole environment, and `cwd` unless the template names one. A
 /// command without a `/` is looked up on the pod's own PATH, as execvp
 /// would.
+/// `ids`: the (uid, gid) the pod runs as (`crate::isolation`); `None` for
+/// the host's own.
 pub fn pod_command(
     template: &Template,
     env: Vec<(OsString, OsString)>,
     cwd: &Path,
+    ids: Option<(u32, u32)>,
 ) -> io::Result<PodCommand> {
     let program = c_string(template.command.as_os_str().as_bytes().to_vec())?;
     let path = env
@@ -131,6 +134,7 @@ pub fn pod_command(
         argv,
         envp,
         cwd: c_string(cwd.as_os_str().as_bytes().to_vec())?,
+        ids,
     }))
 }
 
@@ -147,10 +151,17 @@ struct Spawned {
     stderr: OwnedFd,
 }
 
-struct Job {
-    cmd: PodCommand,
-    status_w: OwnedFd,
-    reply: oneshot::Sender<io::Result<Spawned>>,
+enum Job {
+    Spawn {
+        cmd: PodCommand,
+        status_w: OwnedFd,
+        reply: oneshot::Sender<io::Result<Spawned>>,
+    },
+    /// Kill every process of a per-pod uid (`crate::isolation`).
+    Sweep {
+        uid: u32,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// The one thread that creates pods (see the module docs for why).
@@ -172,10 +183,21 @@ impl Spawner {
             .name("pod-spawner".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let result = spawn_one(&job.cmd, job.status_w, &null, &mut stack);
-                    if let Err(Ok(orphan)) = job.reply.send(result) {
-                        // The caller is gone: nobody would supervise it.
-                        child::kill_and_reap(orphan.pid);
+                    match job {
+                        Job::Spawn {
+                            cmd,
+                            status_w,
+                            reply,
+                        } => {
+                            let result = spawn_one(&cmd, status_w, &null, &mut stack);
+                            if let Err(Ok(orphan)) = reply.send(result) {
+                                // The caller is gone: nobody would supervise it.
+                                child::kill_and_reap(orphan.pid);
+                            }
+                        }
+                        Job::Sweep { uid, reply } => {
+                            let _ = reply.send(vfork::kill_all_of(uid, &mut stack));
+                        }
                     }
                 }
             })?;
@@ -189,7 +211,7 @@ impl Spawner {
     pub async fn spawn(&self, cmd: PodCommand, status_w: OwnedFd) -> io::Result<PodChild> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Job::Spawn {
                 cmd,
                 status_w,
                 reply,
@@ -200,6 +222,19 @@ impl Spawner {
             .map_err(|_| io::Error::other("pod spawner thread is gone"))??;
         let pid = s.pid;
         PodChild::new(s.pid, s.pidfd, s.stdout, s.stderr).inspect_err(|_| child::kill_and_reap(pid))
+    }
+}
+
+impl Spawner {
+    /// Kills every process running as `uid` (a per-pod uid whose pod
+    /// ended), on the spawner thread, which owns the child stack.
+    pub async fn kill_all_of(&self, uid: u32) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Sweep { uid, reply })
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))?
     }
 }
 
@@ -338,7 +373,7 @@ mod tests {
         let (r, w) = status_pipe().unwrap();
         let spawner = Spawner::start().unwrap();
         let mut child = spawner
-            .spawn(pod_command(&t, env, dir.path()).unwrap(), w)
+            .spawn(pod_command(&t, env, dir.path(), None).unwrap(), w)
             .await
             .unwrap();
         let mut out = String::new();
@@ -382,7 +417,7 @@ mod tests {
         let (_r, w) = status_pipe().unwrap();
         let spawner = Spawner::start().unwrap();
         let mut child = spawner
-            .spawn(pod_command(t, env_for(t), dir).unwrap(), w)
+            .spawn(pod_command(t, env_for(t), dir, None).unwrap(), w)
             .await
             .unwrap();
         let mut out = String::new();
@@ -438,6 +473,119 @@ mod tests {
         assert_eq!(out, format!("ran as {} with a b\n", script.display()));
     }
 
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("skipped: changing a pod's uid needs root");
+        }
+        root
+    }
+
+    /// `--pod-user`: the pod runs with exactly that uid and gid and no
+    /// supplementary groups, and the host's threads keep theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_runs_as_the_given_user() {
+        use tokio::io::AsyncReadExt;
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let t = Template {
+            command: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "grep -E '^(Uid|Gid|Groups):' /proc/self/status".into(),
+            ],
+            env: BTreeMap::new(),
+            cwd: Some("/".into()),
+        };
+        let (_r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(
+                pod_command(&t, env_for(&t), dir.path(), Some((4242, 4343))).unwrap(),
+                w,
+            )
+            .await
+            .unwrap();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        assert!(child.wait().await.unwrap().success(), "{out}");
+        assert!(out.contains("Uid:\t4242\t4242\t4242\t4242"), "{out}");
+        assert!(out.contains("Gid:\t4343\t4343\t4343\t4343"), "{out}");
+        let groups = out.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert_eq!(groups.trim(), "Groups:", "no supplementary groups: {out}");
+        // The host is still root on every thread.
+        let me = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(me.contains("Uid:\t0\t0\t0\t0"), "{me}");
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let st = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            assert!(st.is_empty() || st.contains("Uid:\t0\t0\t0\t0"), "{st}");
+        }
+    }
+
+    /// A per-pod uid is swept: whatever still runs under it (here a process
+    /// that left the pod's group) is killed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sweeping_a_uid_kills_what_escaped_the_group() {
+        use tokio::io::AsyncReadExt;
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let t = Template {
+            command: "/bin/sh".into(),
+            // A daemon in a session of its own, then exit at once.
+            args: vec![
+                "-c".into(),
+                "setsid sleep 300 >/dev/null 2>&1 & echo $!".into(),
+            ],
+            env: BTreeMap::new(),
+            cwd: Some("/".into()),
+        };
+        let (_r, w) = status_pipe().unwrap();
+        let spawner = Spawner::start().unwrap();
+        let mut child = spawner
+            .spawn(
+                pod_command(&t, env_for(&t), dir.path(), Some((4244, 4244))).unwrap(),
+                w,
+            )
+            .await
+            .unwrap();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let pid: i32 = out.trim().parse().unwrap();
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| !s.contains("State:\tZ"))
+                .unwrap_or(false)
+        };
+        assert!(alive(pid), "the escaped process runs");
+        spawner.kill_all_of(4244).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} survived the sweep"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_missing_program_is_a_spawn_error_and_exit_codes_come_through() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,7 +598,7 @@ mod tests {
         };
         let (_r, w) = status_pipe().unwrap();
         let err = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .spawn(pod_command(&t, env_for(&t), dir.path(), None).unwrap(), w)
             .await
             .err()
             .expect("spawn fails");
@@ -458,7 +606,7 @@ mod tests {
         t.command = "no-such-program-anywhere".into();
         let (_r, w) = status_pipe().unwrap();
         let err = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .spawn(pod_command(&t, env_for(&t), dir.path(), None).unwrap(), w)
             .await
             .err()
             .expect("spawn fails");
@@ -469,7 +617,7 @@ mod tests {
         let (_r, w) = status_pipe().unwrap();
         assert!(
             spawner
-                .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+                .spawn(pod_command(&t, env_for(&t), dir.path(), None).unwrap(), w)
                 .await
                 .is_err()
         );
@@ -478,7 +626,7 @@ mod tests {
         t.args = vec!["-c".into(), "kill -TERM $$".into()];
         let (_r, w) = status_pipe().unwrap();
         let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .spawn(pod_command(&t, env_for(&t), dir.path(), None).unwrap(), w)
             .await
             .unwrap();
         use std::os::unix::process::ExitStatusExt;
@@ -486,7 +634,7 @@ mod tests {
         t.args = vec!["-c".into(), "exit 7".into()];
         let (_r, w) = status_pipe().unwrap();
         let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
+            .spawn(pod_command(&t, env_for(&t), dir.path(), None).unwrap(), w)
             .await
             .unwrap();
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
