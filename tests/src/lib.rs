@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod ledger;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod wait;

@@ -6,4 +6,5 @@ mod central;
 mod deploy;
 mod observability;
 mod pod_host;
+mod security;
 mod system;
