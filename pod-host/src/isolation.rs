@@ -226,15 +226,18 @@ pub fn hand_over(dir: &Path, work: &Path, task_file: &Path, creds: &Creds) -> io
     chown(work, Some(creds.uid), Some(creds.gid))
 }
 
-/// The environment of a pod that runs as `creds`: its home is its work
-/// dir, its user name its own (or none), not the host's.
+/// The environment of a pod that runs as `creds`: its home and temp dir
+/// are its work dir (a shared /tmp without the sticky bit, as a Kubernetes
+/// emptyDir is, would let pods delete each other's files), its user name
+/// its own (or none), not the host's.
 pub fn adjust_env(
     env: &mut Vec<(std::ffi::OsString, std::ffi::OsString)>,
     creds: &Creds,
     work: &Path,
 ) {
-    env.retain(|(k, _)| k != "HOME" && k != "USER" && k != "LOGNAME");
+    env.retain(|(k, _)| k != "HOME" && k != "USER" && k != "LOGNAME" && k != "TMPDIR");
     env.push(("HOME".into(), work.as_os_str().to_owned()));
+    env.push(("TMPDIR".into(), work.as_os_str().to_owned()));
     if let Some(name) = &creds.name {
         env.push(("USER".into(), name.into()));
         env.push(("LOGNAME".into(), name.into()));

@@ -17,3 +17,4 @@ mod render_validate;
 mod rules;
 mod run_from_manifests;
 mod runbook;
+mod security;
