@@ -134,7 +134,14 @@ pub async fn run(
         match connect_once(&endpoint, &config, resume.as_ref(), &updates, &cancel).await {
             Ok(()) => attempt = 0,
             Err(e) => {
-                tracing::debug!(%endpoint, error = %e, attempt, "pod-host session failed");
+                // The first failure in a row is worth an operator's eye (a
+                // refused certificate looks exactly like this); the retries
+                // that follow are not.
+                if attempt == 0 {
+                    tracing::warn!(%endpoint, error = %e, "pod-host session failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%endpoint, error = %e, attempt, "pod-host session failed");
+                }
                 attempt = attempt.saturating_add(1);
             }
         }
