@@ -46,4 +46,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "Pod-host memory per pod",
     "Graceful stop of a pod-host with its pods",
     "Crash loop restart vs supervisord (peer)",
+    "CreateTask, 1 client, TLS + token",
+    "CreateTask, 64 clients, TLS + token",
+    "StartPod, 1 client, TLS + token (mTLS to the pod-host)",
 ];
