@@ -38,83 +38,11 @@ use super::manifests::{
     CENTRAL, CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, pod_spec,
     setting, strings,
 };
+use super::secrets::{Secrets, client_auth, logged_health_addr};
 
 /// Env vars the binaries read that are not their own `IPA_*` flags.
 fn is_external_env(name: &str) -> bool {
     name == "RUST_LOG" || name.starts_with("OTEL_")
-}
-
-/// The Secrets the manifests may mount, made for the test.
-struct Secrets {
-    dir: TempDir,
-    ca: ipa_tests::pki::Ca,
-    /// An admin token in `ipa-auth-tokens`.
-    token: &'static str,
-}
-
-impl Secrets {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-            ca: ipa_tests::pki::Ca::new("deploy test CA"),
-            token: "deploy-test-admin-token",
-        }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.ca.write(self.dir.path(), "ca.crt")
-    }
-
-    /// The files of Secret `name` (key → content).
-    fn files(&self, name: &str, ctx: &str) -> Vec<(String, String)> {
-        let tls = |names: &[&str]| {
-            let l = self.ca.leaf(names);
-            vec![
-                ("tls.crt".to_owned(), l.cert_pem),
-                ("tls.key".to_owned(), l.key_pem),
-                ("ca.crt".to_owned(), self.ca.pem.clone()),
-            ]
-        };
-        match name {
-            "ipa-central-manager-tls" => tls(&["localhost", "127.0.0.1", CENTRAL]),
-            // The name the pod-hosts' --allowed-client lists.
-            "ipa-central-manager-client-tls" => tls(&[CENTRAL]),
-            // Dialled as the rewritten --pod-host-dns name, localhost.
-            "ipa-pod-host-tls" => tls(&["localhost", "127.0.0.1", POD_HOST]),
-            "ipa-auth-tokens" => vec![(
-                "tokens.toml".to_owned(),
-                ipa_tests::pki::token_file(&[("deploy-test", "admin", self.token)]),
-            )],
-            other => panic!("{ctx}: Secret {other} is not emulated"),
-        }
-    }
-}
-
-/// How the test reaches a server started from the manifests.
-fn client_auth(inv: &Invocation, secrets: &Secrets) -> ipa_tests::pki::ClientAuth {
-    let on = |name: &str| inv.env.iter().any(|(k, _)| k == name);
-    ipa_tests::pki::ClientAuth {
-        ca: on("IPA_TLS_CERT").then(|| secrets.ca_path()),
-        identity: on("IPA_CLIENT_CA").then(|| {
-            secrets
-                .ca
-                .leaf(&[CENTRAL])
-                .write(secrets.dir.path(), "test-client")
-        }),
-        token: on("IPA_AUTH_TOKENS").then(|| secrets.token.to_owned()),
-    }
-}
-
-/// The plaintext health port a server logged (`--health-listen`).
-fn logged_health_addr(log: &str) -> Option<std::net::SocketAddr> {
-    let line = log.lines().find(|l| l.contains("health checks served"))?;
-    let at = line.find("addr")? + "addr".len();
-    let rest = line[at..].trim_start_matches(['=', '"', ':']);
-    let addr: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
-    addr.parse().ok()
 }
 
 /// A container turned into a process invocation on this machine.
@@ -505,7 +433,7 @@ async fn run_pair(r: &Rendered) {
         .iter()
         .find(|(k, _)| k == "IPA_HOST_ID")
         .map(|(_, v)| v.clone());
-    let cm = client_auth(&central_inv, &secrets).client(central.addr);
+    let cm = client_auth(&central_inv.env, &secrets).client(central.addr);
     let what = format!(
         "{}: pod-host READY in ListPodHosts via --pod-host-dns",
         r.name
