@@ -1,4 +1,4 @@
-//! Command-line flags and their `IPA_*` environment variables (API.md,
+//! Command-line flags and their `IPA_*` environment variables (docs/api.md,
 //! "Binaries, flags and env"). Everything the process can be told lives in
 //! [`Config`]; the pod-host related values are kept here for pod supervision
 //! even where this version does not use them yet.

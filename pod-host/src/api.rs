@@ -12,10 +12,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+// The generated trait's stream type: with default stubs (proto/build.rs)
+// streaming methods return it instead of an associated type.
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::connect::{HostStream, Sessions};
+use crate::connect::Sessions;
 use crate::convert;
 use crate::error::HostError;
 use crate::pods::{StartSpec, StopSpec, Supervisor};
@@ -152,12 +155,10 @@ impl PodHost for Api {
         Ok(Response::new(pb::HostListPodsResponse { pods }))
     }
 
-    type ConnectStream = HostStream;
-
     async fn connect(
         &self,
         request: Request<Streaming<pb::CentralMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::HostMessage>>, Status> {
         let client = request
             .extensions()
             .get::<ipa_common::tls::PeerInfo>()
@@ -166,15 +167,13 @@ impl PodHost for Api {
         let stream = self
             .sessions
             .open(request.into_inner(), client.as_deref())?;
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(stream)))
     }
-
-    type GetPodLogsStream = ReceiverStream<Result<pb::PodLogChunk, Status>>;
 
     async fn get_pod_logs(
         &self,
         request: Request<pb::HostGetPodLogsRequest>,
-    ) -> Result<Response<Self::GetPodLogsStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::PodLogChunk>>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow);
         let _enter = span.enter();
@@ -222,6 +221,6 @@ impl PodHost for Api {
             }
             .instrument(span.clone()),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -16,7 +16,7 @@ pub enum HostError {
     NoCapacity { capacity: u32 },
     #[error("{0}")]
     PodNotFound(String),
-    /// `field` is named first in the message (API.md).
+    /// `field` is named first in the message (docs/api.md).
     #[error("{field}: {problem}")]
     InvalidArgument {
         field: &'static str,

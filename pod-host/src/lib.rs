@@ -1,5 +1,5 @@
 //! The IPA pod-host: the supervisor process that owns the pods on one
-//! machine (API.md `ipa.v1.PodHost`, DESIGN.md failure model).
+//! machine (docs/api.md `ipa.v1.PodHost`, docs/architecture.md failure model).
 //!
 //! Modules by concern:
 //! - [`config`] flags and their resolution; [`templates`] the TOML templates;

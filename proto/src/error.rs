@@ -1,4 +1,4 @@
-//! The error convention of API.md: every error is a gRPC status whose message
+//! The error convention of docs/api.md: every error is a gRPC status whose message
 //! starts with the reason in capitals, then `: ` and a sentence, and which
 //! carries the same reason as a `google.rpc.ErrorInfo` detail in domain
 //! `ipa.v1`. Both services build their statuses here so the shape cannot
@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `ErrorInfo.domain` of every error we send.
 pub const ERROR_DOMAIN: &str = "ipa.v1";
 
-/// Every reason API.md names, plus the pod-host's internal ones.
+/// Every reason docs/api.md names, plus the pod-host's internal ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorReason {
     InvalidTitle,
@@ -74,7 +74,7 @@ impl ErrorReason {
         }
     }
 
-    /// The gRPC code API.md pairs with the reason.
+    /// The gRPC code docs/api.md pairs with the reason.
     pub const fn code(self) -> Code {
         match self {
             Self::InvalidTitle
@@ -105,7 +105,9 @@ impl ErrorReason {
     }
 }
 
-const ALL: &[ErrorReason] = &[
+/// Every reason, in declaration order (docs/api.md must name each one; a
+/// test in tests/ checks that).
+pub const ALL: &[ErrorReason] = &[
     ErrorReason::InvalidTitle,
     ErrorReason::MissingActorId,
     ErrorReason::MissingReason,

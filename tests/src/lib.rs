@@ -8,14 +8,19 @@
 //! directory, so run `cargo build --workspace --bins` first (the README's
 //! test command does).
 //!
+//! [`ipactl`] runs the real `ipactl` client against them (to completion,
+//! streaming, or in a pseudo-terminal).
+//!
 //! Child stderr goes to a log file in the process's temp dir; set `TEST_LOG=1`
 //! to see it live instead. When a test panics the log paths are printed.
 
 pub mod cluster;
+pub mod ipactl;
 pub mod ledger;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod tools;
 pub mod wait;
 
 pub use process::{ServerProcess, bin_path};

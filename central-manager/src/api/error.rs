@@ -1,4 +1,4 @@
-//! The one place an [`Error`] becomes a gRPC status (API.md "Errors"):
+//! The one place an [`Error`] becomes a gRPC status (docs/api.md "Errors"):
 //! reason-prefixed message, the reason's code and an ErrorInfo detail, all
 //! built by `ipa_proto::status`. Internal detail is logged here, never sent.
 

@@ -6,14 +6,15 @@
 pub mod convert;
 pub mod error;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use ipa_proto::v1 as pb;
 use ipa_proto::v1::central_manager_server::CentralManager;
+// The generated trait's stream type: with default stubs (proto/build.rs)
+// streaming methods return it instead of an associated type.
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
 
@@ -25,7 +26,6 @@ use crate::domain::{
 use convert::{WithCaller, event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
 
 type RpcResult<T> = Result<Response<T>, Status>;
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The CentralManager service.
 #[derive(Clone)]
@@ -200,13 +200,11 @@ impl CentralManager for CentralManagerApi {
         }))
     }
 
-    type WatchEventsStream = BoxStream<pb::Event>;
-
     #[instrument(name = "WatchEvents", skip_all, fields(task_id = %req.get_ref().task_id, after_position = req.get_ref().after_position))]
     async fn watch_events(
         &self,
         req: Request<pb::WatchEventsRequest>,
-    ) -> RpcResult<Self::WatchEventsStream> {
+    ) -> RpcResult<BoxStream<pb::Event>> {
         let q = WatchQuery::try_from(req.into_inner())?;
         let rx = self.service.watch_events(q).await?;
         let stream =
@@ -229,13 +227,11 @@ impl CentralManager for CentralManagerApi {
         }))
     }
 
-    type GetPodLogsStream = BoxStream<pb::PodLogChunk>;
-
     #[instrument(name = "GetPodLogs", skip_all, fields(task_id = %req.get_ref().task_id))]
     async fn get_pod_logs(
         &self,
         req: Request<pb::GetPodLogsRequest>,
-    ) -> RpcResult<Self::GetPodLogsStream> {
+    ) -> RpcResult<BoxStream<pb::PodLogChunk>> {
         let r = req.into_inner();
         let id = task_id(&r.task_id)?;
         // A task that never had a pod has no output: an empty stream.

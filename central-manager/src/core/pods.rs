@@ -2,7 +2,7 @@
 //! RestartPod, the stop half of CompleteTask/CancelTask, automatic restarts
 //! and GetPodLogs.
 //!
-//! StartPod, step by step (DESIGN.md "the database is the arbiter"):
+//! StartPod, step by step (docs/architecture.md "the database is the arbiter"):
 //! 1. read the task for the fast refusals (ALREADY_*, ALREADY_STARTED,
 //!    POD_STATE_UNKNOWN);
 //! 2. place it on a READY host serving its template with a free slot

@@ -1,4 +1,4 @@
-//! The user-written fields of a task and their limits (API.md, CreateTask).
+//! The user-written fields of a task and their limits (docs/api.md, CreateTask).
 //! Lengths are counted in characters (Unicode scalar values), not bytes.
 
 use std::collections::{BTreeMap, HashMap};

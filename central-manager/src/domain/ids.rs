@@ -81,7 +81,7 @@ pub struct ActorId {
 }
 
 impl ActorId {
-    /// The actor of automatic actions (API.md).
+    /// The actor of automatic actions (docs/api.md).
     pub const SYSTEM: &'static str = "system";
 
     /// Parses the `actor_id` of a mutating call: required.

@@ -7,7 +7,7 @@
 //!   of the central's and the host's own fence timeout + a margin. The host
 //!   kills its own pods once it has heard nothing for its fence timeout, so
 //!   by the deadline none of its pods can still run (frozen hosts excepted,
-//!   see DESIGN.md) and the tasks may be placed elsewhere.
+//!   see docs/architecture.md) and the tasks may be placed elsewhere.
 //! - any message from the host makes it READY again (or DRAINING if it says
 //!   so), unless it is LOST, which only a new hello undoes.
 //!
@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Connection state of a pod-host, as API.md's `PodHostState`.
+/// Connection state of a pod-host, as docs/api.md's `PodHostState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostState {
     Ready,

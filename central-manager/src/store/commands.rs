@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-/// How long a CreateTask `request_id` is remembered (API.md: 24 h).
+/// How long a CreateTask `request_id` is remembered (docs/api.md: 24 h).
 pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 60 * 60 * 1_000_000;
 
 /// A write, as sent to the writer.

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::supervisor::exit::Ending;
 
-/// The actor of automatic events (API.md).
+/// The actor of automatic events (docs/api.md).
 pub const SYSTEM_ACTOR: &str = "system";
 
 /// One pod of one task.

@@ -1,4 +1,4 @@
-//! What a pod's end means for its task: the event type API.md prescribes
+//! What a pod's end means for its task: the event type docs/api.md prescribes
 //! and whether the restart policy gets a say. Pure.
 
 use ipa_proto::v1::{ExitCause, PodExit};

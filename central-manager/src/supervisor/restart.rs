@@ -1,7 +1,7 @@
 //! The restart policy decision, as a pure function of the task's policy,
 //! its crash history and the time.
 //!
-//! Rule (API.md/DESIGN.md): when auto-restart is on, a crash restarts the
+//! Rule (docs/api.md, docs/architecture.md): when auto-restart is on, a crash restarts the
 //! pod after an exponential backoff (initial, ×2 per crash in the window,
 //! capped, with jitter); more than `max_restarts` crashes within
 //! `window_seconds` fail the task instead. So a pod that always crashes is

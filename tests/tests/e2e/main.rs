@@ -4,7 +4,10 @@
 mod bench_smoke;
 mod central;
 mod deploy;
+mod docs;
+mod ipactl;
 mod observability;
 mod pod_host;
+mod python_client;
 mod security;
 mod system;

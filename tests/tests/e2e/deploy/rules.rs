@@ -240,7 +240,7 @@ fn central_manager_is_one_replica_with_its_database_on_a_volume() {
             "{ctx}: --pod-host-dns must name the pod-host Service"
         );
 
-        // Central's fence timeout is at least the pod-hosts' (API.md: it
+        // Central's fence timeout is at least the pod-hosts' (docs/api.md: it
         // waits for the larger anyway; equal values make that explicit).
         let host_c = container(r.get("StatefulSet", POD_HOST), POD_HOST_CONTAINER);
         let fence = |c: &Value| {

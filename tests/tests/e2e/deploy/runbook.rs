@@ -173,6 +173,7 @@ async fn every_grpcurl_command_in_the_runbook_reaches_the_server() {
                 if tls { tls_central.addr } else { central.addr }.to_string(),
             )
             .env("IPA_TOKEN", RUNBOOK_TOKEN)
+            .env("PATH", ipa_tests::tools::path_with_venv())
             .output()
             .expect("run bash (and grpcurl: scripts/test installs it)");
         let text = format!(
