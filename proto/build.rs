@@ -8,6 +8,8 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "ipa/v1/common.proto",
+    "ipa/v1/schedules.proto",
+    "ipa/v1/admin.proto",
     "ipa/v1/central_manager.proto",
     "ipa/v1/pod_host.proto",
 ];
@@ -26,6 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // generated `Client::connect(url)` constructor; clients are built with
         // `Client::new(channel)` instead.
         .build_transport(false)
+        // Every server method has a default body answering UNIMPLEMENTED, so
+        // RPCs declared in the proto before the server implements them
+        // (schedules, stats, cluster, delete; see docs/api.md) need no stub
+        // handlers; streaming methods then return the generated `BoxStream`.
+        .generate_default_stubs(true)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -57,13 +57,46 @@ pub enum Error {
     /// NO_POD_HOST: nowhere to place a pod.
     #[error("{0}")]
     NoPodHost(String),
+    /// SPAWN_FAILED: the pod-host could not create the pod's process (the
+    /// template's program or working directory is missing, …); recorded as
+    /// one `pod_crashed`. The sentence says what failed.
+    #[error("{0}")]
+    SpawnFailed(String),
     /// EVENT_STORE_UNAVAILABLE: the database cannot be reached or written.
     /// The string is for the logs only.
     #[error("the event store is unavailable ({0})")]
     StoreUnavailable(String),
+    /// UNAUTHENTICATED: auth is on and the caller brought no token or
+    /// certificate we accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// PERMISSION_DENIED: the caller's role lacks the RPC.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// ACTOR_MISMATCH: `actor_id` is not the caller (and the caller may not
+    /// act for others), or it is the reserved `system`.
+    #[error("{0}")]
+    ActorMismatch(String),
     /// The server is shutting down and no longer takes commands.
     #[error("central-manager is shutting down")]
     ShuttingDown,
+    /// TOO_MANY_STREAMS: `--max-streams` WatchEvents + GetPodLogs streams
+    /// are open.
+    #[error(
+        "{0} WatchEvents and GetPodLogs streams are open, the limit (--max-streams); retry later"
+    )]
+    TooManyStreams(u32),
+    /// WATCH_TOO_SLOW: the watcher's client read nothing for the lag limit
+    /// while events waited; it may resume after `position`.
+    #[error(
+        "the client read no event for {limit_ms} ms while events waited (--watch-lag-limit-ms); resume after position {position}"
+    )]
+    WatchTooSlow {
+        /// The last position delivered before this error.
+        position: u64,
+        /// The lag limit, milliseconds.
+        limit_ms: u64,
+    },
     /// INTERNAL: a bug or an impossible state. The string is for the logs
     /// only.
     #[error("internal error ({0})")]
@@ -138,8 +171,14 @@ impl Error {
             Self::NotRunning(_) => ErrorReason::NotRunning,
             Self::PodStateUnknown(_) => ErrorReason::PodStateUnknown,
             Self::NoPodHost(_) => ErrorReason::NoPodHost,
+            Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
+            Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
+            Self::ActorMismatch(_) => ErrorReason::ActorMismatch,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::TooManyStreams(_) => ErrorReason::TooManyStreams,
+            Self::WatchTooSlow { .. } => ErrorReason::WatchTooSlow,
             Self::Internal(_) => ErrorReason::Internal,
         }
     }

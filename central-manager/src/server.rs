@@ -19,10 +19,16 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use ipa_common::reload::{RELOAD_INTERVAL, Reload, Reloader};
+use ipa_common::tls::{ClientTls, ServerTls};
+
 use crate::api::CentralManagerApi;
+use crate::auth::Auth;
+use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::core::TaskService;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::hosts::directory::HostDirectory;
 use crate::hosts::discovery::{Discovery, SystemResolver};
 use crate::hosts::local::{LocalPodHost, pod_host_binary};
@@ -31,11 +37,20 @@ use crate::store::{DbConfig, Store};
 use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
 
-/// Buffered host updates before sessions wait for the supervisor.
-const HOST_UPDATES: usize = 4096;
 /// How long the local pod-host may take to stop its pods on shutdown
 /// (its own stop grace is 5 s by default).
 const LOCAL_POD_HOST_STOP: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// HTTP/2 PING interval on idle connections, and how long a PING may go
+/// unanswered before the connection is closed.
+const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// TCP keepalive probes on every accepted connection.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Server-side bound on a call's time to its response headers.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Start-up and serve errors (not request errors).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,6 +75,73 @@ pub struct Application {
     rpc_metrics: Option<Arc<ipa_common::metrics::RpcMetrics>>,
     /// Where the metrics endpoint listens, if it does.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// `--max-streams`.
+    max_streams: u32,
+    /// `--tls-cert`/`--tls-key`/`--client-ca`: serve TLS.
+    tls: Option<ServerTls>,
+    /// Tokens and/or client certificates; `None`: auth off.
+    auth: Option<Auth>,
+    /// `--health-listen`.
+    health_listen: Option<std::net::SocketAddr>,
+}
+
+/// The security settings of `config`, loaded: the server's TLS, the token
+/// file, the TLS for dialling pod-hosts, and everything to re-read.
+struct Security {
+    tls: Option<ServerTls>,
+    auth: Option<Auth>,
+    pod_host_tls: Option<ClientTls>,
+    reload: Vec<Arc<dyn Reload>>,
+}
+
+impl Security {
+    fn load(config: &Config) -> Result<Self, BoxError> {
+        let mut reload: Vec<Arc<dyn Reload>> = Vec::new();
+        let tls = match config.server_tls() {
+            Some(files) => {
+                let tls = ServerTls::load(&files)
+                    .map_err(|e| format!("--tls-cert/--tls-key/--client-ca: {e}"))?;
+                reload.push(tls.reloadable());
+                Some(tls)
+            }
+            None => None,
+        };
+        let tokens = match &config.auth_tokens {
+            Some(path) => {
+                let t = Auth::load_tokens(path).map_err(|e| format!("--auth-tokens: {e}"))?;
+                tracing::info!(tokens = t.current().len(), file = %path.display(), "token authentication on");
+                reload.push(t.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        let auth = Auth::new(tokens, config.client_ca.is_some());
+        let pod_host_tls = match config.pod_host_tls() {
+            Some(files) => {
+                let mut tls = ClientTls::load(&files).map_err(|e| {
+                    format!("--pod-host-ca/--pod-host-client-cert/--pod-host-client-key: {e}")
+                })?;
+                // Pod-hosts found through DNS are dialled by address; they
+                // prove the name they were found under.
+                if let Some(name) = config
+                    .pod_host_dns
+                    .as_deref()
+                    .and_then(|d| d.rsplit_once(':').map(|(n, _)| n.to_owned()))
+                {
+                    tls = tls.with_ip_server_name(name);
+                }
+                reload.push(tls.reloadable());
+                Some(tls)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tls,
+            auth,
+            pod_host_tls,
+            reload,
+        })
+    }
 }
 
 impl Application {
@@ -69,6 +151,7 @@ impl Application {
         let path = config.database_path()?;
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        let security = Security::load(config)?;
         let writer_stop = CancellationToken::new();
         let hub = EventHub::default();
         let store = Store::open(
@@ -104,40 +187,57 @@ impl Application {
             None
         };
         let (endpoints_tx, endpoints_rx) = tokio::sync::watch::channel(Default::default());
-        let discovery = Discovery::new(
+        let mut discovery = Discovery::new(
             static_urls,
             config.pod_host_dns.iter().cloned().collect(),
             std::time::Duration::from_millis(config.pod_host_dns_interval_ms.max(100)),
             Arc::new(SystemResolver),
         );
+        if security.pod_host_tls.is_some() {
+            // The local child has no certificate: it stays plaintext on
+            // loopback.
+            discovery = discovery.with_tls(local_pod_host.iter().map(|l| l.url.clone()).collect());
+        } else if config
+            .pod_hosts
+            .iter()
+            .any(|u| u.trim().starts_with("https://"))
+        {
+            return Err("an https:// --pod-host needs --pod-host-ca".into());
+        }
         tracker.spawn(tracing::Instrument::instrument(
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
         ));
-        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(HOST_UPDATES);
+        // Unbounded so a session never waits on the supervisor (its pings
+        // must go on); sessions bound their own in-flight pod events.
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
         let session_config = SessionConfig {
             heartbeat_interval: config.heartbeat_interval(),
             central_id: uuid::Uuid::new_v4().to_string(),
+            tls: security.pod_host_tls.clone(),
         };
         tracker.spawn(tracing::Instrument::instrument(
             crate::hosts::connector::run(
                 endpoints_rx,
                 session_config,
-                Arc::new(hosts.clone()),
+                hosts.clone(),
                 updates_tx,
                 tracker.clone(),
                 shutdown.clone(),
             ),
             tracing::info_span!("connector"),
         ));
-        let service = Arc::new(TaskService::new(
-            store.clone(),
-            hub,
-            hosts,
-            config.restart_defaults(),
-            tracker.clone(),
-            shutdown.clone(),
-        ));
+        let service = Arc::new(
+            TaskService::new(
+                store.clone(),
+                hub,
+                hosts,
+                config.restart_defaults(),
+                tracker.clone(),
+                shutdown.clone(),
+            )
+            .with_watch_lag_limit(config.watch_lag_limit()),
+        );
         Supervisor::new(
             service.pods().clone(),
             store.clone(),
@@ -160,6 +260,7 @@ impl Application {
             None => None,
         };
         let rpc_metrics = metrics_addr.map(|_| crate::metrics::metrics().rpc.clone());
+        Reloader::new(security.reload, RELOAD_INTERVAL).start(&tracker, shutdown.clone());
         Ok(Self {
             service,
             store,
@@ -169,6 +270,10 @@ impl Application {
             local_pod_host,
             rpc_metrics,
             metrics_addr,
+            max_streams: config.max_streams,
+            tls: security.tls,
+            auth: security.auth,
+            health_listen: config.health_listen,
         })
     }
 
@@ -190,22 +295,45 @@ impl Application {
             .set_service_status(SERVICE_NAME, ServingStatus::Serving)
             .await;
 
+        if let Some(addr) = self.health_listen {
+            ipa_common::health::serve(
+                addr,
+                health_service.clone(),
+                &self.tracker,
+                self.shutdown.clone(),
+            )
+            .await
+            .map_err(|e| format!("binding --health-listen {addr}: {e}"))?;
+        }
+        ipa_common::warn_if_exposed(
+            "central-manager",
+            listener.local_addr()?,
+            self.tls.is_some(),
+            self.auth.is_some(),
+        );
+
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        // Small request/response messages: without TCP_NODELAY, Nagle plus
-        // delayed ACKs can add tens of milliseconds to a call.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
+        // The task service is SERVING while the event store takes writes and
+        // NOT_SERVING while its circuit breaker is open. Only the named
+        // service follows the store: the overall ("") status stays SERVING,
+        // so a liveness probe never restarts central-manager over a full
+        // disk (a restart would not help, and pods need central's pings).
+        let store_health = self.tracker.spawn(follow_store_health(
+            self.store.breaker().subscribe(),
+            health.clone(),
+            [stop.clone(), self.shutdown.clone()],
+        ));
 
         let shutdown = self.shutdown.clone();
         let signal = {
             let health = health.clone();
             async move {
                 stop.cancelled().await;
+                // It stops on the same token; joined so it cannot set
+                // SERVING after the NOT_SERVING below.
+                let _ = store_health.await;
                 tracing::info!("shutting down: draining in-flight calls");
                 health
                     .set_service_status("", ServingStatus::NotServing)
@@ -221,18 +349,57 @@ impl Application {
         // Trace context and RPC metrics for every call (a no-op when
         // neither traces nor metrics are on).
         let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
-        let result = Server::builder()
+        let api = CentralManagerServer::new(CentralManagerApi::new(
+            self.service.clone(),
+            self.max_streams,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Inside the observation layer: refused calls are counted too, and
+        // the `auth` span nests in the server span.
+        let auth = AuthLayer::new(self.auth.clone());
+        let router = Server::builder()
+            // A peer that vanished without closing (a cut cable, a frozen
+            // VM) is noticed and its connection closed instead of holding
+            // streams forever.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            // One connection cannot open unbounded streams.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            // Time to the response headers (the whole call for unary RPCs;
+            // streams only until they open): longer than the slowest pod
+            // operation (a stop waits up to 60 s for its host).
+            .timeout(REQUEST_TIMEOUT)
             .layer(observe)
+            .layer(ipa_common::message_limit::MessageLimitLayer)
+            .layer(auth)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CentralManagerServer::new(CentralManagerApi::new(
-                self.service.clone(),
-            )))
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
-        // Whatever ended the server, stop everything else in order.
+            .add_service(api);
+        let result = match &self.tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), signal)
+                    .await
+            }
+            None => {
+                // Small request/response messages: without TCP_NODELAY,
+                // Nagle plus delayed ACKs can add tens of milliseconds to a
+                // call.
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    conn.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
+        // Whatever ended the server, stop everything else in order: pod
+        // operations whose callers left still finish (and write) first.
         self.shutdown.cancel();
+        self.service.drain_operations().await;
         self.writer_stop.cancel();
         // The local pod-host is stopped once supervision has stopped (its
         // pods' exits are then left for the next start to reconcile, as
@@ -246,6 +413,28 @@ impl Application {
         self.store.close().await;
         tracing::info!("shut down");
         result.map_err(Into::into)
+    }
+}
+
+/// Sets `ipa.v1.CentralManager`'s health from the store breaker (`true` =
+/// open) until either token is cancelled.
+async fn follow_store_health(
+    mut open: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    [stop, shutdown]: [CancellationToken; 2],
+) {
+    loop {
+        let status = if *open.borrow_and_update() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(SERVICE_NAME, status).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shutdown.cancelled() => return,
+            changed = open.changed() => if changed.is_err() { return },
+        }
     }
 }
 

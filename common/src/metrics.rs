@@ -58,11 +58,23 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// The label of calls that named no method the server has: their paths
+/// are chosen by the client, so they never become label values.
+pub const UNKNOWN: &str = "unknown";
+
+/// Most distinct (service, method) label pairs recorded; later ones count
+/// as [`UNKNOWN`]. Each server has a few dozen methods: this only bounds
+/// the label set (and the memory of the metrics) whatever reaches the
+/// layer.
+pub const MAX_LABELLED_METHODS: usize = 128;
+
 /// gRPC server metrics.
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
     handled: Family<RpcLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// The (service, method) pairs labelled so far.
+    labelled: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl RpcMetrics {
@@ -71,6 +83,7 @@ impl RpcMetrics {
         let m = Self {
             handled: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            labelled: Arc::default(),
         };
         registry.register(
             "grpc_server_handled",
@@ -85,14 +98,30 @@ impl RpcMetrics {
         m
     }
 
+    /// The labels for a call to `service`/`method` that ended with `code`.
+    /// A path the server does not route (answered UNIMPLEMENTED) is
+    /// [`UNKNOWN`] for both, service included: any client could otherwise
+    /// create label values at will. Past [`MAX_LABELLED_METHODS`] distinct
+    /// pairs, new ones are [`UNKNOWN`] too.
+    fn labels<'a>(&self, service: &'a str, method: &'a str, code: i32) -> (&'a str, &'a str) {
+        if code == tonic::Code::Unimplemented as i32 {
+            return (UNKNOWN, UNKNOWN);
+        }
+        let mut seen = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (service.to_owned(), method.to_owned());
+        if seen.contains(&key) {
+            return (service, method);
+        }
+        if seen.len() >= MAX_LABELLED_METHODS {
+            return (UNKNOWN, UNKNOWN);
+        }
+        seen.insert(key);
+        (service, method)
+    }
+
     /// Records one call.
     pub fn observe(&self, service: &str, method: &str, code: i32, elapsed: Duration) {
-        // Unknown methods would let any client create label values.
-        let method = if code == tonic::Code::Unimplemented as i32 {
-            "unknown"
-        } else {
-            method
-        };
+        let (service, method) = self.labels(service, method, code);
         self.handled
             .get_or_create(&RpcLabels {
                 service: service.to_owned(),
@@ -239,6 +268,52 @@ async fn respond(
 mod tests {
     use super::*;
 
+    /// Label values of every `grpc_server_handled_total` line.
+    fn handled_labels(text: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{"))
+            .filter_map(|l| {
+                l.split_once('{')?
+                    .1
+                    .split_once(",code=")
+                    .map(|(a, _)| a.to_owned())
+            })
+            .collect()
+    }
+
+    /// Clients choose request paths: unknown services and methods, in any
+    /// number, must not create label values.
+    #[test]
+    fn client_chosen_paths_do_not_become_labels() {
+        let mut r = Registry::default();
+        let m = RpcMetrics::register(&mut r);
+        m.observe("ipa.v1.X", "Get", 0, Duration::from_millis(1));
+        for i in 0..1000 {
+            // What the router answers for a path it does not have.
+            m.observe(
+                &format!("evil{i}.Service"),
+                &format!("M{i}"),
+                12,
+                Duration::ZERO,
+            );
+        }
+        let labels = handled_labels(&encode(&r));
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            vec![
+                r#"service="ipa.v1.X",method="Get""#.to_owned(),
+                r#"service="unknown",method="unknown""#.to_owned()
+            ]
+        );
+        // Whatever else reaches the layer, the label set stays bounded.
+        for i in 0..1000 {
+            m.observe(&format!("s{i}"), "m", 0, Duration::ZERO);
+        }
+        let labels = handled_labels(&encode(&r));
+        assert!(labels.len() <= MAX_LABELLED_METHODS + 1, "{}", labels.len());
+        assert!(labels.contains(r#"service="unknown",method="unknown""#));
+    }
+
     #[test]
     fn code_names() {
         assert_eq!(code_name(0), "OK");
@@ -261,7 +336,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains(r#"method="unknown",code="UNIMPLEMENTED"} 1"#));
+        assert!(text.contains(
+            r#"grpc_server_handled_total{service="unknown",method="unknown",code="UNIMPLEMENTED"} 1"#
+        ));
         assert!(
             text.contains(
                 r#"grpc_server_handling_seconds_count{service="ipa.v1.X",method="Get"} 1"#

@@ -12,17 +12,22 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+// The generated trait's stream type: with default stubs (proto/build.rs)
+// streaming methods return it instead of an associated type.
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::connect::{HostStream, Sessions};
+use crate::connect::Sessions;
 use crate::convert;
-use crate::error::HostError;
+use crate::error::{HostError, quote};
+use crate::logs::{LogReader, MAX_TAIL_LINES};
 use crate::pods::{StartSpec, StopSpec, Supervisor};
 use crate::templates::DEFAULT_TEMPLATE;
 
-/// Log chunks buffered per GetPodLogs stream.
-const LOG_STREAM_BUFFER: usize = 64;
+/// Log chunks (each at most 64 KiB) buffered per GetPodLogs stream before
+/// the reader waits for the caller: bounds a stream's memory to 1 MiB.
+const LOG_STREAM_BUFFER: usize = 16;
 
 pub struct Api {
     sup: Arc<Supervisor>,
@@ -75,7 +80,7 @@ impl Api {
 fn parse_id(field: &'static str, s: &str) -> Result<String, HostError> {
     uuid::Uuid::parse_str(s)
         .map(|u| u.hyphenated().to_string())
-        .map_err(|_| HostError::invalid(field, format!("{s:?} is not a UUID")))
+        .map_err(|_| HostError::invalid(field, format!("{} is not a UUID", quote(s))))
 }
 
 fn start_spec(r: pb::HostStartPodRequest) -> Result<StartSpec, HostError> {
@@ -94,6 +99,38 @@ fn start_spec(r: pb::HostStartPodRequest) -> Result<StartSpec, HostError> {
     })
 }
 
+/// A validated GetPodLogs.
+struct LogsSpec {
+    task_id: String,
+    pod_id: Option<String>,
+    follow: bool,
+    tail_lines: u32,
+}
+
+fn logs_spec(r: &pb::HostGetPodLogsRequest) -> Result<LogsSpec, HostError> {
+    let task_id = parse_id("task_id", &r.task_id)?;
+    let pod_id = match r.pod_id.as_str() {
+        "" => None,
+        p => Some(parse_id("pod_id", p)?),
+    };
+    if r.tail_lines > MAX_TAIL_LINES {
+        return Err(HostError::invalid(
+            "tail_lines",
+            format!("{} is over the limit of {MAX_TAIL_LINES}", r.tail_lines),
+        ));
+    }
+    Ok(LogsSpec {
+        task_id,
+        pod_id,
+        follow: r.follow,
+        tail_lines: r.tail_lines,
+    })
+}
+
+/// The longest grace a StopPod may ask for (the `--stop-grace-ms` range).
+const MAX_STOP_GRACE: Duration =
+    Duration::from_millis(*crate::config::STOP_GRACE_MS_RANGE.end() as u64);
+
 fn stop_spec(r: &pb::HostStopPodRequest) -> Result<StopSpec, HostError> {
     Ok(StopSpec {
         task_id: parse_id("task_id", &r.task_id)?,
@@ -102,7 +139,9 @@ fn stop_spec(r: &pb::HostStopPodRequest) -> Result<StopSpec, HostError> {
             p => Some(parse_id("pod_id", p)?),
         },
         generation: r.generation,
-        grace: (r.grace_ms > 0).then(|| Duration::from_millis(r.grace_ms.into())),
+        // Clamped to the longest `--stop-grace-ms` allows.
+        grace: (r.grace_ms > 0)
+            .then(|| Duration::from_millis(r.grace_ms.into()).min(MAX_STOP_GRACE)),
         fence: r.fence,
     })
 }
@@ -148,72 +187,77 @@ impl PodHost for Api {
         _request: Request<pb::HostListPodsRequest>,
     ) -> Result<Response<pb::HostListPodsResponse>, Status> {
         self.sup.contact();
-        let pods = self.sup.list().iter().map(convert::pod).collect();
+        let mut pods: Vec<pb::PodInfo> = self.sup.list().iter().map(convert::pod).collect();
+        crate::connect::fit_messages(&mut pods);
         Ok(Response::new(pb::HostListPodsResponse { pods }))
     }
-
-    type ConnectStream = HostStream;
 
     async fn connect(
         &self,
         request: Request<Streaming<pb::CentralMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
-        Ok(Response::new(self.sessions.open(request.into_inner())))
+    ) -> Result<Response<BoxStream<pb::HostMessage>>, Status> {
+        let client = request
+            .extensions()
+            .get::<ipa_common::tls::PeerInfo>()
+            .and_then(|p| p.certificate.as_ref())
+            .map(|c| c.principal.clone());
+        let stream = self
+            .sessions
+            .open(request.into_inner(), client.as_deref())?;
+        Ok(Response::new(Box::pin(stream)))
     }
-
-    type GetPodLogsStream = ReceiverStream<Result<pb::PodLogChunk, Status>>;
 
     async fn get_pod_logs(
         &self,
         request: Request<pb::HostGetPodLogsRequest>,
-    ) -> Result<Response<Self::GetPodLogsStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::PodLogChunk>>, Status> {
         let r = request.into_inner();
-        let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow);
-        let _enter = span.enter();
+        let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow, tail_lines = r.tail_lines);
         self.sup.contact();
-        let task_id = parse_id("task_id", &r.task_id)?;
-        let pod_id = match r.pod_id.as_str() {
-            "" => None,
-            p => Some(parse_id("pod_id", p)?),
-        };
-        let sink = self.sup.logs(&task_id, pod_id.as_deref()).ok_or_else(|| {
-            HostError::PodNotFound(format!("no pod of task {task_id} on this host"))
-        })?;
-        let (tail, follow) = sink.open(r.tail_lines, r.follow).map_err(|e| {
-            tracing::error!(error = %e, "reading pod log failed");
-            HostError::Internal
-        })?;
+        let spec = logs_spec(&r)?;
+        let sink = self
+            .sup
+            .logs(&spec.task_id, spec.pod_id.as_deref())
+            .ok_or_else(|| {
+                HostError::PodNotFound(format!("no pod of task {} on this host", spec.task_id))
+            })?;
+        let mut reader = LogReader::open(sink, spec.tail_lines, spec.follow)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.in_scope(|| tracing::error!(error = %e, "opening the pod log failed"));
+                HostError::Internal
+            })?;
         let (tx, rx) = mpsc::channel(LOG_STREAM_BUFFER);
         let shutdown = self.shutdown.clone();
-        drop(_enter);
         self.tracker.spawn(
             async move {
-                let chunk = |c: crate::logs::Chunk| {
-                    Ok(pb::PodLogChunk {
-                        data: c.data,
-                        stream: c.stream.as_str().to_owned(),
-                    })
-                };
-                for c in tail {
-                    if tx.send(chunk(c)).await.is_err() {
-                        return;
-                    }
-                }
-                let Some(mut follow) = follow else { return };
                 loop {
+                    // Follows end when the server stops or the caller goes.
                     let next = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tx.closed() => return,
-                        c = follow.next() => c,
+                        c = reader.next() => c,
                     };
-                    let Some(c) = next else { return };
-                    if tx.send(chunk(c)).await.is_err() {
+                    let item = match next {
+                        Ok(Some(c)) => Ok(pb::PodLogChunk {
+                            data: c.data,
+                            stream: c.stream.as_str().to_owned(),
+                        }),
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading the pod log failed");
+                            Err(Status::from(HostError::Internal))
+                        }
+                    };
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
                         return;
                     }
                 }
             }
-            .instrument(span.clone()),
+            .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -15,7 +15,10 @@
 //!
 //! Only one session at a time: a new Connect cancels the previous one
 //! (its response stream ends), so a reconnecting central never competes with
-//! its own half-dead stream.
+//! its own half-dead stream. With `--client-ca` only an allowed client gets
+//! this far (`gate`), and a Connect without a verified identity is refused
+//! here too, before it can touch the current session: a rogue stream could
+//! otherwise keep the fence timer fresh or ack away pod exits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +42,11 @@ use crate::pods::Supervisor;
 /// Heartbeat interval when the central asks for 0.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Lower bound on the heartbeat interval: a confused central must not make
-/// the host spin.
+/// Bounds on the heartbeat interval central asks for: a confused central
+/// must not make the host spin, nor silence it for so long that it looks
+/// lost.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Outbound messages buffered per session before the session waits for the
 /// central to read (HTTP/2 flow control does the rest).
@@ -49,9 +54,47 @@ const OUTBOUND_BUFFER: usize = 256;
 
 pub type HostStream = ReceiverStream<Result<pb::HostMessage, Status>>;
 
+/// A hello must fit one message (4 MiB, see `server`) however many pods
+/// the host knows and whatever they reported: what the pods' messages may
+/// take after this much is set aside for the rest of the hello.
+const HELLO_RESERVED: usize = 512 * 1024;
+/// Generous size of a snapshot entry without its messages (ids, times,
+/// exit status, a 64-character template name).
+const POD_ENTRY_BYTES: usize = 230;
+
+/// Cuts the pods' status and exit messages so the hello (or a ListPods
+/// answer, the same pods) fits in a message: each pod gets an equal share of what is left after the fixed
+/// part of every entry. (Central needs the phases, versions and exits;
+/// the messages are only human detail.)
+pub fn fit_messages(pods: &mut [pb::PodInfo]) {
+    let budget = crate::server::MAX_MESSAGE_BYTES
+        .saturating_sub(HELLO_RESERVED)
+        .saturating_sub(pods.len().saturating_mul(POD_ENTRY_BYTES));
+    let share = budget / pods.len().max(1) / 2;
+    for p in pods {
+        truncate(&mut p.message, share);
+        if let Some(e) = p.exit.as_mut() {
+            truncate(&mut e.message, share);
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes at a char boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 /// The current session, if any.
 pub struct Sessions {
     sup: Arc<Supervisor>,
+    /// `--client-ca`: a Connect must come with a verified identity.
+    require_identity: bool,
     current: Mutex<Option<(u64, CancellationToken)>>,
     next_id: AtomicU64,
     /// Highest event sequence written to the current session's stream.
@@ -65,6 +108,7 @@ impl Sessions {
     pub fn new(sup: Arc<Supervisor>, shutdown: CancellationToken, tracker: TaskTracker) -> Self {
         Self {
             sup,
+            require_identity: false,
             current: Mutex::new(None),
             next_id: AtomicU64::new(1),
             sent: watch::channel(0).0,
@@ -73,8 +117,27 @@ impl Sessions {
         }
     }
 
-    /// Starts a session on a new Connect stream, replacing any previous one.
-    pub fn open(self: &Arc<Self>, inbound: Streaming<pb::CentralMessage>) -> HostStream {
+    /// Requires a verified client identity for every Connect.
+    pub fn requiring_identity(mut self) -> Self {
+        self.require_identity = true;
+        self
+    }
+
+    /// Starts a session on a new Connect stream from `client` (the verified
+    /// certificate's principal, if any), replacing any previous one. Without
+    /// an identity where one is required it is refused and the current
+    /// session carries on.
+    pub fn open(
+        self: &Arc<Self>,
+        inbound: Streaming<pb::CentralMessage>,
+        client: Option<&str>,
+    ) -> Result<HostStream, crate::error::HostError> {
+        if self.require_identity && client.is_none() {
+            tracing::warn!("Connect without a verified client certificate refused");
+            return Err(crate::error::HostError::Unauthenticated(
+                "Connect requires a client certificate from this pod-host's --client-ca".into(),
+            ));
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = self.shutdown.child_token();
@@ -87,6 +150,7 @@ impl Sessions {
             tracing::info!(
                 old_session = old,
                 session = id,
+                client = client.unwrap_or("-"),
                 "new Connect replaces the previous session"
             );
             token.cancel();
@@ -100,9 +164,13 @@ impl Sessions {
                     *cur = None;
                 }
             }
-            .instrument(tracing::info_span!("connect", session = id)),
+            .instrument(tracing::info_span!(
+                "connect",
+                session = id,
+                client = client.unwrap_or("-")
+            )),
         );
-        ReceiverStream::new(rx)
+        Ok(ReceiverStream::new(rx))
     }
 
     /// Whether a central is connected.
@@ -157,7 +225,7 @@ impl Sessions {
             Some(CentralMsg::Hello(h)) => {
                 let interval = match h.heartbeat_interval_ms {
                     0 => DEFAULT_HEARTBEAT,
-                    ms => Duration::from_millis(ms.into()).max(MIN_HEARTBEAT),
+                    ms => Duration::from_millis(ms.into()).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
                 };
                 let cursor = if h.known_boot_id == sup.boot_id() {
                     let acked = h.acked_seq.min(sup.last_seq());
@@ -244,12 +312,14 @@ impl Sessions {
     fn hello(&self) -> pb::HostHello {
         let cfg = self.sup.config();
         let snap = self.sup.hello();
+        let mut pods: Vec<pb::PodInfo> = snap.pods.iter().map(convert::pod).collect();
+        fit_messages(&mut pods);
         pb::HostHello {
             host_id: cfg.host_id.clone(),
             boot_id: self.sup.boot_id().to_owned(),
             capacity: cfg.capacity,
             templates: cfg.templates.names(),
-            pods: snap.pods.iter().map(convert::pod).collect(),
+            pods,
             fence_timeout_ms: u32::try_from(cfg.fence_timeout.as_millis()).unwrap_or(u32::MAX),
             last_seq: snap.last_seq,
             self_fenced: snap.self_fenced,
@@ -271,6 +341,73 @@ impl Out<'_> {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             r = self.tx.send(Ok(m)) => r.is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn pod(message: &str) -> pb::PodInfo {
+        pb::PodInfo {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            pod_id: uuid::Uuid::new_v4().to_string(),
+            generation: 1_000_000,
+            template: "t".repeat(64),
+            pid: 4_000_000,
+            state: pb::PodState::Exited as i32,
+            phase: pb::Phase::Review as i32,
+            version: u64::MAX,
+            message: message.to_owned(),
+            started_at: Some(timestamp(std::time::SystemTime::now())),
+            exit: Some(pb::PodExit {
+                exit_code: Some(-1),
+                signal: Some(9),
+                cause: pb::ExitCause::SelfFenced as i32,
+                reported_completed: true,
+                exited_at: Some(timestamp(std::time::SystemTime::now())),
+                message: message.to_owned(),
+            }),
+        }
+    }
+
+    /// The most pods a host can report (capacity + unacknowledged exits),
+    /// each with the longest messages, still make one message.
+    #[test]
+    fn a_hello_fits_in_a_message_whatever_the_pods_reported() {
+        let long = "é".repeat(crate::status::MAX_MESSAGE_BYTES / 2);
+        let most = *crate::config::CAPACITY_RANGE.end() as usize + crate::pods::MAX_UNACKED_EXITED;
+        for n in [1, 100, 1000, most] {
+            let mut pods: Vec<_> = (0..n).map(|_| pod(&long)).collect();
+            fit_messages(&mut pods);
+            let hello = pb::HostHello {
+                host_id: "h".repeat(253),
+                boot_id: uuid::Uuid::new_v4().to_string(),
+                capacity: 10_000,
+                templates: (0..100).map(|i| format!("{i:064}")).collect(),
+                pods,
+                ..Default::default()
+            };
+            let size = pb::HostMessage {
+                msg: Some(HostMsg::Hello(hello.clone())),
+            }
+            .encoded_len();
+            assert!(
+                size < crate::server::MAX_MESSAGE_BYTES,
+                "{n} pods: {size} bytes"
+            );
+            // Few pods keep their messages whole.
+            if n <= 100 {
+                assert_eq!(hello.pods[0].message, long);
+            }
+            assert!(
+                hello
+                    .pods
+                    .iter()
+                    .all(|p| p.message.is_char_boundary(p.message.len()))
+            );
         }
     }
 }

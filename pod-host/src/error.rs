@@ -16,7 +16,7 @@ pub enum HostError {
     NoCapacity { capacity: u32 },
     #[error("{0}")]
     PodNotFound(String),
-    /// `field` is named first in the message (API.md).
+    /// `field` is named first in the message (docs/api.md).
     #[error("{field}: {problem}")]
     InvalidArgument {
         field: &'static str,
@@ -24,9 +24,34 @@ pub enum HostError {
     },
     #[error("the pod-host is shutting down")]
     ShuttingDown,
+    /// No orphan reaper runs, so a pod could outlive a crash of the host.
+    #[error("no pod can start here now: the orphan reaper is down and could not be restarted")]
+    Unprotected,
+    /// The pod's process could not be created; the sentence says what
+    /// failed (the program, the working directory, …).
+    #[error("{0}")]
+    SpawnFailed(String),
+    /// `--client-ca` is set and the call came without a verified client
+    /// certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The client certificate names no `--allowed-client`.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Logged in full where it happens; the client sees no internals.
     #[error("internal error")]
     Internal,
+}
+
+/// `s` quoted for an error message, cut to 64 characters: a value from a
+/// request is echoed back, and a 4 MiB one must not become a 4 MiB status
+/// header.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+    }
 }
 
 impl HostError {
@@ -40,10 +65,14 @@ impl HostError {
     pub fn reason(&self) -> ErrorReason {
         match self {
             Self::StaleGeneration { .. } => ErrorReason::StaleGeneration,
-            Self::NoCapacity { .. } => ErrorReason::NoCapacity,
+            // A refusal central handles like a full host.
+            Self::NoCapacity { .. } | Self::Unprotected => ErrorReason::NoCapacity,
             Self::PodNotFound(_) => ErrorReason::PodNotFound,
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
+            Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::Internal => ErrorReason::Internal,
         }
     }
@@ -59,6 +88,13 @@ impl From<HostError> for Status {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn quoted_values_are_bounded() {
+        assert_eq!(quote("ab\"c"), "\"ab\\\"c\"");
+        let long = quote(&"é".repeat(1 << 20));
+        assert!(long.chars().count() <= 64 + 3, "{}", long.len());
+    }
 
     #[test]
     fn maps_to_reason_code_and_message() {

@@ -1,6 +1,6 @@
 //! Self-fencing: a pod-host that has heard nothing from any central-manager
 //! for `--fence-timeout-ms` kills its own pods, so central can safely declare
-//! them lost and start replacements elsewhere (DESIGN.md, failure model).
+//! them lost and start replacements elsewhere (docs/architecture.md, failure model).
 //!
 //! "Contact" is any message received on a Connect stream and any command RPC.
 //! The decision is pure ([`should_fence`], [`Contact::touch`]) on monotonic

@@ -28,19 +28,29 @@ fn main() -> std::process::ExitCode {
 
 async fn async_main(args: pod_host::Args) -> std::process::ExitCode {
     let telemetry = ipa_common::Telemetry::init("pod-host", args.log_format);
-    let code = match start(args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match pod_host::HostConfig::from_args(&args) {
+        // A flag value that cannot be used: a usage error, like clap's.
         Err(e) => {
             tracing::error!("{e}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit_code())
         }
+        Ok(config) => match start(args, config).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     };
     telemetry.shutdown();
     code
 }
 
-async fn start(args: pod_host::Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = pod_host::HostConfig::from_args(&args)?;
+async fn start(
+    args: pod_host::Args,
+    config: pod_host::HostConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = ipa_common::shutdown::on_signals()?;
     let listener = TcpListener::bind(args.listen)
         .await

@@ -127,6 +127,17 @@ pub fn pod_ended(exit: &PodExit) {
     m.pod_exits.get_or_create(&OutcomeLabels { outcome }).inc();
 }
 
+/// A pod could not be spawned (it never ran; counted as an ending so the
+/// outcomes add up to the StartPods that reserved a slot).
+pub fn spawn_failed() {
+    metrics()
+        .pod_exits
+        .get_or_create(&OutcomeLabels {
+            outcome: "spawn_failed",
+        })
+        .inc();
+}
+
 /// The endpoint's source: refreshes the gauges, renders the registry.
 pub struct HostSource;
 

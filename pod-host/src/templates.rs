@@ -17,6 +17,28 @@ use serde::Deserialize;
 /// Name of the template used when a request names none.
 pub const DEFAULT_TEMPLATE: &str = "default";
 
+/// Longest template name central-manager accepts.
+pub const MAX_TEMPLATE_CHARS: usize = 64;
+
+/// Why `name` cannot be a template name, if it cannot: central-manager
+/// accepts 1-64 characters of letters, digits, '_', '.' and '-' in a
+/// task's `template`, so a template named otherwise could never be used.
+pub fn template_name_problem(name: &str) -> Option<String> {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_TEMPLATE_CHARS {
+        return Some(format!(
+            "template name {name:?} is {n} characters long; central-manager accepts 1-{MAX_TEMPLATE_CHARS}"
+        ));
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        .map(|c| {
+            format!(
+                "template name {name:?} contains {c:?}; central-manager accepts only letters, digits, '_', '.' and '-'"
+            )
+        })
+}
+
 /// One template.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,14 +100,19 @@ impl Templates {
             return Err("no [templates.NAME] section".to_owned());
         }
         for (name, t) in &file.templates {
-            if name.trim().is_empty() {
-                return Err("a template has an empty name".to_owned());
+            if let Some(problem) = template_name_problem(name) {
+                return Err(problem);
             }
             if t.command.as_os_str().is_empty() {
                 return Err(format!("templates.{name}.command is empty"));
             }
-            if t.cwd.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
-                return Err(format!("templates.{name}.cwd is empty"));
+            if let Some(cwd) = &t.cwd
+                && !cwd.is_absolute()
+            {
+                return Err(format!(
+                    "templates.{name}.cwd {:?} is not an absolute path",
+                    cwd.display().to_string()
+                ));
             }
             if let Some(k) = t.env.keys().find(|k| k.is_empty() || k.contains('=')) {
                 return Err(format!("templates.{name}.env has an invalid name {k:?}"));
@@ -109,6 +136,31 @@ impl Templates {
             },
         );
         Self { by_name }
+    }
+
+    /// What is wrong on this machine with templates that are well formed:
+    /// a working directory or an absolute program that does not exist (yet).
+    /// Not fatal (a volume may be mounted later); each start reports it
+    /// again, naming what failed.
+    pub fn check_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, t) in &self.by_name {
+            if let Some(cwd) = &t.cwd
+                && !cwd.is_dir()
+            {
+                out.push(format!(
+                    "template {name:?}: working directory {} does not exist (or is not a directory); its pods cannot start",
+                    cwd.display()
+                ));
+            }
+            if t.command.is_absolute() && !t.command.is_file() {
+                out.push(format!(
+                    "template {name:?}: program {} does not exist; its pods cannot start",
+                    t.command.display()
+                ));
+            }
+        }
+        out
     }
 
     pub fn get(&self, name: &str) -> Option<&Template> {
@@ -167,10 +219,61 @@ mod tests {
                 "env",
             ),
             ("[templates.x]\ncommand = 5", "invalid type"),
+            (
+                "[templates.\"a b\"]\ncommand = \"a\"",
+                "template name \"a b\" contains ' '",
+            ),
+            ("[templates.\"\"]\ncommand = \"a\"", "is 0 characters long"),
+            ("[templates.\"ü\"]\ncommand = \"a\"", "contains 'ü'"),
+            (
+                "[templates.x]\ncommand = \"a\"\ncwd = \"rel/dir\"",
+                "cwd \"rel/dir\" is not an absolute path",
+            ),
         ] {
             let err = Templates::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    /// Exactly the names central-manager's TemplateName accepts.
+    #[test]
+    fn names_follow_central_rules() {
+        for ok in [
+            "default",
+            "a",
+            "py-3.12_fast",
+            &"t".repeat(MAX_TEMPLATE_CHARS),
+        ] {
+            assert_eq!(template_name_problem(ok), None, "{ok:?}");
+        }
+        for bad in [
+            "",
+            "has space",
+            "a/b",
+            "../etc",
+            "ü",
+            &"t".repeat(MAX_TEMPLATE_CHARS + 1),
+        ] {
+            assert!(template_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_paths_are_reported_not_fatal() {
+        let t = Templates::parse(
+            "[templates.a]\ncommand = \"/nonexistent/prog\"\ncwd = \"/nonexistent/dir\"\n\n[templates.b]\ncommand = \"sh\"\ncwd = \"/tmp\"\n",
+        )
+        .unwrap();
+        let w = t.check_paths();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("working directory /nonexistent/dir does not exist"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("program /nonexistent/prog does not exist"),
+            "{w:?}"
+        );
     }
 
     #[test]

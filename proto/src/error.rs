@@ -1,4 +1,4 @@
-//! The error convention of API.md: every error is a gRPC status whose message
+//! The error convention of docs/api.md: every error is a gRPC status whose message
 //! starts with the reason in capitals, then `: ` and a sentence, and which
 //! carries the same reason as a `google.rpc.ErrorInfo` detail in domain
 //! `ipa.v1`. Both services build their statuses here so the shape cannot
@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `ErrorInfo.domain` of every error we send.
 pub const ERROR_DOMAIN: &str = "ipa.v1";
 
-/// Every reason API.md names, plus the pod-host's internal ones.
+/// Every reason docs/api.md names, plus the pod-host's internal ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorReason {
     InvalidTitle,
@@ -26,12 +26,24 @@ pub enum ErrorReason {
     PodStateUnknown,
     NoPodHost,
     EventStoreUnavailable,
+    /// No or unknown token, no or untrusted certificate (auth on).
     Unauthenticated,
+    /// The caller's role lacks the RPC.
     PermissionDenied,
+    /// `actor_id` names someone other than the authenticated caller (or
+    /// the reserved `system`).
+    ActorMismatch,
     /// Unexpected failure; the message never leaks internals.
     Internal,
     /// The server is shutting down.
     ShuttingDown,
+    /// Too many WatchEvents + GetPodLogs streams open (`--max-streams`).
+    TooManyStreams,
+    /// A WatchEvents client read too slowly and was dropped; the message
+    /// says the position to resume after.
+    WatchTooSlow,
+    /// A request message over the 4 MiB limit.
+    MessageTooLarge,
     // --- pod-host (internal API) ---
     /// A command carried an older generation than the pod-host knows.
     StaleGeneration,
@@ -39,6 +51,9 @@ pub enum ErrorReason {
     NoCapacity,
     /// No such pod on this pod-host.
     PodNotFound,
+    /// The pod's process could not be created (missing program or working
+    /// directory, no permission, out of resources): nothing ran.
+    SpawnFailed,
 }
 
 impl ErrorReason {
@@ -60,15 +75,20 @@ impl ErrorReason {
             Self::EventStoreUnavailable => "EVENT_STORE_UNAVAILABLE",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ActorMismatch => "ACTOR_MISMATCH",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::TooManyStreams => "TOO_MANY_STREAMS",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
+            Self::SpawnFailed => "SPAWN_FAILED",
         }
     }
 
-    /// The gRPC code API.md pairs with the reason.
+    /// The gRPC code docs/api.md pairs with the reason.
     pub const fn code(self) -> Code {
         match self {
             Self::InvalidTitle
@@ -81,14 +101,18 @@ impl ErrorReason {
             | Self::AlreadyCompleted
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
-            | Self::StaleGeneration => Code::FailedPrecondition,
+            | Self::StaleGeneration
+            | Self::SpawnFailed => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
             | Self::ShuttingDown => Code::Unavailable,
-            Self::NoCapacity => Code::ResourceExhausted,
+            Self::NoCapacity
+            | Self::TooManyStreams
+            | Self::WatchTooSlow
+            | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::PermissionDenied => Code::PermissionDenied,
+            Self::PermissionDenied | Self::ActorMismatch => Code::PermissionDenied,
             Self::Internal => Code::Internal,
         }
     }
@@ -99,7 +123,9 @@ impl ErrorReason {
     }
 }
 
-const ALL: &[ErrorReason] = &[
+/// Every reason, in declaration order (docs/api.md must name each one; a
+/// test in tests/ checks that).
+pub const ALL: &[ErrorReason] = &[
     ErrorReason::InvalidTitle,
     ErrorReason::MissingActorId,
     ErrorReason::MissingReason,
@@ -115,11 +141,16 @@ const ALL: &[ErrorReason] = &[
     ErrorReason::EventStoreUnavailable,
     ErrorReason::Unauthenticated,
     ErrorReason::PermissionDenied,
+    ErrorReason::ActorMismatch,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
+    ErrorReason::TooManyStreams,
+    ErrorReason::WatchTooSlow,
+    ErrorReason::MessageTooLarge,
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
+    ErrorReason::SpawnFailed,
 ];
 
 impl std::fmt::Display for ErrorReason {

@@ -8,13 +8,20 @@
 //! directory, so run `cargo build --workspace --bins` first (the README's
 //! test command does).
 //!
+//! [`ipactl`] runs the real `ipactl` client against them (to completion,
+//! streaming, or in a pseudo-terminal).
+//!
 //! Child stderr goes to a log file in the process's temp dir; set `TEST_LOG=1`
 //! to see it live instead. When a test panics the log paths are printed.
 
 pub mod cluster;
+pub mod ipactl;
 pub mod ledger;
+pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod tmpfs;
+pub mod tools;
 pub mod wait;
 
 pub use process::{ServerProcess, bin_path};
@@ -45,4 +52,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "Pod-host memory per pod",
     "Graceful stop of a pod-host with its pods",
     "Crash loop restart vs supervisord (peer)",
+    "CreateTask, 1 client, TLS + token",
+    "CreateTask, 64 clients, TLS + token",
+    "StartPod, 1 client, TLS + token (mTLS to the pod-host)",
 ];

@@ -12,11 +12,14 @@
 use ipa_proto::time::{micros_from_timestamp, timestamp_from_micros};
 use ipa_proto::v1 as pb;
 
+use crate::auth::Caller;
+use crate::auth::actor::bind;
+use crate::domain::limits::MAX_PAGE_BYTES;
 use crate::domain::{
-    ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
+    CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery, LogsQuery,
     MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
     RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord,
-    TaskStatus, TemplateName, Title, WatchQuery, page_limit,
+    TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostState, HostView};
@@ -115,13 +118,39 @@ fn host_state_to_pb(s: HostState) -> pb::PodHostState {
 
 // ---------- requests ----------
 
-impl TryFrom<pb::CreateTaskRequest> for NewTask {
+/// A mutating request with its authenticated caller (`None`: auth is off),
+/// which decides what its `actor_id` may be (`auth::actor::bind`).
+pub struct WithCaller<'a, T>(pub T, pub Option<&'a Caller>);
+
+/// Mutating requests convert with or without a caller; without one is the
+/// auth-off behaviour.
+macro_rules! without_caller {
+    ($($req:ty => $domain:ty),* $(,)?) => {$(
+        impl TryFrom<$req> for $domain {
+            type Error = Error;
+            fn try_from(r: $req) -> Result<Self> {
+                Self::try_from(WithCaller(r, None))
+            }
+        }
+    )*};
+}
+
+without_caller! {
+    pb::CreateTaskRequest => NewTask,
+    pb::CompleteTaskRequest => TaskCommand,
+    pb::StartPodRequest => TaskCommand,
+    pb::RestartPodRequest => TaskCommand,
+    pb::CancelTaskRequest => CancelTask,
+    pb::StopPodRequest => StopPod,
+}
+
+impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
     type Error = Error;
 
-    fn try_from(r: pb::CreateTaskRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CreateTaskRequest>) -> Result<Self> {
         let title = Title::parse(&r.title)?;
         let description = Description::parse(&r.description)?;
-        let actor = ActorId::parse(&r.actor_id)?;
+        let actor = bind(&r.actor_id, caller)?;
         let correlation = CorrelationId::parse_or_new(&r.correlation_id)?;
         let metadata = Metadata::parse(r.metadata)?;
         let template = TemplateName::parse(&r.template)?;
@@ -134,7 +163,8 @@ impl TryFrom<pb::CreateTaskRequest> for NewTask {
                 initial_backoff_ms: p.initial_backoff_ms,
                 max_backoff_ms: p.max_backoff_ms,
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .validate()?;
         let request_id = RequestId::parse(&r.request_id)?;
         Ok(Self {
             title,
@@ -155,10 +185,15 @@ pub fn task_id(s: &str) -> Result<TaskId> {
     TaskId::parse(s, "task_id")
 }
 
-fn task_command(task: &str, actor: &str, correlation: &str) -> Result<TaskCommand> {
+fn task_command(
+    task: &str,
+    actor: &str,
+    correlation: &str,
+    caller: Option<&Caller>,
+) -> Result<TaskCommand> {
     Ok(TaskCommand {
         task_id: task_id(task)?,
-        actor: ActorId::parse(actor)?,
+        actor: bind(actor, caller)?,
         correlation: CorrelationId::parse_or_new(correlation)?,
     })
 }
@@ -174,30 +209,30 @@ fn reason_text(reason: &str) -> Result<String> {
     Ok(reason.to_owned())
 }
 
-impl TryFrom<pb::CompleteTaskRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::CompleteTaskRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::CompleteTaskRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CompleteTaskRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::StartPodRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::StartPodRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::StartPodRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::StartPodRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::RestartPodRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::RestartPodRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::RestartPodRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::RestartPodRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::CancelTaskRequest> for CancelTask {
+impl TryFrom<WithCaller<'_, pb::CancelTaskRequest>> for CancelTask {
     type Error = Error;
-    fn try_from(r: pb::CancelTaskRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CancelTaskRequest>) -> Result<Self> {
         let task_id = task_id(&r.task_id)?;
         if r.reason.trim().is_empty() {
             return Err(Error::MissingReason);
@@ -206,18 +241,18 @@ impl TryFrom<pb::CancelTaskRequest> for CancelTask {
         Ok(Self {
             task_id,
             reason,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
     }
 }
 
-impl TryFrom<pb::StopPodRequest> for StopPod {
+impl TryFrom<WithCaller<'_, pb::StopPodRequest>> for StopPod {
     type Error = Error;
-    fn try_from(r: pb::StopPodRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::StopPodRequest>) -> Result<Self> {
         Ok(Self {
             task_id: task_id(&r.task_id)?,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             reason: reason_text(&r.reason)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
@@ -290,6 +325,17 @@ impl TryFrom<pb::WatchEventsRequest> for WatchQuery {
         Ok(Self {
             after_position: r.after_position,
             task_id,
+        })
+    }
+}
+
+impl TryFrom<pb::GetPodLogsRequest> for LogsQuery {
+    type Error = Error;
+    fn try_from(r: pb::GetPodLogsRequest) -> Result<Self> {
+        Ok(Self {
+            task_id: task_id(&r.task_id)?,
+            follow: r.follow,
+            tail_lines: tail_lines(r.tail_lines)?,
         })
     }
 }
@@ -374,6 +420,34 @@ pub fn host_to_pb(h: HostView) -> pb::PodHostInfo {
         templates: h.templates,
         last_heartbeat_at: Some(timestamp_from_micros(h.last_heartbeat_at)),
         boot_id: h.boot_id,
+        conflict_endpoint: h.conflict_endpoint,
+    }
+}
+
+/// Drops items from the end until the page's encoding fits
+/// [`MAX_PAGE_BYTES`]; true if any was dropped. The store already cut the
+/// page by the records' size hints, which never undercount, so this only
+/// guards the promise that no response passes the limit.
+pub fn keep_within_page<T: prost::Message>(items: &mut Vec<T>) -> bool {
+    let mut total = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        // The repeated field's tag and length prefix: at most 1 + 5 bytes.
+        total = total.saturating_add(item.encoded_len() + 6);
+        if total > MAX_PAGE_BYTES && i > 0 {
+            tracing::warn!(kept = i, of = items.len(), "page cut by its encoded size");
+            items.truncate(i);
+            return true;
+        }
+    }
+    false
+}
+
+/// ListActivePods' `after_task_id`: empty, or a task id.
+pub fn after_task_id(s: &str) -> Result<Option<TaskId>> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        TaskId::parse(s, "after_task_id").map(Some)
     }
 }
 
@@ -519,6 +593,38 @@ mod tests {
                 ..Default::default()
             }),
             "created_after"
+        );
+    }
+
+    #[test]
+    fn logs_check_task_id_then_tail_lines() {
+        let id = TaskId::new().to_string();
+        let q = LogsQuery::try_from(pb::GetPodLogsRequest {
+            task_id: id.clone(),
+            follow: true,
+            tail_lines: 10_000,
+        })
+        .unwrap();
+        assert_eq!((q.follow, q.tail_lines), (true, 10_000));
+        let field = |r: pb::GetPodLogsRequest| match LogsQuery::try_from(r) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(pb::GetPodLogsRequest {
+                task_id: id,
+                follow: false,
+                tail_lines: 10_001,
+            }),
+            "tail_lines"
+        );
+        assert_eq!(
+            field(pb::GetPodLogsRequest {
+                task_id: "x".into(),
+                follow: false,
+                tail_lines: u32::MAX,
+            }),
+            "task_id"
         );
     }
 

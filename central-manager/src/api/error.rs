@@ -1,4 +1,4 @@
-//! The one place an [`Error`] becomes a gRPC status (API.md "Errors"):
+//! The one place an [`Error`] becomes a gRPC status (docs/api.md "Errors"):
 //! reason-prefixed message, the reason's code and an ErrorInfo detail, all
 //! built by `ipa_proto::status`. Internal detail is logged here, never sent.
 
@@ -101,6 +101,39 @@ mod tests {
             "NO_POD_HOST",
         );
         check(Error::ShuttingDown, Code::Unavailable, "SHUTTING_DOWN");
+        check(
+            Error::TooManyStreams(3),
+            Code::ResourceExhausted,
+            "TOO_MANY_STREAMS",
+        );
+        let s = check(
+            Error::WatchTooSlow {
+                position: 42,
+                limit_ms: 30_000,
+            },
+            Code::ResourceExhausted,
+            "WATCH_TOO_SLOW",
+        );
+        assert!(
+            s.message().ends_with("resume after position 42"),
+            "{}",
+            s.message()
+        );
+        check(
+            Error::Unauthenticated("no token".into()),
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        check(
+            Error::PermissionDenied("reader".into()),
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        check(
+            Error::ActorMismatch("not you".into()),
+            Code::PermissionDenied,
+            "ACTOR_MISMATCH",
+        );
     }
 
     #[test]

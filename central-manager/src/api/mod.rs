@@ -5,37 +5,46 @@
 
 pub mod convert;
 pub mod error;
+pub mod limits;
+#[cfg(test)]
+mod wire_size_tests;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use ipa_proto::v1 as pb;
 use ipa_proto::v1::central_manager_server::CentralManager;
+// The generated trait's stream type: with default stubs (proto/build.rs)
+// streaming methods return it instead of an associated type.
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
 
+use crate::auth::layer::caller;
 use crate::core::TaskService;
 use crate::domain::{
-    CancelTask, EventsQuery, ListQuery, NewTask, StopPod, TaskCommand, TaskFilter, WatchQuery,
+    CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
+    WatchQuery,
 };
-use convert::{event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
+use convert::{WithCaller, event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
 
 type RpcResult<T> = Result<Response<T>, Status>;
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The CentralManager service.
 #[derive(Clone)]
 pub struct CentralManagerApi {
     service: Arc<TaskService>,
+    /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
+    streams: limits::StreamSlots,
 }
 
 impl CentralManagerApi {
-    /// Serves `service`.
-    pub fn new(service: Arc<TaskService>) -> Self {
-        Self { service }
+    /// Serves `service`, with at most `max_streams` streams open at once.
+    pub fn new(service: Arc<TaskService>, max_streams: u32) -> Self {
+        Self {
+            service,
+            streams: limits::StreamSlots::new(max_streams),
+        }
     }
 }
 
@@ -59,7 +68,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CreateTaskRequest>,
     ) -> RpcResult<pb::CreateTaskResponse> {
-        let new = NewTask::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let new = NewTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         let span = Span::current();
         span.record("actor_id", new.actor.as_str());
         span.record("correlation_id", new.correlation.as_str());
@@ -89,10 +99,13 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::ListTasksRequest>,
     ) -> RpcResult<pb::ListTasksResponse> {
         let q = ListQuery::try_from(req.into_inner())?;
-        let tasks = self.service.list_tasks(&q).await?;
+        let page = self.service.list_tasks(&q).await?;
         let d = self.service.restart_defaults();
+        let mut tasks: Vec<pb::Task> = page.items.iter().map(|t| task_to_pb(t, d)).collect();
+        let cut = convert::keep_within_page(&mut tasks);
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(|t| task_to_pb(t, d)).collect(),
+            tasks,
+            truncated: page.truncated || cut,
         }))
     }
 
@@ -111,7 +124,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::StartPodRequest>,
     ) -> RpcResult<pb::StartPodResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         let pod = self.service.start_pod(c).await?;
         Ok(Response::new(pb::StartPodResponse {
@@ -121,7 +135,8 @@ impl CentralManager for CentralManagerApi {
 
     #[instrument(name = "StopPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
     async fn stop_pod(&self, req: Request<pb::StopPodRequest>) -> RpcResult<pb::StopPodResponse> {
-        let c = StopPod::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = StopPod::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.stop_pod(c).await?;
         Ok(Response::new(pb::StopPodResponse {}))
@@ -132,7 +147,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::RestartPodRequest>,
     ) -> RpcResult<pb::RestartPodResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         let pod = self.service.restart_pod(c).await?;
         Ok(Response::new(pb::RestartPodResponse {
@@ -145,7 +161,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CompleteTaskRequest>,
     ) -> RpcResult<pb::CompleteTaskResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.complete_task(c).await?;
         tracing::info!("task completed");
@@ -157,7 +174,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CancelTaskRequest>,
     ) -> RpcResult<pb::CancelTaskResponse> {
-        let c = CancelTask::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = CancelTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.cancel_task(c).await?;
         tracing::info!("task cancelled");
@@ -167,17 +185,22 @@ impl CentralManager for CentralManagerApi {
     #[instrument(name = "ListActivePods", skip_all)]
     async fn list_active_pods(
         &self,
-        _req: Request<pb::ListActivePodsRequest>,
+        req: Request<pb::ListActivePodsRequest>,
     ) -> RpcResult<pb::ListActivePodsResponse> {
-        let pods = self.service.active_pods().await?;
+        let after = convert::after_task_id(&req.get_ref().after_task_id)?;
+        let page = self.service.active_pods(after).await?;
+        let mut pods: Vec<pb::ActivePod> = page
+            .items
+            .into_iter()
+            .map(|(id, pod)| pb::ActivePod {
+                task_id: id.to_string(),
+                pod: Some(pod_to_pb(&pod)),
+            })
+            .collect();
+        let cut = convert::keep_within_page(&mut pods);
         Ok(Response::new(pb::ListActivePodsResponse {
-            pods: pods
-                .into_iter()
-                .map(|(id, pod)| pb::ActivePod {
-                    task_id: id.to_string(),
-                    pod: Some(pod_to_pb(&pod)),
-                })
-                .collect(),
+            pods,
+            truncated: page.truncated || cut,
         }))
     }
 
@@ -187,24 +210,25 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::GetTaskEventsRequest>,
     ) -> RpcResult<pb::GetTaskEventsResponse> {
         let q = EventsQuery::try_from(req.into_inner())?;
-        let events = self.service.task_events(&q).await?;
+        let page = self.service.task_events(&q).await?;
+        let mut events: Vec<pb::Event> = page.items.into_iter().map(event_to_pb).collect();
+        let cut = convert::keep_within_page(&mut events);
         Ok(Response::new(pb::GetTaskEventsResponse {
-            events: events.into_iter().map(event_to_pb).collect(),
+            events,
+            truncated: page.truncated || cut,
         }))
     }
-
-    type WatchEventsStream = BoxStream<pb::Event>;
 
     #[instrument(name = "WatchEvents", skip_all, fields(task_id = %req.get_ref().task_id, after_position = req.get_ref().after_position))]
     async fn watch_events(
         &self,
         req: Request<pb::WatchEventsRequest>,
-    ) -> RpcResult<Self::WatchEventsStream> {
+    ) -> RpcResult<BoxStream<pb::Event>> {
         let q = WatchQuery::try_from(req.into_inner())?;
-        let rx = self.service.watch_events(q).await?;
-        let stream =
-            ReceiverStream::new(rx).map(|item| item.map(event_to_pb).map_err(Status::from));
-        Ok(Response::new(Box::pin(stream)))
+        let slot = self.streams.acquire()?;
+        let events = self.service.watch_events(q).await?;
+        let stream = events.map(|item| item.map(event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
     }
 
     #[instrument(name = "ListPodHosts", skip_all)]
@@ -222,25 +246,15 @@ impl CentralManager for CentralManagerApi {
         }))
     }
 
-    type GetPodLogsStream = BoxStream<pb::PodLogChunk>;
-
     #[instrument(name = "GetPodLogs", skip_all, fields(task_id = %req.get_ref().task_id))]
     async fn get_pod_logs(
         &self,
         req: Request<pb::GetPodLogsRequest>,
-    ) -> RpcResult<Self::GetPodLogsStream> {
-        let r = req.into_inner();
-        let id = task_id(&r.task_id)?;
-        // A task that never had a pod has no output: an empty stream.
-        let Some(upstream) = self.service.pod_logs(id, r.follow, r.tail_lines).await? else {
-            return Ok(Response::new(Box::pin(tokio_stream::empty())));
-        };
-        let stream = upstream.map(move |item| {
-            item.map_err(|s| {
-                tracing::warn!(task_id = %id, error = %s.message(), "log stream from pod-host failed");
-                Status::from(crate::error::Error::PodStateUnknown(id))
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+    ) -> RpcResult<BoxStream<pb::PodLogChunk>> {
+        let q = LogsQuery::try_from(req.into_inner())?;
+        let slot = self.streams.acquire()?;
+        let stream = self.service.pod_logs(q).await?;
+        let stream = stream.map(|r| r.map_err(Status::from));
+        Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
     }
 }

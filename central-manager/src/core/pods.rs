@@ -1,8 +1,8 @@
 //! Starting and stopping pods through their pod-hosts: StartPod, StopPod,
-//! RestartPod, the stop half of CompleteTask/CancelTask, automatic restarts
-//! and GetPodLogs.
+//! RestartPod, the stop half of CompleteTask/CancelTask and automatic
+//! restarts (GetPodLogs is in `logs`).
 //!
-//! StartPod, step by step (DESIGN.md "the database is the arbiter"):
+//! StartPod, step by step (docs/architecture.md "the database is the arbiter"):
 //! 1. read the task for the fast refusals (ALREADY_*, ALREADY_STARTED,
 //!    POD_STATE_UNKNOWN);
 //! 2. place it on a READY host serving its template with a free slot
@@ -19,6 +19,7 @@
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::hosts::TracedChannel as Channel;
@@ -33,6 +34,7 @@ use crate::hosts::directory::{HostDirectory, PendingStop};
 use crate::store::Store;
 use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
 use crate::supervisor::exit::{Ending, classify, describe};
+use crate::supervisor::runner::RestartQueue;
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
 /// milliseconds; this only bounds a host that stopped answering.
@@ -52,6 +54,9 @@ pub struct Pods {
     store: Store,
     hosts: HostDirectory,
     defaults: RestartDefaults,
+    /// The supervisor's restart queue, for restarts scheduled by a write
+    /// made here (a spawn failure counts as a crash); set once it runs.
+    restarts: Arc<OnceLock<RestartQueue>>,
 }
 
 impl Pods {
@@ -60,7 +65,13 @@ impl Pods {
             store,
             hosts,
             defaults,
+            restarts: Arc::default(),
         }
+    }
+
+    /// Hands automatic restarts scheduled here to the supervisor.
+    pub fn attach_restarts(&self, queue: RestartQueue) {
+        let _ = self.restarts.set(queue);
     }
 
     /// The shared host state.
@@ -81,13 +92,16 @@ impl Pods {
         cause: Cause,
         automatic: bool,
     ) -> Result<Option<PodInfo>> {
+        // Fail fast rather than wait for a placement whose claim cannot be
+        // written.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         decide_start(task_id, task.status, task.pod_status)?;
-        let placement = self.hosts.place(&task.template)?;
+        let placement = self.hosts.place(&task.template).await?;
         let pod_id = uuid::Uuid::now_v7().to_string();
         let claim = self
             .store
@@ -116,8 +130,21 @@ impl Pods {
             generation: claimed.generation,
         };
         self.hosts.set_starting(&pod.pod_id, true);
+        // A refused automatic restart stays due (and durable) for a retry.
+        let retry_at = automatic.then(|| {
+            let delay = i64::try_from(crate::supervisor::runner::RESTART_RETRY.as_micros())
+                .unwrap_or(i64::MAX);
+            ipa_proto::time::now_micros().saturating_add(delay)
+        });
         let result = self
-            .start_on_host(placement.client, &placement.host_id, &pod, &claimed, &cause)
+            .start_on_host(
+                placement.client,
+                &placement.host_id,
+                &pod,
+                &claimed,
+                &cause,
+                retry_at,
+            )
             .await;
         self.hosts.set_starting(&pod.pod_id, false);
         self.hosts.start_done(&placement.host_id, result.is_ok());
@@ -131,6 +158,7 @@ impl Pods {
         pod: &PodRef,
         claimed: &ClaimedPod,
         cause: &Cause,
+        retry_at: Option<i64>,
     ) -> Result<PodInfo> {
         let metadata: HashMap<String, String> =
             serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
@@ -148,11 +176,18 @@ impl Pods {
         match answer {
             Ok(Ok(resp)) => {
                 let info = resp.into_inner().pod.unwrap_or_default();
-                let started_at = info
-                    .started_at
+                if let Some(exit) = info
+                    .exit
                     .as_ref()
-                    .and_then(ipa_proto::time::micros_from_timestamp)
-                    .unwrap_or_else(ipa_proto::time::now_micros);
+                    .filter(|e| e.cause == pb::ExitCause::SpawnFailed as i32)
+                {
+                    // An older pod-host answers a failed spawn with the pod
+                    // already ended.
+                    return Err(self.spawn_failed(pod, host_id, &exit.message).await);
+                }
+                let now = ipa_proto::time::now_micros();
+                let started_at =
+                    crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
                 let outcome = self
                     .store
                     .pod(PodCommand::Started {
@@ -191,19 +226,28 @@ impl Pods {
                     started_at,
                 })
             }
+            Ok(Err(status)) if reason_of(&status) == Some(ErrorReason::SpawnFailed) => {
+                let why = status.message();
+                let why = why.strip_prefix("SPAWN_FAILED: ").unwrap_or(why);
+                Err(self.spawn_failed(pod, host_id, why).await)
+            }
             Ok(Err(status)) if is_refusal(&status) => {
-                let message = format!("pod-host {host_id} refused the start: {}", status.message());
+                let message = format!(
+                    "pod-host {host_id} refused the start: {}",
+                    crate::hosts::hello::clip(status.message())
+                );
                 self.store
                     .pod(PodCommand::AbortStart {
                         pod: pod.clone(),
                         message: message.clone(),
+                        retry_at,
                     })
                     .await?;
                 Err(Error::NoPodHost(message))
             }
             other => {
                 let why = match other {
-                    Ok(Err(s)) => s.message().to_owned(),
+                    Ok(Err(s)) => crate::hosts::hello::clip(s.message()),
                     _ => "no answer in time".to_owned(),
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
@@ -216,6 +260,7 @@ impl Pods {
                         .pod(PodCommand::AbortStart {
                             pod: pod.clone(),
                             message,
+                            retry_at,
                         })
                         .await?;
                     Err(Error::NoPodHost(format!(
@@ -226,6 +271,48 @@ impl Pods {
                 }
             }
         }
+    }
+
+    /// The host could not create the pod's process: nothing ran, so the
+    /// claim ends in one `pod_crashed` carrying the reason (no
+    /// `pod_started`), the restart policy decides as for a crash, and the
+    /// caller gets SPAWN_FAILED.
+    async fn spawn_failed(&self, pod: &PodRef, host_id: &str, why: &str) -> Error {
+        tracing::warn!(task_id = %pod.task_id, %host_id, %why, "pod-host could not spawn the pod");
+        let exit = pb::PodExit {
+            cause: pb::ExitCause::SpawnFailed as i32,
+            message: why.to_owned(),
+            ..Default::default()
+        };
+        let message = format!("pod-host {host_id} could not start the pod: {why}");
+        let report = EndReport {
+            ending: Ending::SpawnFailed,
+            detail: exit_detail(&exit),
+            message: message.clone(),
+            last_phase: None,
+        };
+        let ended = self
+            .store
+            .pod(PodCommand::Ended {
+                pod: pod.clone(),
+                host_id: host_id.to_owned(),
+                report,
+                cause: Cause::system(),
+                defaults: self.defaults,
+                jitter: rand::random::<f64>(),
+            })
+            .await;
+        match ended {
+            Ok(PodOutcome::Applied {
+                restart_at: Some(at),
+            }) => match self.restarts.get() {
+                Some(q) => q.schedule(pod.task_id, at),
+                None => tracing::warn!(task_id = %pod.task_id, "no supervisor to restart the task"),
+            },
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+        Error::SpawnFailed(message)
     }
 
     /// Kills `pod` on its host as stale; true when the host confirmed it is
@@ -256,6 +343,9 @@ impl Pods {
         correlation: &CorrelationId,
         reason: &str,
     ) -> Result<()> {
+        // The stop's end must be recorded: refuse at once (touching
+        // nothing) while the store is known to be unwritable.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
@@ -268,10 +358,7 @@ impl Pods {
             pod_id: pod_info.pod_id.clone(),
             generation: pod_info.generation,
         };
-        let cause = Cause {
-            actor: actor.as_str().to_owned(),
-            correlation: correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(actor, correlation);
         self.stop_pod(&pod, &pod_info.pod_host, cause, reason).await
     }
 
@@ -309,7 +396,6 @@ impl Pods {
                 return Err(Error::PodStateUnknown(pod.task_id));
             }
         };
-        self.hosts.take_stop(&pod.pod_id);
         // Whatever way it ended while being stopped, the caller asked for it:
         // a requested stop is never a crash.
         let mut detail = exit
@@ -325,16 +411,22 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
+        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        // If this commit fails (the store went down meanwhile), the pending
+        // stop stays: the host's own exit event for the pod, applied once
+        // the store is back, is then recorded as this caller's stop, never
+        // as a crash or a loss.
         self.store
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
+                host_id: host_id.to_owned(),
                 report,
                 cause,
                 defaults: self.defaults,
                 jitter: 0.0,
             })
             .await?;
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.take_stop(&pod.pod_id);
         self.hosts.release(host_id);
         Ok(())
     }
@@ -347,16 +439,14 @@ impl Pods {
         actor: &ActorId,
         correlation: &CorrelationId,
     ) -> Result<PodInfo> {
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         crate::domain::ensure_not_terminal(task_id, task.status)?;
-        let cause = Cause {
-            actor: actor.as_str().to_owned(),
-            correlation: correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(actor, correlation);
         match task.pod_status {
             PodStatus::Unknown => return Err(Error::PodStateUnknown(task_id)),
             PodStatus::Starting | PodStatus::Running => {
@@ -392,39 +482,6 @@ impl Pods {
             Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
             other => {
                 tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
-            }
-        }
-    }
-
-    /// GetPodLogs: the current (or last) pod's output, from its host.
-    pub async fn logs(
-        &self,
-        task_id: TaskId,
-        follow: bool,
-        tail_lines: u32,
-    ) -> Result<Option<tonic::Streaming<pb::PodLogChunk>>> {
-        let task = self
-            .store
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
-        let Some(pod) = task.pod else { return Ok(None) };
-        let mut client = self
-            .hosts
-            .client(&pod.pod_host)
-            .ok_or(Error::PodStateUnknown(task_id))?;
-        let req = pb::HostGetPodLogsRequest {
-            task_id: task_id.to_string(),
-            pod_id: pod.pod_id,
-            follow,
-            tail_lines,
-        };
-        match client.get_pod_logs(req).await {
-            Ok(s) => Ok(Some(s.into_inner())),
-            Err(s) if reason_of(&s) == Some(ErrorReason::PodNotFound) => Ok(None),
-            Err(s) => {
-                tracing::warn!(%task_id, error = %s.message(), "pod-host GetPodLogs failed");
-                Err(Error::PodStateUnknown(task_id))
             }
         }
     }
@@ -464,15 +521,20 @@ pub fn exit_detail(exit: &pb::PodExit) -> serde_json::Value {
         "signal": exit.signal,
         "cause": cause.as_str_name(),
         "reported_completed": exit.reported_completed,
-        "message": exit.message,
+        "message": crate::hosts::hello::clip(&exit.message),
     })
 }
 
-/// The report for an exit streamed by a host.
+/// The report for an exit streamed by a host (its free text clipped).
 pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) -> EndReport {
+    let exit = &pb::PodExit {
+        message: crate::hosts::hello::clip(&exit.message),
+        ..exit.clone()
+    };
     let ending = classify(exit);
     let message = match ending {
         Ending::Crashed | Ending::Lost => describe(exit),
+        Ending::SpawnFailed => format!("could not be started: {}", exit.message),
         Ending::HostShutdown => "its pod-host shut down".to_owned(),
         _ => String::new(),
     };

@@ -47,7 +47,7 @@ pub fn ensure_not_terminal(id: TaskId, status: TaskStatus) -> Result<()> {
 
 /// CompleteTask / CancelTask: from any non-terminal status to the terminal
 /// one, phase to match, pod stopped. Allowed whatever the pod status is
-/// (also UNKNOWN: the pod is fenced later, API.md POD_STATE_UNKNOWN).
+/// (also UNKNOWN: the pod is fenced later, docs/api.md POD_STATE_UNKNOWN).
 pub fn finish(id: TaskId, status: TaskStatus, pod: PodStatus, cmd: Finish) -> Result<Transition> {
     ensure_not_terminal(id, status)?;
     let (status, phase, event) = match cmd {

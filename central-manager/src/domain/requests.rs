@@ -156,6 +156,32 @@ pub struct WatchQuery {
     pub task_id: Option<TaskId>,
 }
 
+/// Most lines GetPodLogs may ask for (API.md Limits): a tail is found by
+/// reading back from the end, so this bounds that work.
+pub const MAX_TAIL_LINES: u32 = 10_000;
+
+/// GetPodLogs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsQuery {
+    /// The task whose current (or last) pod's output is read.
+    pub task_id: TaskId,
+    /// Keep streaming new output until the pod's output ends.
+    pub follow: bool,
+    /// Start this many lines before the end; 0 = everything retained.
+    pub tail_lines: u32,
+}
+
+/// A `tail_lines` value: at most [`MAX_TAIL_LINES`].
+pub fn tail_lines(n: u32) -> Result<u32> {
+    if n > MAX_TAIL_LINES {
+        return Err(Error::invalid(
+            "tail_lines",
+            format!("{n} is over the limit of {MAX_TAIL_LINES}"),
+        ));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +196,18 @@ mod tests {
             Err(Error::InvalidArgument { field: "limit", .. })
         ));
         assert!(page_limit(u32::MAX, "limit").is_err());
+    }
+
+    #[test]
+    fn tail_lines_both_sides() {
+        assert_eq!(tail_lines(0).unwrap(), 0);
+        assert_eq!(tail_lines(MAX_TAIL_LINES).unwrap(), MAX_TAIL_LINES);
+        assert!(matches!(
+            tail_lines(MAX_TAIL_LINES + 1),
+            Err(Error::InvalidArgument {
+                field: "tail_lines",
+                ..
+            })
+        ));
     }
 }

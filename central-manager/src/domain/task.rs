@@ -60,7 +60,7 @@ pub struct PodInfo {
     pub started_at: i64,
 }
 
-/// Event types (API.md).
+/// Event types (docs/api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     /// CreateTask.
@@ -92,6 +92,24 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type (docs/api.md must name each one; a test in tests/
+    /// checks that).
+    pub const ALL: &[EventType] = &[
+        Self::TaskCreated,
+        Self::PodStarted,
+        Self::PodStopped,
+        Self::PodExited,
+        Self::PodCrashed,
+        Self::PodLost,
+        Self::PodRecovered,
+        Self::PodFenced,
+        Self::PhaseChanged,
+        Self::RestartScheduled,
+        Self::TaskCompleted,
+        Self::TaskCancelled,
+        Self::TaskFailed,
+    ];
+
     /// The wire/database name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -131,4 +149,34 @@ pub struct EventRecord {
     pub correlation_id: String,
     /// Commit-time clock, unix micros.
     pub occurred_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventType;
+
+    /// A new variant fails to compile here until it gets an index, and the
+    /// assertion then fails until it is in `ALL` at that index.
+    #[test]
+    fn all_lists_every_event_type_once() {
+        let index = |e: EventType| match e {
+            EventType::TaskCreated => 0,
+            EventType::PodStarted => 1,
+            EventType::PodStopped => 2,
+            EventType::PodExited => 3,
+            EventType::PodCrashed => 4,
+            EventType::PodLost => 5,
+            EventType::PodRecovered => 6,
+            EventType::PodFenced => 7,
+            EventType::PhaseChanged => 8,
+            EventType::RestartScheduled => 9,
+            EventType::TaskCompleted => 10,
+            EventType::TaskCancelled => 11,
+            EventType::TaskFailed => 12,
+        };
+        for (i, e) in EventType::ALL.iter().enumerate() {
+            assert_eq!(index(*e), i, "{}", e.as_str());
+        }
+        assert_eq!(EventType::ALL.len(), 13);
+    }
 }

@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-/// How long a CreateTask `request_id` is remembered (API.md: 24 h).
+/// How long a CreateTask `request_id` is remembered (docs/api.md: 24 h).
 pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 60 * 60 * 1_000_000;
 
 /// A write, as sent to the writer.
@@ -49,6 +49,17 @@ pub enum Command {
         /// Unix micros.
         up_to: i64,
     },
+    /// The circuit breaker's probe: rewrites one small row, so it fails
+    /// exactly when real writes would (full disk, read-only file, lock).
+    Probe,
+}
+
+impl Command {
+    /// Whether this is the breaker's probe (the only write let through
+    /// while the breaker is open).
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Self::Probe)
+    }
 }
 
 /// What a successful command returns to its caller.
@@ -72,6 +83,8 @@ pub enum Outcome {
     Pod(super::pods::PodOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
+    /// Probe: the database took a write.
+    Probed,
 }
 
 /// Runs one command. `now` is the batch's commit clock (unix micros);
@@ -111,6 +124,14 @@ pub fn apply(
                 .execute([up_to])?;
             Ok(Outcome::Pruned(done as u64))
         }
+        Command::Probe => {
+            conn.prepare_cached(
+                "INSERT INTO store_probe (id, probed_at) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+            )?
+            .execute([now])?;
+            Ok(Outcome::Probed)
+        }
     }
 }
 
@@ -138,6 +159,15 @@ pub(super) fn append_event(
         correlation,
     };
     insert_event(conn, task_id, version, e, now, events)
+}
+
+/// Records the authenticated caller in an event's data when it is not the
+/// event's actor (an admin acting for someone, API.md Security), so the
+/// audit trail says who really did it.
+pub(super) fn note_principal(data: &mut serde_json::Value, authenticated_as: Option<&str>) {
+    if let (Some(p), Some(obj)) = (authenticated_as, data.as_object_mut()) {
+        obj.insert("authenticated_as".to_owned(), json!(p));
+    }
 }
 
 /// An event about to be written.
@@ -239,6 +269,8 @@ fn create_task(
         "restart_policy": t.restart_policy,
         "auto_start": t.auto_start,
     });
+    let mut data = data;
+    note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
         data,
@@ -363,6 +395,7 @@ fn finish_task(
         data["pod_host"] = json!(host);
         data["generation"] = json!(generation);
     }
+    note_principal(&mut data, actor.authenticated_as_principal());
     append_event(
         conn,
         task_id,

@@ -1,4 +1,4 @@
-//! What a pod's end means for its task: the event type API.md prescribes
+//! What a pod's end means for its task: the event type docs/api.md prescribes
 //! and whether the restart policy gets a say. Pure.
 
 use ipa_proto::v1::{ExitCause, PodExit};
@@ -11,9 +11,14 @@ pub enum Ending {
     Completed,
     /// Any other exit 0: `pod_exited`, task inactive, no restart.
     Exited,
-    /// Non-zero exit, death by signal, or a pod that could not be spawned:
-    /// `pod_crashed`, task inactive, restart policy decides.
+    /// Non-zero exit or death by signal: `pod_crashed`, task inactive,
+    /// restart policy decides.
     Crashed,
+    /// The pod could not be created at all (missing program or working
+    /// directory, …): one `pod_crashed` with the reason and no
+    /// `pod_started` before it (nothing ran); the restart policy decides as
+    /// for a crash.
+    SpawnFailed,
     /// Stopped on request (StopPod, Complete/Cancel, a newer generation):
     /// `pod_stopped`, no crash recorded, no restart.
     Stopped,
@@ -31,7 +36,7 @@ impl Ending {
         match self {
             Self::Completed => "task_completed",
             Self::Exited => "pod_exited",
-            Self::Crashed => "pod_crashed",
+            Self::Crashed | Self::SpawnFailed => "pod_crashed",
             Self::Stopped | Self::HostShutdown => "pod_stopped",
             Self::Lost => "pod_lost",
         }
@@ -39,7 +44,7 @@ impl Ending {
 
     /// Whether the ending counts against the restart budget.
     pub fn is_failure(self) -> bool {
-        matches!(self, Self::Crashed | Self::Lost)
+        matches!(self, Self::Crashed | Self::SpawnFailed | Self::Lost)
     }
 }
 
@@ -49,7 +54,7 @@ pub fn classify(exit: &PodExit) -> Ending {
         ExitCause::Stopped | ExitCause::Fenced => Ending::Stopped,
         ExitCause::SelfFenced => Ending::Lost,
         ExitCause::HostShutdown => Ending::HostShutdown,
-        ExitCause::SpawnFailed => Ending::Crashed,
+        ExitCause::SpawnFailed => Ending::SpawnFailed,
         // Unknown causes are judged by the exit status alone.
         ExitCause::Exited | ExitCause::Unspecified => match (exit.exit_code, exit.signal) {
             (Some(0), None) if exit.reported_completed => Ending::Completed,
@@ -134,8 +139,10 @@ mod tests {
         );
         assert_eq!(
             classify(&exit(SpawnFailed, None, None, false)),
-            Ending::Crashed
+            Ending::SpawnFailed
         );
+        assert_eq!(Ending::SpawnFailed.event_type(), "pod_crashed");
+        assert!(Ending::SpawnFailed.is_failure());
         assert!(Ending::Lost.is_failure() && Ending::Crashed.is_failure());
         assert!(!Ending::Stopped.is_failure() && !Ending::HostShutdown.is_failure());
     }

@@ -19,9 +19,11 @@
 //! boot, which is small; it is not pruned because forgetting a generation
 //! could let a delayed stale command through.
 //!
-//! Process handling (spawn, supervision, stop, shutdown) is in [`run`].
+//! Process handling (spawn, supervision, stop, shutdown) is in [`run`];
+//! self-fencing and the loss of the orphan reaper in [`fencing`].
 
 mod dirs;
+mod fencing;
 mod run;
 mod status_reader;
 
@@ -31,16 +33,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::config::HostConfig;
 use crate::events::{EventLog, Retained};
-use crate::fence::{Contact, should_fence};
+use crate::fence::Contact;
 use crate::logs::LogSink;
 use crate::reaper::Reaper;
 use crate::spawn::Spawner;
 use crate::status::{Phase, StatusUpdate};
+use crate::sweep::GroupJournal;
 
 /// Unacknowledged events kept for replay.
 pub const EVENT_BUFFER: usize = 10_000;
@@ -49,8 +51,10 @@ pub const EVENT_BUFFER: usize = 10_000;
 const MAX_ARCHIVED: usize = 256;
 
 /// Exited pods kept unacknowledged (no central acking) before the oldest is
-/// archived anyway: bounds memory on a host no central drains.
-const MAX_UNACKED_EXITED: usize = 10_000;
+/// archived anyway: bounds memory on a host no central drains, and with the
+/// largest `--capacity` keeps the hello snapshot within one message (see
+/// `connect`).
+pub const MAX_UNACKED_EXITED: usize = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodState {
@@ -165,6 +169,9 @@ struct Pod {
     view: PodView,
     logs: Arc<LogSink>,
     dir: PathBuf,
+    /// Who it runs as when not the host (`crate::isolation`); a per-pod
+    /// uid returns to the pool when the exit is recorded.
+    creds: Option<crate::isolation::Creds>,
     /// Set when the host decided to end the pod; becomes the exit cause.
     kill_cause: Option<ExitCause>,
     reported_completed: bool,
@@ -192,6 +199,8 @@ struct Table {
     contact: Contact,
     self_fenced: bool,
     draining: bool,
+    /// No orphan reaper runs: new pods are refused (see `reaper`).
+    unprotected: bool,
     /// Exited, unacknowledged pod ids in exit order.
     unacked: VecDeque<String>,
     /// Acknowledged pod ids kept for logs, oldest first.
@@ -252,7 +261,10 @@ pub struct Supervisor {
     fence_rearm: Notify,
     spawner: Spawner,
     dirs: Arc<dirs::PodDirs>,
-    reaper: Option<Reaper>,
+    isolation: crate::isolation::Isolation,
+    reaper: Option<Arc<Reaper>>,
+    /// The record of pod groups a later run sweeps after a crash.
+    journal: GroupJournal,
     tracker: TaskTracker,
 }
 
@@ -261,7 +273,8 @@ impl Supervisor {
     pub fn new(
         cfg: HostConfig,
         spawner: Spawner,
-        reaper: Option<Reaper>,
+        reaper: Option<Arc<Reaper>>,
+        journal: GroupJournal,
         tracker: TaskTracker,
     ) -> Self {
         Self {
@@ -273,21 +286,31 @@ impl Supervisor {
                 contact: Contact::new(cfg.fence_timeout),
                 self_fenced: false,
                 draining: false,
+                unprotected: false,
                 unacked: VecDeque::new(),
                 archive: VecDeque::new(),
             }),
-            dirs: Arc::new(dirs::PodDirs::new(&cfg.data_dir)),
+            dirs: Arc::new(dirs::PodDirs::new(
+                &cfg.data_dir,
+                cfg.pod_identity != crate::isolation::PodIdentity::Host,
+            )),
+            isolation: crate::isolation::Isolation::new(cfg.pod_identity.clone()),
             cfg,
             seq_tx: watch::channel(0).0,
             fence_rearm: Notify::new(),
             spawner,
             reaper,
+            journal,
             tracker,
         }
     }
 
-    /// Starts making spare pod dirs in the background (see [`dirs`]).
+    /// Locks the data dir down for pods of another user, then starts
+    /// making spare pod dirs in the background (see [`dirs`]).
     pub fn prepare_dirs(&self) {
+        if let Err(e) = self.isolation.secure_data_dir(&self.cfg.data_dir) {
+            tracing::error!(dir = %self.cfg.data_dir.display(), error = %e, "cannot restrict the data dir");
+        }
         self.dirs.refill();
     }
 
@@ -305,7 +328,7 @@ impl Supervisor {
         &self.boot_id
     }
 
-    pub fn reaper(&self) -> Option<&Reaper> {
+    pub fn reaper(&self) -> Option<&Arc<Reaper>> {
         self.reaper.as_ref()
     }
 
@@ -332,7 +355,7 @@ impl Supervisor {
             pods,
             last_seq: t.events.last_seq(),
             self_fenced: std::mem::take(&mut t.self_fenced),
-            draining: t.draining,
+            draining: t.draining || t.unprotected,
         }
     }
 
@@ -357,8 +380,12 @@ impl Supervisor {
         self.lock().live_pods()
     }
 
+    /// Whether central should place no pods here: the host is shutting
+    /// down, or its pods have no orphan reaper (see `fencing`). Reported
+    /// in the hello and every heartbeat.
     pub fn draining(&self) -> bool {
-        self.lock().draining
+        let t = self.lock();
+        t.draining || t.unprotected
     }
 
     /// Buffered events after `seq`.
@@ -404,73 +431,6 @@ impl Supervisor {
         Some(pod.logs.clone())
     }
 
-    // ----- fencing -----
-
-    /// A message or command from central arrived. If the gap since the
-    /// previous one already reached the fence timeout (the host was frozen
-    /// and this message may be stale), fence first, then refresh.
-    pub fn contact(&self) {
-        let now = Instant::now();
-        let (victims, first) = {
-            let mut t = self.lock();
-            let first = t.contact.last().is_none();
-            let gap = t.contact.last().map(|l| now.saturating_duration_since(l));
-            let missed = t.contact.touch(now);
-            let victims = if missed && t.live_pods() > 0 {
-                let why = format!(
-                    "last contact with central-manager was {} ms ago (fence timeout {} ms), noticed late (host frozen?)",
-                    gap.unwrap_or_default().as_millis(),
-                    self.cfg.fence_timeout.as_millis()
-                );
-                t.begin_self_fence(&why)
-            } else {
-                Vec::new()
-            };
-            (victims, first)
-        };
-        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
-        if first {
-            self.fence_rearm.notify_one();
-        }
-    }
-
-    /// When the fence timer must next look: the contact deadline while a
-    /// live pod is not already being killed, else never.
-    pub fn fence_deadline(&self) -> Option<Instant> {
-        let t = self.lock();
-        let any = t
-            .pods
-            .values()
-            .any(|p| p.is_live() && p.kill_cause.is_none());
-        if any { t.contact.deadline() } else { None }
-    }
-
-    /// Resolves when the fence deadline may have changed from "never".
-    pub async fn fence_rearmed(&self) {
-        self.fence_rearm.notified().await
-    }
-
-    /// The fence timer fired: fence if the deadline really passed.
-    pub fn fence_if_due(&self, now: Instant) {
-        let victims = {
-            let mut t = self.lock();
-            let unfenced = t
-                .pods
-                .values()
-                .filter(|p| p.is_live() && p.kill_cause.is_none())
-                .count();
-            if !should_fence(t.contact.last(), now, t.contact.timeout(), unfenced) {
-                return;
-            }
-            let why = format!(
-                "nothing heard from a central-manager for {} ms",
-                self.cfg.fence_timeout.as_millis()
-            );
-            t.begin_self_fence(&why)
-        };
-        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
-    }
-
     // ----- status -----
 
     /// Applies an accepted status line of a live pod.
@@ -479,7 +439,7 @@ impl Supervisor {
         let Some(pod) = t.pods.get_mut(pod_id).filter(|p| p.is_live()) else {
             return;
         };
-        pod.view.version += 1;
+        pod.view.version = pod.view.version.saturating_add(1);
         if let Some(phase) = update.phase {
             pod.view.phase = Some(phase);
             if phase == Phase::Completed {
@@ -506,6 +466,9 @@ impl Supervisor {
             return;
         };
         let exit = make(pod.kill_cause, pod.reported_completed);
+        if let Some(c) = pod.creds.take() {
+            self.isolation.release(&c);
+        }
         crate::metrics::pod_ended(&exit);
         pod.view.state = PodState::Exited;
         pod.view.exit = Some(exit.clone());

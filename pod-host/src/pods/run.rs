@@ -39,8 +39,12 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 struct Prepared {
     logs: Arc<LogSink>,
     dir: std::path::PathBuf,
+    /// The pod's working dir (its pod dir, or `work` in it when isolated).
+    work: std::path::PathBuf,
     task_file: std::path::PathBuf,
     fence: Vec<(u32, watch::Receiver<bool>)>,
+    /// The task's newest pod before this one (restored if it never starts).
+    previous_newest: Option<String>,
 }
 
 impl Supervisor {
@@ -55,40 +59,53 @@ impl Supervisor {
                 HostError::invalid(
                     "template",
                     format!(
-                        "no template named {:?} (this host has {:?})",
-                        spec.template,
+                        "no template named {} (this host has {:?})",
+                        crate::error::quote(&spec.template),
                         self.cfg.templates.names()
                     ),
                 )
             })?;
-        let prepared = match self.reserve(&spec)? {
+        let mut prepared = match self.reserve(&spec)? {
             Ok(p) => p,
             Err(existing) => return Ok(existing),
         };
 
+        // Who it runs as (`crate::isolation`): a per-pod uid is taken now
+        // and returned when its exit is recorded.
+        let creds = match self.isolation.acquire() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no identity for the pod");
+                self.record_exit(&spec.pod_id, |_, _| PodExit {
+                    code: None,
+                    signal: None,
+                    cause: ExitCause::SpawnFailed,
+                    reported_completed: false,
+                    at: SystemTime::now(),
+                    message: e,
+                });
+                return Ok(self.view(&spec.pod_id));
+            }
+        };
+        if let Some(p) = self.lock().pods.get_mut(&spec.pod_id) {
+            p.creds = creds.clone();
+        }
+
         // The pod's dir and task file, outside the table lock and off the
         // async workers (creating inodes can take a millisecond).
         let task_body = task_file_body(&spec);
-        let (dirs, dir) = (self.dirs.clone(), prepared.dir.clone());
-        let made = tokio::task::spawn_blocking(move || dirs.make(&dir, &task_body))
+        let (dirs, dir, owner) = (self.dirs.clone(), prepared.dir.clone(), creds.clone());
+        let made = tokio::task::spawn_blocking(move || dirs.make(&dir, &task_body, owner.as_ref()))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.dirs.refill();
         if let Err(e) = made {
-            tracing::error!(dir = %prepared.dir.display(), error = %e, "cannot prepare pod dir");
-            self.record_exit(&spec.pod_id, |_, _| PodExit {
-                code: None,
-                signal: None,
-                cause: ExitCause::SpawnFailed,
-                reported_completed: false,
-                at: SystemTime::now(),
-                message: format!("cannot prepare the pod dir {}: {e}", prepared.dir.display()),
-            });
-            return Ok(self.view(&spec.pod_id));
+            let why = format!("cannot prepare the pod dir {}: {e}", prepared.dir.display());
+            return Err(self.spawn_failed(&spec, &prepared, why).await);
         }
 
         // An older generation of this task still runs: kill it first.
-        for (pid, mut rx) in prepared.fence {
+        for (pid, mut rx) in std::mem::take(&mut prepared.fence) {
             kill_group(pid, Signal::SIGKILL);
             if tokio::time::timeout(KILL_WAIT, rx.wait_for(|e| *e))
                 .await
@@ -132,7 +149,11 @@ impl Supervisor {
                 if let Some(tp) = ipa_common::trace_context::current_traceparent() {
                     env.push((ipa_common::trace_context::TRACEPARENT_ENV.into(), tp.into()));
                 }
-                match pod_command(&template, env, &prepared.dir) {
+                if let Some(c) = &creds {
+                    crate::isolation::adjust_env(&mut env, c, &prepared.work);
+                }
+                let ids = creds.as_ref().map(|c| (c.uid, c.gid));
+                match pod_command(&template, env, &prepared.work, ids) {
                     Ok(cmd) => self
                         .spawner
                         .spawn(cmd, status_w)
@@ -145,23 +166,13 @@ impl Supervisor {
         };
         let (child, status_r) = match spawned {
             Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, command = %template.command.display(), "pod spawn failed");
-                self.record_exit(&spec.pod_id, |_, _| PodExit {
-                    code: None,
-                    signal: None,
-                    cause: ExitCause::SpawnFailed,
-                    reported_completed: false,
-                    at: SystemTime::now(),
-                    message: format!("cannot start {}: {e}", template.command.display()),
-                });
-                return Ok(self.view(&spec.pod_id));
-            }
+            Err(e) => return Err(self.spawn_failed(&spec, &prepared, e.to_string()).await),
         };
         let pid = child.id();
         if let Some(r) = &self.reaper {
             r.watch(pid);
         }
+        self.journal.started(&spec.pod_id, pid);
         let (view, kill_now) = {
             let mut t = self.lock();
             let Some(pod) = t.pods.get_mut(&spec.pod_id) else {
@@ -200,6 +211,32 @@ impl Supervisor {
         Ok(view)
     }
 
+    /// The pod could not be created: nothing ran, so there is no pod to
+    /// report and no event; the slot is released, the task's previous pod
+    /// stays its newest, and the caller gets SPAWN_FAILED with the reason.
+    async fn spawn_failed(&self, spec: &StartSpec, prepared: &Prepared, why: String) -> HostError {
+        tracing::warn!(template = %spec.template, error = %why, "pod spawn failed");
+        crate::metrics::spawn_failed();
+        {
+            let mut t = self.lock();
+            if let Some(pod) = t.pods.remove(&spec.pod_id) {
+                // A StopPod waiting for this pod returns (not found).
+                pod.exited.send_replace(true);
+            }
+            if let Some(e) = t.tasks.get_mut(&spec.task_id)
+                && e.newest_pod.as_deref() == Some(spec.pod_id.as_str())
+            {
+                e.newest_pod = prepared.previous_newest.clone();
+            }
+        }
+        let dir = prepared.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        HostError::SpawnFailed(format!(
+            "cannot start a pod from template {:?}: {why}",
+            spec.template
+        ))
+    }
+
     /// Checks and reserves a slot. `Ok(Err(view))` is an idempotent repeat.
     fn reserve(&self, spec: &StartSpec) -> Result<Result<Prepared, PodView>, HostError> {
         let mut t = self.lock();
@@ -214,6 +251,9 @@ impl Supervisor {
         }
         if t.draining {
             return Err(HostError::ShuttingDown);
+        }
+        if t.unprotected {
+            return Err(HostError::Unprotected);
         }
         let known = t.tasks.get(&spec.task_id).map(|e| e.generation);
         if let Some(known) = known.filter(|k| spec.generation < *k) {
@@ -240,7 +280,7 @@ impl Supervisor {
             }
             fence.push(p.view.pod_id.clone());
         }
-        let live = t.live_pods() - fence.len();
+        let live = t.live_pods().saturating_sub(fence.len());
         if live >= self.cfg.capacity as usize {
             return Err(HostError::NoCapacity {
                 capacity: self.cfg.capacity,
@@ -249,7 +289,7 @@ impl Supervisor {
 
         // Files are made by the caller, after the lock (see `start`).
         let dir = self.cfg.data_dir.join("pods").join(&spec.pod_id);
-        let task_file = dir.join(super::dirs::TASK_FILE);
+        let (work, task_file) = super::dirs::pod_paths(&dir, self.isolation.is_isolated());
         let logs = Arc::new(LogSink::new(&dir, self.cfg.log_max_bytes));
 
         let mut fence_waits = Vec::new();
@@ -260,13 +300,16 @@ impl Supervisor {
                 fence_waits.push((p.view.pid, p.exited.subscribe()));
             }
         }
-        t.tasks.insert(
-            spec.task_id.clone(),
-            TaskEntry {
-                generation: spec.generation,
-                newest_pod: Some(spec.pod_id.clone()),
-            },
-        );
+        let previous_newest = t
+            .tasks
+            .insert(
+                spec.task_id.clone(),
+                TaskEntry {
+                    generation: spec.generation,
+                    newest_pod: Some(spec.pod_id.clone()),
+                },
+            )
+            .and_then(|e| e.newest_pod);
         t.pods.insert(
             spec.pod_id.clone(),
             Pod {
@@ -285,6 +328,7 @@ impl Supervisor {
                 },
                 logs: logs.clone(),
                 dir: dir.clone(),
+                creds: None,
                 kill_cause: None,
                 reported_completed: false,
                 exit_seq: None,
@@ -297,8 +341,10 @@ impl Supervisor {
         Ok(Ok(Prepared {
             logs,
             dir,
+            work,
             task_file,
             fence: fence_waits,
+            previous_newest,
         }))
     }
 
@@ -377,7 +423,12 @@ impl Supervisor {
                 tracing::warn!(pid, "pod did not die after SIGKILL");
             }
         }
-        Ok(self.view(&pod_id))
+        // Gone from the table: it was still starting and never started.
+        self.lock()
+            .pods
+            .get(&pod_id)
+            .map(|p| p.view.clone())
+            .ok_or_else(|| HostError::PodNotFound(format!("pod {pod_id} never started")))
     }
 
     /// Shutdown: refuse new pods, SIGTERM every group, wait up to the stop
@@ -465,9 +516,29 @@ impl Supervisor {
         let waited = child.wait().await;
         // Whatever the pod left behind in its group dies with it.
         kill_group(pid, Signal::SIGKILL);
+        // With a uid of its own, so does anything that left the group:
+        // before the uid can go to another pod.
+        if self.isolation.per_pod() {
+            let uid = self
+                .lock()
+                .pods
+                .get(&pod_id)
+                .and_then(|p| p.creds.as_ref().map(|c| c.uid));
+            if let Some(uid) = uid
+                && let Err(e) = self.spawner.kill_all_of(uid).await
+            {
+                // Never hand a uid that may still run something to another
+                // pod: it stays taken.
+                tracing::error!(uid, error = %e, "cannot kill what is left of the pod's uid; retiring it");
+                if let Some(p) = self.lock().pods.get_mut(&pod_id) {
+                    p.creds = None;
+                }
+            }
+        }
         if let Some(r) = &self.reaper {
             r.forget(pid);
         }
+        self.journal.ended(&pod_id);
         let _ = tokio::time::timeout(STATUS_DRAIN, status).await;
         self.record_exit(&pod_id, |cause, completed| {
             let (code, signal, message) = match &waited {
@@ -488,7 +559,18 @@ impl Supervisor {
             tracing::info!(code = ?exit.code, signal = ?exit.signal, cause = ?exit.cause, "pod exited");
             exit
         });
-        let _ = tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps)).await;
+        // Output already in the pipes is kept; a process that left the
+        // pod's group and still holds them is not the pod any more: its
+        // pipes are closed (it gets EPIPE) rather than read for ever.
+        let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
+        if tokio::time::timeout(OUTPUT_DRAIN, futures::future::join_all(pumps))
+            .await
+            .is_err()
+        {
+            tracing::info!("pod output still open after its exit; closing it");
+            aborts.iter().for_each(|a| a.abort());
+        }
+        // Closes the log files: an exited pod holds no descriptor.
         logs.finish();
     }
 }

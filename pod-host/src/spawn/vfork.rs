@@ -49,9 +49,39 @@ struct ChildArgs {
     /// Sources for fds 0, 1, 2, 3; all ≥ 4 (see [`above_stdio`]).
     fds: [RawFd; 4],
     parent: libc::pid_t,
+    /// Run as this uid/gid (no supplementary groups) when `set_ids`.
+    set_ids: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
     empty_mask: libc::sigset_t,
     /// Set by the child to its errno when it fails before exec.
     err: AtomicI32,
+    /// The [`Step`] the child was at (meaningful when `err` is set).
+    step: AtomicI32,
+}
+
+/// What the child was doing when it failed, so the error can say which
+/// part of the template is wrong (a missing working directory and a
+/// missing program both fail with ENOENT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Step {
+    /// Process group, descriptors, death signal: host-side trouble.
+    Setup = 0,
+    /// `chdir` to the working directory.
+    Chdir = 1,
+    /// `execve` of the program.
+    Exec = 2,
+}
+
+impl Step {
+    fn from_raw(v: i32) -> Self {
+        match v {
+            1 => Step::Chdir,
+            2 => Step::Exec,
+            _ => Step::Setup,
+        }
+    }
 }
 
 /// A prepared program: where to look for it, argv, envp, working dir.
@@ -60,6 +90,8 @@ pub struct Exec {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
+    /// (uid, gid) to run as; `None`: the host's own.
+    pub ids: Option<(u32, u32)>,
 }
 
 /// A reusable stack for the child, with a guard page below it.
@@ -167,8 +199,12 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
         fds: fds.map(|f| f.as_raw_fd()),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
+        set_ids: exec.ids.is_some(),
+        uid: exec.ids.map_or(0, |(u, _)| u),
+        gid: exec.ids.map_or(0, |(_, g)| g),
         empty_mask: empty,
         err: AtomicI32::new(0),
+        step: AtomicI32::new(Step::Setup as i32),
     };
     debug_assert!(args.fds.iter().all(|&fd| fd >= 4));
     // SAFETY: see the module docs. `args`, the pointer arrays and `stack`
@@ -200,8 +236,88 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
             while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
                 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
             {}
-            Err(io::Error::from_raw_os_error(errno))
+            Err(describe(
+                exec,
+                Step::from_raw(args.step.load(Ordering::Acquire)),
+                io::Error::from_raw_os_error(errno),
+            ))
         }
+    }
+}
+
+/// The child's failure as an error that names what failed (same kind as
+/// the system error).
+fn describe(exec: &Exec, step: Step, e: io::Error) -> io::Error {
+    let program = exec
+        .argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let what = match step {
+        Step::Setup => "cannot set up the pod process".to_owned(),
+        Step::Chdir => format!(
+            "cannot enter the working directory {}",
+            exec.cwd.to_string_lossy()
+        ),
+        Step::Exec => format!("cannot execute {program}"),
+    };
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Kills every process running as `uid` (`kill(-1, SIGKILL)` from a child
+/// that becomes `uid`: exactly the processes that uid may signal, i.e. its
+/// own). Returns once that child has exited.
+pub fn kill_all_of(uid: u32, stack: &mut ChildStack) -> io::Result<()> {
+    let mut arg = SweepArgs {
+        uid,
+        err: AtomicI32::new(0),
+    };
+    // SAFETY: as in `spawn`: CLONE_VFORK returns after the child exited,
+    // so `arg` and `stack` outlive it; the child makes raw system calls
+    // only.
+    let pid = unsafe {
+        libc::clone(
+            sweep_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut arg as *mut SweepArgs as *mut c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    match arg.err.load(Ordering::Acquire) {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[repr(C)]
+struct SweepArgs {
+    uid: u32,
+    err: AtomicI32,
+}
+
+extern "C" fn sweep_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `SweepArgs`, alive while the parent is
+    // suspended by CLONE_VFORK; raw system calls only (see `child_main`).
+    unsafe {
+        let a = &*(arg as *const SweepArgs);
+        if libc::syscall(libc::SYS_setresgid, a.uid, a.uid, a.uid) != 0
+            || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0
+        {
+            a.err
+                .store((*libc::__errno_location()).max(1), Ordering::Release);
+            libc::_exit(1);
+        }
+        // ESRCH (nothing left to kill) is the usual, good outcome.
+        libc::kill(-1, libc::SIGKILL);
+        libc::_exit(0)
     }
 }
 
@@ -245,9 +361,23 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 return fail(errno());
             }
         }
+        // Become the pod's user. Raw system calls: glibc's wrappers would
+        // try to change every thread of the *host* (this child shares its
+        // memory and so its thread list). Before chdir, so the pod's own
+        // permissions decide whether it may enter its dir; before the
+        // death signal, because a credential change clears it.
+        if a.set_ids
+            && (libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) != 0
+                || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0)
+        {
+            return fail(errno());
+        }
+        a.step.store(Step::Chdir as i32, Ordering::Release);
         if libc::chdir(a.cwd) != 0 {
             return fail(errno());
         }
+        a.step.store(Step::Setup as i32, Ordering::Release);
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -266,6 +396,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         libc::pthread_sigmask(libc::SIG_SETMASK, &a.empty_mask, ptr::null_mut());
 
         // execvp's search rules, on paths the parent prepared.
+        a.step.store(Step::Exec as i32, Ordering::Release);
         let mut denied = false;
         let mut c = a.candidates;
         while !(*c).is_null() {

@@ -4,6 +4,12 @@
 mod bench_smoke;
 mod central;
 mod deploy;
+mod docs;
+mod hardening;
+mod ipactl;
 mod observability;
 mod pod_host;
+mod python_client;
+mod robustness;
+mod security;
 mod system;

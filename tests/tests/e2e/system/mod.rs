@@ -1,6 +1,6 @@
 //! Tests of the whole system (issue 4 acceptance): one central-manager and
 //! two pod-hosts as real processes, pods of the `ledger` test template that
-//! record when they ran, and the chaos the failure model of DESIGN.md
+//! record when they ran, and the chaos the failure model of docs/architecture.md
 //! covers (pod and host SIGKILL, a partition through a TCP proxy, a frozen
 //! host, central SIGKILL under load, SIGTERM of everything). Every test
 //! checks the invariant on the ledger: never two running pods of one task.
@@ -14,4 +14,4 @@ mod partition;
 mod races;
 mod rpcs;
 mod shutdown;
-mod support;
+pub(crate) mod support;

@@ -1,4 +1,4 @@
-//! Every RPC of API.md against live pods on two pod-hosts: lifecycle calls
+//! Every RPC of docs/api.md against live pods on two pod-hosts: lifecycle calls
 //! really start and stop processes (checked in /proc and the ledger), live
 //! state comes from the host stream, placement is least-loaded, logs are
 //! proxied (tail and follow), and the audit trail and watch feed match.

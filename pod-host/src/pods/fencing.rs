@@ -1,0 +1,101 @@
+//! Fencing the pods from the supervisor's side: contact with central and
+//! the self-fencing deadline (the decision itself is pure, in `crate::fence`),
+//! and what happens when the pods lose the orphan reaper's protection.
+
+use tokio::time::Instant;
+
+use super::{Supervisor, kill_groups};
+use crate::fence::should_fence;
+use crate::reaper::ReaperEvents;
+
+impl Supervisor {
+    /// A message or command from central arrived. If the gap since the
+    /// previous one already reached the fence timeout (the host was frozen
+    /// and this message may be stale), fence first, then refresh.
+    pub fn contact(&self) {
+        let now = Instant::now();
+        let (victims, first) = {
+            let mut t = self.lock();
+            let first = t.contact.last().is_none();
+            let gap = t.contact.last().map(|l| now.saturating_duration_since(l));
+            let missed = t.contact.touch(now);
+            let victims = if missed && t.live_pods() > 0 {
+                let why = format!(
+                    "last contact with central-manager was {} ms ago (fence timeout {} ms), noticed late (host frozen?)",
+                    gap.unwrap_or_default().as_millis(),
+                    self.cfg.fence_timeout.as_millis()
+                );
+                t.begin_self_fence(&why)
+            } else {
+                Vec::new()
+            };
+            (victims, first)
+        };
+        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+        if first {
+            self.fence_rearm.notify_one();
+        }
+    }
+
+    /// When the fence timer must next look: the contact deadline while a
+    /// live pod is not already being killed, else never.
+    pub fn fence_deadline(&self) -> Option<Instant> {
+        let t = self.lock();
+        let any = t
+            .pods
+            .values()
+            .any(|p| p.is_live() && p.kill_cause.is_none());
+        if any { t.contact.deadline() } else { None }
+    }
+
+    /// Resolves when the fence deadline may have changed from "never".
+    pub async fn fence_rearmed(&self) {
+        self.fence_rearm.notified().await
+    }
+
+    /// The fence timer fired: fence if the deadline really passed.
+    pub fn fence_if_due(&self, now: Instant) {
+        let victims = {
+            let mut t = self.lock();
+            let unfenced = t
+                .pods
+                .values()
+                .filter(|p| p.is_live() && p.kill_cause.is_none())
+                .count();
+            if !should_fence(t.contact.last(), now, t.contact.timeout(), unfenced) {
+                return;
+            }
+            let why = format!(
+                "nothing heard from a central-manager for {} ms",
+                self.cfg.fence_timeout.as_millis()
+            );
+            t.begin_self_fence(&why)
+        };
+        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Pods without the reaper's protection would outlive a crash of this
+/// host: kill them (reported as self-fenced, so central may place them
+/// elsewhere), refuse new ones and report the host draining (so central
+/// places none here) until a reaper runs again.
+impl ReaperEvents for Supervisor {
+    fn lost(&self, why: &str) {
+        let victims = {
+            let mut t = self.lock();
+            t.unprotected = true;
+            if t.live_pods() > 0 {
+                t.begin_self_fence(why)
+            } else {
+                Vec::new()
+            }
+        };
+        tracing::error!("{why}; refusing new pods until a reaper runs");
+        kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    fn restored(&self) {
+        self.lock().unprotected = false;
+        tracing::info!("orphan reaper running again; accepting pods");
+    }
+}
