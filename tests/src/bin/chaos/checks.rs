@@ -124,7 +124,7 @@ pub fn live_pods(ledger_path: &Path) -> BTreeMap<u32, String> {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if !vars.iter().any(|v| *v == want.as_bytes()) {
+        if !vars.contains(&want.as_bytes()) {
             continue;
         }
         let pod = vars

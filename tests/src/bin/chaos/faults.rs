@@ -181,8 +181,7 @@ pub async fn inject(
         });
     }
     while running.join_next().await.is_some() {}
-    let t = tally.lock().unwrap().clone();
-    t
+    tally.lock().unwrap().clone()
 }
 
 fn claim(busy: &std::sync::Mutex<Busy>, f: Fault) -> bool {

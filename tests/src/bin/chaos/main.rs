@@ -164,12 +164,9 @@ async fn run(o: &Options) -> (String, bool) {
     let mut c = client.clone();
     let (converged, converged_in) = checks::converge(&sys, &mut c, CONVERGE_BOUND).await;
     let mut verdicts = vec![converged];
-    let history = checks::history(
-        &sys,
-        &mut c,
-        &acks.lock().unwrap_or_else(|e| e.into_inner()),
-    )
-    .await;
+    // The workload has stopped: take the acknowledgements out of the lock.
+    let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|e| e.into_inner()));
+    let history = checks::history(&sys, &mut c, &acks).await;
     verdicts.extend(history.verdicts);
 
     // The watcher must catch up with every committed event.
@@ -235,7 +232,6 @@ async fn run(o: &Options) -> (String, bool) {
         },
     });
 
-    let acks = acks.lock().unwrap_or_else(|e| e.into_inner());
     let report = report::Report {
         seed: o.seed,
         seconds: o.seconds,
