@@ -210,8 +210,13 @@ impl Pods {
                     });
                     if !running_ours {
                         tracing::info!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
-                        self.fence_on_host(client.clone(), pod, "no longer current")
-                            .await;
+                        self.fence_unrecorded_start(
+                            client.clone(),
+                            pod,
+                            host_id,
+                            "no longer current",
+                        )
+                        .await?;
                     }
                 }
                 Ok(PodInfo {
@@ -248,8 +253,8 @@ impl Pods {
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
                 if self
-                    .fence_on_host(client.clone(), pod, "start outcome unknown")
-                    .await
+                    .fence_unrecorded_start(client.clone(), pod, host_id, "start outcome unknown")
+                    .await?
                 {
                     let message = format!("pod-host {host_id} failed to start the pod: {why}");
                     self.store
@@ -318,16 +323,44 @@ impl Pods {
         mut client: PodHostClient<Channel>,
         pod: &PodRef,
         reason: &str,
-    ) -> bool {
+    ) -> Fence {
         let req = stop_request(pod, FENCE_GRACE_MS, reason, true);
         match tokio::time::timeout(FENCE_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(s)) => matches!(
-                reason_of(&s),
-                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration)
-            ),
-            Err(_) => false,
+            Ok(Ok(resp)) => match resp.into_inner().pod.map(|p| p.pid) {
+                Some(pid) if pid > 0 => Fence::Ran { pid },
+                _ => Fence::NotThere,
+            },
+            Ok(Err(s)) => match reason_of(&s) {
+                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration) => Fence::NotThere,
+                _ => Fence::Unconfirmed,
+            },
+            Err(_) => Fence::Unconfirmed,
         }
+    }
+
+    /// Fences a pod whose start central will not record as running (its
+    /// outcome was unknown, or the task moved on while it was in flight).
+    /// When the host's answer shows the process did run, `pod_fenced` says
+    /// so on the task, so the trail never hides a process that ran. True
+    /// when the pod is known to be gone.
+    async fn fence_unrecorded_start(
+        &self,
+        client: PodHostClient<Channel>,
+        pod: &PodRef,
+        host_id: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let fence = self.fence_on_host(client, pod, reason).await;
+        if let Fence::Ran { pid } = fence {
+            self.store
+                .pod(PodCommand::Fenced {
+                    pod: pod.clone(),
+                    host_id: host_id.to_owned(),
+                    reason: format!("{reason}; the pod had started (pid {pid})"),
+                })
+                .await?;
+        }
+        Ok(fence.confirmed())
     }
 
     /// StopPod: graceful stop through the host, then `pod_stopped` with the
@@ -407,7 +440,7 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.stop_confirmed(pod.task_id, &pod.pod_id, host_id);
         // If this commit fails (the store went down meanwhile), the pending
         // stop stays: the host's own exit event for the pod, applied once
         // the store is back, is then recorded as this caller's stop, never
@@ -423,7 +456,6 @@ impl Pods {
             })
             .await?;
         self.hosts.take_stop(&pod.pod_id);
-        self.hosts.release(host_id);
         Ok(())
     }
 
@@ -468,15 +500,20 @@ impl Pods {
     /// longer current. Best effort: if its host is unreachable, the pod is
     /// fenced when the host returns, or the host fences itself.
     pub async fn stop_after_finish(&self, pod: PodRef, host_id: String, reason: &str) {
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
         let Some(mut client) = self.hosts.client(&host_id) else {
+            self.hosts.clear_live(pod.task_id, &pod.pod_id);
             return;
         };
         let req = stop_request(&pod, 0, reason, false);
         match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => self.hosts.release(&host_id),
-            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
+            Ok(Ok(_)) => self
+                .hosts
+                .stop_confirmed(pod.task_id, &pod.pod_id, &host_id),
+            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
+            }
             other => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
                 tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
             }
         }
@@ -509,6 +546,25 @@ fn is_refusal(s: &tonic::Status) -> bool {
                 | ErrorReason::LeaseExpired
         )
     )
+}
+
+/// How fencing a pod on its host went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The host had the pod (its process ran with this pid); it is dead now.
+    Ran { pid: u32 },
+    /// The host has no such pod, or only a newer generation of the task.
+    NotThere,
+    /// No answer, or an error: the pod may still run (the host's own fence
+    /// or a later reconciliation deals with it).
+    Unconfirmed,
+}
+
+impl Fence {
+    /// The pod is known not to run any more.
+    pub fn confirmed(self) -> bool {
+        !matches!(self, Self::Unconfirmed)
+    }
 }
 
 /// Event data for an exit.

@@ -524,7 +524,10 @@ impl HostEvents {
         let queue = self.queue.clone();
         self.tracker.spawn(
             async move {
-                let killed = pods.fence_on_host(client, &pod, "stale pod").await;
+                let killed = pods
+                    .fence_on_host(client, &pod, "stale pod")
+                    .await
+                    .confirmed();
                 tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, %host_id, killed, "fencing stale pod");
                 if killed {
                     queue.push(Job::Fenced {
