@@ -4,7 +4,9 @@
 //! - no task ever ran twice at once (the ledger of pod runs);
 //! - every acknowledged write is present (creates, completes, cancels);
 //! - every pod's end is recorded exactly once, and every pod that ran was
-//!   recorded as started;
+//!   recorded: as started, or (a start central never confirmed, killed by
+//!   generation) by its `pod_fenced`, or (a start in flight when its host
+//!   was lost) by its `pod_lost`;
 //! - every task converges: running with a live pod, or settled as its
 //!   policy says, with central's view, the hosts' and the processes alike;
 //! - every scheduled restart happened;
@@ -350,9 +352,20 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
 
     // 3. Pod ends, starts and owed restarts, from every task's trail.
     let mut started: BTreeSet<String> = BTreeSet::new();
+    // Pods killed by generation; one whose start central never recorded
+    // (it raced with a cancel, or its outcome was unknown) is recorded by
+    // its pod_fenced alone, which says it ran.
+    let mut fenced: BTreeSet<String> = BTreeSet::new();
+    // Pods whose first record is pod_lost: the start was in flight when
+    // their host was lost, so central never learnt they ran; the host
+    // killed them at its own fence timeout (the overlap check holds that).
+    let mut lost_starting: BTreeSet<String> = BTreeSet::new();
+    let mut pod_task: BTreeMap<String, String> = BTreeMap::new();
     let mut ends: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut owed = Vec::new();
     let mut read_errors = Vec::new();
+    // Each task's trail in short (type, pod), to explain a violation.
+    let mut trails: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for t in &tasks {
         let events = match task_events(client, &t.task_id).await {
             Ok(e) => e,
@@ -369,8 +382,21 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_owned();
+            trails.entry(t.task_id.clone()).or_default().push(format!(
+                "{}({})",
+                e.r#type,
+                pod.get(pod.len().saturating_sub(6)..).unwrap_or(&pod)
+            ));
+            if !pod.is_empty() {
+                pod_task.insert(pod.clone(), t.task_id.clone());
+            }
+            if e.r#type == "pod_lost" && !started.contains(&pod) {
+                lost_starting.insert(pod.clone());
+            }
             if e.r#type == "pod_started" {
                 started.insert(pod);
+            } else if e.r#type == "pod_fenced" {
+                fenced.insert(pod);
             } else if POD_ENDS.contains(&e.r#type.as_str()) && !pod.is_empty() {
                 ends.entry(pod)
                     .or_default()
@@ -407,14 +433,26 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
     }
     for pod in &started {
         if !ends.contains_key(pod) && !current.contains(pod.as_str()) {
-            bad.push(format!("pod {pod} started but its end was never recorded"));
+            let task = pod_task.get(pod).cloned().unwrap_or_default();
+            let trail = trails.get(&task).map(|t| t.join(" ")).unwrap_or_default();
+            bad.push(format!(
+                "pod {pod} of task {task} started but its end was never recorded (trail: {trail})"
+            ));
         }
     }
     for r in &runs {
-        if !started.contains(&r.pod_id) {
+        let recorded = started.contains(&r.pod_id)
+            || fenced.contains(&r.pod_id)
+            || lost_starting.contains(&r.pod_id);
+        if !recorded {
             bad.push(format!(
-                "pod {} of task {} ran but was never recorded as started",
-                r.pod_id, r.task_id
+                "pod {} of task {} ran but was never recorded as started (trail: {})",
+                r.pod_id,
+                r.task_id,
+                trails
+                    .get(&r.task_id)
+                    .map(|t| t.join(" "))
+                    .unwrap_or_default()
             ));
         }
     }
