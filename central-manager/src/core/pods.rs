@@ -34,6 +34,7 @@ use crate::hosts::directory::{HostDirectory, PendingStop, Placement};
 use crate::store::Store;
 use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
 use crate::supervisor::exit::{Ending, classify, describe};
+use crate::supervisor::host_events::{Job, JobQueue};
 use crate::supervisor::runner::RestartQueue;
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
@@ -57,6 +58,10 @@ pub struct Pods {
     /// The supervisor's restart queue, for restarts scheduled by a write
     /// made here (a spawn failure counts as a crash); set once it runs.
     restarts: Arc<OnceLock<RestartQueue>>,
+    /// The supervisor's job queue, for writes of things that happened on a
+    /// host which this path could not commit (the store was down): applied
+    /// in order once it is back. Set once the supervisor runs.
+    deferred: Arc<OnceLock<JobQueue>>,
 }
 
 impl Pods {
@@ -66,7 +71,13 @@ impl Pods {
             hosts,
             defaults,
             restarts: Arc::default(),
+            deferred: Arc::default(),
         }
+    }
+
+    /// Hands writes this path could not commit to the supervisor.
+    pub fn attach_jobs(&self, queue: JobQueue) {
+        let _ = self.deferred.set(queue);
     }
 
     /// Hands automatic restarts scheduled here to the supervisor.
@@ -184,16 +195,27 @@ impl Pods {
                 let now = ipa_proto::time::now_micros();
                 let started_at =
                     crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
-                let outcome = self
-                    .store
-                    .pod(PodCommand::Started {
-                        pod: pod.clone(),
-                        pid: info.pid,
-                        started_at,
-                        host_id: host_id.to_owned(),
-                        cause: cause.clone(),
-                    })
-                    .await?;
+                let started = PodCommand::Started {
+                    pod: pod.clone(),
+                    pid: info.pid,
+                    started_at,
+                    host_id: host_id.to_owned(),
+                    cause: cause.clone(),
+                };
+                let outcome = match self.store.pod(started.clone()).await {
+                    // The pod runs, and nothing else will tell: its host's
+                    // stream stays up, so no hello reconciles the STARTING
+                    // row (found by scripts/chaos: a task STARTING for good
+                    // with its pod running). Record it once the store is
+                    // back, in order with the pod's own events.
+                    Err(Error::StoreUnavailable(why)) => {
+                        if let Some(q) = self.deferred.get() {
+                            q.push(Job::Deferred(started));
+                        }
+                        return Err(Error::StoreUnavailable(why));
+                    }
+                    r => r?,
+                };
                 if outcome == PodOutcome::Ignored {
                     // The row no longer has this pod as STARTING. Either its
                     // end was applied first (it did start: fine), or the

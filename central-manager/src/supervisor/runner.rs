@@ -81,6 +81,7 @@ impl Supervisor {
         // restarts come here too.
         pods.attach_restarts(restarts_tx.clone());
         let (jobs, jobs_rx) = JobQueue::new();
+        pods.attach_jobs(jobs.clone());
         let applier = HostEvents::new(
             (jobs.clone(), jobs_rx),
             pods.clone(),

@@ -85,6 +85,37 @@ pub async fn all_tasks(client: &mut Client) -> Result<Vec<pb::Task>, tonic::Stat
 }
 
 /// Every event of `task_id`, oldest first (paged).
+/// Whether `pod` of `task` is, read now, its current pod or has a recorded
+/// end (asked a few times, a second apart).
+async fn ended_or_current_now(client: &mut Client, task: &str, pod: &str) -> bool {
+    for _ in 0..3 {
+        if let Ok(t) = client
+            .get_task(pb::GetTaskRequest {
+                task_id: task.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            && t.pod.as_ref().is_some_and(|p| p.pod_id == pod)
+            && t.pod_status != pb::PodStatus::Stopped as i32
+        {
+            return true;
+        }
+        if let Ok(events) = task_events(client, task).await
+            && events.iter().any(|e| {
+                POD_ENDS.contains(&e.r#type.as_str())
+                    && serde_json::from_str::<serde_json::Value>(&e.data_json)
+                        .ok()
+                        .and_then(|d| d.get("pod_id").and_then(|v| v.as_str()).map(|v| v == pod))
+                        .unwrap_or(false)
+            })
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    false
+}
+
 pub async fn task_events(
     client: &mut Client,
     task_id: &str,
@@ -434,9 +465,26 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
     for pod in &started {
         if !ends.contains_key(pod) && !current.contains(pod.as_str()) {
             let task = pod_task.get(pod).cloned().unwrap_or_default();
+            // Rows and trails were read at different moments while crash
+            // loops may still restart pods: look again before calling it.
+            if ended_or_current_now(client, &task, pod).await {
+                continue;
+            }
             let trail = trails.get(&task).map(|t| t.join(" ")).unwrap_or_default();
+            let row = tasks
+                .iter()
+                .find(|t| t.task_id == task)
+                .map(|t| {
+                    format!(
+                        "{:?}/{:?} pod {}",
+                        pb::TaskStatus::try_from(t.status).unwrap_or_default(),
+                        pb::PodStatus::try_from(t.pod_status).unwrap_or_default(),
+                        t.pod.as_ref().map(|p| p.pod_id.as_str()).unwrap_or("-")
+                    )
+                })
+                .unwrap_or_default();
             bad.push(format!(
-                "pod {pod} of task {task} started but its end was never recorded (trail: {trail})"
+                "pod {pod} of task {task} started but its end was never recorded (row: {row}; trail: {trail})"
             ));
         }
     }
