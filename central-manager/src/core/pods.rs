@@ -34,6 +34,7 @@ use crate::hosts::directory::{HostDirectory, PendingStop, Placement};
 use crate::store::Store;
 use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
 use crate::supervisor::exit::{Ending, classify, describe};
+use crate::supervisor::host_events::{Job, JobQueue};
 use crate::supervisor::runner::RestartQueue;
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
@@ -57,6 +58,10 @@ pub struct Pods {
     /// The supervisor's restart queue, for restarts scheduled by a write
     /// made here (a spawn failure counts as a crash); set once it runs.
     restarts: Arc<OnceLock<RestartQueue>>,
+    /// The supervisor's job queue, for writes of things that happened on a
+    /// host which this path could not commit (the store was down): applied
+    /// in order once it is back. Set once the supervisor runs.
+    deferred: Arc<OnceLock<JobQueue>>,
 }
 
 impl Pods {
@@ -66,7 +71,13 @@ impl Pods {
             hosts,
             defaults,
             restarts: Arc::default(),
+            deferred: Arc::default(),
         }
+    }
+
+    /// Hands writes this path could not commit to the supervisor.
+    pub fn attach_jobs(&self, queue: JobQueue) {
+        let _ = self.deferred.set(queue);
     }
 
     /// Hands automatic restarts scheduled here to the supervisor.
@@ -184,16 +195,27 @@ impl Pods {
                 let now = ipa_proto::time::now_micros();
                 let started_at =
                     crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
-                let outcome = self
-                    .store
-                    .pod(PodCommand::Started {
-                        pod: pod.clone(),
-                        pid: info.pid,
-                        started_at,
-                        host_id: host_id.to_owned(),
-                        cause: cause.clone(),
-                    })
-                    .await?;
+                let started = PodCommand::Started {
+                    pod: pod.clone(),
+                    pid: info.pid,
+                    started_at,
+                    host_id: host_id.to_owned(),
+                    cause: cause.clone(),
+                };
+                let outcome = match self.store.pod(started.clone()).await {
+                    // The pod runs, and nothing else will tell: its host's
+                    // stream stays up, so no hello reconciles the STARTING
+                    // row (found by scripts/chaos: a task STARTING for good
+                    // with its pod running). Record it once the store is
+                    // back, in order with the pod's own events.
+                    Err(Error::StoreUnavailable(why)) => {
+                        if let Some(q) = self.deferred.get() {
+                            q.push(Job::Deferred(started));
+                        }
+                        return Err(Error::StoreUnavailable(why));
+                    }
+                    r => r?,
+                };
                 if outcome == PodOutcome::Ignored {
                     // The row no longer has this pod as STARTING. Either its
                     // end was applied first (it did start: fine), or the
@@ -210,8 +232,13 @@ impl Pods {
                     });
                     if !running_ours {
                         tracing::info!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
-                        self.fence_on_host(client.clone(), pod, "no longer current")
-                            .await;
+                        self.fence_unrecorded_start(
+                            client.clone(),
+                            pod,
+                            host_id,
+                            "no longer current",
+                        )
+                        .await?;
                     }
                 }
                 Ok(PodInfo {
@@ -248,8 +275,8 @@ impl Pods {
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
                 if self
-                    .fence_on_host(client.clone(), pod, "start outcome unknown")
-                    .await
+                    .fence_unrecorded_start(client.clone(), pod, host_id, "start outcome unknown")
+                    .await?
                 {
                     let message = format!("pod-host {host_id} failed to start the pod: {why}");
                     self.store
@@ -318,16 +345,44 @@ impl Pods {
         mut client: PodHostClient<Channel>,
         pod: &PodRef,
         reason: &str,
-    ) -> bool {
+    ) -> Fence {
         let req = stop_request(pod, FENCE_GRACE_MS, reason, true);
         match tokio::time::timeout(FENCE_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(s)) => matches!(
-                reason_of(&s),
-                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration)
-            ),
-            Err(_) => false,
+            Ok(Ok(resp)) => match resp.into_inner().pod.map(|p| p.pid) {
+                Some(pid) if pid > 0 => Fence::Ran { pid },
+                _ => Fence::NotThere,
+            },
+            Ok(Err(s)) => match reason_of(&s) {
+                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration) => Fence::NotThere,
+                _ => Fence::Unconfirmed,
+            },
+            Err(_) => Fence::Unconfirmed,
         }
+    }
+
+    /// Fences a pod whose start central will not record as running (its
+    /// outcome was unknown, or the task moved on while it was in flight).
+    /// When the host's answer shows the process did run, `pod_fenced` says
+    /// so on the task, so the trail never hides a process that ran. True
+    /// when the pod is known to be gone.
+    async fn fence_unrecorded_start(
+        &self,
+        client: PodHostClient<Channel>,
+        pod: &PodRef,
+        host_id: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let fence = self.fence_on_host(client, pod, reason).await;
+        if let Fence::Ran { pid } = fence {
+            self.store
+                .pod(PodCommand::Fenced {
+                    pod: pod.clone(),
+                    host_id: host_id.to_owned(),
+                    reason: format!("{reason}; the pod had started (pid {pid})"),
+                })
+                .await?;
+        }
+        Ok(fence.confirmed())
     }
 
     /// StopPod: graceful stop through the host, then `pod_stopped` with the
@@ -407,7 +462,7 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.stop_confirmed(pod.task_id, &pod.pod_id, host_id);
         // If this commit fails (the store went down meanwhile), the pending
         // stop stays: the host's own exit event for the pod, applied once
         // the store is back, is then recorded as this caller's stop, never
@@ -423,7 +478,6 @@ impl Pods {
             })
             .await?;
         self.hosts.take_stop(&pod.pod_id);
-        self.hosts.release(host_id);
         Ok(())
     }
 
@@ -468,15 +522,20 @@ impl Pods {
     /// longer current. Best effort: if its host is unreachable, the pod is
     /// fenced when the host returns, or the host fences itself.
     pub async fn stop_after_finish(&self, pod: PodRef, host_id: String, reason: &str) {
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
         let Some(mut client) = self.hosts.client(&host_id) else {
+            self.hosts.clear_live(pod.task_id, &pod.pod_id);
             return;
         };
         let req = stop_request(&pod, 0, reason, false);
         match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => self.hosts.release(&host_id),
-            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
+            Ok(Ok(_)) => self
+                .hosts
+                .stop_confirmed(pod.task_id, &pod.pod_id, &host_id),
+            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
+            }
             other => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
                 tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
             }
         }
@@ -509,6 +568,25 @@ fn is_refusal(s: &tonic::Status) -> bool {
                 | ErrorReason::LeaseExpired
         )
     )
+}
+
+/// How fencing a pod on its host went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The host had the pod (its process ran with this pid); it is dead now.
+    Ran { pid: u32 },
+    /// The host has no such pod, or only a newer generation of the task.
+    NotThere,
+    /// No answer, or an error: the pod may still run (the host's own fence
+    /// or a later reconciliation deals with it).
+    Unconfirmed,
+}
+
+impl Fence {
+    /// The pod is known not to run any more.
+    pub fn confirmed(self) -> bool {
+        !matches!(self, Self::Unconfirmed)
+    }
 }
 
 /// Event data for an exit.

@@ -292,9 +292,35 @@ impl HostDirectory {
         self.lock().registry.start_done(host_id, started);
     }
 
-    /// A pod on `host_id` ended.
-    pub fn release(&self, host_id: &str) {
-        self.lock().registry.release(host_id);
+    /// The host confirmed in its StopPod reply that the pod ended: its slot
+    /// is free at once. Its exit event may still be on the way on the
+    /// host's stream (then it is counted as an early exit until it arrives,
+    /// see [`super::registry::HostEntry::early_exits`]); if that event came
+    /// first, it has already freed the slot.
+    pub fn stop_confirmed(&self, task_id: TaskId, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        let on_stream_yet = g
+            .live
+            .get(&task_id)
+            .is_some_and(|p| p.pod_id == pod_id && p.host_id == host_id);
+        if g.live.get(&task_id).is_some_and(|p| p.pod_id == pod_id) {
+            g.live.remove(&task_id);
+        }
+        if on_stream_yet {
+            g.registry.exited_early(host_id, pod_id);
+        }
+    }
+
+    /// The exit event of a pod arrived on its host's stream.
+    pub fn exited_on_stream(&self, task_id: TaskId, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        if g.live
+            .get(&task_id)
+            .is_some_and(|p| p.pod_id == pod_id && p.host_id == host_id)
+        {
+            g.live.remove(&task_id);
+        }
+        g.registry.exited_on_stream(host_id, pod_id);
     }
 
     /// The command client of a connected host.

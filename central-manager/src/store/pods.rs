@@ -301,10 +301,20 @@ pub fn apply(
             let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
-            if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
+            if !row.is(pod) {
                 return Ok(PodOutcome::Ignored);
             }
-            mark_running(conn, pod, *pid, *started_at, now)?;
+            match row.pod_status()? {
+                PodStatus::Starting => mark_running(conn, pod, *pid, *started_at, now)?,
+                // The host went silent while the start was in flight: the
+                // pod did start, and the trail must say so before any
+                // pod_recovered or pod_lost; it stays UNKNOWN until the
+                // host is heard from again.
+                PodStatus::Unknown if !ran_on(conn, pod, host_id)? => {
+                    set_pid(conn, pod, *pid, *started_at, now)?
+                }
+                _ => return Ok(PodOutcome::Ignored),
+            }
             let mut data = pod_data(pod, host_id);
             data["pid"] = json!(pid);
             super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
@@ -421,14 +431,16 @@ pub fn apply(
             if row.is(pod) && !row.on_host(host_id) {
                 return Ok(PodOutcome::NotOwner);
             }
-            let event = match row.pod_status()? {
-                PodStatus::Unknown => EventType::PodRecovered,
-                PodStatus::Starting => EventType::PodStarted,
-                PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
-            };
             if !row.is(pod) || row.status != TaskStatus::Active.as_db() {
                 return Ok(PodOutcome::Ignored);
             }
+            let event = match row.pod_status()? {
+                // Recovered, unless its start was never recorded (the host
+                // went silent while the start was in flight).
+                PodStatus::Unknown if ran_on(conn, pod, host_id)? => EventType::PodRecovered,
+                PodStatus::Unknown | PodStatus::Starting => EventType::PodStarted,
+                PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
+            };
             mark_running(conn, pod, *pid, *started_at, now)?;
             let mut data = pod_data(pod, host_id);
             data["pid"] = json!(pid);
@@ -485,6 +497,21 @@ fn ran_on(conn: &Connection, pod: &PodRef, host_id: &str) -> Result<bool> {
              AND json_extract(data_json, '$.pod_host') = ?",
         )?
         .exists(params![pod.task_id.to_string(), pod.pod_id, host_id])?)
+}
+
+/// The pid and start time of a pod whose status stays as it is.
+fn set_pid(conn: &Connection, pod: &PodRef, pid: u32, started_at: i64, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE tasks SET pod_pid = COALESCE(NULLIF(?, 0), pod_pid), \
+         pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), updated_at = ? WHERE task_id = ?",
+    )?
+    .execute(params![
+        i64::from(pid),
+        started_at,
+        now,
+        pod.task_id.to_string()
+    ])?;
+    Ok(())
 }
 
 /// RUNNING, with the pid and start time (0 keeps what the row has).

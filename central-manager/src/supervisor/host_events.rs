@@ -101,6 +101,10 @@ pub enum Job {
     },
     /// Hourly crash-history pruning (best effort: not retried).
     PruneCrashes { up_to: i64 },
+    /// A write of the pod paths (core/pods.rs) for something that did
+    /// happen on a host, which they could not commit because the store was
+    /// down (a pod started): applied once the store is back.
+    Deferred(PodCommand),
 }
 
 /// Sends jobs to the applier. Never blocks: the queue is bounded by what
@@ -262,6 +266,11 @@ impl HostEvents {
                 Ok(())
             }
             Job::Phase(r) => self.phase(r).await,
+            Job::Deferred(cmd) => settle(
+                self.store.pod(cmd.clone()).await,
+                "applying a deferred pod write",
+            )
+            .map(drop),
             Job::HostUnreachable { host_id } => {
                 let cmd = PodCommand::HostUnreachable {
                     host_id: host_id.clone(),
@@ -524,7 +533,10 @@ impl HostEvents {
         let queue = self.queue.clone();
         self.tracker.spawn(
             async move {
-                let killed = pods.fence_on_host(client, &pod, "stale pod").await;
+                let killed = pods
+                    .fence_on_host(client, &pod, "stale pod")
+                    .await
+                    .confirmed();
                 tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, %host_id, killed, "fencing stale pod");
                 if killed {
                     queue.push(Job::Fenced {
@@ -550,6 +562,7 @@ impl Job {
             Self::HostLost { .. } => "host lost",
             Self::Fenced { .. } => "pod fenced",
             Self::PruneCrashes { .. } => "prune",
+            Self::Deferred(_) => "deferred pod write",
         }
     }
 }

@@ -81,6 +81,7 @@ impl Supervisor {
         // restarts come here too.
         pods.attach_restarts(restarts_tx.clone());
         let (jobs, jobs_rx) = JobQueue::new();
+        pods.attach_jobs(jobs.clone());
         let applier = HostEvents::new(
             (jobs.clone(), jobs_rx),
             pods.clone(),
@@ -310,8 +311,7 @@ impl Supervisor {
                 if let Some(r) = self.phases.forget(&pod.pod_id) {
                     self.jobs.push(Job::Phase(r));
                 }
-                hosts.clear_live_of(task_id, &pod.pod_id, host_id);
-                hosts.release(host_id);
+                hosts.exited_on_stream(task_id, &pod.pod_id, host_id);
                 EventAction::End {
                     pod,
                     report: end_report(&exit, last_phase),
