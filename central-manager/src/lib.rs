@@ -30,7 +30,6 @@ pub mod hosts;
 pub mod metrics;
 pub mod server;
 pub mod store;
-pub mod supervisor;
 pub mod watch;
 
 pub use config::Config;

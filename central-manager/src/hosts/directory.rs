@@ -7,19 +7,19 @@
 //!
 //! One `std::sync::Mutex`; no lock is held across an await.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use crate::hosts::TracedChannel as Channel;
-use ipa_proto::v1::pod_host_client::PodHostClient;
+use tokio::time::Instant;
 
 pub use super::registry::HostState;
 use super::registry::{HostTimeouts, Registry};
 use super::session::SessionHandle;
-use crate::domain::{Phase, TaskId, TemplateName};
+use crate::core::bugs::SimBugs;
+use crate::core::ports::HostCommands;
+use crate::domain::{Cause, Phase, TaskId, TemplateName};
 use crate::error::{Error, Result};
-use crate::store::pods::Cause;
 
 /// One pod-host, for ListPodHosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +46,12 @@ pub struct HostView {
 }
 
 /// Where a pod was placed: the host and a client for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Placement {
     /// The chosen host.
     pub host_id: String,
-    /// Its command client (shares the session's connection).
-    pub client: PodHostClient<Channel>,
+    /// Its commands (over the session's connection).
+    pub client: Arc<dyn HostCommands>,
 }
 
 /// The live state of a running pod, from its host's stream.
@@ -79,17 +79,19 @@ pub struct PendingStop {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    sessions: HashMap<String, SessionHandle>,
-    live: HashMap<TaskId, LivePod>,
-    resume: HashMap<String, (String, u64)>,
-    pending_stops: HashMap<String, PendingStop>,
+    sessions: BTreeMap<String, SessionHandle>,
+    live: BTreeMap<TaskId, LivePod>,
+    resume: BTreeMap<String, (String, u64)>,
+    pending_stops: BTreeMap<String, PendingStop>,
     /// Pods whose StartPod is on its way to their host.
-    starting: std::collections::HashSet<String>,
+    starting: BTreeSet<String>,
+    /// Reintroduced past bugs (simulator only).
+    bugs: SimBugs,
     /// Hosts whose current session's hello has been reconciled with the
     /// database (host id → boot id). Placement waits for it, so a pod
     /// started on the host can never be mistaken for one missing from an
     /// older snapshot.
-    reconciled: HashMap<String, String>,
+    reconciled: BTreeMap<String, String>,
 }
 
 /// How long a placement waits for a just-connected host's hello to be
@@ -110,15 +112,28 @@ impl HostDirectory {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 registry: Registry::new(timeouts),
-                sessions: HashMap::new(),
-                live: HashMap::new(),
-                resume: HashMap::new(),
-                pending_stops: HashMap::new(),
-                starting: Default::default(),
-                reconciled: HashMap::new(),
+                sessions: BTreeMap::new(),
+                live: BTreeMap::new(),
+                resume: BTreeMap::new(),
+                pending_stops: BTreeMap::new(),
+                starting: BTreeSet::new(),
+                bugs: SimBugs::default(),
+                reconciled: BTreeMap::new(),
             })),
             reconciled_now: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Reintroduces past bugs (only the simulator calls this; see
+    /// `core::bugs`).
+    pub fn with_bugs(self, bugs: SimBugs) -> Self {
+        {
+            let mut g = self.lock();
+            g.bugs = bugs;
+            g.registry
+                .ignore_reservations(bugs.placement_ignores_starts_in_flight);
+        }
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -273,7 +288,7 @@ impl HostDirectory {
         let client = inner
             .sessions
             .get(&host_id)
-            .map(|s| s.client.clone())
+            .map(|s| s.commands.clone())
             .ok_or_else(|| Error::Internal("placed on a host without a session".into()))?;
         Ok(Placement { host_id, client })
     }
@@ -289,9 +304,12 @@ impl HostDirectory {
         self.lock().registry.release(host_id);
     }
 
-    /// The command client of a connected host.
-    pub fn client(&self, host_id: &str) -> Option<PodHostClient<Channel>> {
-        self.lock().sessions.get(host_id).map(|s| s.client.clone())
+    /// The commands of a connected host.
+    pub fn client(&self, host_id: &str) -> Option<Arc<dyn HostCommands>> {
+        self.lock()
+            .sessions
+            .get(host_id)
+            .map(|s| s.commands.clone())
     }
 
     /// Forgets a session if it is still the current one for its host.
@@ -365,7 +383,8 @@ impl HostDirectory {
 
     /// Whether a pod's start is in flight.
     pub fn is_starting(&self, pod_id: &str) -> bool {
-        self.lock().starting.contains(pod_id)
+        let g = self.lock();
+        !g.bugs.placement_ignores_starts_in_flight && g.starting.contains(pod_id)
     }
 
     /// Live phase/version of a task's running pod.

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::queries;
+pub use crate::core::ports::store::{Command, Outcome};
 use crate::domain::{
     ActorId, CorrelationId, EventRecord, EventType, Finish, NewTask, Phase, PodStatus, TaskId,
     TaskRecord, TaskStatus, finish,
@@ -16,76 +17,6 @@ use crate::error::{Error, Result};
 
 /// How long a CreateTask `request_id` is remembered (docs/api.md: 24 h).
 pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 60 * 60 * 1_000_000;
-
-/// A write, as sent to the writer.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// CreateTask with a pre-generated id.
-    CreateTask {
-        /// Id for the new task.
-        task_id: TaskId,
-        /// The validated request.
-        task: Box<NewTask>,
-        /// Initial `pod_message` (why an auto_start did not start a pod).
-        pod_message: String,
-    },
-    /// CompleteTask / CancelTask.
-    Finish {
-        /// The task.
-        task_id: TaskId,
-        /// Which terminal command.
-        finish: Finish,
-        /// Caller.
-        actor: ActorId,
-        /// Correlation id.
-        correlation: CorrelationId,
-        /// CancelTask's reason.
-        reason: Option<String>,
-    },
-    /// Pod supervision (see [`super::pods`]).
-    Pod(super::pods::PodCommand),
-    /// Forget idempotency keys created at or before this time.
-    PruneIdempotency {
-        /// Unix micros.
-        up_to: i64,
-    },
-    /// The circuit breaker's probe: rewrites one small row, so it fails
-    /// exactly when real writes would (full disk, read-only file, lock).
-    Probe,
-}
-
-impl Command {
-    /// Whether this is the breaker's probe (the only write let through
-    /// while the breaker is open).
-    pub fn is_probe(&self) -> bool {
-        matches!(self, Self::Probe)
-    }
-}
-
-/// What a successful command returns to its caller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// CreateTask: the task, and whether it was created by this call (false
-    /// for an idempotent repeat).
-    Task {
-        /// The task.
-        task: Box<TaskRecord>,
-        /// Created now (false: the first call's task was returned).
-        created: bool,
-    },
-    /// Finish: the pod that must be stopped, if one was starting, running
-    /// or unknown.
-    Finished {
-        /// The pod to stop, with its host.
-        stop_pod: Option<(super::pods::PodRef, String)>,
-    },
-    /// A pod supervision command's result.
-    Pod(super::pods::PodOutcome),
-    /// PruneIdempotency: rows removed.
-    Pruned(u64),
-    /// Probe: the database took a write.
-    Probed,
-}
 
 /// Runs one command. `now` is the batch's commit clock (unix micros);
 /// appended events are pushed to `events` for publication after commit.
