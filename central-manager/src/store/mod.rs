@@ -8,6 +8,7 @@
 
 pub mod breaker;
 mod commands;
+pub mod memory;
 mod pod_end;
 pub mod pods;
 mod pool;
