@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::ports::{HostCommands, Ports, TaskStore};
+use super::supervisor::host_events::{Job, JobQueue};
 use super::supervisor::runner::RestartQueue;
 use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
 use crate::domain::{
@@ -53,6 +54,9 @@ pub struct Pods {
     /// The supervisor's restart queue, for restarts scheduled by a write
     /// made here (a spawn failure counts as a crash); set once it runs.
     restarts: Arc<OnceLock<RestartQueue>>,
+    /// The supervisor's ordered writer, for a start's outcome that could
+    /// not be written (see [`Pods::write_or_queue`]); set once it runs.
+    supervision: Arc<OnceLock<JobQueue>>,
 }
 
 /// Where a claimed pod is being started.
@@ -72,6 +76,32 @@ impl Pods {
             hosts,
             defaults,
             restarts: Arc::default(),
+            supervision: Arc::default(),
+        }
+    }
+
+    /// Hands a start's outcome that could not be written to the
+    /// supervisor's ordered writer.
+    pub fn attach_supervision(&self, queue: JobQueue) {
+        let _ = self.supervision.set(queue);
+    }
+
+    /// A start's outcome (started, aborted, ended): written now, or, while
+    /// the store cannot be written, queued for the supervisor's ordered
+    /// writer, which applies it once the store is back (and schedules the
+    /// restart it may ask for). Without this a failed write would leave the
+    /// row STARTING until the host happened to reconnect. The caller still
+    /// gets EVENT_STORE_UNAVAILABLE.
+    async fn write_or_queue(&self, command: PodCommand, task_id: TaskId) -> Result<PodOutcome> {
+        match self.store().pod(command.clone()).await {
+            Err(e @ Error::StoreUnavailable(_)) => {
+                match self.supervision.get() {
+                    Some(q) => q.push(Job::Settle { task_id, command }),
+                    None => tracing::warn!(%task_id, "no supervisor to settle the pod operation"),
+                }
+                Err(e)
+            }
+            other => other,
         }
     }
 
@@ -192,13 +222,12 @@ impl Pods {
             })) => Err(self.spawn_failed(s.pod, s.host_id, &message).await),
             Ok(Err(e)) if is_refusal(&e) => {
                 let message = format!("pod-host {} refused the start: {}", s.host_id, e.message());
-                self.store()
-                    .pod(PodCommand::AbortStart {
-                        pod: s.pod.clone(),
-                        message: message.clone(),
-                        retry_at: s.retry_at,
-                    })
-                    .await?;
+                let abort = PodCommand::AbortStart {
+                    pod: s.pod.clone(),
+                    message: message.clone(),
+                    retry_at: s.retry_at,
+                };
+                self.write_or_queue(abort, s.pod.task_id).await?;
                 Err(Error::NoPodHost(message))
             }
             Ok(Err(e)) => self.start_unknown(s, e.message()).await,
@@ -220,16 +249,14 @@ impl Pods {
         started_at: i64,
     ) -> Result<PodInfo> {
         let pod = s.pod;
-        let outcome = self
-            .store()
-            .pod(PodCommand::Started {
-                pod: pod.clone(),
-                pid,
-                started_at,
-                host_id: s.host_id.to_owned(),
-                cause: s.cause.clone(),
-            })
-            .await?;
+        let started = PodCommand::Started {
+            pod: pod.clone(),
+            pid,
+            started_at,
+            host_id: s.host_id.to_owned(),
+            cause: s.cause.clone(),
+        };
+        let outcome = self.write_or_queue(started, pod.task_id).await?;
         if outcome == PodOutcome::Ignored {
             let task = self.store().task(pod.task_id).await?;
             let running_ours = task.is_some_and(|t| {
@@ -266,13 +293,12 @@ impl Pods {
             return Err(Error::PodStateUnknown(pod.task_id));
         }
         let message = format!("pod-host {host_id} failed to start the pod: {why}");
-        self.store()
-            .pod(PodCommand::AbortStart {
-                pod: pod.clone(),
-                message,
-                retry_at: s.retry_at,
-            })
-            .await?;
+        let abort = PodCommand::AbortStart {
+            pod: pod.clone(),
+            message,
+            retry_at: s.retry_at,
+        };
+        self.write_or_queue(abort, pod.task_id).await?;
         Err(Error::NoPodHost(format!(
             "pod-host {host_id} failed to start the pod"
         )))
@@ -298,17 +324,15 @@ impl Pods {
             message: message.clone(),
             last_phase: None,
         };
-        let ended = self
-            .store()
-            .pod(PodCommand::Ended {
-                pod: pod.clone(),
-                host_id: host_id.to_owned(),
-                report,
-                cause: Cause::system(),
-                defaults: self.defaults,
-                jitter: self.ports.entropy.jitter(),
-            })
-            .await;
+        let ended = PodCommand::Ended {
+            pod: pod.clone(),
+            host_id: host_id.to_owned(),
+            report,
+            cause: Cause::system(),
+            defaults: self.defaults,
+            jitter: self.ports.entropy.jitter(),
+        };
+        let ended = self.write_or_queue(ended, pod.task_id).await;
         match ended {
             Ok(PodOutcome::Applied {
                 restart_at: Some(at),

@@ -104,6 +104,10 @@ pub struct HostDirectory {
     inner: Arc<Mutex<Inner>>,
     /// Signalled whenever a host's hello has been reconciled.
     reconciled_now: Arc<tokio::sync::Notify>,
+    /// Signalled when a host's silence deadlines may have moved earlier
+    /// (a hello, an UNREACHABLE host heard from again), so the
+    /// supervisor's timer re-arms for them.
+    deadlines_moved: Arc<tokio::sync::Notify>,
 }
 
 impl HostDirectory {
@@ -121,7 +125,14 @@ impl HostDirectory {
                 reconciled: BTreeMap::new(),
             })),
             reconciled_now: Arc::new(tokio::sync::Notify::new()),
+            deadlines_moved: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when a host's silence deadlines may have moved earlier
+    /// than the supervisor's timer was set for.
+    pub async fn deadlines_moved(&self) {
+        self.deadlines_moved.notified().await
     }
 
     /// Reintroduces past bugs (only the simulator calls this; see
@@ -185,6 +196,7 @@ impl HostDirectory {
         let outcome = g.registry.on_hello(hello, at, wall);
         g.reconciled.remove(&handle.host_id);
         g.sessions.insert(handle.host_id.clone(), handle);
+        self.deadlines_moved.notify_one();
         Ok(outcome)
     }
 
@@ -197,6 +209,8 @@ impl HostDirectory {
             .is_some_and(|s| s.boot_id == boot_id)
         {
             g.reconciled.insert(host_id.to_owned(), boot_id.to_owned());
+            // Placements waiting for this host may go now.
+            self.reconciled_now.notify_waiters();
         }
     }
 
@@ -238,7 +252,8 @@ impl HostDirectory {
                 Ok(p) => return Ok(p),
                 Err(e) if self.awaits_reconcile(template) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(e);
+                        // One last look: the wait may have just missed it.
+                        return self.try_place(template).map_err(|_| e);
                     }
                 }
                 Err(e) => return Err(e),
@@ -361,7 +376,13 @@ impl HostDirectory {
         if let Some(r) = running {
             g.registry.set_running(host_id, r);
         }
-        g.registry.on_contact(host_id, at, wall, draining)
+        let t = g.registry.on_contact(host_id, at, wall, draining);
+        if t.is_some() {
+            // An UNREACHABLE host is READY again: its unreachable deadline
+            // is earlier than the fence deadline the timer waits for.
+            self.deadlines_moved.notify_one();
+        }
+        t
     }
 
     /// Resets the session of `host_id` (if any) for a fresh hello.

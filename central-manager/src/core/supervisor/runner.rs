@@ -79,6 +79,7 @@ impl Supervisor {
         // restarts come here too.
         pods.attach_restarts(restarts_tx.clone());
         let (jobs, jobs_rx) = JobQueue::new();
+        pods.attach_supervision(jobs.clone());
         let applier = HostEvents::new(
             (jobs.clone(), jobs_rx),
             pods.clone(),
@@ -172,9 +173,12 @@ impl Supervisor {
                 .peek()
                 .map(|Reverse((at, _))| self.clock().instant_of(*at));
             let phase_due = self.phases.next_due(now);
+            let hosts = self.pods.hosts().clone();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
+                // A deadline moved earlier: compute them again.
+                () = hosts.deadlines_moved() => {}
                 u = self.updates.recv() => match u {
                     Some(u) => self.on_update(u),
                     None => break,

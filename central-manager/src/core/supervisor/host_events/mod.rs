@@ -32,7 +32,7 @@ use super::runner::RestartQueue;
 use crate::core::pods::Pods;
 use crate::core::ports::{HostCommands, TaskStore};
 use crate::domain::host::PodSnapshot;
-use crate::domain::{Cause, EndReport, Ending, Phase, PodRef};
+use crate::domain::{Cause, EndReport, Ending, Phase, PodRef, TaskId};
 use crate::error::{Error, Result};
 use crate::hosts::session::InFlight;
 use crate::store::pods::{PodCommand, PodOutcome};
@@ -98,6 +98,15 @@ pub enum Job {
     },
     /// Hourly crash-history pruning (best effort: not retried).
     PruneCrashes { up_to: i64 },
+    /// A pod operation's last write that could not be made when the store
+    /// was down (a start's outcome): applied here, in order, once it takes
+    /// writes again, so the row does not stay STARTING. Every pod command
+    /// is conditional on its pod, so applying one that did commit after
+    /// all changes nothing.
+    Settle {
+        task_id: TaskId,
+        command: PodCommand,
+    },
 }
 
 /// Sends jobs to the applier. Never blocks: the queue is bounded by what
@@ -306,6 +315,19 @@ impl HostEvents {
                 }
                 Ok(())
             }
+            Job::Settle { task_id, command } => {
+                let done = settle(
+                    self.store().pod(command.clone()).await,
+                    "settling a pod operation",
+                )?;
+                if let Some(PodOutcome::Applied {
+                    restart_at: Some(at),
+                }) = done
+                {
+                    self.restarts.schedule(*task_id, at);
+                }
+                Ok(())
+            }
             Job::PruneCrashes { up_to } => {
                 match self
                     .store()
@@ -417,6 +439,7 @@ impl Job {
             Self::HostLost { .. } => "host lost",
             Self::Fenced { .. } => "pod fenced",
             Self::PruneCrashes { .. } => "prune",
+            Self::Settle { .. } => "settle a pod operation",
         }
     }
 }
