@@ -96,10 +96,10 @@ impl Default for Knobs {
     fn default() -> Self {
         Self {
             hosts: 2..=3,
-            ops: 12..=30,
-            faults: 0..=5,
-            active: Duration::from_secs(12),
-            settle: Duration::from_secs(15),
+            ops: 8..=20,
+            faults: 0..=4,
+            active: Duration::from_secs(8),
+            settle: Duration::from_secs(12),
             lost_replies: false,
         }
     }

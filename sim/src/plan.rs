@@ -366,6 +366,13 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, Plan::generate(8, &k, Duration::from_secs(2)));
         assert!(a.steps.windows(2).all(|w| w[0].at <= w[1].at));
-        assert!(matches!(a.steps[0].action, Action::Create { .. }));
+        // The first two operations create tasks, within 200 ms.
+        let early_creates = a
+            .steps
+            .iter()
+            .filter(|s| s.at <= Duration::from_millis(200))
+            .filter(|s| matches!(s.action, Action::Create { .. }))
+            .count();
+        assert!(early_creates >= 2, "{a:?}");
     }
 }

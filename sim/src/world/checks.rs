@@ -292,9 +292,10 @@ fn durability(
                     || !has(&t, "task_cancelled", corr))
                 .then(|| format!("cancelled task {t} is not cancelled"))
             }
-            Acked::Stopped { task, generation } => {
+            Acked::Stopped { task, from, to } => {
                 // Its pod_stopped, or (the pod ended on its own just
-                // before the stop reached it) that pod's end.
+                // before the stop reached it) the end of a pod it may
+                // have been ordered against.
                 let t = task.to_string();
                 let ended = events.iter().any(|e| {
                     e.task_id == t
@@ -306,14 +307,17 @@ fn durability(
                             "task_completed",
                         ]
                         .contains(&e.kind.as_str())
-                        && e.data.get("generation").and_then(Value::as_u64) == Some(*generation)
+                        && e.data
+                            .get("generation")
+                            .and_then(Value::as_u64)
+                            .is_some_and(|g| (*from..=*to).contains(&g))
                 });
                 // A task finished meanwhile ended its pod with it.
                 let terminal = row(&t).is_some_and(|r| {
                     ["completed", "cancelled", "failed"].contains(&r.status.as_str())
                 });
                 (!has(&t, "pod_stopped", corr) && !ended && !terminal)
-                    .then(|| format!("stop of task {t} (generation {generation}) not recorded"))
+                    .then(|| format!("stop of task {t} (generations {from}..={to}) not recorded"))
             }
             Acked::Started { task, generation } => {
                 let t = task.to_string();

@@ -26,11 +26,14 @@ pub enum Acked {
         task: TaskId,
         generation: u64,
     },
-    /// The stop of the pod of `generation` (the task's pod when it
-    /// replied).
+    /// The stop of the task's pod: one of the generations `from..=to`
+    /// (the task's pod when the stop was issued, and when it replied; a
+    /// concurrent start or restart may claim a newer one in between, and
+    /// the stop may be ordered before it).
     Stopped {
         task: TaskId,
-        generation: u64,
+        from: u64,
+        to: u64,
     },
     Completed(TaskId),
     Cancelled(TaskId),
@@ -187,12 +190,16 @@ impl Clients {
                             reason: "sim".into(),
                             correlation: corr.clone(),
                         };
+                        let generation = |t: Option<_>| {
+                            t.and_then(|t: central_manager::domain::TaskRecord| t.pod)
+                                .map_or(0, |p| p.generation)
+                        };
+                        let from = generation(s.get_task(task).await.ok());
                         match s.stop_pod(stop).await {
-                            // Which pod it stopped: the task's pod as of
-                            // the reply.
                             Ok(()) => s.get_task(task).await.map(|t| Acked::Stopped {
                                 task,
-                                generation: t.pod.map_or(0, |p| p.generation),
+                                from,
+                                to: generation(Some(t)),
                             }),
                             Err(e) => Err(e),
                         }
