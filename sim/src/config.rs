@@ -15,6 +15,11 @@ pub struct HostBugs {
     /// wakes past its fence deadline, reads a queued ping and keeps pods
     /// that central has already given up.
     pub stale_ping_cancels_fence: bool,
+    /// StartPod ignores the lease it was issued under (the bug
+    /// scripts/chaos found): a start held up in the network past central's
+    /// fence deadline lands after central gave the pod up and placed it
+    /// elsewhere, and two pods of the task run.
+    pub start_ignores_lease: bool,
 }
 
 /// Every switch of a run.
@@ -33,6 +38,7 @@ impl Bugs {
                 b.core.placement_ignores_starts_in_flight = true
             }
             "stale-ping-cancels-fence" => b.host.stale_ping_cancels_fence = true,
+            "start-ignores-lease" => b.host.start_ignores_lease = true,
             _ => return None,
         }
         Some(b)
@@ -42,6 +48,7 @@ impl Bugs {
     pub const NAMES: &[&str] = &[
         "placement-ignores-starts-in-flight",
         "stale-ping-cancels-fence",
+        "start-ignores-lease",
     ];
 }
 

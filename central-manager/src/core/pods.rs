@@ -31,6 +31,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostDirectory, PendingStop};
+use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
@@ -63,6 +64,10 @@ pub struct Pods {
 struct Starting<'a> {
     host: &'a Arc<dyn HostCommands>,
     host_id: &'a str,
+    /// The lease the StartPod is issued under: the host's boot and its
+    /// newest clock reading central has received.
+    boot_id: &'a str,
+    host_clock: &'a HostClock,
     pod: &'a PodRef,
     cause: &'a Cause,
     /// An automatic restart's retry time: a refused restart stays due.
@@ -184,6 +189,8 @@ impl Pods {
         let starting = Starting {
             host: &placement.client,
             host_id: &placement.host_id,
+            boot_id: &placement.boot_id,
+            host_clock: &placement.host_clock,
             pod: &pod,
             cause: &cause,
             retry_at,
@@ -208,6 +215,9 @@ impl Pods {
             description: claimed.description.clone(),
             metadata,
             correlation_id: claimed.correlation.clone(),
+            // Read now, as the request leaves: the lease it is issued under.
+            echo_host_clock_ms: s.host_clock.get(),
+            host_boot_id: s.boot_id.to_owned(),
         };
         let answer = tokio::time::timeout(HOST_START_TIMEOUT, s.host.start_pod(req)).await;
         match answer {
@@ -535,6 +545,8 @@ fn is_refusal(e: &HostCallError) -> bool {
                 | Refusal::InvalidArgument
                 | Refusal::ShuttingDown
                 | Refusal::StaleGeneration
+                // The host checked the lease before spawning anything.
+                | Refusal::LeaseExpired
         )
     )
 }

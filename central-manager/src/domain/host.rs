@@ -99,6 +99,8 @@ pub struct Hello {
     /// The host killed its pods for lack of contact since its last hello.
     pub self_fenced: bool,
     pub draining: bool,
+    /// Milliseconds on the host's monotonic clock since its boot.
+    pub host_clock_ms: u64,
 }
 
 /// What happened to a pod (one entry of a host's event log).
@@ -139,6 +141,9 @@ pub enum HostMessage {
         running_pods: u32,
         draining: bool,
         last_seq: u64,
+        /// The host's clock when sent (ms since its boot), echoed back in
+        /// pings and StartPods: the host's lease.
+        host_clock_ms: u64,
     },
     PodEvent(PodEvent),
 }
@@ -155,8 +160,10 @@ pub enum CentralMessage {
         acked_seq: u64,
         central_id: String,
     },
-    /// Keeps the host's fence timer fresh.
-    Ping,
+    /// Keeps the host's fence timer fresh: the host's lease runs from
+    /// `echo_host_clock_ms`, the newest host clock reading central has
+    /// received on this stream (0: none yet).
+    Ping { echo_host_clock_ms: u64 },
     /// Every event up to `seq` is committed.
     Ack(u64),
 }
@@ -172,6 +179,12 @@ pub struct StartRequest {
     pub description: String,
     pub metadata: std::collections::BTreeMap<String, String>,
     pub correlation_id: String,
+    /// The lease the start is issued under: the newest host clock reading
+    /// central had received from the host, and that host's boot. The host
+    /// refuses the start (LEASE_EXPIRED) when it is a fence timeout old by
+    /// its own clock or from another boot.
+    pub echo_host_clock_ms: u64,
+    pub host_boot_id: String,
 }
 
 /// A host's answer to StartPod: the pod runs (or is starting).
@@ -225,6 +238,9 @@ pub enum Refusal {
     /// The pod's process could not be created.
     SpawnFailed,
     PodNotFound,
+    /// The start was issued under a lease that expired on the host (or
+    /// another boot's): nothing was started.
+    LeaseExpired,
 }
 
 /// A failed call to a pod-host.

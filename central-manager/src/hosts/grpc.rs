@@ -226,6 +226,7 @@ fn call_error(s: &tonic::Status) -> HostCallError {
         Some(ErrorReason::StaleGeneration) => Refusal::StaleGeneration,
         Some(ErrorReason::SpawnFailed) => Refusal::SpawnFailed,
         Some(ErrorReason::PodNotFound) => Refusal::PodNotFound,
+        Some(ErrorReason::LeaseExpired) => Refusal::LeaseExpired,
         _ => {
             return HostCallError::Unknown(s.message().to_owned());
         }

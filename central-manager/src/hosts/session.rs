@@ -22,7 +22,7 @@
 //! Every update carries the monotonic instant the message *arrived*.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -99,6 +99,9 @@ pub struct SessionHandle {
     pub boot_id: String,
     /// The host's commands, over the same connection.
     pub commands: Arc<dyn HostCommands>,
+    /// The newest host clock received on this session, echoed in pings and
+    /// StartPods (the host's lease, see [`HostClock`]).
+    pub host_clock: HostClock,
     out: mpsc::Sender<CentralMessage>,
     /// Ends this connection (the session then redials and the host says
     /// hello again).
@@ -126,6 +129,28 @@ impl SessionHandle {
     /// e.g. after it was declared LOST while its stream stayed open.
     pub fn reset(&self) {
         self.reset.cancel();
+    }
+}
+
+/// The newest reading of a host's clock (ms since its boot, from its hello
+/// and heartbeats) that central has received on one session. Central
+/// echoes it in every ping and StartPod; the host's lease runs a fence
+/// timeout from that instant of its own clock, which is never later than
+/// when central heard from it, so the host stops its pods before central's
+/// fence deadline even when a ping or StartPod is held up in the network
+/// (docs/architecture.md, "Failure model"). Cheap to clone; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct HostClock(Arc<AtomicU64>);
+
+impl HostClock {
+    /// Records a reading (readings only move forward).
+    pub fn observe(&self, ms: u64) {
+        self.0.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The newest reading (0: none yet).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -211,10 +236,13 @@ async fn connect_once(endpoint: &str, env: &SessionEnv, cancel: &CancellationTok
             return End::Refused;
         }
     };
+    let host_clock = HostClock::default();
+    host_clock.observe(hello.host_clock_ms);
     let mut session = Session {
         host_id: entry.host_id.clone(),
         boot_id: entry.boot_id.clone(),
         env,
+        host_clock: host_clock.clone(),
         in_flight: Arc::new(AtomicUsize::new(0)),
         overflowed: false,
     };
@@ -224,6 +252,7 @@ async fn connect_once(endpoint: &str, env: &SessionEnv, cancel: &CancellationTok
         host_id: session.host_id.clone(),
         boot_id: session.boot_id.clone(),
         commands: link.commands.clone(),
+        host_clock,
         out: link.outbound.clone(),
         reset: reset.clone(),
     };
@@ -280,6 +309,8 @@ struct Session<'a> {
     host_id: String,
     boot_id: String,
     env: &'a SessionEnv,
+    /// The newest host clock reading received on this stream.
+    host_clock: HostClock,
     /// Pod events handed to the supervisor and not yet done with.
     in_flight: Arc<AtomicUsize>,
     /// Set once events were dropped for backlog: from then on none is
@@ -313,7 +344,8 @@ impl Session<'_> {
                 // Before the inbound stream, so a long replay cannot starve
                 // the pings that keep the host's fence timer fresh.
                 _ = ping.tick() => {
-                    let _ = link.outbound.try_send(CentralMessage::Ping);
+                    let ping = CentralMessage::Ping { echo_host_clock_ms: self.host_clock.get() };
+                    let _ = link.outbound.try_send(ping);
                 }
                 msg = link.inbound.next() => {
                     let at = self.env.clock.now();
@@ -340,8 +372,10 @@ impl Session<'_> {
             HostMessage::Heartbeat {
                 running_pods,
                 draining,
+                host_clock_ms,
                 ..
             } => {
+                self.host_clock.observe(host_clock_ms);
                 let running = clamp_count(running_pods);
                 if self.contact(at, wall, Some(draining), Some(running)) {
                     return Next::Close;

@@ -69,6 +69,7 @@ fn hello(h: pb::HostHello) -> Hello {
         last_seq: h.last_seq,
         self_fenced: h.self_fenced,
         draining: h.draining,
+        host_clock_ms: h.host_clock_ms,
     }
 }
 
@@ -101,6 +102,7 @@ pub fn host_message(m: pb::HostMessage) -> Option<HostMessage> {
             running_pods: hb.running_pods,
             draining: hb.draining,
             last_seq: hb.last_seq,
+            host_clock_ms: hb.host_clock_ms,
         },
         host_message::Msg::PodEvent(e) => HostMessage::PodEvent(event(e)),
     })
@@ -120,8 +122,9 @@ pub fn central_message(m: CentralMessage) -> pb::CentralMessage {
             acked_seq,
             central_id,
         }),
-        CentralMessage::Ping => central_message::Msg::Ping(pb::Ping {
+        CentralMessage::Ping { echo_host_clock_ms } => central_message::Msg::Ping(pb::Ping {
             sent_at: Some(ipa_proto::time::timestamp(std::time::SystemTime::now())),
+            echo_host_clock_ms,
         }),
         CentralMessage::Ack(seq) => central_message::Msg::Ack(pb::Ack { seq }),
     };
@@ -138,6 +141,8 @@ pub fn start_request(r: StartRequest) -> pb::HostStartPodRequest {
         description: r.description,
         metadata: r.metadata.into_iter().collect(),
         correlation_id: r.correlation_id,
+        echo_host_clock_ms: r.echo_host_clock_ms,
+        host_boot_id: r.host_boot_id,
     }
 }
 

@@ -24,8 +24,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use central_manager::domain::host::{CentralMessage, Hello, HostMessage, PodEvent, PodEventKind};
-use pod_host::fence::Contact;
+use central_manager::domain::host::{
+    CentralMessage, Hello, HostCallError, HostMessage, PodEvent, PodEventKind, Refusal,
+    StartRequest,
+};
+use pod_host::fence::{Contact, Proof};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -33,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::config::{HostBugs, Timing};
 use crate::ledger::Ledger;
-use crate::net::{ConnId, HostCall, HostInput, Net};
+use crate::net::{ConnId, HostCall, HostInput, Net, Reply};
 use crate::plan::HostSpec;
 use crate::trace::Trace;
 use pods::Pod;
@@ -101,6 +104,9 @@ pub struct SimHost {
     // Process state (lost on reboot).
     boot: u32,
     boot_id: String,
+    /// This boot's clock origin: heartbeats and the hello carry the time
+    /// since (`host_clock_ms`), central echoes it back (the lease).
+    clock0: Instant,
     up: bool,
     frozen_until: Option<Instant>,
     pods: BTreeMap<String, Pod>,
@@ -147,6 +153,7 @@ impl SimHost {
             control,
             boot: 1,
             boot_id,
+            clock0: Instant::now(),
             up: true,
             frozen_until: None,
             pods: BTreeMap::new(),
@@ -298,13 +305,27 @@ impl SimHost {
         match i {
             HostInput::Open { conn } => self.open(conn),
             HostInput::Msg { conn, msg } => self.on_message(conn, msg),
-            HostInput::Call { conn, id, call } => {
-                self.touch();
-                match call {
-                    HostCall::Start(req) => self.start(conn, id, req),
-                    HostCall::Stop(req) => self.stop(conn, id, req),
+            HostInput::Call { conn, id, call } => match call {
+                HostCall::Start(req) => {
+                    self.touch(self.proof(req.echo_host_clock_ms));
+                    match self.start_lease(&req) {
+                        Ok(()) => self.start(conn, id, req),
+                        Err(why) => {
+                            self.trace
+                                .note(format!("host-{} refuses a start: {why}", self.idx));
+                            let e = HostCallError::Refused {
+                                refusal: Refusal::LeaseExpired,
+                                message: format!("LEASE_EXPIRED: {why}"),
+                            };
+                            self.net.reply(conn, id, Reply::Start(Err(e)));
+                        }
+                    }
                 }
-            }
+                HostCall::Stop(req) => {
+                    self.touch(Proof::Arrival);
+                    self.stop(conn, id, req)
+                }
+            },
             HostInput::Closed { conn } => {
                 if self.session.as_ref().is_some_and(|s| s.conn == conn) {
                     self.session = None;
@@ -347,6 +368,7 @@ impl SimHost {
             last_seq: self.last_seq,
             self_fenced: std::mem::take(&mut self.self_fenced),
             draining: false,
+            host_clock_ms: self.host_clock_ms(),
         }
     }
 
@@ -355,7 +377,12 @@ impl SimHost {
             // The replaced session's stream is no longer read.
             return;
         }
-        self.touch();
+        // Only a ping's echo moves the lease (pod_host::fence).
+        let proof = match &msg {
+            CentralMessage::Ping { echo_host_clock_ms } => self.proof(*echo_host_clock_ms),
+            _ => Proof::Arrival,
+        };
+        self.touch(proof);
         match msg {
             CentralMessage::Hello {
                 heartbeat_interval_ms,
@@ -385,7 +412,7 @@ impl SimHost {
                 self.flush_events();
             }
             CentralMessage::Ack(seq) => self.ack(seq),
-            CentralMessage::Ping => {}
+            CentralMessage::Ping { .. } => {}
         }
     }
 
@@ -401,6 +428,7 @@ impl SimHost {
                 running_pods: running,
                 draining: false,
                 last_seq: self.last_seq,
+                host_clock_ms: self.host_clock_ms(),
             },
         );
         self.at(Instant::now() + interval, Timer::Heartbeat(conn));
@@ -452,13 +480,53 @@ impl SimHost {
         self.pods.retain(|_, p| !p.archived);
     }
 
-    // ---- self-fencing (pod_host::fence) ----
+    // ---- self-fencing and the lease (pod_host::fence) ----
 
-    /// Any message or command from central: contact. If the gap since the
-    /// previous one already reached the fence timeout (the host was frozen
-    /// and this message may be stale), fence first.
-    fn touch(&mut self) {
-        let missed = self.contact.touch(Instant::now());
+    /// Milliseconds on this boot's clock (the real host's `host_clock_ms`).
+    fn host_clock_ms(&self) -> u64 {
+        u64::try_from(self.clock0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The proof a message echoing `echo_ms` carries (0: none), as the
+    /// real host's `Supervisor::proof`.
+    fn proof(&self, echo_ms: u64) -> Proof {
+        if echo_ms == 0 {
+            return Proof::Arrival;
+        }
+        Proof::Echo(self.clock0 + Duration::from_millis(echo_ms))
+    }
+
+    /// The real host's `start_lease_valid`: a StartPod must come from this
+    /// boot's session and have been issued less than a fence timeout ago
+    /// by this host's clock; a start held up in the network past central's
+    /// fence deadline is refused (LEASE_EXPIRED).
+    fn start_lease(&self, req: &StartRequest) -> Result<(), String> {
+        if self.bugs.start_ignores_lease {
+            return Ok(());
+        }
+        if !req.host_boot_id.is_empty() && req.host_boot_id != self.boot_id {
+            return Err(format!("issued for boot {}", req.host_boot_id));
+        }
+        if req.echo_host_clock_ms == 0 {
+            return Ok(());
+        }
+        let at = self.clock0 + Duration::from_millis(req.echo_host_clock_ms);
+        if self.contact.lease_valid(at, Instant::now()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "issued under a lease from {} ms ago",
+                Instant::now().saturating_duration_since(at).as_millis()
+            ))
+        }
+    }
+
+    /// A message or command from central: contact, with what it proves.
+    /// If the gap since the previous contact already reached the fence
+    /// timeout (the host was frozen and this message may be stale), fence
+    /// first.
+    fn touch(&mut self, proof: Proof) {
+        let missed = self.contact.touch(proof, Instant::now());
         if missed && !self.bugs.stale_ping_cancels_fence {
             self.self_fence("contact noticed late");
         }
@@ -524,6 +592,7 @@ impl SimHost {
     fn come_up(&mut self) {
         self.boot += 1;
         self.boot_id = boot_id(&mut self.rng, self.idx, self.boot);
+        self.clock0 = Instant::now();
         self.up = true;
         self.net.host_up(self.idx);
         self.trace.note(format!("host-{} up again", self.idx));
