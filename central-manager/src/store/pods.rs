@@ -281,7 +281,10 @@ fn abort_start(
     let Some(row) = pod_row(conn, pod.task_id)? else {
         return Ok(PodOutcome::Ignored);
     };
-    if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
+    // UNKNOWN too: the host went silent while the start was on its way,
+    // and its answer (a refusal: nothing was spawned) came after. Left
+    // UNKNOWN, the task would wait for a reconcile that already happened.
+    if !row.is(pod) || !matches!(row.pod_status()?, PodStatus::Starting | PodStatus::Unknown) {
         return Ok(PodOutcome::Ignored);
     }
     conn.prepare_cached(

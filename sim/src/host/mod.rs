@@ -6,9 +6,11 @@
 //! central's resume point, heartbeats at the interval central asks for,
 //! generations per task (older commands refused, a newer start kills the
 //! older pod first), capacity, graceful stops with a grace period, and
-//! self-fencing with the real rule (`pod_host::fence::Contact`: any
-//! message or command is contact; a message read after the deadline passed
-//! unnoticed fences first).
+//! self-fencing and the lease with the real rules (`pod_host::fence`:
+//! heartbeats and the hello carry the host's clock, only a ping's or a
+//! StartPod's echo of it moves the lease, a StartPod under an expired lease
+//! or for another boot is refused with LEASE_EXPIRED, and a message read
+//! after the deadline passed unnoticed fences first).
 //!
 //! Pods are scripted processes (`plan::Behaviour`): they run, report
 //! phases, end on their own, or ignore SIGTERM. A frozen host (SIGSTOP)
