@@ -11,15 +11,17 @@ use central_manager::core::bugs::SimBugs;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostBugs {
     /// A stale message read after a freeze refreshes contact instead of
-    /// fencing first (`pod_host::fence::Contact::touch` ignored): the host
-    /// wakes past its fence deadline, reads a queued ping and keeps pods
-    /// that central has already given up.
+    /// fencing first (what `pod_host::fence::Contact::touch` reports is
+    /// ignored, and the message counts as fresh): the host wakes past its
+    /// fence deadline, reads a queued ping and keeps pods that central has
+    /// already given up.
     pub stale_ping_cancels_fence: bool,
-    /// StartPod ignores the lease it was issued under (the bug
-    /// scripts/chaos found): a start held up in the network past central's
-    /// fence deadline lands after central gave the pod up and placed it
-    /// elsewhere, and two pods of the task run.
-    pub start_ignores_lease: bool,
+    /// The host before the lease (the bug scripts/chaos found): any
+    /// message's arrival is fresh contact and StartPod ignores the lease it
+    /// was issued under, so a ping or a start held up in the network past
+    /// central's fence deadline keeps or starts a pod central has given up
+    /// and placed elsewhere.
+    pub host_ignores_lease: bool,
 }
 
 /// Every switch of a run.
@@ -38,7 +40,7 @@ impl Bugs {
                 b.core.placement_ignores_starts_in_flight = true
             }
             "stale-ping-cancels-fence" => b.host.stale_ping_cancels_fence = true,
-            "start-ignores-lease" => b.host.start_ignores_lease = true,
+            "host-ignores-lease" => b.host.host_ignores_lease = true,
             _ => return None,
         }
         Some(b)
@@ -48,7 +50,7 @@ impl Bugs {
     pub const NAMES: &[&str] = &[
         "placement-ignores-starts-in-flight",
         "stale-ping-cancels-fence",
-        "start-ignores-lease",
+        "host-ignores-lease",
     ];
 }
 
@@ -108,6 +110,21 @@ impl Default for Knobs {
             active: Duration::from_secs(8),
             settle: Duration::from_secs(12),
             lost_replies: false,
+        }
+    }
+}
+
+impl Knobs {
+    /// Longer, busier plans (12 s of 12-30 operations and 0-5 faults):
+    /// more starts overlap with reconnects, at about twice the cost per
+    /// seed (`scripts/simulate --busy`).
+    pub fn busy() -> Self {
+        Self {
+            ops: 12..=30,
+            faults: 0..=5,
+            active: Duration::from_secs(12),
+            settle: Duration::from_secs(15),
+            ..Self::default()
         }
     }
 }

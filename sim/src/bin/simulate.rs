@@ -40,6 +40,9 @@ struct Args {
     /// after the commit).
     #[arg(long)]
     lost_replies: bool,
+    /// Longer, busier plans (see `Knobs::busy`).
+    #[arg(long)]
+    busy: bool,
     /// Stop after this many failing seeds.
     #[arg(long, default_value_t = 3)]
     max_failures: usize,
@@ -54,6 +57,9 @@ fn main() -> ExitCode {
             .init();
     }
     let mut config = SimConfig::default();
+    if args.busy {
+        config.knobs = ipa_sim::config::Knobs::busy();
+    }
     config.knobs.lost_replies = args.lost_replies;
     if let Some(name) = &args.bug {
         match Bugs::named(name) {

@@ -503,7 +503,7 @@ impl SimHost {
     /// by this host's clock; a start held up in the network past central's
     /// fence deadline is refused (LEASE_EXPIRED).
     fn start_lease(&self, req: &StartRequest) -> Result<(), String> {
-        if self.bugs.start_ignores_lease {
+        if self.bugs.host_ignores_lease {
             return Ok(());
         }
         if !req.host_boot_id.is_empty() && req.host_boot_id != self.boot_id {
@@ -528,8 +528,24 @@ impl SimHost {
     /// timeout (the host was frozen and this message may be stale), fence
     /// first.
     fn touch(&mut self, proof: Proof) {
-        let missed = self.contact.touch(proof, Instant::now());
-        if missed && !self.bugs.stale_ping_cancels_fence {
+        let now = Instant::now();
+        // The pre-lease host: a message's arrival is fresh contact.
+        let proof = if self.bugs.host_ignores_lease {
+            Proof::Echo(now)
+        } else {
+            proof
+        };
+        let missed = self
+            .contact
+            .last()
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.contact.timeout());
+        if missed && self.bugs.stale_ping_cancels_fence {
+            // The stale message read on waking counts as fresh contact and
+            // the missed deadline goes unnoticed.
+            self.contact.touch(Proof::Echo(now), now);
+            return;
+        }
+        if self.contact.touch(proof, now) {
             self.self_fence("contact noticed late");
         }
     }

@@ -312,9 +312,14 @@ fn durability(
                             .and_then(Value::as_u64)
                             .is_some_and(|g| (*from..=*to).contains(&g))
                 });
-                // A task finished meanwhile ended its pod with it.
+                // A task finished meanwhile ended its pod with it; and a
+                // start the stop waited for may have been refused (the
+                // claim undone, no event): either way the row no longer
+                // has one of those pods live.
                 let terminal = row(&t).is_some_and(|r| {
                     ["completed", "cancelled", "failed"].contains(&r.status.as_str())
+                        || r.generation as u64 > *to
+                        || r.pod_status == "stopped"
                 });
                 (!has(&t, "pod_stopped", corr) && !ended && !terminal)
                     .then(|| format!("stop of task {t} (generations {from}..={to}) not recorded"))
