@@ -315,34 +315,39 @@ impl HostEvents {
                 }
                 Ok(())
             }
-            Job::Settle { task_id, command } => {
-                let done = settle(
-                    self.store().pod(command.clone()).await,
-                    "settling a pod operation",
-                )?;
-                if let Some(PodOutcome::Applied {
-                    restart_at: Some(at),
-                }) = done
-                {
-                    self.restarts.schedule(*task_id, at);
-                }
+            Job::Settle { task_id, command } => self.settle_operation(*task_id, command).await,
+            Job::PruneCrashes { up_to } => {
+                self.prune_crashes(*up_to).await;
                 Ok(())
             }
-            Job::PruneCrashes { up_to } => {
-                match self
-                    .store()
-                    .pod(PodCommand::PruneCrashes { up_to: *up_to })
-                    .await
-                {
-                    Ok(PodOutcome::Count(n)) if n > 0 => {
-                        tracing::info!(removed = n, "crash history pruned");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
-                    }
-                }
-                Ok(())
+        }
+    }
+
+    /// A pod operation's last write, applied now that the store takes
+    /// writes; schedules the restart it may ask for.
+    async fn settle_operation(&self, task_id: TaskId, command: &PodCommand) -> Result<()> {
+        let done = settle(
+            self.store().pod(command.clone()).await,
+            "settling a pod operation",
+        )?;
+        if let Some(PodOutcome::Applied {
+            restart_at: Some(at),
+        }) = done
+        {
+            self.restarts.schedule(task_id, at);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a failure is retried next hour.
+    async fn prune_crashes(&self, up_to: i64) {
+        match self.store().pod(PodCommand::PruneCrashes { up_to }).await {
+            Ok(PodOutcome::Count(n)) if n > 0 => {
+                tracing::info!(removed = n, "crash history pruned");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
             }
         }
     }
