@@ -23,7 +23,9 @@
 //! tested without sleeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 /// Connection state of a pod-host, as docs/api.md's `PodHostState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +151,8 @@ pub struct Transition {
 pub struct Registry {
     timeouts: HostTimeouts,
     hosts: BTreeMap<String, HostEntry>,
+    /// `SimBugs::placement_ignores_starts_in_flight` (simulator only).
+    ignore_reservations: bool,
 }
 
 impl Registry {
@@ -156,7 +160,19 @@ impl Registry {
         Self {
             timeouts,
             hosts: BTreeMap::new(),
+            ignore_reservations: false,
         }
+    }
+
+    /// Reintroduces the bug of placement ignoring starts in flight (only
+    /// the simulator asks for it, see `core::bugs`).
+    pub fn ignore_reservations(&mut self, on: bool) {
+        self.ignore_reservations = on;
+    }
+
+    /// The timing rules.
+    pub fn timeouts(&self) -> &HostTimeouts {
+        &self.timeouts
     }
 
     pub fn get(&self, host_id: &str) -> Option<&HostEntry> {
@@ -332,17 +348,24 @@ impl Registry {
     /// least loaded first (ties by host id, so placement is deterministic),
     /// and reserves the slot. `None` means NO_POD_HOST.
     pub fn place(&mut self, template: &str, exclude: &[&str]) -> Option<String> {
+        let load = |h: &HostEntry| {
+            if self.ignore_reservations {
+                h.running_pods
+            } else {
+                h.load()
+            }
+        };
         let chosen = self
             .hosts
             .values()
             .filter(|h| h.state == HostState::Ready)
-            .filter(|h| h.load() < h.capacity)
+            .filter(|h| load(h) < h.capacity)
             .filter(|h| h.templates.contains(template))
             .filter(|h| !exclude.contains(&h.host_id.as_str()))
             .min_by(|a, b| {
                 // Compare load as a fraction of capacity.
-                let la = u64::from(a.load()) * u64::from(b.capacity);
-                let lb = u64::from(b.load()) * u64::from(a.capacity);
+                let la = u64::from(load(a)) * u64::from(b.capacity);
+                let lb = u64::from(load(b)) * u64::from(a.capacity);
                 la.cmp(&lb).then_with(|| a.host_id.cmp(&b.host_id))
             })?
             .host_id

@@ -11,9 +11,9 @@ use super::breaker::{OPEN_AFTER, PROBE_MAX};
 use super::pods::{Cause, EndReport, PodCommand, PodOutcome, PodRef};
 use super::tests::{TestDb, create, new_task};
 use super::*;
+use crate::domain::Ending;
 use crate::domain::{Phase, PodStatus, RestartDefaults, TaskStatus};
 use crate::error::Error;
-use crate::supervisor::exit::Ending;
 
 const DEFAULTS: RestartDefaults = crate::domain::RestartPolicy {
     auto_restart: true,
