@@ -6,7 +6,8 @@
 //! - every pod's end is recorded exactly once, and every pod that ran was
 //!   recorded: as started, or (a start central never confirmed, killed by
 //!   generation) by its `pod_fenced`, or (a start in flight when its host
-//!   was lost) by its `pod_lost`;
+//!   was lost) by its `pod_lost`, or (its start record could not be written
+//!   before its task ended) by the event that ended it;
 //! - every task converges: running with a live pod, or settled as its
 //!   policy says, with central's view, the hosts' and the processes alike;
 //! - every scheduled restart happened;
@@ -489,9 +490,13 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
         }
     }
     for r in &runs {
+        // A start whose pod_started could not be written (the store was
+        // down) and whose task ended before the store came back is named by
+        // the event that ended it (task_completed/cancelled name their pod).
         let recorded = started.contains(&r.pod_id)
             || fenced.contains(&r.pod_id)
-            || lost_starting.contains(&r.pod_id);
+            || lost_starting.contains(&r.pod_id)
+            || ends.contains_key(&r.pod_id);
         if !recorded {
             bad.push(format!(
                 "pod {} of task {} ran but was never recorded as started (trail: {})",
