@@ -158,7 +158,7 @@ impl TaskService {
         let pod_message = if task.auto_start {
             match self.hosts.place(&task.template).await {
                 Ok(p) => {
-                    self.hosts.start_done(&p.host_id, false);
+                    self.hosts.start_done(&p.host_id, None);
                     String::new()
                 }
                 Err(e) => e.public_message(),

@@ -166,11 +166,11 @@ impl Pods {
         let claimed = match claim {
             Ok(PodOutcome::Claimed(c)) => c,
             Ok(_) => {
-                self.hosts.start_done(&placement.host_id, false);
+                self.hosts.start_done(&placement.host_id, None);
                 return Ok(None);
             }
             Err(e) => {
-                self.hosts.start_done(&placement.host_id, false);
+                self.hosts.start_done(&placement.host_id, None);
                 return Err(e);
             }
         };
@@ -197,7 +197,8 @@ impl Pods {
         };
         let result = self.start_on_host(&starting, &claimed).await;
         self.hosts.set_starting(&pod.pod_id, false);
-        self.hosts.start_done(&placement.host_id, result.is_ok());
+        let started = result.as_ref().ok().map(|_| pod.pod_id.as_str());
+        self.hosts.start_done(&placement.host_id, started);
         result.map(Some)
     }
 

@@ -173,7 +173,7 @@ impl HostDirectory {
                 address: h.address.clone(),
                 state: h.state,
                 capacity: h.capacity,
-                running_pods: h.running_pods,
+                running_pods: h.running(),
                 templates: h.templates.iter().cloned().collect(),
                 last_heartbeat_at: ipa_proto::time::unix_micros(h.last_heartbeat_at),
                 boot_id: h.boot_id.clone(),
@@ -317,8 +317,9 @@ impl HostDirectory {
     }
 
     /// Ends a reservation made by [`HostDirectory::place`]: the pod
-    /// started (counted as running) or not (slot given back).
-    pub fn start_done(&self, host_id: &str, started: bool) {
+    /// started (named: counted as running until it ends) or not (slot given
+    /// back).
+    pub fn start_done(&self, host_id: &str, started: Option<&str>) {
         self.lock().registry.start_done(host_id, started);
     }
 

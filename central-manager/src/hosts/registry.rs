@@ -22,7 +22,7 @@
 //! Pure: every method takes `now`, so both sides of each timeout are unit
 //! tested without sleeping.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -54,6 +54,9 @@ pub struct HostTimeouts {
 /// than the slowest reconnect of the refused session, so a conflict that
 /// persists stays visible, and one that stopped clears by itself.
 pub const CONFLICT_SHOWN_FOR: Duration = Duration::from_secs(30);
+
+/// How many ended pods a host entry remembers (see `HostEntry::ended`).
+const ENDED_REMEMBERED: usize = 1024;
 
 impl HostTimeouts {
     /// The margin used when none is configured: a quarter of the fence
@@ -98,6 +101,16 @@ pub struct HostEntry {
     /// event still count them, so they are discounted until it arrives
     /// (otherwise a stopped host looks full for up to a heartbeat).
     pub early_exits: HashSet<String>,
+    /// Pods central confirmed started here (StartPod answered) and has not
+    /// yet seen end. The host's own count may or may not include a pod
+    /// whose start is in flight (it counts a pod from its reservation), so
+    /// adding starts to a heartbeat's count would count some twice: the
+    /// load is the larger of the two views instead (see [`HostEntry::load`]).
+    pub known: HashSet<String>,
+    /// Pods whose end was seen before their start was confirmed (a pod
+    /// that died at once): a late confirmation must not count them. The
+    /// most recent [`ENDED_REMEMBERED`] only.
+    ended: VecDeque<String>,
     pub templates: BTreeSet<String>,
     /// Monotonic time of the last message from the host.
     pub last_contact: Instant,
@@ -115,7 +128,27 @@ pub struct HostEntry {
 impl HostEntry {
     /// Pods counted against capacity: running plus reserved.
     pub fn load(&self) -> u32 {
-        self.running_pods.saturating_add(self.reserved)
+        let ours = u32::try_from(self.known.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.reserved);
+        self.running_pods.max(ours)
+    }
+
+    /// Pods running there: the host's count or central's, whichever is
+    /// larger (each can be ahead of the other for up to a heartbeat).
+    pub fn running(&self) -> u32 {
+        self.running_pods
+            .max(u32::try_from(self.known.len()).unwrap_or(u32::MAX))
+    }
+
+    /// `pod_id` ended: neither view counts it any more.
+    fn forget_pod(&mut self, pod_id: &str) {
+        if !self.known.remove(pod_id) {
+            self.ended.push_back(pod_id.to_owned());
+            if self.ended.len() > ENDED_REMEMBERED {
+                self.ended.pop_front();
+            }
+        }
     }
 
     /// The conflicting endpoint to show at `now`, if any.
@@ -216,6 +249,8 @@ impl Registry {
             running_pods: hello.running_pods,
             reserved: 0,
             early_exits: HashSet::new(),
+            known: HashSet::new(),
+            ended: VecDeque::new(),
             templates: hello.templates.into_iter().collect(),
             last_contact: now,
             last_heartbeat_at: wall,
@@ -293,6 +328,8 @@ impl Registry {
             if to == HostState::Lost {
                 h.running_pods = 0;
                 h.early_exits.clear();
+                h.known.clear();
+                h.ended.clear();
                 h.lost_since = Some(now);
             }
             out.push(Transition {
@@ -376,13 +413,15 @@ impl Registry {
         Some(chosen)
     }
 
-    /// Ends a reservation made by [`Registry::place`]; `started` counts the
-    /// pod as running until the host's next heartbeat says otherwise.
-    pub fn start_done(&mut self, host_id: &str, started: bool) {
+    /// Ends a reservation made by [`Registry::place`]; `started` names the
+    /// pod when it started (then central counts it until it ends).
+    pub fn start_done(&mut self, host_id: &str, started: Option<&str>) {
         if let Some(h) = self.hosts.get_mut(host_id) {
             h.reserved = h.reserved.saturating_sub(1);
-            if started {
-                h.running_pods = h.running_pods.saturating_add(1);
+            if let Some(pod_id) = started
+                && !h.ended.iter().any(|p| p == pod_id)
+            {
+                h.known.insert(pod_id.to_owned());
             }
         }
     }
@@ -394,6 +433,7 @@ impl Registry {
             && h.early_exits.insert(pod_id.to_owned())
         {
             h.running_pods = h.running_pods.saturating_sub(1);
+            h.forget_pod(pod_id);
         }
     }
 
@@ -404,6 +444,7 @@ impl Registry {
             && !h.early_exits.remove(pod_id)
         {
             h.running_pods = h.running_pods.saturating_sub(1);
+            h.forget_pod(pod_id);
         }
     }
 
@@ -469,6 +510,36 @@ mod tests {
     }
 
     #[test]
+    fn a_start_the_host_already_counts_is_not_counted_twice() {
+        let mut r = Registry::new(timeouts());
+        r.on_hello(
+            hello("a", "b1", 2, &["default"]),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        assert_eq!(r.place("default", &[]), Some("a".into()));
+        // The host counts the pod from its reservation: a heartbeat sent
+        // while the start is in flight already includes it.
+        r.set_running("a", 1);
+        assert_eq!(r.get("a").unwrap().load(), 1, "one pod, not two");
+        r.start_done("a", Some("p1"));
+        assert_eq!(r.get("a").unwrap().load(), 1);
+        assert!(r.place("default", &[]).is_some(), "the second slot is free");
+        r.start_done("a", None);
+        // Central's own count leads until a heartbeat catches up.
+        r.set_running("a", 0);
+        assert_eq!(r.get("a").unwrap().running(), 1);
+        // A pod that died before its start was confirmed is not counted.
+        r.exited_on_stream("a", "p2");
+        r.start_done("a", Some("p2"));
+        r.set_running("a", 1);
+        assert_eq!(r.get("a").unwrap().load(), 1);
+        // Its end frees it in both views.
+        r.exited_on_stream("a", "p1");
+        assert_eq!(r.get("a").unwrap().load(), 0);
+    }
+
+    #[test]
     fn a_confirmed_stop_frees_its_slot_at_once_and_once() {
         let mut r = Registry::new(timeouts());
         r.on_hello(
@@ -484,7 +555,7 @@ mod tests {
         r.set_running("a", 2);
         assert_eq!(r.get("a").unwrap().running_pods, 1);
         assert!(r.place("default", &[]).is_some(), "a free slot to place on");
-        r.start_done("a", false);
+        r.start_done("a", None);
         // The exit event arrives: not counted a second time...
         r.exited_on_stream("a", "p1");
         assert_eq!(r.get("a").unwrap().running_pods, 1);
@@ -575,7 +646,7 @@ mod tests {
         // a full, b has one slot left.
         assert_eq!(r.place("default", &[]).as_deref(), Some("b"));
         assert_eq!(r.place("default", &[]), None);
-        r.start_done("a", false);
+        r.start_done("a", None);
         assert_eq!(r.place("default", &["a"]), None);
         assert_eq!(r.place("default", &[]).as_deref(), Some("a"));
         assert_eq!(r.place("missing", &[]), None);
@@ -663,7 +734,7 @@ mod tests {
             r.get("a").unwrap().running_pods,
             crate::hosts::hello::MAX_CAPACITY
         );
-        r.start_done("a", true);
+        r.start_done("a", Some("p-new"));
         assert_eq!(r.place("default", &[]), None);
         assert!(r.get("a").unwrap().load() >= r.get("a").unwrap().running_pods);
     }
