@@ -32,6 +32,15 @@ pub enum ErrorReason {
     Internal,
     /// The server is shutting down.
     ShuttingDown,
+    /// No schedule with that id (or name).
+    ScheduleNotFound,
+    /// A bad timetable: cron expression, time zone, both or neither of
+    /// cron and interval.
+    InvalidSchedule,
+    /// A schedule with that name exists.
+    AlreadyExists,
+    /// DeleteTask on a task that is not completed, cancelled or failed.
+    TaskNotTerminal,
     // --- pod-host (internal API) ---
     /// A command carried an older generation than the pod-host knows.
     StaleGeneration,
@@ -67,6 +76,10 @@ impl ErrorReason {
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::ScheduleNotFound => "SCHEDULE_NOT_FOUND",
+            Self::InvalidSchedule => "INVALID_SCHEDULE",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::TaskNotTerminal => "TASK_NOT_TERMINAL",
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
@@ -81,15 +94,17 @@ impl ErrorReason {
             Self::InvalidTitle
             | Self::MissingActorId
             | Self::MissingReason
-            | Self::InvalidArgument => Code::InvalidArgument,
-            Self::TaskNotFound | Self::PodNotFound => Code::NotFound,
-            Self::AlreadyStarted => Code::AlreadyExists,
+            | Self::InvalidArgument
+            | Self::InvalidSchedule => Code::InvalidArgument,
+            Self::TaskNotFound | Self::PodNotFound | Self::ScheduleNotFound => Code::NotFound,
+            Self::AlreadyStarted | Self::AlreadyExists => Code::AlreadyExists,
             Self::NotRunning
             | Self::AlreadyCompleted
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
             | Self::StaleGeneration
-            | Self::SpawnFailed => Code::FailedPrecondition,
+            | Self::SpawnFailed
+            | Self::TaskNotTerminal => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
@@ -127,6 +142,10 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::PermissionDenied,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
+    ErrorReason::ScheduleNotFound,
+    ErrorReason::InvalidSchedule,
+    ErrorReason::AlreadyExists,
+    ErrorReason::TaskNotTerminal,
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,

@@ -7,6 +7,7 @@ mod ids;
 mod lifecycle;
 mod requests;
 mod restart;
+pub mod schedule;
 mod status;
 mod task;
 
