@@ -44,6 +44,8 @@ pub enum Command {
     },
     /// Pod supervision (see [`super::pods`]).
     Pod(super::pods::PodCommand),
+    /// Schedules (see [`super::schedules`]).
+    Schedule(super::schedules::ScheduleWrite),
     /// Forget idempotency keys created at or before this time.
     PruneIdempotency {
         /// Unix micros.
@@ -70,6 +72,8 @@ pub enum Outcome {
     },
     /// A pod supervision command's result.
     Pod(super::pods::PodOutcome),
+    /// A schedule write's result.
+    Schedule(super::schedules::ScheduleOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
 }
@@ -105,6 +109,9 @@ pub fn apply(
             events,
         ),
         Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
+        Command::Schedule(w) => Ok(Outcome::Schedule(super::schedules::apply(
+            conn, w, now, events,
+        )?)),
         Command::PruneIdempotency { up_to } => {
             let done = conn
                 .prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?")?
@@ -190,7 +197,7 @@ fn insert_event(
     Ok(())
 }
 
-fn create_task(
+pub(super) fn create_task(
     conn: &Connection,
     task_id: TaskId,
     t: &NewTask,
@@ -276,6 +283,13 @@ fn create_task(
         pod_message,
     ])?;
 
+    // One row per entry, for `metadata_equals` (an index lookup).
+    let mut meta =
+        conn.prepare_cached("INSERT INTO task_metadata (task_id, key, value) VALUES (?, ?, ?)")?;
+    for (k, v) in t.metadata.entries() {
+        meta.execute(params![&id, k, v])?;
+    }
+
     if let Some(rid) = &t.request_id {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
@@ -310,7 +324,7 @@ fn create_task(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_task(
+pub(super) fn finish_task(
     conn: &Connection,
     task_id: TaskId,
     cmd: Finish,

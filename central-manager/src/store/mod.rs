@@ -12,6 +12,7 @@ pub mod pods;
 mod pool;
 mod queries;
 mod rows;
+pub mod schedules;
 mod writer;
 
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
