@@ -41,6 +41,13 @@ pub enum ErrorReason {
     AlreadyExists,
     /// DeleteTask on a task that is not completed, cancelled or failed.
     TaskNotTerminal,
+    /// Too many WatchEvents + GetPodLogs streams open (`--max-streams`).
+    TooManyStreams,
+    /// A WatchEvents client read too slowly and was dropped; the message
+    /// says the position to resume after.
+    WatchTooSlow,
+    /// A request message over the 4 MiB limit.
+    MessageTooLarge,
     // --- pod-host (internal API) ---
     /// A command carried an older generation than the pod-host knows.
     StaleGeneration,
@@ -51,8 +58,6 @@ pub enum ErrorReason {
     /// The pod's process could not be created (missing program or working
     /// directory, no permission, out of resources): nothing ran.
     SpawnFailed,
-    /// A request message over the server's 4 MiB limit (API.md Limits).
-    MessageTooLarge,
 }
 
 impl ErrorReason {
@@ -80,11 +85,13 @@ impl ErrorReason {
             Self::InvalidSchedule => "INVALID_SCHEDULE",
             Self::AlreadyExists => "ALREADY_EXISTS",
             Self::TaskNotTerminal => "TASK_NOT_TERMINAL",
+            Self::TooManyStreams => "TOO_MANY_STREAMS",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
-            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -109,7 +116,10 @@ impl ErrorReason {
             | Self::NoPodHost
             | Self::EventStoreUnavailable
             | Self::ShuttingDown => Code::Unavailable,
-            Self::NoCapacity | Self::MessageTooLarge => Code::ResourceExhausted,
+            Self::NoCapacity
+            | Self::TooManyStreams
+            | Self::WatchTooSlow
+            | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Internal => Code::Internal,
@@ -146,11 +156,13 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::InvalidSchedule,
     ErrorReason::AlreadyExists,
     ErrorReason::TaskNotTerminal,
+    ErrorReason::TooManyStreams,
+    ErrorReason::WatchTooSlow,
+    ErrorReason::MessageTooLarge,
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
-    ErrorReason::MessageTooLarge,
 ];
 
 impl std::fmt::Display for ErrorReason {

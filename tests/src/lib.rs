@@ -19,6 +19,7 @@ pub mod ipactl;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
+pub mod tmpfs;
 pub mod tools;
 pub mod wait;
 

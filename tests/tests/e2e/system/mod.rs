@@ -14,4 +14,4 @@ mod partition;
 mod races;
 mod rpcs;
 mod shutdown;
-mod support;
+pub(crate) mod support;
