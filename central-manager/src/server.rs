@@ -22,7 +22,10 @@ use tonic_health::ServingStatus;
 use crate::api::CentralManagerApi;
 use crate::config::Config;
 use crate::core::TaskService;
+use crate::core::clock::SystemClock;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::core::scheduler::Scheduler;
+use crate::core::schedules::ScheduleService;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::hosts::directory::HostDirectory;
 use crate::hosts::discovery::{Discovery, SystemResolver};
@@ -57,6 +60,7 @@ pub const SERVICE_NAME: &str = "ipa.v1.CentralManager";
 /// ready to serve.
 pub struct Application {
     service: Arc<TaskService>,
+    schedules: Arc<ScheduleService>,
     store: Store,
     tracker: TaskTracker,
     /// Cancelled by `serve` on shutdown; stops watchers and loops.
@@ -147,7 +151,7 @@ impl Application {
         let service = Arc::new(
             TaskService::new(
                 store.clone(),
-                hub,
+                hub.clone(),
                 hosts,
                 config.restart_defaults(),
                 tracker.clone(),
@@ -163,6 +167,8 @@ impl Application {
             shutdown.clone(),
         )
         .start();
+        let schedules = Arc::new(ScheduleService::new(service.clone(), Arc::new(SystemClock)));
+        start_leader_duties(&schedules, &hub, &tracker, shutdown.clone());
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(
                 ipa_common::metrics::serve(
@@ -179,6 +185,7 @@ impl Application {
         let rpc_metrics = metrics_addr.map(|_| crate::metrics::metrics().rpc.clone());
         Ok(Self {
             service,
+            schedules,
             store,
             tracker,
             shutdown,
@@ -255,6 +262,7 @@ impl Application {
         let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
         let api = CentralManagerServer::new(CentralManagerApi::new(
             self.service.clone(),
+            self.schedules.clone(),
             self.max_streams,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -320,6 +328,18 @@ async fn follow_store_health(
             changed = open.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// The duties only the leader runs: firing schedules (and, with it, the
+/// follow-up pod starts) and archiving. Kept in this one place so that
+/// replicas (issue 15) gate them on the lease.
+fn start_leader_duties(
+    schedules: &Arc<ScheduleService>,
+    hub: &EventHub,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown);
 }
 
 /// Reflection over the services this process serves. The ipa.v1 descriptor
@@ -392,6 +412,7 @@ mod tests {
         let got = client
             .get_task(pb::GetTaskRequest {
                 task_id: created.task_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

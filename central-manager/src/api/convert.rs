@@ -347,6 +347,7 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         }),
         pod_message: t.pod_message.clone(),
         next_restart_at: t.next_restart_at.map(timestamp_from_micros),
+        archived: t.archived,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod schedules;
 #[cfg(test)]
 mod wire_size_tests;
 
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
 
 use crate::core::TaskService;
+use crate::core::schedules::ScheduleService;
 use crate::domain::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
     WatchQuery,
@@ -33,15 +35,22 @@ type RpcResult<T> = Result<Response<T>, Status>;
 #[derive(Clone)]
 pub struct CentralManagerApi {
     service: Arc<TaskService>,
+    schedules: Arc<ScheduleService>,
     /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
     streams: limits::StreamSlots,
 }
 
 impl CentralManagerApi {
-    /// Serves `service`, with at most `max_streams` streams open at once.
-    pub fn new(service: Arc<TaskService>, max_streams: u32) -> Self {
+    /// Serves `service` and `schedules`, with at most `max_streams` streams
+    /// open at once.
+    pub fn new(
+        service: Arc<TaskService>,
+        schedules: Arc<ScheduleService>,
+        max_streams: u32,
+    ) -> Self {
         Self {
             service,
+            schedules,
             streams: limits::StreamSlots::new(max_streams),
         }
     }
@@ -249,5 +258,80 @@ impl CentralManager for CentralManagerApi {
         let stream = self.service.pod_logs(q).await?;
         let stream = stream.map(|r| r.map_err(Status::from));
         Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
+    }
+
+    // ---------- schedules (api/schedules.rs) ----------
+
+    #[instrument(
+        name = "CreateSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn create_schedule(
+        &self,
+        req: Request<pb::CreateScheduleRequest>,
+    ) -> RpcResult<pb::CreateScheduleResponse> {
+        schedules::create(self, req).await
+    }
+
+    #[instrument(name = "GetSchedule", skip_all, fields(schedule_id = %req.get_ref().schedule_id, name = %req.get_ref().name))]
+    async fn get_schedule(&self, req: Request<pb::GetScheduleRequest>) -> RpcResult<pb::Schedule> {
+        schedules::get(self, req).await
+    }
+
+    #[instrument(name = "ListSchedules", skip_all)]
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> RpcResult<pb::ListSchedulesResponse> {
+        schedules::list(self, req).await
+    }
+
+    #[instrument(
+        name = "PauseSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn pause_schedule(
+        &self,
+        req: Request<pb::PauseScheduleRequest>,
+    ) -> RpcResult<pb::PauseScheduleResponse> {
+        schedules::pause(self, req).await
+    }
+
+    #[instrument(
+        name = "ResumeSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn resume_schedule(
+        &self,
+        req: Request<pb::ResumeScheduleRequest>,
+    ) -> RpcResult<pb::ResumeScheduleResponse> {
+        schedules::resume(self, req).await
+    }
+
+    #[instrument(
+        name = "TriggerSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn trigger_schedule(
+        &self,
+        req: Request<pb::TriggerScheduleRequest>,
+    ) -> RpcResult<pb::TriggerScheduleResponse> {
+        schedules::trigger(self, req).await
+    }
+
+    #[instrument(
+        name = "DeleteSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> RpcResult<pb::DeleteScheduleResponse> {
+        schedules::delete(self, req).await
     }
 }

@@ -12,9 +12,12 @@
 //! outcome, so nothing is left STARTING, reserved or unsupervised. Shutdown
 //! waits for these operations before the writer stops.
 
+pub mod clock;
 pub mod logs;
 pub mod pods;
 pub mod pruner;
+pub mod scheduler;
+pub mod schedules;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +86,7 @@ impl TaskService {
     /// Runs `op` to completion on the operation tracker whatever happens to
     /// the caller, and returns its result to the caller if it is still
     /// there.
-    async fn detached<T: Send + 'static>(
+    pub(crate) async fn detached<T: Send + 'static>(
         &self,
         op: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
@@ -91,6 +94,20 @@ impl TaskService {
             .spawn(op.instrument(tracing::Span::current()))
             .await
             .map_err(|e| Error::Internal(format!("pod operation task failed: {e}")))?
+    }
+
+    /// Starts `op` on the operation tracker without waiting for it (a
+    /// scheduled task's pod start): shutdown still waits for it.
+    pub(crate) fn spawn_operation(
+        &self,
+        op: impl Future<Output = Result<()>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        self.ops.spawn(op.instrument(tracing::Span::current()))
+    }
+
+    /// The store (for the schedule, retention and statistics operations).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Waits for every pod operation in flight (shutdown, before the writer

@@ -337,6 +337,7 @@ pub(super) fn create_task(
         restart_count: 0,
         pod_message: pod_message.to_owned(),
         next_restart_at: None,
+        archived: false,
     };
     Ok(Outcome::Task {
         task: Box::new(task),

@@ -11,8 +11,6 @@ use super::Timetable;
 /// small the schedule's catch-up window: a fire held up by a busy machine
 /// or a quick restart is late, not missed. (Temporal uses the same floor.)
 pub const MIN_CATCHUP_WINDOW_SECONDS: u32 = 10;
-/// Largest catch-up window: a year.
-pub const MAX_CATCHUP_WINDOW_SECONDS: u32 = 366 * 24 * 3600;
 /// Most missed fire times one write skips. After a long outage of a
 /// frequent schedule the skipping continues in further writes, so no single
 /// transaction (which holds the writer) grows with the outage.

@@ -11,12 +11,13 @@ use std::fmt;
 use uuid::Uuid;
 
 pub use firing::{
-    FireAction, Lateness, MAX_CATCHUP_WINDOW_SECONDS, MAX_SKIP_STEP, MIN_CATCHUP_WINDOW_SECONDS,
-    Overlap, decide_overlap, lateness,
+    FireAction, Lateness, MAX_SKIP_STEP, MIN_CATCHUP_WINDOW_SECONDS, Overlap, decide_overlap,
+    lateness,
 };
-pub use timetable::{MAX_CRON_CHARS, MAX_INTERVAL_SECONDS, MAX_TIMEZONE_CHARS, Timetable};
+pub use timetable::Timetable;
 
 use super::fields::MAX_METADATA_ENTRIES;
+use super::limits::{MAX_SCHEDULE_METADATA_BYTES, MAX_SCHEDULE_NAME_CHARS as MAX_NAME_CHARS};
 use super::{
     ActorId, CorrelationId, Description, Metadata, RestartPolicySpec, TaskId, TemplateName, Title,
 };
@@ -26,8 +27,6 @@ use crate::error::{Error, Result};
 pub const META_SCHEDULE_ID: &str = "ipa.schedule_id";
 /// Metadata key a fire sets on its task: the fire time, RFC 3339.
 pub const META_SCHEDULED_FOR: &str = "ipa.scheduled_for";
-/// Longest schedule name.
-pub const MAX_NAME_CHARS: usize = 128;
 
 /// A schedule id: a UUID v7, lowercase and hyphenated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,6 +153,20 @@ impl ScheduleTask {
                 format!(
                     "has {} entries; a schedule's task may have {most} (each fire adds 2)",
                     metadata.entries().len()
+                ),
+            ));
+        }
+        let bytes: usize = metadata
+            .entries()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if bytes > MAX_SCHEDULE_METADATA_BYTES {
+            return Err(Error::invalid(
+                "task.metadata",
+                format!(
+                    "is {bytes} bytes; a schedule's task may have {MAX_SCHEDULE_METADATA_BYTES} \
+                     (each fire adds 2 keys)"
                 ),
             ));
         }

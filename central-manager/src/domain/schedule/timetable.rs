@@ -38,12 +38,7 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::error::{Error, Result};
 
-/// Longest cron expression accepted, in characters.
-pub const MAX_CRON_CHARS: usize = 128;
-/// Longest interval: a year (a longer one is better written as cron).
-pub const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
-/// Longest time zone name accepted (the longest IANA name is ~30).
-pub const MAX_TIMEZONE_CHARS: usize = 64;
+use crate::domain::limits::{MAX_CRON_CHARS, MAX_INTERVAL_SECONDS, MAX_TIMEZONE_CHARS};
 
 const MICROS: i64 = 1_000_000;
 

@@ -167,6 +167,7 @@ async fn a_default_client_lists_100_tasks_at_maximum_size_page_by_page() {
             task_id: want.first().unwrap().clone(),
             after_version: 0,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
