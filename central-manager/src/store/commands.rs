@@ -46,6 +46,8 @@ pub enum Command {
     Pod(super::pods::PodCommand),
     /// Schedules (see [`super::schedules`]).
     Schedule(super::schedules::ScheduleWrite),
+    /// Archive, delete, bulk cancel (see [`super::retention`]).
+    Retention(super::retention::RetentionWrite),
     /// Forget idempotency keys created at or before this time.
     PruneIdempotency {
         /// Unix micros.
@@ -85,6 +87,8 @@ pub enum Outcome {
     Pod(super::pods::PodOutcome),
     /// A schedule write's result.
     Schedule(super::schedules::ScheduleOutcome),
+    /// A retention write's result.
+    Retention(super::retention::RetentionOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
     /// Probe: the database took a write.
@@ -123,6 +127,9 @@ pub fn apply(
         ),
         Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
         Command::Schedule(w) => Ok(Outcome::Schedule(super::schedules::apply(
+            conn, w, now, events,
+        )?)),
+        Command::Retention(w) => Ok(Outcome::Retention(super::retention::apply(
             conn, w, now, events,
         )?)),
         Command::PruneIdempotency { up_to } => {
@@ -238,7 +245,12 @@ pub(super) fn create_task(
         if let Some((first, at)) = seen {
             if at > now - IDEMPOTENCY_WINDOW_MICROS {
                 let first = TaskId::from_db(&first)?;
-                let task = queries::get_task(conn, first)?.ok_or_else(|| {
+                // The first task may have been archived since.
+                let task = match queries::get_task(conn, first)? {
+                    Some(t) => Some(t),
+                    None => queries::get_archived_task(conn, first)?,
+                }
+                .ok_or_else(|| {
                     Error::Internal(format!("idempotency key points to missing task {first}"))
                 })?;
                 return Ok(Outcome::Task {

@@ -12,6 +12,7 @@ mod pod_end;
 pub mod pods;
 mod pool;
 mod queries;
+pub mod retention;
 mod rows;
 pub mod schedules;
 mod writer;

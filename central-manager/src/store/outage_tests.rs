@@ -209,6 +209,7 @@ async fn reports_from_a_host_that_does_not_own_the_pod_change_nothing() {
         task_id: pod.task_id,
         after_version: 0,
         limit: 100,
+        include_archived: false,
     };
     let types: Vec<String> = db
         .store

@@ -249,6 +249,7 @@ async fn cancel_previous_cancels_as_system_then_starts() {
             task_id: first.task_id,
             after_version: 0,
             limit: 10,
+            include_archived: false,
         })
         .await
         .unwrap();
