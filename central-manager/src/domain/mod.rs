@@ -11,6 +11,7 @@ mod properties;
 mod requests;
 mod restart;
 pub mod schedule;
+pub mod stats;
 mod status;
 mod task;
 

@@ -15,6 +15,7 @@ mod queries;
 pub mod retention;
 mod rows;
 pub mod schedules;
+pub mod stats;
 mod writer;
 
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
