@@ -22,8 +22,9 @@ use tonic_health::ServingStatus;
 use crate::api::CentralManagerApi;
 use crate::config::Config;
 use crate::core::TaskService;
-use crate::core::clock::SystemClock;
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::core::retention::Retention;
 use crate::core::scheduler::Scheduler;
 use crate::core::schedules::ScheduleService;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
@@ -61,6 +62,7 @@ pub const SERVICE_NAME: &str = "ipa.v1.CentralManager";
 pub struct Application {
     service: Arc<TaskService>,
     schedules: Arc<ScheduleService>,
+    retention: Arc<Retention>,
     store: Store,
     tracker: TaskTracker,
     /// Cancelled by `serve` on shutdown; stops watchers and loops.
@@ -167,8 +169,17 @@ impl Application {
             shutdown.clone(),
         )
         .start();
-        let schedules = Arc::new(ScheduleService::new(service.clone(), Arc::new(SystemClock)));
-        start_leader_duties(&schedules, &hub, &tracker, shutdown.clone());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let schedules = Arc::new(ScheduleService::new(service.clone(), clock.clone()));
+        let retention = Arc::new(Retention::new(service.clone(), clock));
+        start_leader_duties(
+            &schedules,
+            &retention,
+            config.archive_after_days,
+            &hub,
+            &tracker,
+            shutdown.clone(),
+        );
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(
                 ipa_common::metrics::serve(
@@ -186,6 +197,7 @@ impl Application {
         Ok(Self {
             service,
             schedules,
+            retention,
             store,
             tracker,
             shutdown,
@@ -263,6 +275,7 @@ impl Application {
         let api = CentralManagerServer::new(CentralManagerApi::new(
             self.service.clone(),
             self.schedules.clone(),
+            self.retention.clone(),
             self.max_streams,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -335,11 +348,16 @@ async fn follow_store_health(
 /// replicas (issue 15) gate them on the lease.
 fn start_leader_duties(
     schedules: &Arc<ScheduleService>,
+    retention: &Arc<Retention>,
+    archive_after_days: u32,
     hub: &EventHub,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
-    Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown);
+    Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown.clone());
+    if archive_after_days > 0 {
+        retention.start_archiver(archive_after_days, tracker, shutdown);
+    }
 }
 
 /// Reflection over the services this process serves. The ipa.v1 descriptor

@@ -3,6 +3,7 @@
 //! answer; errors become statuses through `error` only. Each RPC runs in its
 //! own span carrying the task, actor and correlation ids it has.
 
+pub mod admin;
 pub mod convert;
 pub mod error;
 pub mod limits;
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
 
 use crate::core::TaskService;
+use crate::core::retention::Retention;
 use crate::core::schedules::ScheduleService;
 use crate::domain::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
@@ -36,21 +38,24 @@ type RpcResult<T> = Result<Response<T>, Status>;
 pub struct CentralManagerApi {
     service: Arc<TaskService>,
     schedules: Arc<ScheduleService>,
+    retention: Arc<Retention>,
     /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
     streams: limits::StreamSlots,
 }
 
 impl CentralManagerApi {
-    /// Serves `service` and `schedules`, with at most `max_streams` streams
+    /// Serves the task, schedule and retention operations, with at most `max_streams` streams
     /// open at once.
     pub fn new(
         service: Arc<TaskService>,
         schedules: Arc<ScheduleService>,
+        retention: Arc<Retention>,
         max_streams: u32,
     ) -> Self {
         Self {
             service,
             schedules,
+            retention,
             streams: limits::StreamSlots::new(max_streams),
         }
     }
@@ -93,7 +98,11 @@ impl CentralManager for CentralManagerApi {
     #[instrument(name = "GetTask", skip_all, fields(task_id = %req.get_ref().task_id))]
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
         let id = task_id(&req.get_ref().task_id)?;
-        let task = self.service.get_task(id).await?;
+        let task = if req.get_ref().include_archived {
+            self.service.get_task_or_archived(id).await?
+        } else {
+            self.service.get_task(id).await?
+        };
         Ok(Response::new(task_to_pb(
             &task,
             self.service.restart_defaults(),
@@ -333,5 +342,39 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::DeleteScheduleRequest>,
     ) -> RpcResult<pb::DeleteScheduleResponse> {
         schedules::delete(self, req).await
+    }
+
+    // ---------- retention and statistics (api/admin.rs) ----------
+
+    #[instrument(name = "DeleteTask", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn delete_task(
+        &self,
+        req: Request<pb::DeleteTaskRequest>,
+    ) -> RpcResult<pb::DeleteTaskResponse> {
+        admin::delete_task(self, req).await
+    }
+
+    #[instrument(name = "CancelTasks", skip_all, fields(actor_id, correlation_id))]
+    async fn cancel_tasks(
+        &self,
+        req: Request<pb::CancelTasksRequest>,
+    ) -> RpcResult<pb::CancelTasksResponse> {
+        admin::cancel_tasks(self, req).await
+    }
+
+    #[instrument(name = "ArchiveTasks", skip_all, fields(actor_id, correlation_id))]
+    async fn archive_tasks(
+        &self,
+        req: Request<pb::ArchiveTasksRequest>,
+    ) -> RpcResult<pb::ArchiveTasksResponse> {
+        admin::archive_tasks(self, req).await
+    }
+
+    #[instrument(name = "GetStats", skip_all)]
+    async fn get_stats(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> RpcResult<pb::GetStatsResponse> {
+        admin::get_stats(self, req).await
     }
 }

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod logs;
 pub mod pods;
 pub mod pruner;
+pub mod retention;
 pub mod scheduler;
 pub mod schedules;
 
@@ -219,6 +220,17 @@ impl TaskService {
     /// GetTask.
     pub async fn get_task(&self, id: TaskId) -> Result<TaskRecord> {
         let t = self.store.task(id).await?.ok_or(Error::TaskNotFound(id))?;
+        Ok(self.with_live(t))
+    }
+
+    /// GetTask with `include_archived`: the live task, or else the archived
+    /// one.
+    pub async fn get_task_or_archived(&self, id: TaskId) -> Result<TaskRecord> {
+        let t = self
+            .store
+            .task_or_archived(id)
+            .await?
+            .ok_or(Error::TaskNotFound(id))?;
         Ok(self.with_live(t))
     }
 
