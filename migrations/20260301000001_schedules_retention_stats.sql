@@ -198,6 +198,8 @@ CREATE TABLE archive_runs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     finished_before INTEGER NOT NULL,
     actor_id        TEXT    NOT NULL,
+    -- The authenticated caller when an admin acted for someone else.
+    authenticated_as TEXT,
     correlation_id  TEXT    NOT NULL,
     started_at      INTEGER NOT NULL,
     tasks           INTEGER NOT NULL DEFAULT 0
@@ -215,6 +217,8 @@ CREATE TABLE task_deletions (
     events_deleted  INTEGER NOT NULL,
     reason          TEXT    NOT NULL,
     deleted_by      TEXT    NOT NULL,
+    -- The authenticated caller when an admin acted for someone else.
+    authenticated_as TEXT,
     correlation_id  TEXT    NOT NULL,
     deleted_at      INTEGER NOT NULL
 );

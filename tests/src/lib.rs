@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod ipactl;
 pub mod ledger;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod tmpfs;
@@ -51,4 +52,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "Pod-host memory per pod",
     "Graceful stop of a pod-host with its pods",
     "Crash loop restart vs supervisord (peer)",
+    "CreateTask, 1 client, TLS + token",
+    "CreateTask, 64 clients, TLS + token",
+    "StartPod, 1 client, TLS + token (mTLS to the pod-host)",
 ];

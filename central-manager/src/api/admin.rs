@@ -7,8 +7,11 @@ use ipa_proto::time::micros_from_timestamp;
 use ipa_proto::v1 as pb;
 use tonic::{Request, Response};
 
+use super::convert::WithCaller;
 use super::convert::{metadata_filter, phase_from_pb, phase_to_pb, task_id, task_status_to_pb};
 use super::{CentralManagerApi, RpcResult};
+use crate::auth::actor::bind;
+use crate::auth::layer::caller;
 use crate::core::retention::CancelMany;
 use crate::domain::stats::{GroupBy, Percentiles, StatsGroup, StatsQuery};
 use crate::domain::{
@@ -48,12 +51,31 @@ pub struct DeleteTask {
     pub correlation: CorrelationId,
 }
 
-impl TryFrom<pb::DeleteTaskRequest> for DeleteTask {
+/// The admin requests convert with or without an authenticated caller
+/// (without: auth is off, `actor_id` is taken as given).
+macro_rules! without_caller {
+    ($($req:ty => $domain:ty),* $(,)?) => {$(
+        impl TryFrom<$req> for $domain {
+            type Error = Error;
+            fn try_from(r: $req) -> Result<Self> {
+                Self::try_from(WithCaller(r, None))
+            }
+        }
+    )*};
+}
+
+without_caller! {
+    pb::DeleteTaskRequest => DeleteTask,
+    pb::CancelTasksRequest => CancelMany,
+    pb::ArchiveTasksRequest => ArchiveTasks,
+}
+
+impl TryFrom<WithCaller<'_, pb::DeleteTaskRequest>> for DeleteTask {
     type Error = Error;
-    fn try_from(r: pb::DeleteTaskRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::DeleteTaskRequest>) -> Result<Self> {
         Ok(Self {
             task_id: task_id(&r.task_id)?,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             reason: required_reason(&r.reason)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
@@ -85,9 +107,9 @@ fn pod_status_filter(v: i32) -> Result<Option<PodStatus>> {
     })
 }
 
-impl TryFrom<pb::CancelTasksRequest> for CancelMany {
+impl TryFrom<WithCaller<'_, pb::CancelTasksRequest>> for CancelMany {
     type Error = Error;
-    fn try_from(r: pb::CancelTasksRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CancelTasksRequest>) -> Result<Self> {
         let status = task_status_filter(r.status)?;
         let phase = phase_from_pb(r.phase, "phase")?;
         let created_after = timestamp(r.created_after, "created_after")?;
@@ -117,7 +139,7 @@ impl TryFrom<pb::CancelTasksRequest> for CancelMany {
             },
             reason,
             dry_run: r.dry_run,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
     }
@@ -131,14 +153,14 @@ pub struct ArchiveTasks {
     pub correlation: CorrelationId,
 }
 
-impl TryFrom<pb::ArchiveTasksRequest> for ArchiveTasks {
+impl TryFrom<WithCaller<'_, pb::ArchiveTasksRequest>> for ArchiveTasks {
     type Error = Error;
-    fn try_from(r: pb::ArchiveTasksRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::ArchiveTasksRequest>) -> Result<Self> {
         let finished_before = timestamp(r.finished_before, "finished_before")?
             .ok_or_else(|| Error::invalid("finished_before", "is required"))?;
         Ok(Self {
             finished_before,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
     }
@@ -221,7 +243,8 @@ pub async fn delete_task(
     api: &CentralManagerApi,
     req: Request<pb::DeleteTaskRequest>,
 ) -> RpcResult<pb::DeleteTaskResponse> {
-    let d = DeleteTask::try_from(req.into_inner())?;
+    let caller = caller(&req);
+    let d = DeleteTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
     record(&d.actor, &d.correlation);
     api.retention
         .delete_task(d.task_id, d.reason, d.actor, d.correlation)
@@ -234,7 +257,8 @@ pub async fn cancel_tasks(
     api: &CentralManagerApi,
     req: Request<pb::CancelTasksRequest>,
 ) -> RpcResult<pb::CancelTasksResponse> {
-    let c = CancelMany::try_from(req.into_inner())?;
+    let caller = caller(&req);
+    let c = CancelMany::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
     record(&c.actor, &c.correlation);
     let dry_run = c.dry_run;
     let ids = api.retention.cancel_tasks(c).await?;
@@ -249,7 +273,8 @@ pub async fn archive_tasks(
     api: &CentralManagerApi,
     req: Request<pb::ArchiveTasksRequest>,
 ) -> RpcResult<pb::ArchiveTasksResponse> {
-    let a = ArchiveTasks::try_from(req.into_inner())?;
+    let caller = caller(&req);
+    let a = ArchiveTasks::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
     record(&a.actor, &a.correlation);
     let count = api
         .retention

@@ -6,15 +6,18 @@ use ipa_proto::time::timestamp_from_micros;
 use ipa_proto::v1 as pb;
 use tonic::{Request, Response};
 
+use super::convert::WithCaller;
 use super::{CentralManagerApi, RpcResult};
+use crate::auth::Caller;
+use crate::auth::actor::bind;
+use crate::auth::layer::caller;
 use crate::domain::limits::MAX_CATCHUP_WINDOW_SECONDS;
 use crate::domain::schedule::{
     NewSchedule, Overlap, ScheduleCommand, ScheduleId, ScheduleKey, ScheduleName, ScheduleRecord,
     ScheduleTask, Timetable,
 };
 use crate::domain::{
-    ActorId, CorrelationId, Description, Metadata, RestartPolicySpec, TemplateName, Title,
-    page_limit,
+    CorrelationId, Description, Metadata, RestartPolicySpec, TemplateName, Title, page_limit,
 };
 use crate::error::{Error, Result};
 
@@ -89,6 +92,14 @@ impl TryFrom<pb::CreateScheduleRequest> for NewSchedule {
     type Error = Error;
 
     fn try_from(r: pb::CreateScheduleRequest) -> Result<Self> {
+        Self::try_from(WithCaller(r, None))
+    }
+}
+
+impl TryFrom<WithCaller<'_, pb::CreateScheduleRequest>> for NewSchedule {
+    type Error = Error;
+
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CreateScheduleRequest>) -> Result<Self> {
         let name = ScheduleName::parse(&r.name)?;
         let timetable = Timetable::parse(&r.cron, r.interval_seconds, &r.timezone)?;
         let task = schedule_task(r.task)?;
@@ -109,26 +120,31 @@ impl TryFrom<pb::CreateScheduleRequest> for NewSchedule {
             overlap,
             catchup_window_seconds: r.catchup_window_seconds,
             paused: r.paused,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
     }
 }
 
-fn schedule_command(id: &str, actor: &str, correlation: &str) -> Result<ScheduleCommand> {
+fn schedule_command(
+    id: &str,
+    actor: &str,
+    correlation: &str,
+    caller: Option<&Caller>,
+) -> Result<ScheduleCommand> {
     Ok(ScheduleCommand {
         schedule_id: ScheduleId::parse(id, "schedule_id")?,
-        actor: ActorId::parse(actor)?,
+        actor: bind(actor, caller)?,
         correlation: CorrelationId::parse_or_new(correlation)?,
     })
 }
 
 macro_rules! schedule_commands {
     ($($req:ty),*) => {$(
-        impl TryFrom<$req> for ScheduleCommand {
+        impl TryFrom<WithCaller<'_, $req>> for ScheduleCommand {
             type Error = Error;
-            fn try_from(r: $req) -> Result<Self> {
-                schedule_command(&r.schedule_id, &r.actor_id, &r.correlation_id)
+            fn try_from(WithCaller(r, caller): WithCaller<'_, $req>) -> Result<Self> {
+                schedule_command(&r.schedule_id, &r.actor_id, &r.correlation_id, caller)
             }
         }
     )*};
@@ -208,7 +224,8 @@ pub async fn create(
     api: &CentralManagerApi,
     req: Request<pb::CreateScheduleRequest>,
 ) -> RpcResult<pb::CreateScheduleResponse> {
-    let new = NewSchedule::try_from(req.into_inner())?;
+    let caller = caller(&req);
+    let new = NewSchedule::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
     let span = tracing::Span::current();
     span.record("actor_id", new.actor.as_str());
     span.record("correlation_id", new.correlation.as_str());
@@ -244,9 +261,10 @@ pub async fn list(
 
 fn command<R>(req: Request<R>) -> Result<ScheduleCommand>
 where
-    ScheduleCommand: TryFrom<R, Error = Error>,
+    for<'a> ScheduleCommand: TryFrom<WithCaller<'a, R>, Error = Error>,
 {
-    let c = ScheduleCommand::try_from(req.into_inner())?;
+    let caller = caller(&req);
+    let c = ScheduleCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
     let span = tracing::Span::current();
     span.record("schedule_id", tracing::field::display(c.schedule_id));
     span.record("actor_id", c.actor.as_str());

@@ -200,10 +200,7 @@ impl ScheduleService {
                 let stop_pod = stop_pod.clone();
                 let task_id = task.task_id;
                 let start = pod_message.is_empty();
-                let cause = Cause {
-                    actor: actor.as_str().to_owned(),
-                    correlation: correlation.as_str().to_owned(),
-                };
+                let cause = Cause::by(&actor, &correlation);
                 let follow = async move {
                     if let Some((pod, host)) = stop_pod {
                         this.tasks

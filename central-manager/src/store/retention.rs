@@ -110,11 +110,17 @@ pub fn apply(
         } => {
             let id: i64 = c
                 .prepare_cached(
-                    "INSERT INTO archive_runs (finished_before, actor_id, correlation_id, \
-                     started_at) VALUES (?, ?, ?, ?) RETURNING id",
+                    "INSERT INTO archive_runs (finished_before, actor_id, authenticated_as, \
+                     correlation_id, started_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 )?
                 .query_row(
-                    params![finished_before, actor.as_str(), correlation.as_str(), now],
+                    params![
+                        finished_before,
+                        actor.as_str(),
+                        actor.authenticated_as_principal(),
+                        correlation.as_str(),
+                        now
+                    ],
                     |r| r.get(0),
                 )?;
             Ok(RetentionOutcome::RunStarted(id))
@@ -240,8 +246,8 @@ fn delete_task(
     let events_deleted = count("events")? + count("events_archive")?;
     c.prepare_cached(
         "INSERT INTO task_deletions (task_id, title, status, created_by, created_at, \
-         was_archived, events_deleted, reason, deleted_by, correlation_id, deleted_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         was_archived, events_deleted, reason, deleted_by, authenticated_as, correlation_id, \
+         deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         &sid,
@@ -253,6 +259,7 @@ fn delete_task(
         events_deleted,
         reason,
         actor.as_str(),
+        actor.authenticated_as_principal(),
         correlation.as_str(),
         now
     ])?;

@@ -12,4 +12,5 @@ mod pod_host;
 mod python_client;
 mod robustness;
 mod schedules;
+mod security;
 mod system;

@@ -222,7 +222,7 @@ fn create(
             "paused": s.paused,
             "next_fire_at": next,
         }),
-        s.actor.as_str(),
+        &s.actor,
         s.correlation.as_str(),
         now,
     )?;
@@ -241,7 +241,7 @@ fn pause(c: &Connection, cmd: &ScheduleCommand, now: i64) -> Result<ScheduleReco
          skipped_count = skipped_count + ?, updated_at = ? WHERE schedule_id = ?",
     )?
     .execute(params![dropped as i64, now, cmd.schedule_id.to_string()])?;
-    let (actor, corr) = (cmd.actor.as_str(), cmd.correlation.as_str());
+    let (actor, corr) = (&cmd.actor, cmd.correlation.as_str());
     if let Some(at) = s.buffered_fire_at {
         let data = json!({ "reason": "paused", "count": 1, "scheduled_for": at });
         append_event(
@@ -283,7 +283,7 @@ fn resume(c: &Connection, cmd: &ScheduleCommand, at: i64, now: i64) -> Result<Sc
         cmd.schedule_id,
         ScheduleEventType::Resumed,
         json!({ "next_fire_at": next }),
-        cmd.actor.as_str(),
+        &cmd.actor,
         cmd.correlation.as_str(),
         now,
     )?;
@@ -300,7 +300,7 @@ fn delete(c: &Connection, cmd: &ScheduleCommand, now: i64) -> Result<ScheduleOut
         ScheduleEventType::Deleted,
         json!({ "name": s.name.as_str(), "fired_count": s.fired_count,
                 "skipped_count": s.skipped_count }),
-        cmd.actor.as_str(),
+        &cmd.actor,
         cmd.correlation.as_str(),
         now,
     )?;
@@ -360,7 +360,7 @@ fn fire(c: &Connection, f: &Fire, now: i64, events: &mut Vec<EventRecord>) -> Re
             _ => Ok(FireOutcome::Stale),
         };
     };
-    let (actor, corr) = (f.actor.as_str(), f.correlation.as_str());
+    let (actor, corr) = (&f.actor, f.correlation.as_str());
     let event = |t: ScheduleEventType, data: serde_json::Value| {
         append_event(c, f.schedule_id, t, data, actor, corr, now)
     };

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::schedule::{
     Overlap, ScheduleEventType, ScheduleId, ScheduleName, ScheduleRecord, ScheduleTask, Timetable,
 };
-use crate::domain::{Description, Metadata, RestartPolicySpec, TaskId, TemplateName, Title};
+use crate::domain::{
+    ActorId, Description, Metadata, RestartPolicySpec, TaskId, TemplateName, Title,
+};
 use crate::error::{Error, Result};
 
 /// The columns of a `schedules` row, in [`from_row`] order.
@@ -270,16 +272,18 @@ pub struct ScheduleEventRecord {
     pub occurred_at: i64,
 }
 
-/// Appends to the schedule audit trail.
+/// Appends to the schedule audit trail (with `authenticated_as` in the data
+/// when an admin acted for someone else).
 pub(super) fn append_event(
     c: &Connection,
     id: ScheduleId,
     event: ScheduleEventType,
-    data: serde_json::Value,
-    actor: &str,
+    mut data: serde_json::Value,
+    actor: &ActorId,
     correlation: &str,
     now: i64,
 ) -> Result<()> {
+    super::super::commands::note_principal(&mut data, actor.authenticated_as_principal());
     c.prepare_cached(
         "INSERT INTO schedule_events (schedule_id, type, data_json, actor_id, correlation_id, \
          occurred_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -288,7 +292,7 @@ pub(super) fn append_event(
         id.to_string(),
         event.as_str(),
         data.to_string(),
-        actor,
+        actor.as_str(),
         correlation,
         now
     ])?;

@@ -25,6 +25,7 @@ mod pods;
 mod proc;
 mod report;
 mod rows;
+mod secure;
 mod stats;
 
 use std::path::PathBuf;
@@ -222,7 +223,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         root.path().display()
     );
 
-    eprintln!("[1/7] baselines: process spawn/reap, SQLite commit per write");
+    eprintln!("[1/8] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -231,23 +232,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/7] task API");
+    eprintln!("[2/8] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/7] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/8] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/7] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/8] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/7] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/8] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/7] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/8] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -264,10 +265,14 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/7] report");
+    eprintln!("[7/8] the cost of security: TLS + token against plaintext");
+    let secure = secure::run(&sub("secure"), &scale).await;
+
+    eprintln!("[8/8] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
+        secure: &secure,
         pf: &pf,
         sf: &sf,
         rf: &rf,

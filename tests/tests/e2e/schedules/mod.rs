@@ -5,6 +5,7 @@
 //! SIGKILL in the middle of fires, archive/delete audit trails and GetStats
 //! figures against tasks whose timings the test controls.
 
+mod auth;
 mod catchup;
 mod firing;
 mod overlap;
