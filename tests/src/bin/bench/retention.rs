@@ -227,11 +227,11 @@ async fn get_stats(client: &mut CentralClient, group_by: pb::GroupBy, n: usize) 
         ..Default::default()
     };
     // Warm-up.
-    client.get_stats(req.clone()).await.expect("GetStats");
+    client.get_stats(req).await.expect("GetStats");
     let mut s = Samples::new();
     for _ in 0..n {
         let t0 = Instant::now();
-        let r = client.get_stats(req.clone()).await.expect("GetStats");
+        let r = client.get_stats(req).await.expect("GetStats");
         s.push(t0.elapsed());
         assert!(!r.into_inner().groups.is_empty(), "GetStats found no tasks");
     }
