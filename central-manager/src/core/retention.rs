@@ -216,7 +216,6 @@ impl Retention {
         shutdown: CancellationToken,
     ) {
         let this = self.clone();
-        let age = i64::from(days) * 24 * 3600 * 1_000_000;
         tracker.spawn(
             async move {
                 let mut ticker = tokio::time::interval(ARCHIVE_EVERY);
@@ -227,7 +226,7 @@ impl Retention {
                         biased;
                         () = shutdown.cancelled() => break,
                         _ = ticker.tick() => {
-                            let before = this.clock.now_micros() - age;
+                            let before = archive_cutoff(this.clock.now_micros(), days);
                             let corr = CorrelationId::parse_or_new("");
                             let run = match corr {
                                 Ok(c) => this.archive(before, ActorId::system(), c).await,
@@ -246,9 +245,29 @@ impl Retention {
     }
 }
 
+/// `--archive-after-days`: tasks that finished before this instant (unix
+/// micros) are archived at `now`.
+fn archive_cutoff(now: i64, days: u32) -> i64 {
+    now.saturating_sub(i64::from(days) * 24 * 3600 * 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cutoff_is_exactly_days_before_now() {
+        let day = 24 * 3600 * 1_000_000_i64;
+        let now = 1_800_000_000_000_000;
+        let cutoff = archive_cutoff(now, 30);
+        assert_eq!(cutoff, now - 30 * day);
+        // A task that finished a microsecond before the cutoff is archived
+        // (finished_at < cutoff), one that finished at it is not yet.
+        assert!(now - 30 * day - 1 < cutoff);
+        assert!(now - 30 * day >= cutoff);
+        assert_eq!(archive_cutoff(5, 36_500), 5 - 36_500 * day);
+        assert_eq!(archive_cutoff(i64::MIN + 1, 1), i64::MIN);
+    }
 
     #[test]
     fn batches_shrink_when_slow_and_grow_when_fast() {

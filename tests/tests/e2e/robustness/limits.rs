@@ -254,6 +254,16 @@ fn out_of_range_flags_exit_2_naming_the_flag() {
         "--fence-timeout-ms",
     );
     refused(&["--max-restarts", "1001"], &[], "--max-restarts");
+    refused(
+        &["--archive-after-days", "36501"],
+        &[],
+        "--archive-after-days",
+    );
+    refused(
+        &[],
+        &[("IPA_ARCHIVE_AFTER_DAYS", "-1")],
+        "--archive-after-days",
+    );
     refused(&["--pod-host", "ftp://x:1"], &[], "--pod-host");
     refused(&["--pod-host-dns", "no-port"], &[], "--pod-host-dns");
     refused(&[], &[("IPA_MAX_STREAMS", "0")], "--max-streams");
