@@ -63,6 +63,11 @@ pub enum ErrorReason {
     /// The pod's process could not be created (missing program or working
     /// directory, no permission, out of resources): nothing ran.
     SpawnFailed,
+    /// A StartPod issued under a lease that has expired on the pod-host (a
+    /// fence timeout old by its clock, or from another boot): it may have
+    /// been held up in the network past the point where central gave the
+    /// pod up, so nothing is started.
+    LeaseExpired,
 }
 
 impl ErrorReason {
@@ -98,6 +103,7 @@ impl ErrorReason {
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
+            Self::LeaseExpired => "LEASE_EXPIRED",
         }
     }
 
@@ -117,7 +123,8 @@ impl ErrorReason {
             | Self::AlreadyFailed
             | Self::StaleGeneration
             | Self::SpawnFailed
-            | Self::TaskNotTerminal => Code::FailedPrecondition,
+            | Self::TaskNotTerminal
+            | Self::LeaseExpired => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
@@ -170,6 +177,7 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
+    ErrorReason::LeaseExpired,
 ];
 
 impl std::fmt::Display for ErrorReason {

@@ -30,7 +30,7 @@ use crate::domain::{
     ActorId, CorrelationId, PodInfo, PodStatus, RestartDefaults, TaskId, decide_start, decide_stop,
 };
 use crate::error::{Error, Result};
-use crate::hosts::directory::{HostDirectory, PendingStop};
+use crate::hosts::directory::{HostDirectory, PendingStop, Placement};
 use crate::store::Store;
 use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
 use crate::supervisor::exit::{Ending, classify, describe};
@@ -137,14 +137,7 @@ impl Pods {
             ipa_proto::time::now_micros().saturating_add(delay)
         });
         let result = self
-            .start_on_host(
-                placement.client,
-                &placement.host_id,
-                &pod,
-                &claimed,
-                &cause,
-                retry_at,
-            )
+            .start_on_host(&placement, &pod, &claimed, &cause, retry_at)
             .await;
         self.hosts.set_starting(&pod.pod_id, false);
         self.hosts.start_done(&placement.host_id, result.is_ok());
@@ -153,8 +146,7 @@ impl Pods {
 
     async fn start_on_host(
         &self,
-        client: PodHostClient<Channel>,
-        host_id: &str,
+        placement: &Placement,
         pod: &PodRef,
         claimed: &ClaimedPod,
         cause: &Cause,
@@ -171,7 +163,11 @@ impl Pods {
             description: claimed.description.clone(),
             metadata,
             correlation_id: claimed.correlation.clone(),
+            // Read now, as the request leaves: the lease it is issued under.
+            echo_host_clock_ms: placement.host_clock.get(),
+            host_boot_id: placement.boot_id.clone(),
         };
+        let (client, host_id) = (&placement.client, placement.host_id.as_str());
         let answer = tokio::time::timeout(HOST_START_TIMEOUT, client.clone().start_pod(req)).await;
         match answer {
             Ok(Ok(resp)) => {
@@ -252,7 +248,7 @@ impl Pods {
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
                 if self
-                    .fence_on_host(client, pod, "start outcome unknown")
+                    .fence_on_host(client.clone(), pod, "start outcome unknown")
                     .await
                 {
                     let message = format!("pod-host {host_id} failed to start the pod: {why}");
@@ -509,6 +505,8 @@ fn is_refusal(s: &tonic::Status) -> bool {
                 | ErrorReason::InvalidArgument
                 | ErrorReason::ShuttingDown
                 | ErrorReason::StaleGeneration
+                // The host checked the lease before spawning anything.
+                | ErrorReason::LeaseExpired
         )
     )
 }

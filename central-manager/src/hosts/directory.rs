@@ -52,6 +52,10 @@ pub struct Placement {
     pub host_id: String,
     /// Its command client (shares the session's connection).
     pub client: PodHostClient<Channel>,
+    /// The boot of the host's session, and its newest clock reading: the
+    /// lease a StartPod is issued under (see `session::HostClock`).
+    pub boot_id: String,
+    pub host_clock: super::session::HostClock,
 }
 
 /// The live state of a running pod, from its host's stream.
@@ -270,12 +274,16 @@ impl HostDirectory {
                     template.as_str()
                 ))
             })?;
-        let client = inner
+        let session = inner
             .sessions
             .get(&host_id)
-            .map(|s| s.client.clone())
             .ok_or_else(|| Error::Internal("placed on a host without a session".into()))?;
-        Ok(Placement { host_id, client })
+        Ok(Placement {
+            client: session.client.clone(),
+            boot_id: session.boot_id.clone(),
+            host_clock: session.host_clock.clone(),
+            host_id,
+        })
     }
 
     /// Ends a reservation made by [`HostDirectory::place`]: the pod

@@ -17,7 +17,7 @@
 //! Every update carries the monotonic instant the message *arrived*.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipa_proto::v1::{
@@ -102,6 +102,9 @@ pub struct SessionHandle {
     pub boot_id: String,
     /// Client for unary commands, over the same HTTP/2 connection.
     pub client: PodHostClient<Channel>,
+    /// The newest host clock received on this session, echoed in pings and
+    /// StartPods (the host's lease, see [`HostClock`]).
+    pub host_clock: HostClock,
     out: mpsc::Sender<CentralMessage>,
     /// Ends this connection (the session then redials and the host says
     /// hello again).
@@ -122,6 +125,28 @@ impl SessionHandle {
     /// e.g. after it was declared LOST while its stream stayed open.
     pub fn reset(&self) {
         self.reset.cancel();
+    }
+}
+
+/// The newest reading of a host's clock (ms since its boot, from its hello
+/// and heartbeats) that central has received on one session. Central
+/// echoes it in every ping and StartPod; the host's lease runs a fence
+/// timeout from that instant of its own clock, which is never later than
+/// when central heard from it, so the host stops its pods before central's
+/// fence deadline even when a ping or StartPod is held up in the network
+/// (docs/architecture.md, "Failure model"). Cheap to clone; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct HostClock(Arc<AtomicU64>);
+
+impl HostClock {
+    /// Records a reading (readings only move forward).
+    pub fn observe(&self, ms: u64) {
+        self.0.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The newest reading (0: none yet).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -256,11 +281,14 @@ async fn connect_once(
     let host_id = entry.host_id.clone();
     let boot_id = entry.boot_id.clone();
     let reset = cancel.child_token();
+    let host_clock = HostClock::default();
+    host_clock.observe(hello.host_clock_ms);
     let handle = SessionHandle {
         endpoint: endpoint.to_owned(),
         host_id: host_id.clone(),
         boot_id: boot_id.clone(),
         client,
+        host_clock: host_clock.clone(),
         out: out_tx.clone(),
         reset: reset.clone(),
     };
@@ -301,13 +329,17 @@ async fn connect_once(
                 break;
             }
             _ = ping.tick() => {
-                let p = Ping { sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())) };
+                let p = Ping {
+                    sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())),
+                    echo_host_clock_ms: host_clock.get(),
+                };
                 let _ = out_tx.try_send(CentralMessage { msg: Some(central_message::Msg::Ping(p)) });
             }
             msg = inbound.message() => {
                 let (at, wall) = (Instant::now(), SystemTime::now());
                 let event = match msg {
                     Ok(Some(HostMessage { msg: Some(host_message::Msg::Heartbeat(hb)) })) => {
+                        host_clock.observe(hb.host_clock_ms);
                         let running = clamp_count(hb.running_pods);
                         if contact(hosts, &host_id, at, wall, Some(hb.draining), Some(running)) {
                             break;

@@ -412,6 +412,16 @@ pub(super) fn finish_task(
         Some(r) => json!({ "reason": r }),
         None => json!({}),
     };
+    // The pod this ends, if one was starting or running: the trail then
+    // records every pod's end exactly once (its later exit report finds the
+    // task terminal and is ignored).
+    if tr.stop_pod
+        && let (Some(pod_id), Some(host)) = (&pod_id, &pod_host)
+    {
+        data["pod_id"] = json!(pod_id);
+        data["pod_host"] = json!(host);
+        data["generation"] = json!(generation);
+    }
     note_principal(&mut data, actor.authenticated_as_principal());
     append_event(
         conn,

@@ -235,7 +235,10 @@ async fn self_fencing_after_the_timeout_and_not_before() {
         async move {
             loop {
                 let ping = pb::CentralMessage {
-                    msg: Some(pb::central_message::Msg::Ping(pb::Ping { sent_at: None })),
+                    msg: Some(pb::central_message::Msg::Ping(pb::Ping {
+                        sent_at: None,
+                        ..Default::default()
+                    })),
                 };
                 if pinger.send(ping).await.is_err() {
                     return;
@@ -318,7 +321,10 @@ async fn a_frozen_host_fences_on_waking_even_with_pings_queued() {
     host.proc.signal(Signal::SIGSTOP);
     let frozen = Instant::now();
     while frozen.elapsed() < Duration::from_millis(2000) {
-        let ping = pb::Ping { sent_at: None };
+        let ping = pb::Ping {
+            sent_at: None,
+            ..Default::default()
+        };
         central.send(pb::central_message::Msg::Ping(ping)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
