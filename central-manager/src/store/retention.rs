@@ -8,6 +8,8 @@
 //! (`IN (SELECT value FROM json_each(?))`), so each statement is prepared
 //! once and cached whatever the batch size (PostgreSQL: `= ANY($1)`).
 
+use std::time::{Duration, Instant};
+
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
@@ -86,9 +88,12 @@ pub enum RetentionWrite {
 pub enum RetentionOutcome {
     /// StartArchiveRun.
     RunStarted(i64),
-    /// ArchiveBatch: tasks moved; fewer than the limit means the run is
-    /// done.
-    Archived(u64),
+    /// ArchiveBatch: tasks moved (fewer than the limit means the run is
+    /// done), and how long its statements took inside the transaction:
+    /// what the next batch is sized by (the commit and the wait for the
+    /// writer are not the batch's doing, and a loaded disk would otherwise
+    /// shrink every batch to one task).
+    Archived { moved: u64, took: Duration },
     /// DeleteTask.
     Deleted,
     /// CancelMany: the tasks cancelled, with the pods to stop.
@@ -181,6 +186,7 @@ fn archive_batch(
     limit: u32,
     now: i64,
 ) -> Result<RetentionOutcome> {
+    let started = Instant::now();
     let ids: Vec<String> = c
         .prepare_cached(
             "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
@@ -190,7 +196,10 @@ fn archive_batch(
         .query_map(params![finished_before, limit], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     if ids.is_empty() {
-        return Ok(RetentionOutcome::Archived(0));
+        return Ok(RetentionOutcome::Archived {
+            moved: 0,
+            took: started.elapsed(),
+        });
     }
     let batch = serde_json::to_string(&ids)
         .map_err(|e| Error::Internal(format!("archive batch ids: {e}")))?;
@@ -215,7 +224,10 @@ fn archive_batch(
     }
     c.prepare_cached("UPDATE archive_runs SET tasks = tasks + ? WHERE id = ?")?
         .execute(params![moved as i64, run_id])?;
-    Ok(RetentionOutcome::Archived(moved as u64))
+    Ok(RetentionOutcome::Archived {
+        moved: moved as u64,
+        took: started.elapsed(),
+    })
 }
 
 fn delete_task(

@@ -52,8 +52,8 @@ async fn archive_all(db: &TestDb, before: i64, limit: u32) -> u64 {
             .await
             .unwrap()
         {
-            RetentionOutcome::Archived(0) => return total,
-            RetentionOutcome::Archived(n) => total += n,
+            RetentionOutcome::Archived { moved: 0, .. } => return total,
+            RetentionOutcome::Archived { moved, .. } => total += moved,
             other => panic!("{other:?}"),
         }
     }
