@@ -27,18 +27,18 @@ use crate::auth::Auth;
 use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::core::TaskService;
-use crate::core::clock::{Clock, SystemClock};
+use crate::core::ports::Ports;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
 use crate::core::retention::Retention;
 use crate::core::scheduler::Scheduler;
 use crate::core::schedules::ScheduleService;
+use crate::core::wiring::CoreConfig;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
-use crate::hosts::directory::HostDirectory;
 use crate::hosts::discovery::{Discovery, SystemResolver};
+use crate::hosts::grpc::GrpcDialer;
 use crate::hosts::local::{LocalPodHost, pod_host_binary};
 use crate::hosts::session::SessionConfig;
 use crate::store::{DbConfig, Store};
-use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
 
 /// How long the local pod-host may take to stop its pods on shutdown
@@ -172,7 +172,6 @@ impl Application {
         IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
 
         // Pod supervision: endpoints → one session each → the supervisor.
-        let hosts = HostDirectory::new(config.host_timeouts());
         let mut static_urls = config.pod_hosts.clone();
         let local_pod_host = if config.local_pod_host {
             let data = path.parent().map_or_else(
@@ -214,47 +213,37 @@ impl Application {
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
         ));
-        // Unbounded so a session never waits on the supervisor (its pings
-        // must go on); sessions bound their own in-flight pod events.
-        let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
-        let session_config = SessionConfig {
-            heartbeat_interval: config.heartbeat_interval(),
-            central_id: uuid::Uuid::new_v4().to_string(),
-            tls: security.pod_host_tls.clone(),
+        let core = CoreConfig {
+            timeouts: config.host_timeouts(),
+            restart_defaults: config.restart_defaults(),
+            session: SessionConfig {
+                heartbeat_interval: config.heartbeat_interval(),
+                central_id: uuid::Uuid::new_v4().to_string(),
+            },
+            watch_lag_limit: config.watch_lag_limit(),
         };
-        tracker.spawn(tracing::Instrument::instrument(
-            crate::hosts::connector::run(
-                endpoints_rx,
-                session_config,
-                hosts.clone(),
-                updates_tx,
-                tracker.clone(),
-                shutdown.clone(),
-            ),
-            tracing::info_span!("connector"),
-        ));
-        let service = Arc::new(
-            TaskService::new(
-                store.clone(),
-                hub.clone(),
-                hosts,
-                config.restart_defaults(),
-                tracker.clone(),
-                shutdown.clone(),
-            )
-            .with_watch_lag_limit(config.watch_lag_limit()),
-        );
-        Supervisor::new(
-            service.pods().clone(),
-            store.clone(),
-            updates_rx,
-            tracker.clone(),
+        let dialer = Arc::new(GrpcDialer {
+            tls: security.pod_host_tls.clone(),
+        });
+        let ports = Ports::production(Arc::new(store.clone()));
+        let clock = ports.clock.clone();
+        let service = crate::core::wiring::start(
+            core,
+            ports,
+            dialer,
+            endpoints_rx,
+            hub.clone(),
+            &tracker,
             shutdown.clone(),
-        )
-        .start();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let schedules = Arc::new(ScheduleService::new(service.clone(), clock.clone()));
-        let retention = Arc::new(Retention::new(service.clone(), clock));
+        );
+        // Schedules and retention use the SQLite adapter directly (their
+        // reads are not on the `TaskStore` port yet), with the core's clock.
+        let schedules = Arc::new(ScheduleService::new(
+            service.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
+        let retention = Arc::new(Retention::new(service.clone(), store.clone(), clock));
         start_leader_duties(
             &schedules,
             &retention,

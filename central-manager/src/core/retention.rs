@@ -19,10 +19,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::TaskService;
-use super::clock::Clock;
+use super::ports::Clock;
 use crate::domain::stats::{StatsGroup, StatsQuery};
 use crate::domain::{ActorId, CorrelationId, TaskFilter, TaskId};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::store::retention::{RetentionOutcome, RetentionWrite};
 
 /// The writer time one archive batch aims at.
@@ -66,6 +67,9 @@ pub struct CancelMany {
 /// The retention operations. Cheap to share (`Arc`).
 pub struct Retention {
     tasks: Arc<TaskService>,
+    /// The SQLite adapter: schedule and retention reads are not on the
+    /// `TaskStore` port yet.
+    store: Store,
     clock: Arc<dyn Clock>,
     /// One archive run at a time.
     archiving: Mutex<()>,
@@ -73,9 +77,10 @@ pub struct Retention {
 
 impl Retention {
     /// Retention over `tasks`' store, on `clock`.
-    pub fn new(tasks: Arc<TaskService>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(tasks: Arc<TaskService>, store: Store, clock: Arc<dyn Clock>) -> Self {
         Self {
             tasks,
+            store,
             clock,
             archiving: Mutex::new(()),
         }
@@ -90,8 +95,7 @@ impl Retention {
         actor: ActorId,
         correlation: CorrelationId,
     ) -> Result<()> {
-        self.tasks
-            .store()
+        self.store
             .retention(RetentionWrite::DeleteTask {
                 task_id,
                 reason,
@@ -107,7 +111,7 @@ impl Retention {
     /// the caller, and its pod is stopped. Returns the tasks cancelled (or
     /// that would be, with `dry_run`).
     pub async fn cancel_tasks(self: &Arc<Self>, c: CancelMany) -> Result<Vec<TaskId>> {
-        let ids = self.tasks.store().cancellable(&c.filter).await?;
+        let ids = self.store.cancellable(&c.filter).await?;
         if c.dry_run || ids.is_empty() {
             return Ok(ids);
         }
@@ -117,8 +121,7 @@ impl Retention {
                 let mut done = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(CANCEL_CHUNK) {
                     let out = this
-                        .tasks
-                        .store()
+                        .store
                         .retention(RetentionWrite::CancelMany {
                             task_ids: chunk.to_vec(),
                             reason: c.reason.clone(),
@@ -155,7 +158,7 @@ impl Retention {
         correlation: CorrelationId,
     ) -> Result<u64> {
         let _one_run = self.archiving.lock().await;
-        let store = self.tasks.store();
+        let store = &self.store;
         let run_id = match store
             .retention(RetentionWrite::StartArchiveRun {
                 finished_before,
@@ -198,7 +201,7 @@ impl Retention {
 
     /// GetStats' groups.
     pub async fn stats(&self, q: StatsQuery) -> Result<Vec<StatsGroup>> {
-        self.tasks.store().stats(q).await
+        self.store.stats(q).await
     }
 
     /// Pods central considers running (GetStats).
@@ -226,7 +229,7 @@ impl Retention {
                         biased;
                         () = shutdown.cancelled() => break,
                         _ = ticker.tick() => {
-                            let before = archive_cutoff(this.clock.now_micros(), days);
+                            let before = archive_cutoff(this.clock.wall_micros(), days);
                             let corr = CorrelationId::parse_or_new("");
                             let run = match corr {
                                 Ok(c) => this.archive(before, ActorId::system(), c).await,

@@ -114,13 +114,13 @@ impl Scheduler {
         let changed = self.schedules.changed().clone();
         loop {
             let wake = match self.tick().await {
-                Ok(earliest) => wake_at(clock.now_micros(), earliest),
+                Ok(earliest) => wake_at(clock.wall_micros(), earliest),
                 Err(e) => {
                     tracing::warn!(error = %e, "schedule tick failed; retrying");
-                    clock.now_micros().saturating_add(micros(RETRY))
+                    clock.wall_micros().saturating_add(micros(RETRY))
                 }
             };
-            let mut sleep = clock.sleep_until(wake);
+            let mut sleep = std::pin::pin!(tokio::time::sleep_until(clock.instant_of(wake)));
             // Wait for the timer, a change, or the end of a task a
             // buffered fire waits for.
             loop {
@@ -149,9 +149,9 @@ impl Scheduler {
     /// other), starts buffered fires whose previous task has ended, prunes
     /// old fire rows hourly. Returns the earliest next fire time.
     pub async fn tick(&mut self) -> Result<Option<i64>> {
-        let store = self.schedules.tasks().store().clone();
+        let store = self.schedules.store().clone();
         loop {
-            let now = self.schedules.clock().now_micros();
+            let now = self.schedules.clock().wall_micros();
             let due = store.due_schedules(now, DUE_PAGE).await?;
             if due.is_empty() {
                 break;
@@ -178,7 +178,7 @@ impl Scheduler {
     /// Re-reads the buffered fires: starts those whose previous task has
     /// ended (or is gone) and waits for the others.
     async fn start_ready_buffers(&mut self) -> Result<()> {
-        let store = self.schedules.tasks().store().clone();
+        let store = self.schedules.store().clone();
         self.waiting.clear();
         for (id, previous) in store.buffered_schedules().await? {
             let running = match previous {
@@ -213,8 +213,8 @@ impl Scheduler {
     /// (central-manager stopped between the fire's commit and the start):
     /// "a fire's task is always started".
     async fn recover(&self) -> Result<()> {
-        let since = self.schedules.clock().now_micros() - micros(FIRES_KEPT);
-        let store = self.schedules.tasks().store();
+        let since = self.schedules.clock().wall_micros() - micros(FIRES_KEPT);
+        let store = self.schedules.store();
         for task_id in store.unstarted_fires(since).await? {
             tracing::info!(%task_id, "starting a scheduled task left unstarted");
             let s = self.schedules.clone();
@@ -227,7 +227,7 @@ impl Scheduler {
     }
 
     async fn prune(&mut self) -> Result<()> {
-        let now = self.schedules.clock().now_micros();
+        let now = self.schedules.clock().wall_micros();
         if self
             .last_prune
             .is_some_and(|at| now - at < micros(PRUNE_EVERY))
@@ -235,7 +235,6 @@ impl Scheduler {
             return Ok(());
         }
         self.schedules
-            .tasks()
             .store()
             .schedule(ScheduleWrite::PruneFires {
                 up_to: now - micros(FIRES_KEPT),

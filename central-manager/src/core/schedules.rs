@@ -10,12 +10,13 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::TaskService;
-use super::clock::Clock;
+use super::ports::Clock;
 use crate::domain::schedule::{
     NewSchedule, ScheduleCommand, ScheduleId, ScheduleKey, ScheduleRecord,
 };
 use crate::domain::{ActorId, CorrelationId, TaskId};
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::store::pods::Cause;
 use crate::store::schedules::rows::ScheduleEventRecord;
 use crate::store::schedules::{Fire, FireKind, FireOutcome, ScheduleOutcome, ScheduleWrite};
@@ -23,6 +24,9 @@ use crate::store::schedules::{Fire, FireKind, FireOutcome, ScheduleOutcome, Sche
 /// The schedule operations. Cheap to share (`Arc`).
 pub struct ScheduleService {
     tasks: Arc<TaskService>,
+    /// The SQLite adapter: schedule and retention reads are not on the
+    /// `TaskStore` port yet.
+    store: Store,
     clock: Arc<dyn Clock>,
     /// Wakes the firing loop when a schedule's timetable changed (created,
     /// resumed, deleted) or a fire was buffered.
@@ -31,9 +35,10 @@ pub struct ScheduleService {
 
 impl ScheduleService {
     /// Schedules over `tasks`' store, on `clock`.
-    pub fn new(tasks: Arc<TaskService>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(tasks: Arc<TaskService>, store: Store, clock: Arc<dyn Clock>) -> Self {
         Self {
             tasks,
+            store,
             clock,
             changed: Arc::new(Notify::new()),
         }
@@ -47,6 +52,11 @@ impl ScheduleService {
     /// Notified when the firing loop should look at the schedules again.
     pub fn changed(&self) -> &Arc<Notify> {
         &self.changed
+    }
+
+    /// The store (SQLite adapter).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The task operations.
@@ -67,16 +77,16 @@ impl ScheduleService {
         let w = ScheduleWrite::Create {
             schedule_id: ScheduleId::new(),
             schedule: Box::new(s),
-            now: self.clock.now_micros(),
+            now: self.clock.wall_micros(),
         };
-        let s = Self::record(self.tasks.store().schedule(w).await?)?;
+        let s = Self::record(self.store.schedule(w).await?)?;
         self.changed.notify_one();
         Ok(s)
     }
 
     /// GetSchedule.
     pub async fn get(&self, key: &ScheduleKey) -> Result<ScheduleRecord> {
-        self.tasks.store().get_schedule(key).await?.ok_or_else(|| {
+        self.store.get_schedule(key).await?.ok_or_else(|| {
             Error::ScheduleNotFound(match key {
                 ScheduleKey::Id(id) => format!("with id {id}"),
                 ScheduleKey::Name(n) => format!("named {n:?}"),
@@ -86,12 +96,12 @@ impl ScheduleService {
 
     /// ListSchedules, by name.
     pub async fn list(&self, limit: u32, offset: u32) -> Result<Vec<ScheduleRecord>> {
-        self.tasks.store().list_schedules(limit, offset).await
+        self.store.list_schedules(limit, offset).await
     }
 
     /// PauseSchedule (a no-op on a paused schedule).
     pub async fn pause(&self, c: ScheduleCommand) -> Result<ScheduleRecord> {
-        let s = Self::record(self.tasks.store().schedule(ScheduleWrite::Pause(c)).await?)?;
+        let s = Self::record(self.store.schedule(ScheduleWrite::Pause(c)).await?)?;
         self.changed.notify_one();
         Ok(s)
     }
@@ -101,19 +111,16 @@ impl ScheduleService {
     pub async fn resume(&self, c: ScheduleCommand) -> Result<ScheduleRecord> {
         let w = ScheduleWrite::Resume {
             cmd: c,
-            now: self.clock.now_micros(),
+            now: self.clock.wall_micros(),
         };
-        let s = Self::record(self.tasks.store().schedule(w).await?)?;
+        let s = Self::record(self.store.schedule(w).await?)?;
         self.changed.notify_one();
         Ok(s)
     }
 
     /// DeleteSchedule: its tasks and audit trail stay.
     pub async fn delete(&self, c: ScheduleCommand) -> Result<()> {
-        self.tasks
-            .store()
-            .schedule(ScheduleWrite::Delete(c))
-            .await?;
+        self.store.schedule(ScheduleWrite::Delete(c)).await?;
         self.changed.notify_one();
         Ok(())
     }
@@ -149,10 +156,7 @@ impl ScheduleService {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<ScheduleEventRecord>> {
-        self.tasks
-            .store()
-            .schedule_events(id, after_id, limit)
-            .await
+        self.store.schedule_events(id, after_id, limit).await
     }
 
     /// One fire by `system` (the firing loop), with its follow-up (pod stop
@@ -174,7 +178,7 @@ impl ScheduleService {
         correlation: CorrelationId,
         wait: bool,
     ) -> Result<FireOutcome> {
-        let store = self.tasks.store();
+        let store = &self.store;
         // Fail fast while the store refuses writes, before asking a host.
         store.ensure_writable()?;
         // As CreateTask's auto_start: a placement that already fails is
@@ -183,7 +187,7 @@ impl ScheduleService {
         let fire = Fire {
             schedule_id: id,
             kind,
-            now: self.clock.now_micros(),
+            now: self.clock.wall_micros(),
             task_id: TaskId::new(),
             actor: actor.clone(),
             correlation: correlation.clone(),
@@ -228,7 +232,7 @@ impl ScheduleService {
     /// NO_POD_HOST and the like, as `REASON: sentence`, when no pod-host
     /// can take the schedule's task now; empty when one can.
     async fn placement_problem(&self, id: ScheduleId) -> String {
-        let Ok(Some(s)) = self.tasks.store().get_schedule(&ScheduleKey::Id(id)).await else {
+        let Ok(Some(s)) = self.store.get_schedule(&ScheduleKey::Id(id)).await else {
             // The fire itself reports a missing schedule.
             return String::new();
         };

@@ -8,19 +8,20 @@
 //! (`IN (SELECT value FROM json_each(?))`), so each statement is prepared
 //! once and cached whatever the batch size (PostgreSQL: `= ANY($1)`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
 use super::commands::{Command, Outcome, finish_task};
-use super::pods::PodRef;
 use super::queries;
 use crate::domain::limits::MAX_CANCEL_TASKS;
 use crate::domain::{
     ActorId, CorrelationId, EventRecord, Finish, TaskFilter, TaskId, TaskRecord, TaskStatus,
 };
 use crate::error::{Error, Result};
+
+pub use crate::core::ports::retention::{RetentionOutcome, RetentionWrite};
 
 /// The columns `tasks` and `tasks_archive` share, in one order (the archive
 /// adds `archived_at`). A store test checks that every `tasks` column is
@@ -35,70 +36,6 @@ pub const ARCHIVED_TASK_COLUMNS: &str = "task_id, title, description, status, ph
 /// The columns of `events` and `events_archive`.
 const EVENT_COLUMNS: &str =
     "position, stream_id, version, type, data_json, actor_id, correlation_id, occurred_at";
-
-/// A retention write.
-#[derive(Debug, Clone)]
-pub enum RetentionWrite {
-    /// Records the start of an archive run; returns its id.
-    StartArchiveRun {
-        /// Tasks that finished before this (unix micros) are archived.
-        finished_before: i64,
-        /// Who asked (`system` for `--archive-after-days`).
-        actor: ActorId,
-        /// Correlation id.
-        correlation: CorrelationId,
-    },
-    /// Moves at most `limit` terminal tasks finished before
-    /// `finished_before`, oldest first, with their events.
-    ArchiveBatch {
-        /// The run it belongs to.
-        run_id: i64,
-        /// Unix micros.
-        finished_before: i64,
-        /// Most tasks moved by this write.
-        limit: u32,
-    },
-    /// DeleteTask.
-    DeleteTask {
-        /// The task.
-        task_id: TaskId,
-        /// Why (required).
-        reason: String,
-        /// Who.
-        actor: ActorId,
-        /// Correlation id.
-        correlation: CorrelationId,
-    },
-    /// CancelTasks: cancels those of `task_ids` that are still not
-    /// terminal.
-    CancelMany {
-        /// The tasks.
-        task_ids: Vec<TaskId>,
-        /// Recorded in each `task_cancelled` event.
-        reason: String,
-        /// Who.
-        actor: ActorId,
-        /// Correlation id.
-        correlation: CorrelationId,
-    },
-}
-
-/// What a retention write returns.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RetentionOutcome {
-    /// StartArchiveRun.
-    RunStarted(i64),
-    /// ArchiveBatch: tasks moved (fewer than the limit means the run is
-    /// done), and how long its statements took inside the transaction:
-    /// what the next batch is sized by (the commit and the wait for the
-    /// writer are not the batch's doing, and a loaded disk would otherwise
-    /// shrink every batch to one task).
-    Archived { moved: u64, took: Duration },
-    /// DeleteTask.
-    Deleted,
-    /// CancelMany: the tasks cancelled, with the pods to stop.
-    Cancelled(Vec<(TaskId, Option<(PodRef, String)>)>),
-}
 
 /// Runs one retention write.
 pub fn apply(

@@ -61,11 +61,14 @@ impl Supervisor {
     /// then refresh.
     pub fn contact(&self, proof: Proof) {
         let now = Instant::now();
-        let (victims, first) = {
+        let (victims, first, lease) = {
             let mut t = self.lock();
             let first = t.contact.last().is_none();
             let gap = t.contact.last().map(|l| now.saturating_duration_since(l));
             let missed = t.contact.touch(proof, now);
+            // The reaper mirrors the lease (crate::reaper: the backstop for
+            // a host that cannot fence).
+            let lease = t.contact.deadline();
             let victims = if missed && t.live_pods() > 0 {
                 let why = format!(
                     "last contact with central-manager was {} ms ago (fence timeout {} ms), noticed late (host frozen?)",
@@ -76,9 +79,12 @@ impl Supervisor {
             } else {
                 Vec::new()
             };
-            (victims, first && t.contact.last().is_some())
+            (victims, first && t.contact.last().is_some(), lease)
         };
         kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+        if let (Some(end), Some(r)) = (lease, self.reaper()) {
+            r.lease(end + crate::reaper::backstop_delay(self.cfg.fence_timeout));
+        }
         if first {
             self.fence_rearm.notify_one();
         }
@@ -86,6 +92,13 @@ impl Supervisor {
 
     /// When the fence timer must next look: the contact deadline while a
     /// live pod is not already being killed, else never.
+    /// Whether this host's lease has run out (nothing heard from central
+    /// for its fence timeout).
+    pub fn lease_over(&self) -> bool {
+        let now = Instant::now();
+        self.lock().contact.deadline().is_some_and(|d| now >= d)
+    }
+
     pub fn fence_deadline(&self) -> Option<Instant> {
         let t = self.lock();
         let any = t

@@ -4,7 +4,10 @@
 
 use super::*;
 use crate::domain::schedule::{Overlap, ScheduleName, ScheduleTask, Timetable};
-use crate::domain::{Description, EventsQuery, RestartPolicySpec, TaskStatus, TemplateName, Title};
+use crate::domain::{
+    CorrelationId, Description, EventsQuery, RestartPolicySpec, TaskRecord, TaskStatus,
+    TemplateName, Title,
+};
 use crate::store::tests::TestDb;
 
 const S: i64 = 1_000_000;

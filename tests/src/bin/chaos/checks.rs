@@ -4,7 +4,10 @@
 //! - no task ever ran twice at once (the ledger of pod runs);
 //! - every acknowledged write is present (creates, completes, cancels);
 //! - every pod's end is recorded exactly once, and every pod that ran was
-//!   recorded as started;
+//!   recorded: as started, or (a start central never confirmed, killed by
+//!   generation) by its `pod_fenced`, or (a start in flight when its host
+//!   was lost) by its `pod_lost`, or (its start record could not be written
+//!   before its task ended) by the event that ended it;
 //! - every task converges: running with a live pod, or settled as its
 //!   policy says, with central's view, the hosts' and the processes alike;
 //! - every scheduled restart happened;
@@ -83,6 +86,38 @@ pub async fn all_tasks(client: &mut Client) -> Result<Vec<pb::Task>, tonic::Stat
 }
 
 /// Every event of `task_id`, oldest first (paged).
+/// Whether `pod` of `task` is, read now, its current pod or has a recorded
+/// end (asked a few times, a second apart).
+async fn ended_or_current_now(client: &mut Client, task: &str, pod: &str) -> bool {
+    for _ in 0..3 {
+        if let Ok(t) = client
+            .get_task(pb::GetTaskRequest {
+                task_id: task.to_owned(),
+                include_archived: false,
+            })
+            .await
+            .map(|r| r.into_inner())
+            && t.pod.as_ref().is_some_and(|p| p.pod_id == pod)
+            && t.pod_status != pb::PodStatus::Stopped as i32
+        {
+            return true;
+        }
+        if let Ok(events) = task_events(client, task).await
+            && events.iter().any(|e| {
+                POD_ENDS.contains(&e.r#type.as_str())
+                    && serde_json::from_str::<serde_json::Value>(&e.data_json)
+                        .ok()
+                        .and_then(|d| d.get("pod_id").and_then(|v| v.as_str()).map(|v| v == pod))
+                        .unwrap_or(false)
+            })
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    false
+}
+
 pub async fn task_events(
     client: &mut Client,
     task_id: &str,
@@ -351,9 +386,20 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
 
     // 3. Pod ends, starts and owed restarts, from every task's trail.
     let mut started: BTreeSet<String> = BTreeSet::new();
+    // Pods killed by generation; one whose start central never recorded
+    // (it raced with a cancel, or its outcome was unknown) is recorded by
+    // its pod_fenced alone, which says it ran.
+    let mut fenced: BTreeSet<String> = BTreeSet::new();
+    // Pods whose first record is pod_lost: the start was in flight when
+    // their host was lost, so central never learnt they ran; the host
+    // killed them at its own fence timeout (the overlap check holds that).
+    let mut lost_starting: BTreeSet<String> = BTreeSet::new();
+    let mut pod_task: BTreeMap<String, String> = BTreeMap::new();
     let mut ends: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut owed = Vec::new();
     let mut read_errors = Vec::new();
+    // Each task's trail in short (type, pod), to explain a violation.
+    let mut trails: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for t in &tasks {
         let events = match task_events(client, &t.task_id).await {
             Ok(e) => e,
@@ -370,8 +416,21 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_owned();
+            trails.entry(t.task_id.clone()).or_default().push(format!(
+                "{}({})",
+                e.r#type,
+                pod.get(pod.len().saturating_sub(6)..).unwrap_or(&pod)
+            ));
+            if !pod.is_empty() {
+                pod_task.insert(pod.clone(), t.task_id.clone());
+            }
+            if e.r#type == "pod_lost" && !started.contains(&pod) {
+                lost_starting.insert(pod.clone());
+            }
             if e.r#type == "pod_started" {
                 started.insert(pod);
+            } else if e.r#type == "pod_fenced" {
+                fenced.insert(pod);
             } else if POD_ENDS.contains(&e.r#type.as_str()) && !pod.is_empty() {
                 ends.entry(pod)
                     .or_default()
@@ -408,14 +467,47 @@ pub async fn history(sys: &System, client: &mut Client, acks: &Acks) -> History 
     }
     for pod in &started {
         if !ends.contains_key(pod) && !current.contains(pod.as_str()) {
-            bad.push(format!("pod {pod} started but its end was never recorded"));
+            let task = pod_task.get(pod).cloned().unwrap_or_default();
+            // Rows and trails were read at different moments while crash
+            // loops may still restart pods: look again before calling it.
+            if ended_or_current_now(client, &task, pod).await {
+                continue;
+            }
+            let trail = trails.get(&task).map(|t| t.join(" ")).unwrap_or_default();
+            let row = tasks
+                .iter()
+                .find(|t| t.task_id == task)
+                .map(|t| {
+                    format!(
+                        "{:?}/{:?} pod {}",
+                        pb::TaskStatus::try_from(t.status).unwrap_or_default(),
+                        pb::PodStatus::try_from(t.pod_status).unwrap_or_default(),
+                        t.pod.as_ref().map(|p| p.pod_id.as_str()).unwrap_or("-")
+                    )
+                })
+                .unwrap_or_default();
+            bad.push(format!(
+                "pod {pod} of task {task} started but its end was never recorded (row: {row}; trail: {trail})"
+            ));
         }
     }
     for r in &runs {
-        if !started.contains(&r.pod_id) {
+        // A start whose pod_started could not be written (the store was
+        // down) and whose task ended before the store came back is named by
+        // the event that ended it (task_completed/cancelled name their pod).
+        let recorded = started.contains(&r.pod_id)
+            || fenced.contains(&r.pod_id)
+            || lost_starting.contains(&r.pod_id)
+            || ends.contains_key(&r.pod_id);
+        if !recorded {
             bad.push(format!(
-                "pod {} of task {} ran but was never recorded as started",
-                r.pod_id, r.task_id
+                "pod {} of task {} ran but was never recorded as started (trail: {})",
+                r.pod_id,
+                r.task_id,
+                trails
+                    .get(&r.task_id)
+                    .map(|t| t.join(" "))
+                    .unwrap_or_default()
             ));
         }
     }

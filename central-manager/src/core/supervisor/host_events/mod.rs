@@ -16,28 +16,26 @@
 //! - A job that fails for any other reason (a bug) is logged and dropped,
 //!   so it cannot wedge the queue.
 
-use std::collections::HashMap;
+mod reconcile;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ipa_proto::v1::{self as pb, pod_host_client::PodHostClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::coalesce::Recorded;
-use super::reconcile::{self, Action, DbPod, HostPod};
-use super::runner::{RestartQueue, phase_from_pb};
+use super::runner::RestartQueue;
 use crate::core::pods::Pods;
-use crate::domain::{Phase, PodStatus, TaskId};
+use crate::core::ports::{HostCommands, TaskStore};
+use crate::domain::host::PodSnapshot;
+use crate::domain::{Cause, EndReport, Ending, Phase, PodRef, TaskId};
 use crate::error::{Error, Result};
-use crate::hosts::TracedChannel as Channel;
-use crate::hosts::directory::LivePod;
-use crate::hosts::hello::plausible_time;
 use crate::hosts::session::InFlight;
-use crate::store::Store;
-use crate::store::pods::{Cause, EndReport, PodCommand, PodOutcome, PodRef};
-use crate::supervisor::exit::Ending;
+use crate::store::pods::{PodCommand, PodOutcome};
 
 /// First retry delay of a write that failed while the breaker is closed.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -67,15 +65,14 @@ pub enum EventAction {
 }
 
 /// One unit of work, applied in queue order.
-#[derive(Debug)]
 pub enum Job {
     /// Square a hello's snapshot with the database.
     Reconcile {
         host_id: String,
         boot_id: String,
         new_boot: bool,
-        snapshot: Vec<pb::PodInfo>,
-        client: PodHostClient<Channel>,
+        snapshot: Vec<PodSnapshot>,
+        client: Arc<dyn HostCommands>,
     },
     /// A pod event, acknowledged once applied.
     Event {
@@ -101,6 +98,15 @@ pub enum Job {
     },
     /// Hourly crash-history pruning (best effort: not retried).
     PruneCrashes { up_to: i64 },
+    /// A pod operation's last write that could not be made when the store
+    /// was down (a start's outcome): applied here, in order, once it takes
+    /// writes again, so the row does not stay STARTING. Every pod command
+    /// is conditional on its pod, so applying one that did commit after
+    /// all changes nothing.
+    Settle {
+        task_id: TaskId,
+        command: PodCommand,
+    },
 }
 
 /// Sends jobs to the applier. Never blocks: the queue is bounded by what
@@ -129,10 +135,9 @@ pub struct HostEvents {
     rx: mpsc::UnboundedReceiver<Job>,
     queue: JobQueue,
     pods: Pods,
-    store: Store,
     restarts: RestartQueue,
     /// Per host: the boot and the last sequence applied (to skip replays).
-    applied: HashMap<String, (String, u64)>,
+    applied: BTreeMap<String, (String, u64)>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -141,7 +146,6 @@ impl HostEvents {
     pub fn new(
         (queue, rx): (JobQueue, mpsc::UnboundedReceiver<Job>),
         pods: Pods,
-        store: Store,
         restarts: RestartQueue,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -150,12 +154,15 @@ impl HostEvents {
             rx,
             queue,
             pods,
-            store,
             restarts,
-            applied: HashMap::new(),
+            applied: BTreeMap::new(),
             tracker,
             cancel,
         }
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.pods.ports().store.as_ref()
     }
 
     /// Runs on the tracker until cancelled.
@@ -167,6 +174,7 @@ impl HostEvents {
     async fn run(mut self) {
         loop {
             let job = tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => break,
                 j = self.rx.recv() => match j {
                     Some(j) => j,
@@ -205,15 +213,16 @@ impl HostEvents {
     /// Waits before trying again: until the breaker closes when it is open,
     /// else a backoff. False when cancelled.
     async fn wait_for_store(&self, attempt: u32) -> bool {
-        let breaker = self.store.breaker().clone();
-        if breaker.is_open() {
+        if !self.store().writable() {
             tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => false,
-                () = breaker.closed() => true,
+                () = self.store().until_writable() => true,
             }
         } else {
-            let delay = crate::hosts::backoff::delay(RETRY_INITIAL, RETRY_MAX, attempt, 1.0);
+            let delay = crate::domain::backoff::delay(RETRY_INITIAL, RETRY_MAX, attempt, 1.0);
             tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => false,
                 () = tokio::time::sleep(delay) => true,
             }
@@ -231,7 +240,13 @@ impl HostEvents {
                 snapshot,
                 client,
             } => {
-                self.reconcile(host_id, *new_boot, snapshot, client).await?;
+                let hello = reconcile::Hello {
+                    host_id,
+                    new_boot: *new_boot,
+                    snapshot,
+                    client,
+                };
+                self.reconcile(hello).await?;
                 self.pods.hosts().mark_reconciled(host_id, boot_id);
                 Ok(())
             }
@@ -266,11 +281,11 @@ impl HostEvents {
                 let cmd = PodCommand::HostUnreachable {
                     host_id: host_id.clone(),
                 };
-                settle(self.store.pod(cmd).await, "marking pods UNKNOWN").map(drop)
+                settle(self.store().pod(cmd).await, "marking pods UNKNOWN").map(drop)
             }
             Job::HostLost { host_id } => {
                 let rows = settle(
-                    self.store.pods_on_host(host_id).await,
+                    self.store().pods_on_host(host_id).await,
                     "reading pods of a lost host",
                 )?;
                 for (pod, _) in rows.unwrap_or_default() {
@@ -294,27 +309,45 @@ impl HostEvents {
                     reason: reason.clone(),
                 };
                 if let Some(PodOutcome::NotOwner) =
-                    settle(self.store.pod(cmd).await, "recording pod_fenced")?
+                    settle(self.store().pod(cmd).await, "recording pod_fenced")?
                 {
                     rejected(host_id, pod, "fenced pod it never ran");
                 }
                 Ok(())
             }
+            Job::Settle { task_id, command } => self.settle_operation(*task_id, command).await,
             Job::PruneCrashes { up_to } => {
-                match self
-                    .store
-                    .pod(PodCommand::PruneCrashes { up_to: *up_to })
-                    .await
-                {
-                    Ok(PodOutcome::Count(n)) if n > 0 => {
-                        tracing::info!(removed = n, "crash history pruned");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
-                    }
-                }
+                self.prune_crashes(*up_to).await;
                 Ok(())
+            }
+        }
+    }
+
+    /// A pod operation's last write, applied now that the store takes
+    /// writes; schedules the restart it may ask for.
+    async fn settle_operation(&self, task_id: TaskId, command: &PodCommand) -> Result<()> {
+        let done = settle(
+            self.store().pod(command.clone()).await,
+            "settling a pod operation",
+        )?;
+        if let Some(PodOutcome::Applied {
+            restart_at: Some(at),
+        }) = done
+        {
+            self.restarts.schedule(task_id, at);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a failure is retried next hour.
+    async fn prune_crashes(&self, up_to: i64) {
+        match self.store().pod(PodCommand::PruneCrashes { up_to }).await {
+            Ok(PodOutcome::Count(n)) if n > 0 => {
+                tracing::info!(removed = n, "crash history pruned");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
             }
         }
     }
@@ -330,7 +363,7 @@ impl HostEvents {
             coalesced: r.coalesced,
         };
         if let Some(PodOutcome::NotOwner) =
-            settle(self.store.pod(cmd).await, "recording phase_changed")?
+            settle(self.store().pod(cmd).await, "recording phase_changed")?
         {
             rejected(&p.host_id, &p.pod, "phase of a pod it does not own");
         }
@@ -376,9 +409,9 @@ impl HostEvents {
             report,
             cause,
             defaults: *self.pods.defaults(),
-            jitter: rand::random::<f64>(),
+            jitter: self.pods.ports().entropy.jitter(),
         };
-        match settle(self.store.pod(cmd).await, "recording a pod's end")? {
+        match settle(self.store().pod(cmd).await, "recording a pod's end")? {
             Some(PodOutcome::Applied {
                 restart_at: Some(at),
             }) => self.restarts.schedule(pod.task_id, at),
@@ -398,145 +431,6 @@ impl HostEvents {
         };
         self.end(&pod, host_id, report, Cause::system()).await
     }
-
-    /// The hello's snapshot against the rows that place pods on this host
-    /// (so every step concerns only pods this host owns): current pods are
-    /// kept (recovered if they were UNKNOWN), missing ones lost, stale ones
-    /// killed on the host.
-    async fn reconcile(
-        &self,
-        host_id: &str,
-        new_boot: bool,
-        snapshot: &[pb::PodInfo],
-        client: &PodHostClient<Channel>,
-    ) -> Result<()> {
-        let Some(rows) = settle(
-            self.store.pods_on_host(host_id).await,
-            "reading pods of a host",
-        )?
-        else {
-            return Ok(());
-        };
-        let db: Vec<DbPod> = rows
-            .iter()
-            .map(|(p, s)| DbPod {
-                task_id: p.task_id.to_string(),
-                pod_id: p.pod_id.clone(),
-                generation: p.generation,
-                was_unknown: *s != PodStatus::Running,
-            })
-            .collect();
-        let host: Vec<HostPod> = snapshot
-            .iter()
-            .map(|p| HostPod {
-                task_id: p.task_id.clone(),
-                pod_id: p.pod_id.clone(),
-                generation: p.generation,
-                alive: p.state != pb::PodState::Exited as i32,
-            })
-            .collect();
-        let now = ipa_proto::time::now_micros();
-        for action in reconcile::reconcile(&db, &host, new_boot) {
-            match action {
-                Action::Keep {
-                    task_id,
-                    pod_id,
-                    recovered,
-                } => {
-                    let Some(snap) = snapshot.iter().find(|p| p.pod_id == pod_id) else {
-                        continue;
-                    };
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        continue;
-                    };
-                    self.pods.hosts().set_live(
-                        task,
-                        LivePod {
-                            host_id: host_id.to_owned(),
-                            pod_id: pod_id.clone(),
-                            generation: snap.generation,
-                            phase: phase_from_pb(snap.phase),
-                            version: snap.version,
-                        },
-                    );
-                    if recovered {
-                        let cmd = PodCommand::Recovered {
-                            pod: PodRef {
-                                task_id: task,
-                                pod_id,
-                                generation: snap.generation,
-                            },
-                            pid: snap.pid,
-                            started_at: plausible_time(snap.started_at.as_ref(), now, now),
-                            host_id: host_id.to_owned(),
-                        };
-                        settle(self.store.pod(cmd).await, "recording pod_recovered")?;
-                    }
-                }
-                Action::Fence {
-                    task_id,
-                    pod_id,
-                    generation,
-                } => {
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        tracing::warn!(%host_id, %task_id, "snapshot pod with a malformed task id; killing it");
-                        crate::metrics::count_rejected_host_event();
-                        continue;
-                    };
-                    let pod = PodRef {
-                        task_id: task,
-                        pod_id,
-                        generation,
-                    };
-                    self.fence(client.clone(), pod, host_id.to_owned());
-                }
-                Action::Lost { task_id, pod_id } => {
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        continue;
-                    };
-                    if self.pods.hosts().is_starting(&pod_id) {
-                        // Its StartPod is still on the way to the host: the
-                        // start path settles it.
-                        continue;
-                    }
-                    let Some((pod, _)) = rows
-                        .iter()
-                        .find(|(p, _)| p.task_id == task && p.pod_id == pod_id)
-                    else {
-                        continue;
-                    };
-                    let why = if new_boot {
-                        "its pod-host restarted"
-                    } else {
-                        "its pod-host no longer has it"
-                    };
-                    self.lose(pod.clone(), host_id, why).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Kills a stale pod on its host in the background; `pod_fenced` is
-    /// queued once the host confirms.
-    fn fence(&self, client: PodHostClient<Channel>, pod: PodRef, host_id: String) {
-        let pods = self.pods.clone();
-        let queue = self.queue.clone();
-        self.tracker.spawn(
-            async move {
-                let killed = pods.fence_on_host(client, &pod, "stale pod").await;
-                tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, %host_id, killed, "fencing stale pod");
-                if killed {
-                    queue.push(Job::Fenced {
-                        pod,
-                        host_id,
-                        reason: "stale pod found on reconnect".into(),
-                    });
-                }
-            }
-            .instrument(tracing::info_span!("fence")),
-        );
-    }
 }
 
 impl Job {
@@ -550,6 +444,7 @@ impl Job {
             Self::HostLost { .. } => "host lost",
             Self::Fenced { .. } => "pod fenced",
             Self::PruneCrashes { .. } => "prune",
+            Self::Settle { .. } => "settle a pod operation",
         }
     }
 }
