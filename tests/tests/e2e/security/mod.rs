@@ -7,6 +7,7 @@
 
 mod api_auth;
 mod api_tls;
+mod ipactl_tls;
 mod isolation;
 mod pod_host;
 mod rotation;
