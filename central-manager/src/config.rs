@@ -139,6 +139,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub watch_lag_limit_ms: u64,
 
+    /// Archive terminal tasks (and their events) that finished more than
+    /// this many days ago (0 to 36500; 0, the default, never archives).
+    /// Checked hourly; archived tasks stay readable with include_archived.
+    #[arg(long, env = "IPA_ARCHIVE_AFTER_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub archive_after_days: u32,
+
     /// Serve metrics in the Prometheus text format at
     /// `http://ADDR/metrics` (see README "Observability"). Off unless set;
     /// port 0 picks a free port, which is logged at start.

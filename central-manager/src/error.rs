@@ -62,6 +62,19 @@ pub enum Error {
     /// one `pod_crashed`. The sentence says what failed.
     #[error("{0}")]
     SpawnFailed(String),
+    /// INVALID_SCHEDULE: a bad cron expression, time zone or interval, or
+    /// both or neither of cron and interval.
+    #[error("{0}")]
+    InvalidSchedule(String),
+    /// SCHEDULE_NOT_FOUND: no schedule with that id or name.
+    #[error("no schedule {0}")]
+    ScheduleNotFound(String),
+    /// ALREADY_EXISTS: a schedule with that name exists.
+    #[error("a schedule named {0:?} already exists")]
+    NameTaken(String),
+    /// TASK_NOT_TERMINAL: DeleteTask on a task that is not finished.
+    #[error("task {0} is not completed, cancelled or failed; cancel it first")]
+    TaskNotTerminal(TaskId),
     /// EVENT_STORE_UNAVAILABLE: the database cannot be reached or written.
     /// The string is for the logs only.
     #[error("the event store is unavailable ({0})")]
@@ -172,6 +185,10 @@ impl Error {
             Self::PodStateUnknown(_) => ErrorReason::PodStateUnknown,
             Self::NoPodHost(_) => ErrorReason::NoPodHost,
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
+            Self::InvalidSchedule(_) => ErrorReason::InvalidSchedule,
+            Self::ScheduleNotFound(_) => ErrorReason::ScheduleNotFound,
+            Self::NameTaken(_) => ErrorReason::AlreadyExists,
+            Self::TaskNotTerminal(_) => ErrorReason::TaskNotTerminal,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,

@@ -29,6 +29,9 @@ use crate::config::Config;
 use crate::core::TaskService;
 use crate::core::ports::Ports;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::core::retention::Retention;
+use crate::core::scheduler::Scheduler;
+use crate::core::schedules::ScheduleService;
 use crate::core::wiring::CoreConfig;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::hosts::discovery::{Discovery, SystemResolver};
@@ -63,6 +66,8 @@ pub const SERVICE_NAME: &str = "ipa.v1.CentralManager";
 /// ready to serve.
 pub struct Application {
     service: Arc<TaskService>,
+    schedules: Arc<ScheduleService>,
+    retention: Arc<Retention>,
     store: Store,
     tracker: TaskTracker,
     /// Cancelled by `serve` on shutdown; stops watchers and loops.
@@ -221,12 +226,29 @@ impl Application {
             tls: security.pod_host_tls.clone(),
         });
         let ports = Ports::production(Arc::new(store.clone()));
+        let clock = ports.clock.clone();
         let service = crate::core::wiring::start(
             core,
             ports,
             dialer,
             endpoints_rx,
-            hub,
+            hub.clone(),
+            &tracker,
+            shutdown.clone(),
+        );
+        // Schedules and retention use the SQLite adapter directly (their
+        // reads are not on the `TaskStore` port yet), with the core's clock.
+        let schedules = Arc::new(ScheduleService::new(
+            service.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
+        let retention = Arc::new(Retention::new(service.clone(), store.clone(), clock));
+        start_leader_duties(
+            &schedules,
+            &retention,
+            config.archive_after_days,
+            &hub,
             &tracker,
             shutdown.clone(),
         );
@@ -247,6 +269,8 @@ impl Application {
         Reloader::new(security.reload, RELOAD_INTERVAL).start(&tracker, shutdown.clone());
         Ok(Self {
             service,
+            schedules,
+            retention,
             store,
             tracker,
             shutdown,
@@ -335,6 +359,8 @@ impl Application {
         let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
         let api = CentralManagerServer::new(CentralManagerApi::new(
             self.service.clone(),
+            self.schedules.clone(),
+            self.retention.clone(),
             self.max_streams,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -422,6 +448,23 @@ async fn follow_store_health(
     }
 }
 
+/// The duties only the leader runs: firing schedules (and, with it, the
+/// follow-up pod starts) and archiving. Kept in this one place so that
+/// replicas (issue 15) gate them on the lease.
+fn start_leader_duties(
+    schedules: &Arc<ScheduleService>,
+    retention: &Arc<Retention>,
+    archive_after_days: u32,
+    hub: &EventHub,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown.clone());
+    if archive_after_days > 0 {
+        retention.start_archiver(archive_after_days, tracker, shutdown);
+    }
+}
+
 /// Reflection over the services this process serves. The ipa.v1 descriptor
 /// set also holds `ipa.v1.PodHost`, which is not served here, so the names
 /// are listed rather than taken from the files.
@@ -492,6 +535,7 @@ mod tests {
         let got = client
             .get_task(pb::GetTaskRequest {
                 task_id: created.task_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -93,6 +93,31 @@ impl EventHub {
     fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.tx.subscribe()
     }
+
+    /// Every event committed from now on, for an in-process follower (the
+    /// schedule firing loop watches tasks end).
+    pub fn follow(&self) -> Follower {
+        Follower(self.subscribe())
+    }
+}
+
+/// An in-process subscriber to committed events.
+pub struct Follower(broadcast::Receiver<Live>);
+
+impl Follower {
+    /// The next committed event. Events too big for the hub are passed
+    /// over: followers act only on small ones (a task's end). `Lagged`
+    /// means events were missed and the follower should re-read its state.
+    pub async fn recv(
+        &mut self,
+    ) -> std::result::Result<Arc<EventRecord>, broadcast::error::RecvError> {
+        loop {
+            match self.0.recv().await? {
+                Live::Event(e) => return Ok(e),
+                Live::Fetch(_) => {}
+            }
+        }
+    }
 }
 
 impl Default for EventHub {

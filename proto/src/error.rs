@@ -37,6 +37,15 @@ pub enum ErrorReason {
     Internal,
     /// The server is shutting down.
     ShuttingDown,
+    /// No schedule with that id (or name).
+    ScheduleNotFound,
+    /// A bad timetable: cron expression, time zone, both or neither of
+    /// cron and interval.
+    InvalidSchedule,
+    /// A schedule with that name exists.
+    AlreadyExists,
+    /// DeleteTask on a task that is not completed, cancelled or failed.
+    TaskNotTerminal,
     /// Too many WatchEvents + GetPodLogs streams open (`--max-streams`).
     TooManyStreams,
     /// A WatchEvents client read too slowly and was dropped; the message
@@ -83,6 +92,10 @@ impl ErrorReason {
             Self::ActorMismatch => "ACTOR_MISMATCH",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::ScheduleNotFound => "SCHEDULE_NOT_FOUND",
+            Self::InvalidSchedule => "INVALID_SCHEDULE",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::TaskNotTerminal => "TASK_NOT_TERMINAL",
             Self::TooManyStreams => "TOO_MANY_STREAMS",
             Self::WatchTooSlow => "WATCH_TOO_SLOW",
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
@@ -100,15 +113,17 @@ impl ErrorReason {
             Self::InvalidTitle
             | Self::MissingActorId
             | Self::MissingReason
-            | Self::InvalidArgument => Code::InvalidArgument,
-            Self::TaskNotFound | Self::PodNotFound => Code::NotFound,
-            Self::AlreadyStarted => Code::AlreadyExists,
+            | Self::InvalidArgument
+            | Self::InvalidSchedule => Code::InvalidArgument,
+            Self::TaskNotFound | Self::PodNotFound | Self::ScheduleNotFound => Code::NotFound,
+            Self::AlreadyStarted | Self::AlreadyExists => Code::AlreadyExists,
             Self::NotRunning
             | Self::AlreadyCompleted
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
             | Self::StaleGeneration
             | Self::SpawnFailed
+            | Self::TaskNotTerminal
             | Self::LeaseExpired => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
@@ -151,6 +166,10 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::ActorMismatch,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
+    ErrorReason::ScheduleNotFound,
+    ErrorReason::InvalidSchedule,
+    ErrorReason::AlreadyExists,
+    ErrorReason::TaskNotTerminal,
     ErrorReason::TooManyStreams,
     ErrorReason::WatchTooSlow,
     ErrorReason::MessageTooLarge,

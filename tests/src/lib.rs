@@ -55,4 +55,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "CreateTask, 1 client, TLS + token",
     "CreateTask, 64 clients, TLS + token",
     "StartPod, 1 client, TLS + token (mTLS to the pod-host)",
+    "Schedule fire lateness (interval schedule)",
+    "GetStats, 1 client",
+    "CreateTask, 1 client, during ArchiveTasks",
 ];

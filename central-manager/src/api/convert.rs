@@ -280,18 +280,38 @@ fn filter(
         phase,
         created_after,
         created_by,
+        ..Default::default()
     })
+}
+
+/// `metadata_equals`: the limits of task metadata (entries, key and value
+/// lengths, total bytes), with errors naming `metadata_equals`.
+pub fn metadata_filter(
+    map: std::collections::HashMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    Metadata::parse(map)
+        .map(|m| m.entries().clone())
+        .map_err(|e| match e {
+            Error::InvalidArgument { problem, .. } => Error::invalid("metadata_equals", problem),
+            other => other,
+        })
 }
 
 impl TryFrom<pb::ListTasksRequest> for ListQuery {
     type Error = Error;
     fn try_from(r: pb::ListTasksRequest) -> Result<Self> {
+        let mut filter = filter(r.status, r.phase, r.created_after, r.created_by)?;
+        let limit = page_limit(r.limit, "limit")?;
+        let order_by = order_by_from_pb(r.order_by)?;
+        let order = order_from_pb(r.order)?;
+        filter.metadata_equals = metadata_filter(r.metadata_equals)?;
+        filter.include_archived = r.include_archived;
         Ok(Self {
-            filter: filter(r.status, r.phase, r.created_after, r.created_by)?,
-            limit: page_limit(r.limit, "limit")?,
+            filter,
+            limit,
             offset: r.offset,
-            order_by: order_by_from_pb(r.order_by)?,
-            order: order_from_pb(r.order)?,
+            order_by,
+            order,
         })
     }
 }
@@ -299,7 +319,10 @@ impl TryFrom<pb::ListTasksRequest> for ListQuery {
 impl TryFrom<pb::CountTasksRequest> for TaskFilter {
     type Error = Error;
     fn try_from(r: pb::CountTasksRequest) -> Result<Self> {
-        filter(r.status, r.phase, r.created_after, r.created_by)
+        let mut f = filter(r.status, r.phase, r.created_after, r.created_by)?;
+        f.metadata_equals = metadata_filter(r.metadata_equals)?;
+        f.include_archived = r.include_archived;
+        Ok(f)
     }
 }
 
@@ -310,6 +333,7 @@ impl TryFrom<pb::GetTaskEventsRequest> for EventsQuery {
             task_id: task_id(&r.task_id)?,
             after_version: r.after_version,
             limit: page_limit(r.limit, "limit")?,
+            include_archived: r.include_archived,
         })
     }
 }
@@ -380,6 +404,7 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         }),
         pod_message: t.pod_message.clone(),
         next_restart_at: t.next_restart_at.map(timestamp_from_micros),
+        archived: t.archived,
     }
 }
 

@@ -3,9 +3,11 @@
 //! answer; errors become statuses through `error` only. Each RPC runs in its
 //! own span carrying the task, actor and correlation ids it has.
 
+pub mod admin;
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod schedules;
 #[cfg(test)]
 mod wire_size_tests;
 
@@ -22,6 +24,8 @@ use tracing::{Span, instrument};
 
 use crate::auth::layer::caller;
 use crate::core::TaskService;
+use crate::core::retention::Retention;
+use crate::core::schedules::ScheduleService;
 use crate::domain::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
     WatchQuery,
@@ -34,15 +38,25 @@ type RpcResult<T> = Result<Response<T>, Status>;
 #[derive(Clone)]
 pub struct CentralManagerApi {
     service: Arc<TaskService>,
+    schedules: Arc<ScheduleService>,
+    retention: Arc<Retention>,
     /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
     streams: limits::StreamSlots,
 }
 
 impl CentralManagerApi {
-    /// Serves `service`, with at most `max_streams` streams open at once.
-    pub fn new(service: Arc<TaskService>, max_streams: u32) -> Self {
+    /// Serves the task, schedule and retention operations, with at most `max_streams` streams
+    /// open at once.
+    pub fn new(
+        service: Arc<TaskService>,
+        schedules: Arc<ScheduleService>,
+        retention: Arc<Retention>,
+        max_streams: u32,
+    ) -> Self {
         Self {
             service,
+            schedules,
+            retention,
             streams: limits::StreamSlots::new(max_streams),
         }
     }
@@ -86,7 +100,11 @@ impl CentralManager for CentralManagerApi {
     #[instrument(name = "GetTask", skip_all, fields(task_id = %req.get_ref().task_id))]
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
         let id = task_id(&req.get_ref().task_id)?;
-        let task = self.service.get_task(id).await?;
+        let task = if req.get_ref().include_archived {
+            self.service.get_task_or_archived(id).await?
+        } else {
+            self.service.get_task(id).await?
+        };
         Ok(Response::new(task_to_pb(
             &task,
             self.service.restart_defaults(),
@@ -262,5 +280,114 @@ impl CentralManager for CentralManagerApi {
             .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
+    }
+
+    // ---------- schedules (api/schedules.rs) ----------
+
+    #[instrument(
+        name = "CreateSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn create_schedule(
+        &self,
+        req: Request<pb::CreateScheduleRequest>,
+    ) -> RpcResult<pb::CreateScheduleResponse> {
+        schedules::create(self, req).await
+    }
+
+    #[instrument(name = "GetSchedule", skip_all, fields(schedule_id = %req.get_ref().schedule_id, name = %req.get_ref().name))]
+    async fn get_schedule(&self, req: Request<pb::GetScheduleRequest>) -> RpcResult<pb::Schedule> {
+        schedules::get(self, req).await
+    }
+
+    #[instrument(name = "ListSchedules", skip_all)]
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> RpcResult<pb::ListSchedulesResponse> {
+        schedules::list(self, req).await
+    }
+
+    #[instrument(
+        name = "PauseSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn pause_schedule(
+        &self,
+        req: Request<pb::PauseScheduleRequest>,
+    ) -> RpcResult<pb::PauseScheduleResponse> {
+        schedules::pause(self, req).await
+    }
+
+    #[instrument(
+        name = "ResumeSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn resume_schedule(
+        &self,
+        req: Request<pb::ResumeScheduleRequest>,
+    ) -> RpcResult<pb::ResumeScheduleResponse> {
+        schedules::resume(self, req).await
+    }
+
+    #[instrument(
+        name = "TriggerSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn trigger_schedule(
+        &self,
+        req: Request<pb::TriggerScheduleRequest>,
+    ) -> RpcResult<pb::TriggerScheduleResponse> {
+        schedules::trigger(self, req).await
+    }
+
+    #[instrument(
+        name = "DeleteSchedule",
+        skip_all,
+        fields(schedule_id, actor_id, correlation_id)
+    )]
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> RpcResult<pb::DeleteScheduleResponse> {
+        schedules::delete(self, req).await
+    }
+
+    // ---------- retention and statistics (api/admin.rs) ----------
+
+    #[instrument(name = "DeleteTask", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
+    async fn delete_task(
+        &self,
+        req: Request<pb::DeleteTaskRequest>,
+    ) -> RpcResult<pb::DeleteTaskResponse> {
+        admin::delete_task(self, req).await
+    }
+
+    #[instrument(name = "CancelTasks", skip_all, fields(actor_id, correlation_id))]
+    async fn cancel_tasks(
+        &self,
+        req: Request<pb::CancelTasksRequest>,
+    ) -> RpcResult<pb::CancelTasksResponse> {
+        admin::cancel_tasks(self, req).await
+    }
+
+    #[instrument(name = "ArchiveTasks", skip_all, fields(actor_id, correlation_id))]
+    async fn archive_tasks(
+        &self,
+        req: Request<pb::ArchiveTasksRequest>,
+    ) -> RpcResult<pb::ArchiveTasksResponse> {
+        admin::archive_tasks(self, req).await
+    }
+
+    #[instrument(name = "GetStats", skip_all)]
+    async fn get_stats(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> RpcResult<pb::GetStatsResponse> {
+        admin::get_stats(self, req).await
     }
 }

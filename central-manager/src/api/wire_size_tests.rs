@@ -51,6 +51,7 @@ prop_compose! {
             restart_count: counters.1,
             pod_message,
             next_restart_at: times.2,
+            archived: false,
         }
     }
 }

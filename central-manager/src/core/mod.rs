@@ -17,6 +17,9 @@ pub mod logs;
 pub mod pods;
 pub mod ports;
 pub mod pruner;
+pub mod retention;
+pub mod scheduler;
+pub mod schedules;
 pub mod supervisor;
 pub mod wiring;
 
@@ -92,7 +95,7 @@ impl TaskService {
     /// Runs `op` to completion on the operation tracker whatever happens to
     /// the caller, and returns its result to the caller if it is still
     /// there.
-    async fn detached<T: Send + 'static>(
+    pub(crate) async fn detached<T: Send + 'static>(
         &self,
         op: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
@@ -100,6 +103,15 @@ impl TaskService {
             .spawn(op.instrument(tracing::Span::current()))
             .await
             .map_err(|e| Error::Internal(format!("pod operation task failed: {e}")))?
+    }
+
+    /// Starts `op` on the operation tracker without waiting for it (a
+    /// scheduled task's pod start): shutdown still waits for it.
+    pub(crate) fn spawn_operation(
+        &self,
+        op: impl Future<Output = Result<()>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        self.ops.spawn(op.instrument(tracing::Span::current()))
     }
 
     /// Waits for every pod operation in flight (shutdown, before the writer
@@ -210,6 +222,17 @@ impl TaskService {
         let t = self
             .store()
             .task(id)
+            .await?
+            .ok_or(Error::TaskNotFound(id))?;
+        Ok(self.with_live(t))
+    }
+
+    /// GetTask with `include_archived`: the live task, or else the archived
+    /// one.
+    pub async fn get_task_or_archived(&self, id: TaskId) -> Result<TaskRecord> {
+        let t = self
+            .store()
+            .task_or_archived(id)
             .await?
             .ok_or(Error::TaskNotFound(id))?;
         Ok(self.with_live(t))

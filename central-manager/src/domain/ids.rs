@@ -49,6 +49,11 @@ impl TaskId {
             .map(Self)
             .map_err(|_| Error::Internal(format!("bad task id in database: {s:?}")))
     }
+
+    /// The UUID.
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
 }
 
 impl Default for TaskId {

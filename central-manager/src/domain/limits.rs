@@ -27,6 +27,25 @@ pub const MAX_WINDOW_SECONDS: u32 = 604_800;
 /// hour): longer delays look like a task that never restarts.
 pub const MAX_BACKOFF_MS: u32 = 3_600_000;
 
+/// A schedule's name, in characters: it is typed on command lines and
+/// shown in tables.
+pub const MAX_SCHEDULE_NAME_CHARS: usize = 128;
+/// A cron expression, in characters: five or six fields need far less; the
+/// bound keeps a parser from being fed megabytes.
+pub const MAX_CRON_CHARS: usize = 128;
+/// A time zone name, in characters (the longest IANA name is ~30).
+pub const MAX_TIMEZONE_CHARS: usize = 64;
+/// `interval_seconds` at most: a year (longer periods read better as cron).
+pub const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
+/// `catchup_window_seconds` at most: a year of missed fire times.
+pub const MAX_CATCHUP_WINDOW_SECONDS: u32 = 366 * 24 * 3600;
+/// Tasks one CancelTasks call cancels (API.md): bounds one call's writes and
+/// its response; the caller calls again for the rest.
+pub const MAX_CANCEL_TASKS: usize = 10_000;
+/// Bytes of metadata a schedule's task may have: room is left under
+/// [`MAX_METADATA_BYTES`] for the two keys each fire adds.
+pub const MAX_SCHEDULE_METADATA_BYTES: usize = MAX_METADATA_BYTES - 256;
+
 /// Overhead allowed per record on top of its variable-length fields: tags,
 /// length prefixes, varints, timestamps, enums and the fixed-size ids
 /// (generous: a test checks the hints never undercount).

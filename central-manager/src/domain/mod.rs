@@ -15,6 +15,8 @@ mod properties;
 mod requests;
 mod restart;
 pub mod restart_decision;
+pub mod schedule;
+pub mod stats;
 mod status;
 mod task;
 

@@ -1,9 +1,11 @@
 //! Validated requests: what the core is asked to do, in domain types. The
 //! api layer builds them from proto messages (`api::convert`).
 
+use std::collections::BTreeMap;
+
 use super::{
-    ActorId, CorrelationId, Description, Metadata, Phase, RequestId, RestartPolicySpec, TaskId,
-    TaskStatus, TemplateName, Title,
+    ActorId, CorrelationId, Description, Metadata, Phase, PodStatus, RequestId, RestartPolicySpec,
+    TaskId, TaskStatus, TemplateName, Title,
 };
 use crate::error::{Error, Result};
 
@@ -99,6 +101,12 @@ pub struct TaskFilter {
     pub created_after: Option<i64>,
     /// Only tasks created by this actor.
     pub created_by: Option<String>,
+    /// Only tasks whose pod status is this (CancelTasks).
+    pub pod_status: Option<PodStatus>,
+    /// Only tasks whose metadata has every one of these entries.
+    pub metadata_equals: BTreeMap<String, String>,
+    /// Archived tasks too.
+    pub include_archived: bool,
 }
 
 /// ListTasks sort key.
@@ -145,6 +153,8 @@ pub struct EventsQuery {
     pub after_version: u64,
     /// Page size (already defaulted and bounded).
     pub limit: u32,
+    /// An archived task's events too.
+    pub include_archived: bool,
 }
 
 /// WatchEvents.

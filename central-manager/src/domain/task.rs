@@ -43,6 +43,8 @@ pub struct TaskRecord {
     pub pod_message: String,
     /// When an automatic restart is scheduled.
     pub next_restart_at: Option<i64>,
+    /// Read from the archive (ArchiveTasks).
+    pub archived: bool,
 }
 
 /// A pod of a task.

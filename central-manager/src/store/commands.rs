@@ -49,6 +49,12 @@ pub fn apply(
             events,
         ),
         Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
+        Command::Schedule(w) => Ok(Outcome::Schedule(super::schedules::apply(
+            conn, w, now, events,
+        )?)),
+        Command::Retention(w) => Ok(Outcome::Retention(super::retention::apply(
+            conn, w, now, events,
+        )?)),
         Command::PruneIdempotency { up_to } => {
             let done = conn
                 .prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?")?
@@ -151,7 +157,7 @@ fn insert_event(
     Ok(())
 }
 
-fn create_task(
+pub(super) fn create_task(
     conn: &Connection,
     task_id: TaskId,
     t: &NewTask,
@@ -212,6 +218,7 @@ fn create_task(
         restart_count: 0,
         pod_message: pod_message.to_owned(),
         next_restart_at: None,
+        archived: false,
     };
     Ok(Outcome::Task {
         task: Box::new(task),
@@ -239,7 +246,12 @@ fn idempotent_repeat(conn: &Connection, t: &NewTask, now: i64) -> Result<Option<
     };
     if at > now - IDEMPOTENCY_WINDOW_MICROS {
         let first = TaskId::from_db(&first)?;
-        let task = queries::get_task(conn, first)?.ok_or_else(|| {
+        // The first task may have been archived since.
+        let task = match queries::get_task(conn, first)? {
+            Some(t) => Some(t),
+            None => queries::get_archived_task(conn, first)?,
+        }
+        .ok_or_else(|| {
             Error::Internal(format!("idempotency key points to missing task {first}"))
         })?;
         return Ok(Some(task));
@@ -285,11 +297,17 @@ fn insert_task_row(
         PodStatus::Stopped.as_db(),
         pod_message,
     ])?;
+    // One row per entry, for `metadata_equals` (an index lookup).
+    let mut meta =
+        conn.prepare_cached("INSERT INTO task_metadata (task_id, key, value) VALUES (?, ?, ?)")?;
+    for (k, v) in t.metadata.entries() {
+        meta.execute(params![id, k, v])?;
+    }
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_task(
+pub(super) fn finish_task(
     conn: &Connection,
     task_id: TaskId,
     cmd: Finish,

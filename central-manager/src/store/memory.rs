@@ -230,6 +230,15 @@ impl TaskStore for MemoryStore {
         Box::pin(async move { self.read(|c| queries::get_task(c, id)) })
     }
 
+    fn task_or_archived(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>> {
+        Box::pin(async move {
+            self.read(|c| match queries::get_task(c, id)? {
+                Some(t) => Ok(Some(t)),
+                None => queries::get_archived_task(c, id),
+            })
+        })
+    }
+
     fn list_tasks<'a>(&'a self, q: &'a ListQuery) -> BoxFuture<'a, Result<Page<TaskRecord>>> {
         Box::pin(async move { self.read(|c| queries::list_tasks(c, q)) })
     }

@@ -13,7 +13,10 @@ mod pod_end;
 pub mod pods;
 mod pool;
 mod queries;
+pub mod retention;
 mod rows;
+pub mod schedules;
+pub mod stats;
 mod writer;
 
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
@@ -222,6 +225,10 @@ impl TaskStore for Store {
 
     fn task(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>> {
         Box::pin(Store::task(self, id))
+    }
+
+    fn task_or_archived(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>> {
+        Box::pin(Store::task_or_archived(self, id))
     }
 
     fn list_tasks<'a>(&'a self, q: &'a ListQuery) -> BoxFuture<'a, Result<Page<TaskRecord>>> {

@@ -86,6 +86,50 @@ async fn the_breaker_opens_fails_fast_and_closes_by_itself() {
     db.shutdown().await;
 }
 
+/// Schedule and retention writes go through the same writer: refused at
+/// once while the breaker is open, like every other command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_and_retention_writes_fail_fast_while_the_breaker_is_open() {
+    use crate::domain::schedule::{ScheduleCommand, ScheduleId};
+    use crate::domain::{ActorId, CorrelationId};
+    use retention::RetentionWrite;
+    use schedules::ScheduleWrite;
+
+    let busy = Duration::from_millis(300);
+    let db = TestDb::open_with(EventHub::default(), busy).await;
+    let lock = Lock::take(&db).await;
+    for _ in 0..OPEN_AFTER {
+        let _ = create(&db.store, new_task("x", "a")).await;
+    }
+    assert!(db.store.breaker().is_open());
+    let actor = ActorId::parse("alice").unwrap();
+    let correlation = CorrelationId::parse_or_new("").unwrap();
+    let start = Instant::now();
+    let e = db
+        .store
+        .schedule(ScheduleWrite::Pause(ScheduleCommand {
+            schedule_id: ScheduleId::new(),
+            actor: actor.clone(),
+            correlation: correlation.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+    let e = db
+        .store
+        .retention(RetentionWrite::StartArchiveRun {
+            finished_before: 0,
+            actor,
+            correlation,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+    assert!(start.elapsed() < busy / 2, "took {:?}", start.elapsed());
+    lock.release().await;
+    db.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_be_written_at_start_opens_the_breaker_at_once() {
     let db = TestDb::open().await;
@@ -209,6 +253,7 @@ async fn reports_from_a_host_that_does_not_own_the_pod_change_nothing() {
         task_id: pod.task_id,
         after_version: 0,
         limit: 100,
+        include_archived: false,
     };
     let types: Vec<String> = db
         .store
@@ -379,6 +424,7 @@ async fn trail(db: &TestDb, pod: &PodRef) -> Vec<String> {
         task_id: pod.task_id,
         after_version: 0,
         limit: 100,
+        include_archived: false,
     };
     let events = db.store.task_events(&q).await.unwrap();
     events.iter().map(|e| e.event_type.clone()).collect()

@@ -30,11 +30,59 @@ pub fn get_task(c: &Connection, id: TaskId) -> Result<Option<TaskRecord>> {
     row.map(TaskRecord::try_from).transpose()
 }
 
+/// One archived task, or `None`.
+pub fn get_archived_task(c: &Connection, id: TaskId) -> Result<Option<TaskRecord>> {
+    let row = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks_archive WHERE task_id = ?"
+        ))?
+        .query_row([id.to_string()], TaskRow::from_row)
+        .optional()?;
+    row.map(|r| archived(TaskRecord::try_from(r))).transpose()
+}
+
+fn archived(t: Result<TaskRecord>) -> Result<TaskRecord> {
+    t.map(|mut t| {
+        t.archived = true;
+        t
+    })
+}
+
+/// A task row with the `archived` flag that the listing queries select
+/// after the task columns.
+fn flagged_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TaskRow, bool)> {
+    Ok((TaskRow::from_row(r)?, r.get::<_, bool>(25)?))
+}
+
 /// The WHERE clause of a filter and its parameters. Only the shape of the
 /// SQL depends on the filter (which fields are set), never a value, so the
 /// number of distinct statements is small and each is cached.
-fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter) {
-    sql.push_str(" WHERE 1 = 1");
+///
+/// `metadata_equals` makes the query start from the `task_metadata` index
+/// (its first entry, with CROSS JOIN so SQLite keeps that loop outermost):
+/// "the tasks of schedule X" reads X's tasks, not every task.
+fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter, table: &str) {
+    let mut entries = f.metadata_equals.iter();
+    match entries.next() {
+        None => sql.push_str(&format!(" FROM {table} WHERE 1 = 1")),
+        Some((k, v)) => {
+            sql.push_str(&format!(
+                " FROM task_metadata m CROSS JOIN {table} USING (task_id) \
+                 WHERE m.key = ? AND m.value = ?"
+            ));
+            args.push(Value::Text(k.clone()));
+            args.push(Value::Text(v.clone()));
+        }
+    }
+    for (k, v) in entries {
+        sql.push_str(
+            " AND task_id IN (SELECT task_id FROM task_metadata WHERE key = ? AND value = ?)",
+        );
+        args.push(Value::Text(k.clone()));
+        args.push(Value::Text(v.clone()));
+    }
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
         args.push(Value::Text(s.as_db().to_owned()));
@@ -51,15 +99,26 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter) {
         sql.push_str(" AND created_by = ?");
         args.push(Value::Text(by.clone()));
     }
+    if let Some(p) = f.pod_status {
+        sql.push_str(" AND pod_status = ?");
+        args.push(Value::Text(p.as_db().to_owned()));
+    }
 }
 
 /// ListTasks: filtered, ordered by the chosen time then task id (same
 /// direction, so pages are stable), limited and offset, and cut (rows not
 /// even read) once the page would pass [`MAX_PAGE_BYTES`].
+///
+/// With `include_archived`, the same query over `tasks_archive` is merged
+/// in (UNION ALL under the one ORDER BY), so pages stay stable across both.
 pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Page<TaskRecord>> {
-    let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks"));
-    let mut args = Vec::with_capacity(6);
-    push_filter(&mut sql, &mut args, &q.filter);
+    let mut sql = String::from(concat!("SELECT ", task_columns!(), ", 0 AS archived"));
+    let mut args = Vec::with_capacity(8);
+    push_filter(&mut sql, &mut args, &q.filter, "tasks");
+    if q.filter.include_archived {
+        sql.push_str(concat!(" UNION ALL SELECT ", task_columns!(), ", 1"));
+        push_filter(&mut sql, &mut args, &q.filter, "tasks_archive");
+    }
     // Column and direction come from enums, never from the request text.
     let col = match q.order_by {
         OrderBy::UpdatedAt => "updated_at",
@@ -75,15 +134,42 @@ pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Page<TaskRecord>> {
     args.push(Value::Integer(i64::from(q.limit)));
     args.push(Value::Integer(i64::from(q.offset)));
     let mut st = c.prepare_cached(&sql)?;
-    let rows = st.query_map(params_from_iter(args), TaskRow::from_row)?;
-    fill_page(rows.map(|r| TaskRecord::try_from(r?)), MAX_PAGE_BYTES)
+    let rows = st.query_map(params_from_iter(args), flagged_row)?;
+    fill_page(
+        rows.map(|r| {
+            let (row, is_archived) = r?;
+            let t = TaskRecord::try_from(row);
+            if is_archived { archived(t) } else { t }
+        }),
+        MAX_PAGE_BYTES,
+    )
+}
+
+/// `SELECT task_id` of the live tasks matching `f`, then `tail` (more
+/// conditions, ORDER BY, `LIMIT ?`) bound to `limit`.
+pub fn filtered_ids(f: &TaskFilter, tail: &str, limit: i64) -> (String, Vec<Value>) {
+    let mut sql = String::from("SELECT task_id");
+    let mut args = Vec::with_capacity(8);
+    push_filter(&mut sql, &mut args, f, "tasks");
+    sql.push(' ');
+    sql.push_str(tail);
+    args.push(Value::Integer(limit));
+    (sql, args)
 }
 
 /// CountTasks.
 pub fn count_tasks(c: &Connection, f: &TaskFilter) -> Result<u64> {
-    let mut sql = String::from("SELECT COUNT(*) FROM tasks");
+    let mut n = count_in(c, f, "tasks")?;
+    if f.include_archived {
+        n += count_in(c, f, "tasks_archive")?;
+    }
+    Ok(n)
+}
+
+fn count_in(c: &Connection, f: &TaskFilter, table: &str) -> Result<u64> {
+    let mut sql = String::from("SELECT COUNT(*)");
     let mut args = Vec::with_capacity(4);
-    push_filter(&mut sql, &mut args, f);
+    push_filter(&mut sql, &mut args, f, table);
     let n: i64 = c
         .prepare_cached(&sql)?
         .query_row(params_from_iter(args), |r| r.get(0))?;
@@ -110,12 +196,26 @@ fn collect_events(
 
 /// GetTaskEvents: one task's events after a version, oldest first, cut at
 /// [`MAX_PAGE_BYTES`].
+///
+/// With `include_archived`, an archived task's events (in
+/// `events_archive`) are read too; a task's events are all in one table or
+/// all in the other, so the union costs one empty index probe.
 pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Page<EventRecord>> {
-    let mut st = c.prepare_cached(concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM events WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
-    ))?;
+    let mut st = if q.include_archived {
+        c.prepare_cached(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = ?1 AND version > ?2 UNION ALL SELECT ",
+            event_columns!(),
+            " FROM events_archive WHERE stream_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"
+        ))?
+    } else {
+        c.prepare_cached(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+        ))?
+    };
     let rows = st.query_map(
         params![
             q.task_id.to_string(),
@@ -129,6 +229,12 @@ pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Page<EventRecord>>
 
 /// Events after a global position, oldest first, optionally of one task
 /// (WatchEvents replay and catch-up).
+///
+/// Archived events keep their positions and are read from
+/// `events_archive` merged by position (a compound SELECT under one ORDER
+/// BY is a merge of two position-ordered scans in SQLite, stopped by the
+/// LIMIT), so a watcher resuming inside an archived range still gets every
+/// event after its position, in order, with no gap.
 pub fn events_after(
     c: &Connection,
     after: u64,
@@ -145,7 +251,10 @@ pub fn events_after(
             let mut st = c.prepare_cached(concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE stream_id = ? AND position > ? ORDER BY version LIMIT ?"
+                " FROM events WHERE stream_id = ?1 AND position > ?2 UNION ALL SELECT ",
+                event_columns!(),
+                " FROM events_archive WHERE stream_id = ?1 AND position > ?2 \
+                 ORDER BY position LIMIT ?3"
             ))?;
             let rows = st.query_map(params![id.to_string(), after, limit], EventRow::from_row)?;
             collect_events(rows)
@@ -154,7 +263,9 @@ pub fn events_after(
             let mut st = c.prepare_cached(concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE position > ? ORDER BY position LIMIT ?"
+                " FROM events WHERE position > ?1 UNION ALL SELECT ",
+                event_columns!(),
+                " FROM events_archive WHERE position > ?1 ORDER BY position LIMIT ?2"
             ))?;
             let rows = st.query_map(params![after, limit], EventRow::from_row)?;
             collect_events(rows)

@@ -146,6 +146,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             restart_count: u32_col("restart_count", r.restart_count)?,
             pod_message: r.pod_message,
             next_restart_at: r.next_restart_at,
+            archived: false,
         })
     }
 }

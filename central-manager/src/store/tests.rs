@@ -126,6 +126,7 @@ async fn create_writes_stream_event_and_row_and_reads_back() {
             task_id: t.task_id,
             after_version: 0,
             limit: 100,
+            include_archived: false,
         })
         .await
         .unwrap();
@@ -198,6 +199,7 @@ async fn complete_and_cancel_follow_the_lifecycle() {
         task_id: id,
         after_version: 0,
         limit: 100,
+        include_archived: false,
     };
     let ev_b = db.store.task_events(&q(b.task_id)).await.unwrap();
     let kinds: Vec<_> = ev_b

@@ -480,6 +480,7 @@ mod tests {
                 task_id: id,
                 after_version: 0,
                 limit: 10,
+                include_archived: false,
             };
             assert_eq!(db.store.task_events(&q).await.unwrap().len(), 1);
         }

@@ -82,11 +82,31 @@ class ClientTest(unittest.TestCase):
             self.ipa.cancel(UNKNOWN, "")
         self.assertEqual(ctx.exception.reason, "MISSING_REASON")
 
+    def test_stats_and_schedules_through_the_stub(self):
+        from ipa.v1 import admin_pb2, schedules_pb2  # generated alongside
+
+        self.ipa.create("py stats")
+        stats = self.ipa._stub.GetStats(admin_pb2.GetStatsRequest(), timeout=20)
+        self.assertGreaterEqual(stats.groups[0].total, 1)
+        created = self.ipa._stub.CreateSchedule(
+            schedules_pb2.CreateScheduleRequest(
+                name="py-hourly",
+                interval_seconds=3600,
+                task=schedules_pb2.ScheduleTask(title="from python"),
+                actor_id="py-test",
+            ),
+            timeout=20,
+        )
+        self.assertEqual(created.schedule.created_by, "py-test")
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.ipa._stub.GetSchedule(schedules_pb2.GetScheduleRequest(name="missing"), timeout=20)
+        self.assertEqual(IpaError.from_rpc_error(ctx.exception).reason, "SCHEDULE_NOT_FOUND")
+
     def test_unimplemented_rpcs_raise_too(self):
         from ipa.v1 import admin_pb2  # generated alongside
 
         with self.assertRaises(grpc.RpcError) as ctx:
-            self.ipa._stub.GetStats(admin_pb2.GetStatsRequest(), timeout=20)
+            self.ipa._stub.GetClusterInfo(admin_pb2.GetClusterInfoRequest(), timeout=20)
         err = IpaError.from_rpc_error(ctx.exception)
         self.assertEqual(err.code, grpc.StatusCode.UNIMPLEMENTED)
         self.assertEqual(err.reason, "UNIMPLEMENTED")

@@ -58,7 +58,10 @@ pub async fn get_task(conn: &Conn, id: String) -> Result<pb::Task, CliError> {
     Ok(conn
         .client
         .clone()
-        .get_task(conn.unary(pb::GetTaskRequest { task_id: id }))
+        .get_task(conn.unary(pb::GetTaskRequest {
+            task_id: id,
+            ..Default::default()
+        }))
         .await
         .map_err(conn.err("GetTask"))?
         .into_inner())
@@ -251,6 +254,7 @@ pub async fn events(
                 task_id: id.clone(),
                 after_version: after,
                 limit: want,
+                ..Default::default()
             }))
             .await
             .map_err(conn.err("GetTaskEvents"))?

@@ -12,5 +12,6 @@ mod observability;
 mod pod_host;
 mod python_client;
 mod robustness;
+mod schedules;
 mod security;
 mod system;

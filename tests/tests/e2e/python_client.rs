@@ -81,7 +81,7 @@ async fn the_python_client_and_its_example_work_against_real_servers() {
     ok("the Python client's unit tests", &tests);
     let report = String::from_utf8_lossy(&tests.stderr);
     assert!(
-        report.contains("Ran 5 tests") && report.contains("\nOK"),
+        report.contains("Ran 6 tests") && report.contains("\nOK"),
         "{report}"
     );
 }

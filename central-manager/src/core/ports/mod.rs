@@ -18,6 +18,8 @@
 pub mod clock;
 pub mod entropy;
 pub mod hosts;
+pub mod retention;
+pub mod schedules;
 pub mod store;
 
 use std::sync::Arc;

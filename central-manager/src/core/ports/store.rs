@@ -42,6 +42,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// One task.
     fn task(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>>;
 
+    /// One task, live or else archived (GetTask with `include_archived`).
+    fn task_or_archived(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>>;
+
     /// ListTasks (one page, at most 4 MiB).
     fn list_tasks<'a>(&'a self, q: &'a ListQuery) -> BoxFuture<'a, Result<Page<TaskRecord>>>;
 
@@ -132,6 +135,10 @@ pub enum Command {
     },
     /// Pod supervision (see `store::pods`).
     Pod(PodCommand),
+    /// Schedules (see [`super::schedules`]).
+    Schedule(super::schedules::ScheduleWrite),
+    /// Archive, delete, bulk cancel (see [`super::retention`]).
+    Retention(super::retention::RetentionWrite),
     /// Forget idempotency keys created at or before this time.
     PruneIdempotency {
         /// Unix micros.
@@ -169,6 +176,10 @@ pub enum Outcome {
     },
     /// A pod supervision command's result.
     Pod(PodOutcome),
+    /// A schedule write's result.
+    Schedule(super::schedules::ScheduleOutcome),
+    /// A retention write's result.
+    Retention(super::retention::RetentionOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
     /// Probe: the database took a write.

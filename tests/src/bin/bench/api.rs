@@ -92,7 +92,10 @@ pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
         let id = ids[i % ids.len()].clone();
         let t0 = std::time::Instant::now();
         client
-            .get_task(pb::GetTaskRequest { task_id: id })
+            .get_task(pb::GetTaskRequest {
+                task_id: id,
+                ..Default::default()
+            })
             .await
             .expect("GetTask");
         get_1.push(t0.elapsed());
@@ -115,7 +118,10 @@ pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
                 let mut c = CentralClient::new(ch.clone());
                 let id = ids[i % ids.len()].clone();
                 let r = c
-                    .get_task(pb::GetTaskRequest { task_id: id })
+                    .get_task(pb::GetTaskRequest {
+                        task_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .map(|_| ());
                 (ch, r)

@@ -12,7 +12,9 @@
 //! ```
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
-//! the current directory), `--no-peer` (skip supervisord).
+//! the current directory), `--no-peer` (skip supervisord), `--only
+//! retention` (run only the schedules/archiving/statistics phase and
+//! replace its rows in an existing `--out` file, keeping the others).
 //!
 //! The binary is also the crashing program of the crash-loop comparison:
 //! `bench crash-pod LEDGER DELAY_MS` (see `peer`).
@@ -24,6 +26,7 @@ mod peer;
 mod pods;
 mod proc;
 mod report;
+mod retention;
 mod rows;
 mod secure;
 mod stats;
@@ -54,6 +57,12 @@ pub struct Scale {
     pub peer_limit: Duration,
     pub floor_spawn: usize,
     pub floor_sql: usize,
+    /// Fires of the every-second schedule whose lateness is measured.
+    pub fires: usize,
+    /// Terminal tasks GetStats reads and ArchiveTasks then moves.
+    pub archive_table: usize,
+    /// GetStats calls per grouping.
+    pub stats: usize,
 }
 
 impl Scale {
@@ -76,6 +85,9 @@ impl Scale {
             peer_limit: Duration::from_secs(40),
             floor_spawn: 500,
             floor_sql: 500,
+            fires: 60,
+            archive_table: 100_000,
+            stats: 100,
         }
     }
 
@@ -98,6 +110,9 @@ impl Scale {
             peer_limit: Duration::from_secs(15),
             floor_spawn: 200,
             floor_sql: 200,
+            fires: 10,
+            archive_table: 10_000,
+            stats: 30,
         }
     }
 
@@ -120,6 +135,9 @@ impl Scale {
         self.peer_limit = self.peer_limit.mul_f64(f.clamp(0.5, 1.0));
         self.floor_spawn = s(self.floor_spawn, 20);
         self.floor_sql = s(self.floor_sql, 20);
+        self.fires = s(self.fires, 3);
+        self.archive_table = s(self.archive_table, 1000);
+        self.stats = s(self.stats, 5);
         self
     }
 }
@@ -128,6 +146,8 @@ struct Options {
     scale: Scale,
     out: PathBuf,
     peer: bool,
+    /// `--only retention`: that phase alone.
+    only_retention: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -135,6 +155,7 @@ fn parse_args() -> Result<Options, String> {
     let mut factor = 1.0;
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut peer = true;
+    let mut only_retention = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -148,9 +169,13 @@ fn parse_args() -> Result<Options, String> {
             }
             "--out" => out = args.next().ok_or("--out needs a path")?.into(),
             "--no-peer" => peer = false,
+            "--only" => match args.next().as_deref() {
+                Some("retention") => only_retention = true,
+                _ => return Err("--only takes: retention".into()),
+            },
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -164,7 +189,12 @@ fn parse_args() -> Result<Options, String> {
     } else {
         base.scaled(factor)
     };
-    Ok(Options { scale, out, peer })
+    Ok(Options {
+        scale,
+        out,
+        peer,
+        only_retention,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -223,7 +253,12 @@ async fn run(opts: Options, argv: Vec<String>) {
         root.path().display()
     );
 
-    eprintln!("[1/8] baselines: process spawn/reap, SQLite commit per write");
+    if opts.only_retention {
+        run_retention_only(&opts, &scale, &sub("retention"), &argv, t_all).await;
+        return;
+    }
+
+    eprintln!("[1/9] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -232,23 +267,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/8] task API");
+    eprintln!("[2/9] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/8] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/9] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/8] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/9] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/8] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/9] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/8] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/9] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -265,10 +300,13 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/8] the cost of security: TLS + token against plaintext");
+    eprintln!("[7/9] the cost of security: TLS + token against plaintext");
     let secure = secure::run(&sub("secure"), &scale).await;
 
-    eprintln!("[8/8] report");
+    eprintln!("[8/9] schedules, archiving, statistics");
+    let retention = retention::run(&sub("retention"), &scale).await;
+
+    eprintln!("[9/9] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -282,6 +320,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         fleet: &fleet,
         ours: &ours,
         sup: &sup,
+        retention: &retention,
     };
     let table_rows = rows::build(&all);
     let table = report::table(&table_rows);
@@ -298,4 +337,34 @@ async fn run(opts: Options, argv: Vec<String>) {
     }
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout(), "{table}\n{details}");
+}
+
+/// `--only retention`: that phase, its rows printed and put in place in
+/// the `--out` file (created when missing), the other rows kept.
+async fn run_retention_only(
+    opts: &Options,
+    scale: &Scale,
+    dir: &std::path::Path,
+    argv: &[String],
+    t_all: Instant,
+) {
+    eprintln!("[1/1] schedules, archiving, statistics");
+    let r = retention::run(dir, scale).await;
+    let rows = retention::rows(&r);
+    let table = report::table(&rows);
+    let label = "Schedules, archiving and statistics rows:";
+    let note = format!(
+        "- {label} measured in a separate run, `{}` ({:.0} s), {}, {}.",
+        command_line(argv),
+        t_all.elapsed().as_secs_f64(),
+        report::date(),
+        report::machine()
+    );
+    let existing = std::fs::read_to_string(&opts.out).unwrap_or_default();
+    match std::fs::write(&opts.out, report::splice(&existing, &rows, label, &note)) {
+        Ok(()) => eprintln!("bench: updated {}", opts.out.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", opts.out.display()),
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{table}\n{note}");
 }

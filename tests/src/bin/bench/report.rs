@@ -125,3 +125,74 @@ pub fn date() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown date".into())
 }
+
+/// `md` (a `BENCHMARKS.md`) with `rows` put in place: a row whose metric
+/// is already in the table replaces it, a new one goes after the table's
+/// last row. `note` (one line, starting with `- ` and `label`) replaces the
+/// run-details line with the same label or is added after "Run details:".
+/// For a partial run (`--only`), which must not lose the other figures.
+pub fn splice(md: &str, rows: &[Row], label: &str, note: &str) -> String {
+    let rendered = table(rows);
+    let new_rows: Vec<&str> = rendered.lines().skip(2).collect();
+    let mut lines: Vec<String> = md.lines().map(str::to_owned).collect();
+    for (row, line) in rows.iter().zip(&new_rows) {
+        let key = format!("| {} |", cell(&row.metric));
+        if let Some(i) = lines.iter().position(|l| l.starts_with(&key)) {
+            lines[i] = (*line).to_owned();
+        } else {
+            // After the last row of the first table (a line starting `| `
+            // after its `|---` separator).
+            let sep = lines.iter().position(|l| l.starts_with("|---"));
+            let at = match sep {
+                Some(s) => {
+                    s + 1
+                        + lines[s + 1..]
+                            .iter()
+                            .take_while(|l| l.starts_with("| "))
+                            .count()
+                }
+                None => lines.len(),
+            };
+            lines.insert(at, (*line).to_owned());
+        }
+    }
+    let prefix = format!("- {label}");
+    if let Some(i) = lines.iter().position(|l| l.starts_with(&prefix)) {
+        lines[i] = note.to_owned();
+    } else if let Some(i) = lines.iter().position(|l| l == "Run details:") {
+        lines.insert(i + 1, note.to_owned());
+    } else {
+        lines.push(note.to_owned());
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_known_rows_adds_new_ones_and_keeps_the_rest() {
+        let md = "# B\n\n| metric | a |\n|---|---|\n| one | old |\n| two | kept |\n\nRun details:\n- x.\n\n## Notes\n";
+        let rows = [
+            Row::new("one", "s", "g").measured("new"),
+            Row::new("three", "s", "g").measured("added"),
+        ];
+        let out = splice(md, &rows, "Partial:", "- Partial: ran alone.");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[4].starts_with("| one | s | g | new |"), "{out}");
+        assert_eq!(lines[5], "| two | kept |");
+        assert!(lines[6].starts_with("| three | s | g | added |"), "{out}");
+        assert_eq!(lines[8], "Run details:");
+        assert_eq!(lines[9], "- Partial: ran alone.");
+        assert_eq!(lines[10], "- x.");
+        assert!(out.ends_with("## Notes\n"));
+        // Again: the note and the rows are replaced, not repeated.
+        let again = splice(&out, &rows, "Partial:", "- Partial: again.");
+        assert_eq!(again.matches("| three |").count(), 1);
+        assert_eq!(again.matches("- Partial:").count(), 1);
+        assert!(again.contains("- Partial: again."));
+    }
+}

@@ -33,6 +33,7 @@ pub struct All<'a> {
     pub fleet: &'a FleetResults,
     pub ours: &'a Samples,
     pub sup: &'a Peer,
+    pub retention: &'a crate::retention::RetentionResults,
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -301,6 +302,7 @@ pub fn build(a: &All) -> Vec<Row> {
             ms(p.start_1.p50())
         ),
     ));
+    rows.extend(crate::retention::rows(a.retention));
     rows
 }
 

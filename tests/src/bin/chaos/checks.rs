@@ -93,6 +93,7 @@ async fn ended_or_current_now(client: &mut Client, task: &str, pod: &str) -> boo
         if let Ok(t) = client
             .get_task(pb::GetTaskRequest {
                 task_id: task.to_owned(),
+                include_archived: false,
             })
             .await
             .map(|r| r.into_inner())
@@ -129,6 +130,7 @@ pub async fn task_events(
                 task_id: task_id.to_owned(),
                 after_version: after,
                 limit: 1000,
+                ..Default::default()
             })
             .await?
             .into_inner()

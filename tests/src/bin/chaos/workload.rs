@@ -170,7 +170,11 @@ async fn worker(
             }
             79..90 => {
                 if let Some(t) = pick(&mut rng) {
-                    let r = call(client.get_task(pb::GetTaskRequest { task_id: t })).await;
+                    let r = call(client.get_task(pb::GetTaskRequest {
+                        task_id: t,
+                        ..Default::default()
+                    }))
+                    .await;
                     acks.lock().unwrap().record("GetTask", &r);
                 }
             }

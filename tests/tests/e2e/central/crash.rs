@@ -158,6 +158,7 @@ async fn sigkill_during_concurrent_creates_loses_nothing_acknowledged() {
             .client
             .get_task(pb::GetTaskRequest {
                 task_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"))

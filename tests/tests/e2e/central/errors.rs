@@ -185,6 +185,7 @@ async fn malformed_ids_and_missing_actor_or_reason() {
         invalid(
             &cl.get_task(pb::GetTaskRequest {
                 task_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -329,7 +330,10 @@ async fn malformed_ids_and_missing_actor_or_reason() {
     }
     // The task is untouched by all of that.
     let got = cl
-        .get_task(pb::GetTaskRequest { task_id: id })
+        .get_task(pb::GetTaskRequest {
+            task_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -400,6 +404,7 @@ async fn list_count_and_events_argument_errors() {
             task_id: t.task_id.clone(),
             after_version: 0,
             limit: 1001,
+            ..Default::default()
         })
         .await
         .unwrap_err();

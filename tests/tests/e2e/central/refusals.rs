@@ -20,6 +20,7 @@ async fn unknown_task_is_task_not_found_everywhere() {
     nf(cl
         .get_task(pb::GetTaskRequest {
             task_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err());
@@ -88,6 +89,7 @@ async fn unknown_task_is_task_not_found_everywhere() {
     let e = cl
         .get_task(pb::GetTaskRequest {
             task_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -240,6 +242,7 @@ async fn locked_database_gives_event_store_unavailable() {
     c.client
         .get_task(pb::GetTaskRequest {
             task_id: t.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -283,6 +286,7 @@ async fn odd_input_does_not_crash() {
         let got = cl
             .get_task(pb::GetTaskRequest {
                 task_id: t.task_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -345,6 +349,7 @@ async fn odd_input_does_not_crash() {
             task_id: uuid::Uuid::now_v7().to_string(),
             after_version: u64::MAX,
             limit: 1,
+            ..Default::default()
         })
         .await;
     let mut w = cl

@@ -58,6 +58,7 @@ async fn create_then_get_returns_every_field() {
         .client
         .get_task(pb::GetTaskRequest {
             task_id: t.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -68,6 +69,7 @@ async fn create_then_get_returns_every_field() {
         .client
         .get_task(pb::GetTaskRequest {
             task_id: t.task_id.to_uppercase(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -147,6 +149,7 @@ async fn complete_and_cancel_are_recorded() {
         .client
         .get_task(pb::GetTaskRequest {
             task_id: a.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -160,6 +163,7 @@ async fn complete_and_cancel_are_recorded() {
         .client
         .get_task(pb::GetTaskRequest {
             task_id: b.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -208,6 +212,7 @@ async fn complete_and_cancel_are_recorded() {
             task_id: a.task_id.clone(),
             after_version: 1,
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -223,6 +228,7 @@ async fn complete_and_cancel_are_recorded() {
             task_id: a.task_id.clone(),
             after_version: 0,
             limit: 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -238,6 +244,7 @@ async fn complete_and_cancel_are_recorded() {
             task_id: a.task_id.clone(),
             after_version: 2,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -327,6 +334,7 @@ async fn auto_start_without_pod_host_creates_the_task_and_reports_why() {
         .client
         .get_task(pb::GetTaskRequest {
             task_id: t.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

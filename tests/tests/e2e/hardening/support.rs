@@ -85,6 +85,7 @@ impl Cluster {
             .clone()
             .get_task(pb::GetTaskRequest {
                 task_id: task_id.into(),
+                ..Default::default()
             })
             .await
             .expect("GetTask")
@@ -120,6 +121,7 @@ impl Cluster {
                 task_id: task_id.into(),
                 after_version: 0,
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .expect("GetTaskEvents")

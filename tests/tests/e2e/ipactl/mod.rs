@@ -5,6 +5,7 @@
 
 mod commands;
 mod errors;
+mod schedules;
 mod streams;
 pub mod support;
 mod terminal;

@@ -65,12 +65,14 @@ async fn metrics_of_both_processes_follow_the_work() {
     client
         .get_task(pb::GetTaskRequest {
             task_id: sleeper.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
     let missing = client
         .get_task(pb::GetTaskRequest {
             task_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -167,6 +167,7 @@ async fn a_default_client_lists_100_tasks_at_maximum_size_page_by_page() {
             task_id: want.first().unwrap().clone(),
             after_version: 0,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -253,6 +254,16 @@ fn out_of_range_flags_exit_2_naming_the_flag() {
         "--fence-timeout-ms",
     );
     refused(&["--max-restarts", "1001"], &[], "--max-restarts");
+    refused(
+        &["--archive-after-days", "36501"],
+        &[],
+        "--archive-after-days",
+    );
+    refused(
+        &[],
+        &[("IPA_ARCHIVE_AFTER_DAYS", "-1")],
+        "--archive-after-days",
+    );
     refused(&["--pod-host", "ftp://x:1"], &[], "--pod-host");
     refused(&["--pod-host-dns", "no-port"], &[], "--pod-host-dns");
     refused(&[], &[("IPA_MAX_STREAMS", "0")], "--max-streams");

@@ -264,6 +264,7 @@ async fn a_full_disk_kills_no_pod_and_everything_comes_back_by_itself() {
         let got = client
             .get_task(pb::GetTaskRequest {
                 task_id: id.clone(),
+                ..Default::default()
             })
             .await;
         assert!(got.is_ok(), "acknowledged task {id} is missing: {got:?}");

@@ -47,6 +47,7 @@ async fn roles_actors_and_every_token_denial() {
         anonymous
             .get_task(pb::GetTaskRequest {
                 task_id: task.task_id.clone(),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,
@@ -77,6 +78,7 @@ async fn roles_actors_and_every_token_denial() {
     // A reader reads but cannot write.
     rita.get_task(pb::GetTaskRequest {
         task_id: task.task_id.clone(),
+        ..Default::default()
     })
     .await
     .expect("reader reads");

@@ -11,4 +11,4 @@ mod ipactl_tls;
 mod isolation;
 mod pod_host;
 mod rotation;
-mod support;
+pub(crate) mod support;

@@ -174,6 +174,7 @@ async fn rogue_connects_are_refused_while_centrals_stream_and_pods_carry_on() {
     let now = client
         .get_task(pb::GetTaskRequest {
             task_id: task.task_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

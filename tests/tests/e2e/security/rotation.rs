@@ -130,6 +130,7 @@ async fn rotated_certificates_are_picked_up_with_pods_still_running() {
     let now = client
         .get_task(pb::GetTaskRequest {
             task_id: task.task_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("the established API connection survives rotation")

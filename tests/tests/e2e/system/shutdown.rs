@@ -174,7 +174,10 @@ async fn local_system(dir: &std::path::Path) -> (ServerProcess, Client, Vec<u32>
         let id = quick.task_id.clone();
         async move {
             let t = c
-                .get_task(pb::GetTaskRequest { task_id: id })
+                .get_task(pb::GetTaskRequest {
+                    task_id: id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();

@@ -309,6 +309,7 @@ impl System {
         self.client()
             .get_task(pb::GetTaskRequest {
                 task_id: task_id.into(),
+                ..Default::default()
             })
             .await
             .expect("GetTask")
@@ -329,7 +330,10 @@ impl System {
             let id = task_id.to_owned();
             async move {
                 let t = c
-                    .get_task(pb::GetTaskRequest { task_id: id })
+                    .get_task(pb::GetTaskRequest {
+                        task_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .ok()?
                     .into_inner();
@@ -346,6 +350,7 @@ impl System {
                 task_id: task_id.into(),
                 after_version: 0,
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .expect("GetTaskEvents")
@@ -368,6 +373,7 @@ impl System {
                             task_id: id,
                             after_version: 0,
                             limit: 1000,
+                            ..Default::default()
                         })
                         .await
                         .ok()?

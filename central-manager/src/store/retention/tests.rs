@@ -1,0 +1,308 @@
+//! Retention against a real SQLite file: archived tasks keep their events
+//! and positions and stay readable; deleted tasks lose row and events and
+//! leave a logged deletion; bulk cancel gives each task its own event.
+
+use super::*;
+use crate::domain::{EventsQuery, ListQuery, TaskFilter};
+use crate::store::tests::{TestDb, create, new_task};
+
+fn actor(a: &str) -> ActorId {
+    ActorId::parse(a).unwrap()
+}
+
+fn corr() -> CorrelationId {
+    CorrelationId::parse_or_new("").unwrap()
+}
+
+async fn finish(db: &TestDb, id: TaskId, how: Finish) {
+    db.store
+        .write(Command::Finish {
+            task_id: id,
+            finish: how,
+            actor: actor("bob"),
+            correlation: corr(),
+            reason: (how == Finish::Cancel).then(|| "r".to_owned()),
+        })
+        .await
+        .unwrap();
+}
+
+async fn archive_all(db: &TestDb, before: i64, limit: u32) -> u64 {
+    let RetentionOutcome::RunStarted(run_id) = db
+        .store
+        .retention(RetentionWrite::StartArchiveRun {
+            finished_before: before,
+            actor: actor("admin"),
+            correlation: corr(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("no run id")
+    };
+    let mut total = 0;
+    loop {
+        match db
+            .store
+            .retention(RetentionWrite::ArchiveBatch {
+                run_id,
+                finished_before: before,
+                limit,
+            })
+            .await
+            .unwrap()
+        {
+            RetentionOutcome::Archived { moved: 0, .. } => return total,
+            RetentionOutcome::Archived { moved, .. } => total += moved,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn events_q(id: TaskId, include_archived: bool) -> EventsQuery {
+    EventsQuery {
+        task_id: id,
+        after_version: 0,
+        limit: 100,
+        include_archived,
+    }
+}
+
+#[tokio::test]
+async fn every_tasks_column_is_archived() {
+    let db = TestDb::open().await;
+    let url = format!("sqlite://{}", db.path().display());
+    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks')")
+        .fetch_all(&mut side)
+        .await
+        .unwrap();
+    let listed: Vec<&str> = ARCHIVED_TASK_COLUMNS.split(',').map(str::trim).collect();
+    for c in &cols {
+        assert!(listed.contains(&c.as_str()), "tasks.{c} is not archived");
+    }
+    let archive: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks_archive')")
+            .fetch_all(&mut side)
+            .await
+            .unwrap();
+    for c in &listed {
+        assert!(archive.iter().any(|a| a == c), "tasks_archive lacks {c}");
+    }
+    drop(side);
+    db.shutdown().await;
+}
+
+#[tokio::test]
+async fn archived_tasks_keep_events_and_positions_and_stay_readable() {
+    let db = TestDb::open().await;
+    let (old, _) = create(&db.store, new_task("old", "alice")).await.unwrap();
+    let (live, _) = create(&db.store, new_task("live", "alice")).await.unwrap();
+    let (open, _) = create(&db.store, new_task("open", "alice")).await.unwrap();
+    finish(&db, old.task_id, Finish::Complete).await;
+    finish(&db, live.task_id, Finish::Cancel).await;
+    let before = db.store.events_after(0, None, 100).await.unwrap();
+    assert_eq!(before.len(), 5);
+
+    // Everything finished so far, one task per batch.
+    let cut = ipa_proto::time::now_micros() + 1;
+    assert_eq!(archive_all(&db, cut, 1).await, 2);
+    // The open task is not terminal and stays.
+    let all = TaskFilter::default();
+    assert_eq!(db.store.count_tasks(&all).await.unwrap(), 1);
+    let with = TaskFilter {
+        include_archived: true,
+        ..Default::default()
+    };
+    assert_eq!(db.store.count_tasks(&with).await.unwrap(), 3);
+
+    // Events: gone from the live view, readable with include_archived, and
+    // the global feed is unchanged (same positions, same order).
+    let q = events_q(old.task_id, false);
+    assert!(db.store.task_events(&q).await.unwrap().is_empty());
+    let archived = db
+        .store
+        .task_events(&events_q(old.task_id, true))
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 2);
+    assert_eq!(db.store.events_after(0, None, 100).await.unwrap(), before);
+    // Resuming inside the archived range gets what follows.
+    let resume = db
+        .store
+        .events_after(before[1].position, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(resume, before[2..].to_vec());
+    let one = db
+        .store
+        .events_after(0, Some(old.task_id), 100)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 2);
+    // New events keep counting up after the archived ones.
+    finish(&db, open.task_id, Finish::Complete).await;
+    let last = db.store.events_after(0, None, 100).await.unwrap();
+    assert!(last.last().unwrap().position > before.last().unwrap().position);
+
+    // The task reads back from the archive, flagged.
+    assert!(db.store.task(old.task_id).await.unwrap().is_none());
+    let t = db
+        .store
+        .task_or_archived(old.task_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(t.archived);
+    assert_eq!(t.title.as_str(), "old");
+    let page = db
+        .store
+        .list_tasks(&ListQuery {
+            filter: TaskFilter {
+                include_archived: true,
+                metadata_equals: [("k".to_owned(), "v".to_owned())].into(),
+                ..Default::default()
+            },
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(page.items.iter().filter(|t| t.archived).count(), 2);
+    db.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_terminal_tasks_are_deleted_and_the_deletion_is_logged() {
+    let db = TestDb::open().await;
+    let (t, _) = create(&db.store, new_task("t", "alice")).await.unwrap();
+    let delete = |id| RetentionWrite::DeleteTask {
+        task_id: id,
+        reason: "GDPR request".into(),
+        actor: actor("root"),
+        correlation: CorrelationId::parse_or_new("del-1").unwrap(),
+    };
+    assert!(matches!(
+        db.store.retention(delete(t.task_id)).await,
+        Err(Error::TaskNotTerminal(_))
+    ));
+    assert!(matches!(
+        db.store.retention(delete(TaskId::new())).await,
+        Err(Error::TaskNotFound(_))
+    ));
+    finish(&db, t.task_id, Finish::Cancel).await;
+    assert_eq!(
+        db.store.retention(delete(t.task_id)).await.unwrap(),
+        RetentionOutcome::Deleted
+    );
+    assert!(
+        db.store
+            .task_or_archived(t.task_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!db.store.task_exists(t.task_id).await.unwrap());
+    assert!(
+        db.store
+            .events_after(0, Some(t.task_id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = db.store.deletion(t.task_id).await.unwrap().unwrap();
+    assert_eq!(d.events_deleted, 2);
+    assert_eq!(d.status, TaskStatus::Cancelled);
+    assert_eq!(
+        (d.deleted_by.as_str(), d.reason.as_str()),
+        ("root", "GDPR request")
+    );
+    assert_eq!(d.correlation_id, "del-1");
+    assert!(!d.was_archived);
+    let filter = TaskFilter {
+        metadata_equals: [("k".to_owned(), "v".to_owned())].into(),
+        include_archived: true,
+        ..Default::default()
+    };
+    assert_eq!(db.store.count_tasks(&filter).await.unwrap(), 0);
+
+    // An archived task is deleted from the archive.
+    let (a, _) = create(&db.store, new_task("a", "alice")).await.unwrap();
+    finish(&db, a.task_id, Finish::Complete).await;
+    archive_all(&db, ipa_proto::time::now_micros() + 1, 10).await;
+    db.store.retention(delete(a.task_id)).await.unwrap();
+    assert!(
+        db.store
+            .task_or_archived(a.task_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        db.store
+            .events_after(0, Some(a.task_id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        db.store
+            .deletion(a.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .was_archived
+    );
+    db.shutdown().await;
+}
+
+#[tokio::test]
+async fn bulk_cancel_selects_open_tasks_and_records_each() {
+    let db = TestDb::open().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut n = new_task(&format!("t{i}"), "alice");
+        if i == 2 {
+            n.metadata =
+                crate::domain::Metadata::parse([("team".into(), "x".into())].into()).unwrap();
+        }
+        ids.push(create(&db.store, n).await.unwrap().0.task_id);
+    }
+    finish(&db, ids[0], Finish::Complete).await;
+    let all = db.store.cancellable(&TaskFilter::default()).await.unwrap();
+    assert_eq!(all, ids[1..].to_vec());
+    let team = TaskFilter {
+        metadata_equals: [("team".to_owned(), "x".to_owned())].into(),
+        ..Default::default()
+    };
+    assert_eq!(db.store.cancellable(&team).await.unwrap(), vec![ids[2]]);
+    let out = db
+        .store
+        .retention(RetentionWrite::CancelMany {
+            task_ids: ids.clone(),
+            reason: "cleanup".into(),
+            actor: actor("root"),
+            correlation: corr(),
+        })
+        .await
+        .unwrap();
+    let RetentionOutcome::Cancelled(done) = out else {
+        panic!("{out:?}")
+    };
+    // The completed one is left alone.
+    assert_eq!(
+        done.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        ids[1..].to_vec()
+    );
+    for id in &ids[1..] {
+        let trail = db.store.task_events(&events_q(*id, false)).await.unwrap();
+        let last = trail.items.last().unwrap();
+        assert_eq!(last.event_type, "task_cancelled");
+        assert_eq!(last.actor_id, "root");
+        assert!(last.data_json.contains("cleanup"));
+    }
+    db.shutdown().await;
+}
