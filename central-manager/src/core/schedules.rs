@@ -239,7 +239,7 @@ impl ScheduleService {
         let hosts = self.tasks.pods().hosts();
         match hosts.place(&s.task.template).await {
             Ok(p) => {
-                hosts.start_done(&p.host_id, false);
+                hosts.start_done(&p.host_id, None);
                 String::new()
             }
             Err(e) => e.public_message(),
