@@ -22,6 +22,11 @@ pub struct HostBugs {
     /// central's fence deadline keeps or starts a pod central has given up
     /// and placed elsewhere.
     pub host_ignores_lease: bool,
+    /// The host before its reaper's fence backstop (the stall
+    /// scripts/chaos found): a frozen or stalled host process cannot fence,
+    /// so its pods run on after central gave them up and placed them
+    /// elsewhere, until the host wakes.
+    pub no_backstop: bool,
 }
 
 /// Every switch of a run.
@@ -41,6 +46,7 @@ impl Bugs {
             }
             "stale-ping-cancels-fence" => b.host.stale_ping_cancels_fence = true,
             "host-ignores-lease" => b.host.host_ignores_lease = true,
+            "host-without-backstop" => b.host.no_backstop = true,
             _ => return None,
         }
         Some(b)
@@ -51,6 +57,7 @@ impl Bugs {
         "placement-ignores-starts-in-flight",
         "stale-ping-cancels-fence",
         "host-ignores-lease",
+        "host-without-backstop",
     ];
 }
 

@@ -20,7 +20,10 @@ pub struct Proc {
 /// What the checks need to know of a host.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
+    /// The host process is frozen (its reaper still runs).
     pub frozen: bool,
+    /// Its whole machine is frozen (its pods and its reaper too).
+    pub machine_frozen: bool,
     /// When the host would fence its pods if nothing arrives (its own last
     /// contact + its fence timeout); `None` before any contact.
     pub fence_deadline: Option<Instant>,
@@ -54,16 +57,23 @@ impl Ledger {
         }
     }
 
-    /// Whether `p` may overlap with a newer pod: its host is frozen past
-    /// its fence deadline, so it would have killed `p` already had it been
-    /// running (docs/architecture.md: the one case no lease covers).
-    fn exempt(&self, p: &Proc, now: Instant) -> bool {
+    /// Whether `p` may overlap with a newer pod: its whole machine is
+    /// frozen past the host's fence deadline, so neither the host nor its
+    /// reaper can kill `p`, which is stopped too (docs/architecture.md: the
+    /// one case no lease covers). A frozen host *process* is no excuse: its
+    /// reaper's backstop kills its pods before central's deadline.
+    pub fn exempt_host(&self, host: usize, now: Instant) -> bool {
         self.hosts
-            .get(p.host)
-            .is_some_and(|h| h.frozen && h.fence_deadline.is_some_and(|d| d <= now))
+            .get(host)
+            .is_some_and(|h| h.machine_frozen && h.fence_deadline.is_some_and(|d| d <= now))
     }
 
-    /// Never two live pods of one task (frozen-past-deadline pods exempt).
+    fn exempt(&self, p: &Proc, now: Instant) -> bool {
+        self.exempt_host(p.host, now)
+    }
+
+    /// Never two live pods of one task (pods on a machine frozen past the
+    /// deadline exempt).
     pub fn check_overlap(&mut self, now: Instant) {
         let mut by_task: BTreeMap<&str, Vec<(&String, &Proc)>> = BTreeMap::new();
         for (id, p) in self.procs.iter().filter(|(_, p)| p.alive) {

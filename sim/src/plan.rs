@@ -84,11 +84,15 @@ pub enum Action {
         hold: bool,
         lasts: Duration,
     },
-    /// The pod-host process is stopped (SIGSTOP, a stalled VM); its pods
-    /// keep running.
+    /// The pod-host process is stopped (SIGSTOP, a stalled runtime): its
+    /// pods keep running until its reaper's fence backstop kills them.
+    /// With `machine`, the whole machine stops (a stalled VM): the pods and
+    /// the reaper with it, so nothing runs and nothing is killed until it
+    /// wakes.
     Freeze {
         host: usize,
         lasts: Duration,
+        machine: bool,
     },
     /// The pod-host process dies (its pods with it) and starts again with
     /// a new boot id after `down`.
@@ -227,6 +231,9 @@ impl Plan {
             steps.push(Step { at, action });
         }
         let n_faults = r.random_range(knobs.faults.clone());
+        // Drawn from a stream of its own so that adding the whole-machine
+        // freeze left every seed's plan otherwise as it was.
+        let mut whole = StdRng::seed_from_u64(seed ^ 0x006d_6163_6869_6e65);
         for _ in 0..n_faults {
             let at = ms(&mut r, 100, active);
             let host = r.random_range(0..n_hosts);
@@ -239,6 +246,7 @@ impl Plan {
                 22..40 => Action::Freeze {
                     host,
                     lasts: ms(&mut r, 200, 6000),
+                    machine: whole.random_bool(0.25),
                 },
                 40..54 => Action::Reboot {
                     host,
@@ -331,9 +339,20 @@ impl fmt::Display for Step {
                 if *hold { "bytes held" } else { "reset" },
                 d(lasts)
             ),
-            Action::Freeze { host, lasts } => {
-                write!(f, "t={t:.3}s freeze host-{host} for {}", d(lasts))
-            }
+            Action::Freeze {
+                host,
+                lasts,
+                machine,
+            } => write!(
+                f,
+                "t={t:.3}s freeze {} host-{host} for {}",
+                if *machine {
+                    "the machine of"
+                } else {
+                    "the process of"
+                },
+                d(lasts)
+            ),
             Action::Reboot { host, down } => {
                 write!(f, "t={t:.3}s reboot host-{host} (down {})", d(down))
             }

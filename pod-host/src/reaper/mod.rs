@@ -51,8 +51,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use watchdog::LEASE_STEP;
-pub use watchdog::{REAPER_ARG, ReaperCommand, Watchdog, backstop_delay, reaper_main};
+pub use watchdog::{LEASE_STEP, REAPER_ARG, ReaperCommand, Watchdog, backstop_delay, reaper_main};
 
 /// A reaper that lived less than this before dying counts as failing to
 /// start (a binary that crashes at once must not be restarted in a loop).

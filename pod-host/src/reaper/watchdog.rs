@@ -22,7 +22,7 @@ pub enum ReaperCommand {
 /// A lease is re-sent only when it moved by this much ([`Reaper::lease`]),
 /// so the reaper's end lags the host's by less: [`backstop_delay`] is at
 /// least as long, and the reaper never acts before the host's deadline.
-pub(super) const LEASE_STEP: Duration = Duration::from_millis(50);
+pub const LEASE_STEP: Duration = Duration::from_millis(50);
 
 /// How long after the host's own fence deadline the reaper acts: long
 /// enough for a healthy host to fence first (and report its pods as

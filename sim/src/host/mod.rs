@@ -13,13 +13,20 @@
 //! after the deadline passed unnoticed fences first).
 //!
 //! Pods are scripted processes (`plan::Behaviour`): they run, report
-//! phases, end on their own, or ignore SIGTERM. A frozen host (SIGSTOP)
-//! processes nothing, but its pods keep running and may end; it notices on
-//! waking. A reboot kills every pod at once (no exit is reported: the
+//! phases, end on their own, or ignore SIGTERM. A frozen host process
+//! (SIGSTOP) processes nothing, but its pods keep running and may end; it
+//! notices on waking. Its reaper (a process of its own) keeps the lease the
+//! host last sent it (`pod_host::reaper`: its fence deadline plus
+//! `backstop_delay`, re-sent when it moved by `LEASE_STEP`) and SIGKILLs
+//! every pod when that passes; the host reports them as self-fenced on
+//! waking. A frozen machine (a stalled VM) stops the pods and the reaper
+//! too: nothing runs, ends or is killed until it wakes. A reboot kills every pod at once (no exit is reported: the
 //! events die with the process) and comes back with a new boot id.
 //!
-//! The actor's loop is in this file; the pod table's rules in [`pods`].
+//! The actor's loop is in this file; the pod table's rules in [`pods`],
+//! the fence, the lease and the reaper's backstop in [`fencing`].
 
+mod fencing;
 mod pods;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +35,6 @@ use std::time::Duration;
 
 use central_manager::domain::host::{
     CentralMessage, Hello, HostCallError, HostMessage, PodEvent, PodEventKind, Refusal,
-    StartRequest,
 };
 use pod_host::fence::{Contact, Proof};
 use rand::rngs::StdRng;
@@ -46,7 +52,11 @@ use pods::Pod;
 /// Faults applied to a host from outside.
 #[derive(Debug)]
 pub enum Control {
-    Freeze(Duration),
+    /// The host process (`machine: false`) or its whole machine stops.
+    Freeze {
+        lasts: Duration,
+        machine: bool,
+    },
     Reboot(Duration),
 }
 
@@ -111,6 +121,13 @@ pub struct SimHost {
     clock0: Instant,
     up: bool,
     frozen_until: Option<Instant>,
+    /// Since when the whole machine is frozen (pods and reaper stopped).
+    machine_frozen_since: Option<Instant>,
+    /// The last lease end the host sent its reaper.
+    reaper_sent: Option<Instant>,
+    /// When the reaper's backstop acts (its copy of that lease, until it
+    /// acted on it).
+    reaper_end: Option<Instant>,
     pods: BTreeMap<String, Pod>,
     tasks: BTreeMap<String, TaskEntry>,
     /// Unacknowledged events, oldest first.
@@ -158,6 +175,9 @@ impl SimHost {
             clock0: Instant::now(),
             up: true,
             frozen_until: None,
+            machine_frozen_since: None,
+            reaper_sent: None,
+            reaper_end: None,
             pods: BTreeMap::new(),
             tasks: BTreeMap::new(),
             log: VecDeque::new(),
@@ -200,7 +220,18 @@ impl SimHost {
             } else {
                 self.fence_deadline()
             };
-            let proc_timer = self.proc_timers.keys().next().map(|k| k.0);
+            // A frozen machine stops its pods and its reaper too.
+            let machine_frozen = self.machine_frozen_since.is_some();
+            let proc_timer = if machine_frozen {
+                None
+            } else {
+                self.proc_timers.keys().next().map(|k| k.0)
+            };
+            let backstop_at = if machine_frozen || !self.up || self.bugs.no_backstop {
+                None
+            } else {
+                self.reaper_end
+            };
             let wake = self.frozen_until;
             let can_read = self.up && !self.frozen();
             tokio::select! {
@@ -215,6 +246,9 @@ impl SimHost {
                 _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => self.wake(),
                 _ = tokio::time::sleep_until(fence_at.unwrap_or(far)), if fence_at.is_some() => {
                     self.fence_if_due();
+                }
+                _ = tokio::time::sleep_until(backstop_at.unwrap_or(far)), if backstop_at.is_some() => {
+                    self.backstop();
                 }
                 _ = tokio::time::sleep_until(host_timer.unwrap_or(far)), if host_timer.is_some() => {
                     self.on_timer();
@@ -238,16 +272,22 @@ impl SimHost {
         }
         let f = &mut l.hosts[self.idx];
         f.frozen = self.frozen();
+        f.machine_frozen = self.machine_frozen_since.is_some();
         f.fence_deadline = self.contact.deadline();
     }
 
     fn on_control(&mut self, c: Control) {
         match c {
-            Control::Freeze(d) => {
+            Control::Freeze { lasts, machine } => {
                 if self.up {
-                    let until = Instant::now() + d;
+                    let now = Instant::now();
+                    let until = now + lasts;
                     self.frozen_until = Some(self.frozen_until.map_or(until, |u| u.max(until)));
-                    self.trace.note(format!("host-{} frozen", self.idx));
+                    if machine {
+                        self.machine_frozen_since.get_or_insert(now);
+                    }
+                    let what = if machine { "machine" } else { "process" };
+                    self.trace.note(format!("host-{} {what} frozen", self.idx));
                 }
             }
             Control::Reboot(down) => self.crash(down),
@@ -259,6 +299,22 @@ impl SimHost {
     /// either (either may come first after SIGCONT).
     fn wake(&mut self) {
         self.frozen_until = None;
+        if let Some(since) = self.machine_frozen_since.take() {
+            // The pods were stopped too: what they had left to do is still
+            // ahead of them.
+            let stopped = Instant::now().saturating_duration_since(since);
+            self.proc_timers = std::mem::take(&mut self.proc_timers)
+                .into_iter()
+                .map(|((at, n), t)| ((at + stopped, n), t))
+                .collect();
+            // The reaper resumes with it; if the lease ran out meanwhile,
+            // its pods die at once (taken here as before the host's own
+            // fence, which spares pods already being stopped: the two
+            // race on a real machine, and the reaper kills those too).
+            if !self.bugs.no_backstop && self.reaper_end.is_some_and(|e| e <= Instant::now()) {
+                self.backstop();
+            }
+        }
         self.trace.note(format!("host-{} woke", self.idx));
         let inbox_first = self.rng.random_bool(0.5);
         if !inbox_first {
@@ -482,98 +538,6 @@ impl SimHost {
         self.pods.retain(|_, p| !p.archived);
     }
 
-    // ---- self-fencing and the lease (pod_host::fence) ----
-
-    /// Milliseconds on this boot's clock (the real host's `host_clock_ms`).
-    fn host_clock_ms(&self) -> u64 {
-        u64::try_from(self.clock0.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The proof a message echoing `echo_ms` carries (0: none), as the
-    /// real host's `Supervisor::proof`.
-    fn proof(&self, echo_ms: u64) -> Proof {
-        if echo_ms == 0 {
-            return Proof::Arrival;
-        }
-        Proof::Echo(self.clock0 + Duration::from_millis(echo_ms))
-    }
-
-    /// The real host's `start_lease_valid`: a StartPod must come from this
-    /// boot's session and have been issued less than a fence timeout ago
-    /// by this host's clock; a start held up in the network past central's
-    /// fence deadline is refused (LEASE_EXPIRED).
-    fn start_lease(&self, req: &StartRequest) -> Result<(), String> {
-        if self.bugs.host_ignores_lease {
-            return Ok(());
-        }
-        if !req.host_boot_id.is_empty() && req.host_boot_id != self.boot_id {
-            return Err(format!("issued for boot {}", req.host_boot_id));
-        }
-        if req.echo_host_clock_ms == 0 {
-            return Ok(());
-        }
-        let at = self.clock0 + Duration::from_millis(req.echo_host_clock_ms);
-        if self.contact.lease_valid(at, Instant::now()) {
-            Ok(())
-        } else {
-            Err(format!(
-                "issued under a lease from {} ms ago",
-                Instant::now().saturating_duration_since(at).as_millis()
-            ))
-        }
-    }
-
-    /// A message or command from central: contact, with what it proves.
-    /// If the gap since the previous contact already reached the fence
-    /// timeout (the host was frozen and this message may be stale), fence
-    /// first.
-    fn touch(&mut self, proof: Proof) {
-        let now = Instant::now();
-        // The pre-lease host: a message's arrival is fresh contact.
-        let proof = if self.bugs.host_ignores_lease {
-            Proof::Echo(now)
-        } else {
-            proof
-        };
-        let missed = self
-            .contact
-            .last()
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.contact.timeout());
-        if missed && self.bugs.stale_ping_cancels_fence {
-            // The stale message read on waking counts as fresh contact and
-            // the missed deadline goes unnoticed.
-            self.contact.touch(Proof::Echo(now), now);
-            return;
-        }
-        if self.contact.touch(proof, now) {
-            self.self_fence("contact noticed late");
-        }
-    }
-
-    fn fence_deadline(&self) -> Option<Instant> {
-        let any = self
-            .pods
-            .values()
-            .any(|p| p.is_live() && p.kill_cause.is_none());
-        if any { self.contact.deadline() } else { None }
-    }
-
-    fn fence_if_due(&mut self) {
-        let unfenced = self
-            .pods
-            .values()
-            .filter(|p| p.is_live() && p.kill_cause.is_none())
-            .count();
-        if pod_host::fence::should_fence(
-            self.contact.last(),
-            Instant::now(),
-            self.contact.timeout(),
-            unfenced,
-        ) {
-            self.self_fence("nothing heard from central");
-        }
-    }
-
     // ---- reboot ----
 
     /// The process dies: every pod with it (no exit reported), every
@@ -594,6 +558,9 @@ impl SimHost {
         self.net.host_down(self.idx);
         self.up = false;
         self.frozen_until = None;
+        self.machine_frozen_since = None;
+        self.reaper_sent = None;
+        self.reaper_end = None;
         self.pods.clear();
         self.tasks.clear();
         self.log.clear();

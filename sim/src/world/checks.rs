@@ -3,8 +3,9 @@
 //! what central heard) and the store:
 //!
 //! - never two live pods of one task (`Ledger::check_overlap`, after every
-//!   step of every host; the one exemption is a pod on a host frozen past
-//!   its own fence deadline);
+//!   step of every host; the one exemption is a pod on a whole machine
+//!   frozen past its host's fence deadline — a frozen host process is no
+//!   exemption, its reaper's backstop kills its pods);
 //! - every acknowledged command durable ([`durability`], periodically and
 //!   at the end);
 //! - every pod's end recorded exactly once, and every recorded start ends
@@ -15,7 +16,7 @@
 //!   periodically): READY only while silent for less than the unreachable
 //!   timeout, UNREACHABLE only after it, never central's contact ahead of
 //!   what the network delivered, and at the moment a host is first seen
-//!   LOST none of its pods may still run (frozen-past-deadline excepted):
+//!   LOST none of its pods may still run (the same exemption):
 //!   the host must always stop first.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,10 +238,7 @@ fn registry(p: &mut Periodic, found: &mut Vec<String>) {
         let newly_lost = state == HostState::Lost && p.last_state[i] != Some(HostState::Lost);
         if newly_lost {
             let l = p.ledger.lock().unwrap_or_else(|e| e.into_inner());
-            let frozen_past = l
-                .hosts
-                .get(i)
-                .is_some_and(|h| h.frozen && h.fence_deadline.is_some_and(|d| d <= now));
+            let frozen_past = l.exempt_host(i, now);
             let running: Vec<&String> = l
                 .procs
                 .iter()

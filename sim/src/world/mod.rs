@@ -281,8 +281,15 @@ impl World {
                     }),
                 )
             }
-            Action::Freeze { host, lasts } => {
-                let _ = self.controls[*host].send(Control::Freeze(*lasts));
+            Action::Freeze {
+                host,
+                lasts,
+                machine,
+            } => {
+                let _ = self.controls[*host].send(Control::Freeze {
+                    lasts: *lasts,
+                    machine: *machine,
+                });
                 *lasts
             }
             Action::Reboot { host, down } => {
