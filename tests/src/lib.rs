@@ -8,6 +8,9 @@
 //! directory, so run `cargo build --workspace --bins` first (the README's
 //! test command does).
 //!
+//! [`simhost`] is a simulated pod-host (the real protocol, no processes)
+//! for the scale benchmark and its tests.
+//!
 //! [`ipactl`] runs the real `ipactl` client against them (to completion,
 //! streaming, or in a pseudo-terminal).
 //!
@@ -19,6 +22,7 @@ pub mod ipactl;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
+pub mod simhost;
 pub mod tools;
 pub mod wait;
 
