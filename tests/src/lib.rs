@@ -54,4 +54,13 @@ pub const BENCH_METRICS: &[&str] = &[
     "Pod-host memory per pod",
     "Graceful stop of a pod-host with its pods",
     "Crash loop restart vs supervisord (peer)",
+    "Scale: central CPU at rest, 100 pod-hosts / 10,000 pods",
+    "Scale: central memory per supervised pod",
+    "Scale: central restart → every pod re-adopted (10,000 pods)",
+    "Scale: crash storm, 1,000 pods at once → all restarted",
+    "Scale: host storm, 10 pod-hosts lost → their pods restarted",
+    "Scale: ListActivePods at 10,000 pods",
+    "Scale: ListPodHosts at 100 pod-hosts",
+    "Scale: WatchEvents, 100 watchers during a crash storm",
+    "Scale: real pod-hosts vs simulated (cross-check)",
 ];

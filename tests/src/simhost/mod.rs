@@ -138,8 +138,8 @@ impl SimHost {
         format!("http://{}", self.addr)
     }
 
-    /// `n` live pods exit with code 1 at once; returns how many did.
-    pub fn crash(&self, n: usize) -> usize {
+    /// `n` live pods exit with code 1 at once; returns their task ids.
+    pub fn crash(&self, n: usize) -> Vec<String> {
         self.shared.with(|t| t.crash(n))
     }
 

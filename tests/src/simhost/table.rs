@@ -425,14 +425,18 @@ impl Table {
         ))
     }
 
-    /// `n` live pods exit with code 1 (a crash); returns how many did.
-    pub fn crash(&mut self, n: usize) -> usize {
+    /// `n` live pods exit with code 1 (a crash); returns their task ids.
+    pub fn crash(&mut self, n: usize) -> Vec<String> {
         let victims: Vec<String> = self.live_ids().into_iter().take(n).collect();
+        let mut tasks = Vec::with_capacity(victims.len());
         for id in &victims {
             self.end(id, Some(1), None, pb::ExitCause::Exited);
             self.stats.crashed += 1;
+            if let Some(p) = self.pods.get(id) {
+                tasks.push(p.info.task_id.clone());
+            }
         }
-        victims.len()
+        tasks
     }
 
     /// Records a pod's end and issues its exit event.
@@ -588,7 +592,7 @@ mod tests {
         t.start(start_req(&id(), &id(), 1), now).unwrap();
         let full = t.start(start_req(&id(), &id(), 1), now).unwrap_err();
         assert_eq!(reason(&full), Some(ErrorReason::NoCapacity));
-        assert_eq!(t.crash(1), 1);
+        assert_eq!(t.crash(1).len(), 1);
         t.start(start_req(&id(), &id(), 1), now).unwrap();
         assert!(t.start(start_req("nope", &id(), 1), now).is_err());
     }
@@ -598,7 +602,7 @@ mod tests {
         let mut t = table(4);
         let now = Instant::now();
         t.start(start_req(&id(), &id(), 1), now).unwrap();
-        assert_eq!(t.crash(5), 1);
+        assert_eq!(t.crash(5).len(), 1);
         assert_eq!(t.last_seq(), 3);
         let hello = t.hello("h");
         assert_eq!(hello.pods.len(), 1);

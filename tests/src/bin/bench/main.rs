@@ -12,10 +12,12 @@
 //! ```
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
-//! the current directory), `--no-peer` (skip supervisord).
+//! the current directory), `--no-peer` (skip supervisord), `--scale-only`
+//! (only the scale phase, printed, nothing written).
 //!
 //! The binary is also the crashing program of the crash-loop comparison:
-//! `bench crash-pod LEDGER DELAY_MS` (see `peer`).
+//! `bench crash-pod LEDGER DELAY_MS` (see `peer`), and the stand-in
+//! process of simulated pod-hosts: `bench sim-hosts …` (see `scale`).
 
 mod api;
 mod baseline;
@@ -25,6 +27,7 @@ mod pods;
 mod proc;
 mod report;
 mod rows;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -53,6 +56,8 @@ pub struct Scale {
     pub peer_limit: Duration,
     pub floor_spawn: usize,
     pub floor_sql: usize,
+    /// The scale phase (100 pod-hosts, 10,000 pods in the full run).
+    pub scale: scale::ScaleSpec,
 }
 
 impl Scale {
@@ -75,6 +80,17 @@ impl Scale {
             peer_limit: Duration::from_secs(40),
             floor_spawn: 500,
             floor_sql: 500,
+            scale: scale::ScaleSpec {
+                configs: scale_configs(
+                    &[(10, 1000), (100, 1000), (10, 10_000), (100, 10_000)],
+                    (10, 1000),
+                ),
+                rest: Duration::from_secs(20),
+                list_active: 50,
+                list_hosts: 200,
+                watchers: 100,
+                timings: scale::Timings::defaults(),
+            },
         }
     }
 
@@ -97,6 +113,14 @@ impl Scale {
             peer_limit: Duration::from_secs(15),
             floor_spawn: 200,
             floor_sql: 200,
+            scale: scale::ScaleSpec {
+                configs: scale_configs(&[(5, 250), (20, 1000)], (5, 250)),
+                rest: Duration::from_secs(3),
+                list_active: 20,
+                list_hosts: 50,
+                watchers: 100,
+                timings: scale::Timings::short(),
+            },
         }
     }
 
@@ -119,14 +143,33 @@ impl Scale {
         self.peer_limit = self.peer_limit.mul_f64(f.clamp(0.5, 1.0));
         self.floor_spawn = s(self.floor_spawn, 20);
         self.floor_sql = s(self.floor_sql, 20);
+        for c in &mut self.scale.configs {
+            c.hosts = s(c.hosts, 2);
+            c.pods = s(c.pods, 20);
+        }
+        self.scale.rest = self.scale.rest.mul_f64(f.clamp(0.3, 1.0));
+        self.scale.list_active = s(self.scale.list_active, 5);
+        self.scale.list_hosts = s(self.scale.list_hosts, 5);
+        self.scale.watchers = s(self.scale.watchers, 5);
         self
     }
+}
+
+/// Simulated pod-hosts at every `(hosts, pods)`, then real ones at `real`.
+fn scale_configs(sim: &[(usize, usize)], real: (usize, usize)) -> Vec<scale::Config> {
+    use scale::fleet::Kind;
+    sim.iter()
+        .map(|&(hosts, pods)| (Kind::Simulated, hosts, pods))
+        .chain(std::iter::once((Kind::Real, real.0, real.1)))
+        .map(|(kind, hosts, pods)| scale::Config { kind, hosts, pods })
+        .collect()
 }
 
 struct Options {
     scale: Scale,
     out: PathBuf,
     peer: bool,
+    scale_only: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -134,6 +177,7 @@ fn parse_args() -> Result<Options, String> {
     let mut factor = 1.0;
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut peer = true;
+    let mut scale_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -147,9 +191,10 @@ fn parse_args() -> Result<Options, String> {
             }
             "--out" => out = args.next().ok_or("--out needs a path")?.into(),
             "--no-peer" => peer = false,
+            "--scale-only" => scale_only = true,
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--scale-only]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -163,7 +208,12 @@ fn parse_args() -> Result<Options, String> {
     } else {
         base.scaled(factor)
     };
-    Ok(Options { scale, out, peer })
+    Ok(Options {
+        scale,
+        out,
+        peer,
+        scale_only,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -173,6 +223,9 @@ fn main() -> std::process::ExitCode {
             argv.get(2).map(String::as_str).unwrap_or("crash-ledger"),
             argv.get(3).map(String::as_str).unwrap_or("100"),
         );
+    }
+    if argv.get(1).map(String::as_str) == Some("sim-hosts") {
+        return scale::standin::main(&argv[2..]);
     }
     let opts = match parse_args() {
         Ok(o) => o,
@@ -207,8 +260,10 @@ fn command_line(argv: &[String]) -> String {
 async fn run(opts: Options, argv: Vec<String>) {
     let t_all = Instant::now();
     let scale = opts.scale.clone();
+    // BENCH_KEEP=1 keeps the work dir (logs, databases) for a look after.
     let root = tempfile::Builder::new()
         .prefix("ipa-bench-")
+        .disable_cleanup(std::env::var_os("BENCH_KEEP").is_some())
         .tempdir()
         .expect("temp dir");
     let sub = |name: &str| {
@@ -222,7 +277,19 @@ async fn run(opts: Options, argv: Vec<String>) {
         root.path().display()
     );
 
-    eprintln!("[1/7] baselines: process spawn/reap, SQLite commit per write");
+    if opts.scale_only {
+        eprintln!("[scale] 100 pod-hosts, 10,000 pods (this mode: see the table)");
+        let results = scale::run(&sub("scale"), &scale.scale).await;
+        let rows = scale::report::rows(&results);
+        println!(
+            "{}\n{}",
+            report::table(&rows),
+            scale::report::tables(&results, &scale.scale)
+        );
+        return;
+    }
+
+    eprintln!("[1/8] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -231,23 +298,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/7] task API");
+    eprintln!("[2/8] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/7] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/8] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/7] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/8] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/7] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/8] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/7] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/8] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -264,7 +331,10 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/7] report");
+    eprintln!("[7/8] scale: simulated pod-hosts (and a real cross-check)");
+    let scale_results = scale::run(&sub("scale"), &scale.scale).await;
+
+    eprintln!("[8/8] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -277,6 +347,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         fleet: &fleet,
         ours: &ours,
         sup: &sup,
+        scale_results: &scale_results,
     };
     let table_rows = rows::build(&all);
     let table = report::table(&table_rows);

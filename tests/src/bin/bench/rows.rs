@@ -32,6 +32,7 @@ pub struct All<'a> {
     pub fleet: &'a FleetResults,
     pub ours: &'a Samples,
     pub sup: &'a Peer,
+    pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -252,6 +253,7 @@ pub fn build(a: &All) -> Vec<Row> {
                 ratio(f(samples.p50()), f(a.ours.p50()))
             )),
     });
+    rows.extend(crate::scale::report::rows(a.scale_results));
     rows
 }
 
@@ -347,6 +349,11 @@ pub fn details(a: &All) -> String {
     } else {
         let _ = writeln!(d, "- Goals missed in this run: {}.", missed.join("; "));
     }
+    let _ = writeln!(d);
+    d.push_str(&crate::scale::report::tables(
+        a.scale_results,
+        &a.scale.scale,
+    ));
     d
 }
 

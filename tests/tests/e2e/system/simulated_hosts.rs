@@ -165,7 +165,7 @@ async fn a_simulated_host_runs_crashes_restarts_and_stops_pods_like_a_real_one()
     assert!(String::from_utf8_lossy(&chunk.data).contains(&pod.pod_id));
 
     // A crash is reported on the stream and restarted by the policy.
-    assert_eq!(s.hosts[0].crash(1), 1);
+    assert_eq!(s.hosts[0].crash(1), vec![t.task_id.clone()]);
     let crashed = wait_event(&s.client, &t.task_id, "pod_crashed", 1).await;
     assert!(crashed.data_json.contains("\"exit_code\":1"), "{crashed:?}");
     wait_event(&s.client, &t.task_id, "pod_started", 2).await;
