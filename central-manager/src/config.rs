@@ -2,6 +2,12 @@
 //! "Binaries, flags and env"). Everything the process can be told lives in
 //! [`Config`]; the pod-host related values are kept here for pod supervision
 //! even where this version does not use them yet.
+//!
+//! Every number has a documented range (in its `--help` and the README):
+//! a value outside it, from the flag or its env var, stops the start with
+//! exit code 2 and a message naming the flag (clap's range check), and so
+//! do the rules between flags ([`Config::validate`]). So nothing at run
+//! time has to cope with a zero interval or an inverted timeout.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,24 +48,27 @@ pub struct Config {
     #[arg(long, env = "IPA_POD_HOST_DNS")]
     pub pod_host_dns: Option<String>,
 
-    /// How often `--pod-host-dns` is resolved again (milliseconds), so
-    /// pod-hosts that appear or vanish are picked up without a restart.
-    #[arg(long, env = "IPA_POD_HOST_DNS_INTERVAL_MS", default_value_t = 5000)]
+    /// How often `--pod-host-dns` is resolved again (milliseconds, 100 to
+    /// 3600000), so pod-hosts that appear or vanish are picked up without a
+    /// restart.
+    #[arg(long, env = "IPA_POD_HOST_DNS_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=3600000))]
     pub pod_host_dns_interval_ms: u64,
 
-    /// How often central-manager pings each pod-host (milliseconds).
-    #[arg(long, env = "IPA_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    /// How often central-manager pings each pod-host (milliseconds, 10 to
+    /// 60000).
+    #[arg(long, env = "IPA_HEARTBEAT_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60000))]
     pub heartbeat_interval_ms: u64,
 
-    /// A pod-host silent this long (milliseconds) is UNREACHABLE and its
-    /// pods' status UNKNOWN.
-    #[arg(long, env = "IPA_HOST_UNREACHABLE_MS", default_value_t = 1500)]
+    /// A pod-host silent this long (milliseconds, 20 to 3600000, and at
+    /// least twice --heartbeat-interval-ms) is UNREACHABLE and its pods'
+    /// status UNKNOWN.
+    #[arg(long, env = "IPA_HOST_UNREACHABLE_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(20..=3600000))]
     pub host_unreachable_ms: u64,
 
-    /// After this long without contact (milliseconds, plus a margin and at
-    /// least the pod-host's own value) an unreachable host's pods are
-    /// declared lost.
-    #[arg(long, env = "IPA_FENCE_TIMEOUT_MS", default_value_t = 5000)]
+    /// After this long without contact (milliseconds, 100 to 3600000 and
+    /// more than --host-unreachable-ms; plus a margin and at least the
+    /// pod-host's own value) an unreachable host's pods are declared lost.
+    #[arg(long, env = "IPA_FENCE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=3600000))]
     pub fence_timeout_ms: u64,
 
     /// Default for tasks that do not set `restart_policy.auto_restart`:
@@ -74,23 +83,23 @@ pub struct Config {
     )]
     pub auto_restart: bool,
 
-    /// Default for `restart_policy.max_restarts`: more crashes than this
-    /// within the window fail the task.
-    #[arg(long, env = "IPA_MAX_RESTARTS", default_value_t = 3)]
+    /// Default for `restart_policy.max_restarts` (0 to 1000): more crashes
+    /// than this within the window fail the task.
+    #[arg(long, env = "IPA_MAX_RESTARTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_restarts: u32,
 
-    /// Default for `restart_policy.window_seconds`.
-    #[arg(long, env = "IPA_RESTART_WINDOW_SECONDS", default_value_t = 60)]
+    /// Default for `restart_policy.window_seconds` (0 to 604800, a week).
+    #[arg(long, env = "IPA_RESTART_WINDOW_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=604800))]
     pub restart_window_seconds: u32,
 
-    /// Default for `restart_policy.initial_backoff_ms`: delay before the
-    /// first automatic restart (doubles per crash).
-    #[arg(long, env = "IPA_INITIAL_BACKOFF_MS", default_value_t = 1000)]
+    /// Default for `restart_policy.initial_backoff_ms` (0 to 3600000):
+    /// delay before the first automatic restart (doubles per crash).
+    #[arg(long, env = "IPA_INITIAL_BACKOFF_MS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=3600000))]
     pub initial_backoff_ms: u32,
 
-    /// Default for `restart_policy.max_backoff_ms`: cap of the restart
-    /// delay.
-    #[arg(long, env = "IPA_MAX_BACKOFF_MS", default_value_t = 30_000)]
+    /// Default for `restart_policy.max_backoff_ms` (0 to 3600000): cap of
+    /// the restart delay.
+    #[arg(long, env = "IPA_MAX_BACKOFF_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(0..=3600000))]
     pub max_backoff_ms: u32,
 
     /// Log format on stderr.
@@ -110,6 +119,26 @@ pub struct Config {
     )]
     pub local_pod_host: bool,
 
+    /// A LOST pod-host is dropped from ListPodHosts after this long
+    /// (milliseconds, 1000 to 604800000) unless it says hello again.
+    #[arg(long, env = "IPA_LOST_HOST_RETENTION_MS", default_value_t = 600_000,
+          value_parser = clap::value_parser!(u64).range(1000..=604_800_000))]
+    pub lost_host_retention_ms: u64,
+
+    /// Most WatchEvents and GetPodLogs streams open at once (1 to 100000);
+    /// one more is refused with RESOURCE_EXHAUSTED `TOO_MANY_STREAMS`.
+    #[arg(long, env = "IPA_MAX_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams: u32,
+
+    /// A WatchEvents client that reads nothing for this long
+    /// (milliseconds, 100 to 3600000) while events wait for it is dropped
+    /// with RESOURCE_EXHAUSTED `WATCH_TOO_SLOW` and the position to resume
+    /// after.
+    #[arg(long, env = "IPA_WATCH_LAG_LIMIT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub watch_lag_limit_ms: u64,
+
     /// Serve metrics in the Prometheus text format at
     /// `http://ADDR/metrics` (see README "Observability"). Off unless set;
     /// port 0 picks a free port, which is logged at start.
@@ -118,6 +147,54 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parses flags and env, then checks the rules between flags; any
+    /// violation exits with code 2 and a message naming the flag.
+    pub fn parse_and_validate() -> Self {
+        let c = Self::parse();
+        if let Err(e) = c.validate() {
+            e.exit();
+        }
+        c
+    }
+
+    /// The rules a single flag's range cannot express. Each message names
+    /// the flag to change.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        use clap::error::ErrorKind;
+        let fail = |msg: String| Err(Self::command().error(ErrorKind::ValueValidation, msg));
+        if self.host_unreachable_ms < self.heartbeat_interval_ms.saturating_mul(2) {
+            return fail(format!(
+                "--host-unreachable-ms ({}) must be at least twice --heartbeat-interval-ms ({}): \
+                 one late ping must not make a host UNREACHABLE",
+                self.host_unreachable_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.fence_timeout_ms <= self.host_unreachable_ms {
+            return fail(format!(
+                "--fence-timeout-ms ({}) must be more than --host-unreachable-ms ({})",
+                self.fence_timeout_ms, self.host_unreachable_ms
+            ));
+        }
+        if let Err(e) = self.database_path() {
+            return fail(format!("--database-url: {e}"));
+        }
+        for url in &self.pod_hosts {
+            if let Err(e) = check_pod_host_url(url) {
+                return fail(format!("--pod-host {url:?}: {e}"));
+            }
+        }
+        if let Some(dns) = &self.pod_host_dns {
+            let ok = dns.rsplit_once(':').is_some_and(|(name, port)| {
+                !name.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return fail(format!("--pod-host-dns {dns:?} must be NAME:PORT"));
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration with every default and the given database URL (for
     /// tests and embedding).
     pub fn with_database_url(url: impl Into<String>) -> Self {
@@ -154,13 +231,31 @@ impl Config {
             // on top of scheduling and check latency.
             fence_margin: crate::hosts::registry::HostTimeouts::default_margin(fence)
                 + self.heartbeat_interval(),
+            lost_retention: Duration::from_millis(self.lost_host_retention_ms),
         }
+    }
+
+    /// `--watch-lag-limit-ms` as a duration.
+    pub fn watch_lag_limit(&self) -> Duration {
+        Duration::from_millis(self.watch_lag_limit_ms)
     }
 
     /// The database file named by `--database-url`.
     pub fn database_path(&self) -> Result<PathBuf, String> {
         database_path(&self.database_url)
     }
+}
+
+/// A `--pod-host` URL: `http://` or `https://`, with a host and a port.
+fn check_pod_host_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".into());
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    Ok(())
 }
 
 /// The file path inside a `sqlite:` URL (`sqlite://./a/b.db`,

@@ -69,6 +69,23 @@ pub enum Error {
     /// The server is shutting down and no longer takes commands.
     #[error("central-manager is shutting down")]
     ShuttingDown,
+    /// TOO_MANY_STREAMS: `--max-streams` WatchEvents + GetPodLogs streams
+    /// are open.
+    #[error(
+        "{0} WatchEvents and GetPodLogs streams are open, the limit (--max-streams); retry later"
+    )]
+    TooManyStreams(u32),
+    /// WATCH_TOO_SLOW: the watcher's client read nothing for the lag limit
+    /// while events waited; it may resume after `position`.
+    #[error(
+        "the client read no event for {limit_ms} ms while events waited (--watch-lag-limit-ms); resume after position {position}"
+    )]
+    WatchTooSlow {
+        /// The last position delivered before this error.
+        position: u64,
+        /// The lag limit, milliseconds.
+        limit_ms: u64,
+    },
     /// INTERNAL: a bug or an impossible state. The string is for the logs
     /// only.
     #[error("internal error ({0})")]
@@ -146,6 +163,8 @@ impl Error {
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::TooManyStreams(_) => ErrorReason::TooManyStreams,
+            Self::WatchTooSlow { .. } => ErrorReason::WatchTooSlow,
             Self::Internal(_) => ErrorReason::Internal,
         }
     }

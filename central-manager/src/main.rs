@@ -4,13 +4,12 @@
 use std::process::ExitCode;
 
 use central_manager::{Application, BoxError, Config};
-use clap::Parser;
 use ipa_common::Telemetry;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = Config::parse_and_validate();
     let telemetry = Telemetry::init("central-manager", config.log_format);
     let result = serve(config).await;
     if let Err(e) = &result {

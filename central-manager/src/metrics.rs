@@ -68,6 +68,9 @@ pub struct CentralMetrics {
     commit_batch: Histogram,
     tasks: Family<StatusLabels, Gauge>,
     running_pods: Gauge,
+    rejected_host_events: Counter,
+    store_writable: Gauge,
+    supervision_backlog: Gauge,
     hosts: Family<StateLabels, Gauge>,
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
 }
@@ -95,6 +98,9 @@ impl CentralMetrics {
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             tasks: Family::default(),
             running_pods: Gauge::default(),
+            rejected_host_events: Counter::default(),
+            store_writable: Gauge::default(),
+            supervision_backlog: Gauge::default(),
             hosts: Family::default(),
             heartbeat_age: Family::default(),
             registry: Registry::default(),
@@ -146,6 +152,21 @@ impl CentralMetrics {
         );
         r.register("ipa_pod_hosts", "Known pod-hosts by state", m.hosts.clone());
         r.register(
+            "ipa_rejected_host_events",
+            "Pod-host reports dropped because that host does not own the pod they name",
+            m.rejected_host_events.clone(),
+        );
+        r.register(
+            "ipa_event_store_writable",
+            "1 while the event store takes writes, 0 while its circuit breaker is open",
+            m.store_writable.clone(),
+        );
+        r.register(
+            "ipa_supervision_backlog",
+            "Supervision writes (host events, reconciliations, host loss) queued and not yet committed",
+            m.supervision_backlog.clone(),
+        );
+        r.register(
             "ipa_pod_host_heartbeat_age_seconds",
             "Time since the last message from each pod-host (heartbeat lag)",
             m.heartbeat_age.clone(),
@@ -182,6 +203,16 @@ impl CentralMetrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
+}
+
+/// A pod-host reported something about a pod it does not own (dropped).
+pub fn count_rejected_host_event() {
+    metrics().rejected_host_events.inc();
+}
+
+/// A supervision write was queued (`+1`) or is done (`-1`).
+pub fn supervision_backlog(delta: i64) {
+    metrics().supervision_backlog.inc_by(delta);
 }
 
 /// Called by the writer after each committed batch.
@@ -224,9 +255,11 @@ impl CentralSource {
                 Err(e) => tracing::debug!(error = %e, "metrics: counting tasks failed"),
             }
         }
-        if let Ok(pods) = self.service.active_pods().await {
-            m.running_pods.set(pods.len() as i64);
+        if let Ok(n) = self.service.count_active_pods().await {
+            m.running_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        m.store_writable
+            .set(i64::from(self.service.store_writable()));
         let hosts = self.service.pod_hosts();
         for state in [
             HostState::Ready,

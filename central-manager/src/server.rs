@@ -23,6 +23,7 @@ use crate::api::CentralManagerApi;
 use crate::config::Config;
 use crate::core::TaskService;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::hosts::directory::HostDirectory;
 use crate::hosts::discovery::{Discovery, SystemResolver};
 use crate::hosts::local::{LocalPodHost, pod_host_binary};
@@ -31,11 +32,20 @@ use crate::store::{DbConfig, Store};
 use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
 
-/// Buffered host updates before sessions wait for the supervisor.
-const HOST_UPDATES: usize = 4096;
 /// How long the local pod-host may take to stop its pods on shutdown
 /// (its own stop grace is 5 s by default).
 const LOCAL_POD_HOST_STOP: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// HTTP/2 PING interval on idle connections, and how long a PING may go
+/// unanswered before the connection is closed.
+const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// TCP keepalive probes on every accepted connection.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Server-side bound on a call's time to its response headers.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Start-up and serve errors (not request errors).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,6 +70,8 @@ pub struct Application {
     rpc_metrics: Option<Arc<ipa_common::metrics::RpcMetrics>>,
     /// Where the metrics endpoint listens, if it does.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// `--max-streams`.
+    max_streams: u32,
 }
 
 impl Application {
@@ -114,7 +126,9 @@ impl Application {
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
         ));
-        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(HOST_UPDATES);
+        // Unbounded so a session never waits on the supervisor (its pings
+        // must go on); sessions bound their own in-flight pod events.
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
         let session_config = SessionConfig {
             heartbeat_interval: config.heartbeat_interval(),
             central_id: uuid::Uuid::new_v4().to_string(),
@@ -123,21 +137,24 @@ impl Application {
             crate::hosts::connector::run(
                 endpoints_rx,
                 session_config,
-                Arc::new(hosts.clone()),
+                hosts.clone(),
                 updates_tx,
                 tracker.clone(),
                 shutdown.clone(),
             ),
             tracing::info_span!("connector"),
         ));
-        let service = Arc::new(TaskService::new(
-            store.clone(),
-            hub,
-            hosts,
-            config.restart_defaults(),
-            tracker.clone(),
-            shutdown.clone(),
-        ));
+        let service = Arc::new(
+            TaskService::new(
+                store.clone(),
+                hub,
+                hosts,
+                config.restart_defaults(),
+                tracker.clone(),
+                shutdown.clone(),
+            )
+            .with_watch_lag_limit(config.watch_lag_limit()),
+        );
         Supervisor::new(
             service.pods().clone(),
             store.clone(),
@@ -169,6 +186,7 @@ impl Application {
             local_pod_host,
             rpc_metrics,
             metrics_addr,
+            max_streams: config.max_streams,
         })
     }
 
@@ -201,11 +219,25 @@ impl Application {
             })
         });
 
+        // The task service is SERVING while the event store takes writes and
+        // NOT_SERVING while its circuit breaker is open. Only the named
+        // service follows the store: the overall ("") status stays SERVING,
+        // so a liveness probe never restarts central-manager over a full
+        // disk (a restart would not help, and pods need central's pings).
+        let store_health = self.tracker.spawn(follow_store_health(
+            self.store.breaker().subscribe(),
+            health.clone(),
+            [stop.clone(), self.shutdown.clone()],
+        ));
+
         let shutdown = self.shutdown.clone();
         let signal = {
             let health = health.clone();
             async move {
                 stop.cancelled().await;
+                // It stops on the same token; joined so it cannot set
+                // SERVING after the NOT_SERVING below.
+                let _ = store_health.await;
                 tracing::info!("shutting down: draining in-flight calls");
                 health
                     .set_service_status("", ServingStatus::NotServing)
@@ -221,18 +253,37 @@ impl Application {
         // Trace context and RPC metrics for every call (a no-op when
         // neither traces nor metrics are on).
         let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
+        let api = CentralManagerServer::new(CentralManagerApi::new(
+            self.service.clone(),
+            self.max_streams,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = Server::builder()
+            // A peer that vanished without closing (a cut cable, a frozen
+            // VM) is noticed and its connection closed instead of holding
+            // streams forever.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            // One connection cannot open unbounded streams.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            // Time to the response headers (the whole call for unary RPCs;
+            // streams only until they open): longer than the slowest pod
+            // operation (a stop waits up to 60 s for its host).
+            .timeout(REQUEST_TIMEOUT)
             .layer(observe)
+            .layer(crate::api::limits::MessageLimitLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CentralManagerServer::new(CentralManagerApi::new(
-                self.service.clone(),
-            )))
+            .add_service(api)
             .serve_with_incoming_shutdown(incoming, signal)
             .await;
-        // Whatever ended the server, stop everything else in order.
+        // Whatever ended the server, stop everything else in order: pod
+        // operations whose callers left still finish (and write) first.
         self.shutdown.cancel();
+        self.service.drain_operations().await;
         self.writer_stop.cancel();
         // The local pod-host is stopped once supervision has stopped (its
         // pods' exits are then left for the next start to reconcile, as
@@ -246,6 +297,28 @@ impl Application {
         self.store.close().await;
         tracing::info!("shut down");
         result.map_err(Into::into)
+    }
+}
+
+/// Sets `ipa.v1.CentralManager`'s health from the store breaker (`true` =
+/// open) until either token is cancelled.
+async fn follow_store_health(
+    mut open: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    [stop, shutdown]: [CancellationToken; 2],
+) {
+    loop {
+        let status = if *open.borrow_and_update() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(SERVICE_NAME, status).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shutdown.cancelled() => return,
+            changed = open.changed() => if changed.is_err() { return },
+        }
     }
 }
 

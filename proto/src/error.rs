@@ -32,6 +32,13 @@ pub enum ErrorReason {
     Internal,
     /// The server is shutting down.
     ShuttingDown,
+    /// Too many WatchEvents + GetPodLogs streams open (`--max-streams`).
+    TooManyStreams,
+    /// A WatchEvents client read too slowly and was dropped; the message
+    /// says the position to resume after.
+    WatchTooSlow,
+    /// A request message over the 4 MiB limit.
+    MessageTooLarge,
     // --- pod-host (internal API) ---
     /// A command carried an older generation than the pod-host knows.
     StaleGeneration,
@@ -42,8 +49,6 @@ pub enum ErrorReason {
     /// The pod's process could not be created (missing program or working
     /// directory, no permission, out of resources): nothing ran.
     SpawnFailed,
-    /// A request message over the server's 4 MiB limit (API.md Limits).
-    MessageTooLarge,
 }
 
 impl ErrorReason {
@@ -67,11 +72,13 @@ impl ErrorReason {
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::TooManyStreams => "TOO_MANY_STREAMS",
+            Self::WatchTooSlow => "WATCH_TOO_SLOW",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::StaleGeneration => "STALE_GENERATION",
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
-            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -94,7 +101,10 @@ impl ErrorReason {
             | Self::NoPodHost
             | Self::EventStoreUnavailable
             | Self::ShuttingDown => Code::Unavailable,
-            Self::NoCapacity | Self::MessageTooLarge => Code::ResourceExhausted,
+            Self::NoCapacity
+            | Self::TooManyStreams
+            | Self::WatchTooSlow
+            | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Internal => Code::Internal,
@@ -127,11 +137,13 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::PermissionDenied,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
+    ErrorReason::TooManyStreams,
+    ErrorReason::WatchTooSlow,
+    ErrorReason::MessageTooLarge,
     ErrorReason::StaleGeneration,
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
-    ErrorReason::MessageTooLarge,
 ];
 
 impl std::fmt::Display for ErrorReason {

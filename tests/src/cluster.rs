@@ -52,7 +52,18 @@ pub async fn start_pod_host(
 /// Starts central-manager with its database in `dir/central.db`, the given
 /// pod-host URLs and `extra` flags.
 pub async fn start_central(dir: &Path, pod_hosts: &[String], extra: &[&str]) -> ServerProcess {
-    let db = format!("sqlite://{}", dir.join("central.db").display());
+    start_central_at(dir, &dir.join("central.db"), pod_hosts, extra).await
+}
+
+/// Like [`start_central`] with the database file at `db` (e.g. on a small
+/// filesystem of its own).
+pub async fn start_central_at(
+    dir: &Path,
+    db: &Path,
+    pod_hosts: &[String],
+    extra: &[&str],
+) -> ServerProcess {
+    let db = format!("sqlite://{}", db.display());
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),

@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod process;
 pub mod proxy;
 pub mod simhost;
+pub mod tmpfs;
 pub mod tools;
 pub mod wait;
 

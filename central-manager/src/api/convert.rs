@@ -12,6 +12,7 @@
 use ipa_proto::time::{micros_from_timestamp, timestamp_from_micros};
 use ipa_proto::v1 as pb;
 
+use crate::domain::limits::MAX_PAGE_BYTES;
 use crate::domain::{
     ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
     LogsQuery, MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus,
@@ -134,7 +135,8 @@ impl TryFrom<pb::CreateTaskRequest> for NewTask {
                 initial_backoff_ms: p.initial_backoff_ms,
                 max_backoff_ms: p.max_backoff_ms,
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .validate()?;
         let request_id = RequestId::parse(&r.request_id)?;
         Ok(Self {
             title,
@@ -385,6 +387,34 @@ pub fn host_to_pb(h: HostView) -> pb::PodHostInfo {
         templates: h.templates,
         last_heartbeat_at: Some(timestamp_from_micros(h.last_heartbeat_at)),
         boot_id: h.boot_id,
+        conflict_endpoint: h.conflict_endpoint,
+    }
+}
+
+/// Drops items from the end until the page's encoding fits
+/// [`MAX_PAGE_BYTES`]; true if any was dropped. The store already cut the
+/// page by the records' size hints, which never undercount, so this only
+/// guards the promise that no response passes the limit.
+pub fn keep_within_page<T: prost::Message>(items: &mut Vec<T>) -> bool {
+    let mut total = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        // The repeated field's tag and length prefix: at most 1 + 5 bytes.
+        total = total.saturating_add(item.encoded_len() + 6);
+        if total > MAX_PAGE_BYTES && i > 0 {
+            tracing::warn!(kept = i, of = items.len(), "page cut by its encoded size");
+            items.truncate(i);
+            return true;
+        }
+    }
+    false
+}
+
+/// ListActivePods' `after_task_id`: empty, or a task id.
+pub fn after_task_id(s: &str) -> Result<Option<TaskId>> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        TaskId::parse(s, "after_task_id").map(Some)
     }
 }
 

@@ -101,6 +101,24 @@ mod tests {
             "NO_POD_HOST",
         );
         check(Error::ShuttingDown, Code::Unavailable, "SHUTTING_DOWN");
+        check(
+            Error::TooManyStreams(3),
+            Code::ResourceExhausted,
+            "TOO_MANY_STREAMS",
+        );
+        let s = check(
+            Error::WatchTooSlow {
+                position: 42,
+                limit_ms: 30_000,
+            },
+            Code::ResourceExhausted,
+            "WATCH_TOO_SLOW",
+        );
+        assert!(
+            s.message().ends_with("resume after position 42"),
+            "{}",
+            s.message()
+        );
     }
 
     #[test]

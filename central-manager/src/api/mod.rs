@@ -5,6 +5,9 @@
 
 pub mod convert;
 pub mod error;
+pub mod limits;
+#[cfg(test)]
+mod wire_size_tests;
 
 use std::sync::Arc;
 
@@ -13,7 +16,6 @@ use ipa_proto::v1::central_manager_server::CentralManager;
 // The generated trait's stream type: with default stubs (proto/build.rs)
 // streaming methods return it instead of an associated type.
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
@@ -31,12 +33,17 @@ type RpcResult<T> = Result<Response<T>, Status>;
 #[derive(Clone)]
 pub struct CentralManagerApi {
     service: Arc<TaskService>,
+    /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
+    streams: limits::StreamSlots,
 }
 
 impl CentralManagerApi {
-    /// Serves `service`.
-    pub fn new(service: Arc<TaskService>) -> Self {
-        Self { service }
+    /// Serves `service`, with at most `max_streams` streams open at once.
+    pub fn new(service: Arc<TaskService>, max_streams: u32) -> Self {
+        Self {
+            service,
+            streams: limits::StreamSlots::new(max_streams),
+        }
     }
 }
 
@@ -90,10 +97,13 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::ListTasksRequest>,
     ) -> RpcResult<pb::ListTasksResponse> {
         let q = ListQuery::try_from(req.into_inner())?;
-        let tasks = self.service.list_tasks(&q).await?;
+        let page = self.service.list_tasks(&q).await?;
         let d = self.service.restart_defaults();
+        let mut tasks: Vec<pb::Task> = page.items.iter().map(|t| task_to_pb(t, d)).collect();
+        let cut = convert::keep_within_page(&mut tasks);
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(|t| task_to_pb(t, d)).collect(),
+            tasks,
+            truncated: page.truncated || cut,
         }))
     }
 
@@ -168,17 +178,22 @@ impl CentralManager for CentralManagerApi {
     #[instrument(name = "ListActivePods", skip_all)]
     async fn list_active_pods(
         &self,
-        _req: Request<pb::ListActivePodsRequest>,
+        req: Request<pb::ListActivePodsRequest>,
     ) -> RpcResult<pb::ListActivePodsResponse> {
-        let pods = self.service.active_pods().await?;
+        let after = convert::after_task_id(&req.get_ref().after_task_id)?;
+        let page = self.service.active_pods(after).await?;
+        let mut pods: Vec<pb::ActivePod> = page
+            .items
+            .into_iter()
+            .map(|(id, pod)| pb::ActivePod {
+                task_id: id.to_string(),
+                pod: Some(pod_to_pb(&pod)),
+            })
+            .collect();
+        let cut = convert::keep_within_page(&mut pods);
         Ok(Response::new(pb::ListActivePodsResponse {
-            pods: pods
-                .into_iter()
-                .map(|(id, pod)| pb::ActivePod {
-                    task_id: id.to_string(),
-                    pod: Some(pod_to_pb(&pod)),
-                })
-                .collect(),
+            pods,
+            truncated: page.truncated || cut,
         }))
     }
 
@@ -188,9 +203,12 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::GetTaskEventsRequest>,
     ) -> RpcResult<pb::GetTaskEventsResponse> {
         let q = EventsQuery::try_from(req.into_inner())?;
-        let events = self.service.task_events(&q).await?;
+        let page = self.service.task_events(&q).await?;
+        let mut events: Vec<pb::Event> = page.items.into_iter().map(event_to_pb).collect();
+        let cut = convert::keep_within_page(&mut events);
         Ok(Response::new(pb::GetTaskEventsResponse {
-            events: events.into_iter().map(event_to_pb).collect(),
+            events,
+            truncated: page.truncated || cut,
         }))
     }
 
@@ -200,10 +218,10 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::WatchEventsRequest>,
     ) -> RpcResult<BoxStream<pb::Event>> {
         let q = WatchQuery::try_from(req.into_inner())?;
-        let rx = self.service.watch_events(q).await?;
-        let stream =
-            ReceiverStream::new(rx).map(|item| item.map(event_to_pb).map_err(Status::from));
-        Ok(Response::new(Box::pin(stream)))
+        let slot = self.streams.acquire()?;
+        let events = self.service.watch_events(q).await?;
+        let stream = events.map(|item| item.map(event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
     }
 
     #[instrument(name = "ListPodHosts", skip_all)]
@@ -227,9 +245,9 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::GetPodLogsRequest>,
     ) -> RpcResult<BoxStream<pb::PodLogChunk>> {
         let q = LogsQuery::try_from(req.into_inner())?;
+        let slot = self.streams.acquire()?;
         let stream = self.service.pod_logs(q).await?;
-        Ok(Response::new(Box::pin(
-            stream.map(|r| r.map_err(Status::from)),
-        )))
+        let stream = stream.map(|r| r.map_err(Status::from));
+        Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
     }
 }

@@ -3,16 +3,28 @@
 //! lifecycle rules inside its transaction); queries read the `tasks` table
 //! and the event store, with the live phase/version of running pods
 //! overlaid from their hosts' streams. Pod operations are in [`pods`].
+//!
+//! Every operation that acts on a pod (StartPod, StopPod, RestartPod,
+//! CreateTask with auto_start, the stop half of CompleteTask/CancelTask)
+//! runs as a task of its own on [`TaskService`]'s operation tracker, and
+//! the RPC only awaits it: a caller that gives up (a 2 ms deadline, a
+//! dropped connection) cannot cut an operation between its claim and its
+//! outcome, so nothing is left STARTING, reserved or unsupervised. Shutdown
+//! waits for these operations before the writer stops.
 
 pub mod logs;
 pub mod pods;
 pub mod pruner;
 
+use std::future::Future;
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::domain::{
-    CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, PodInfo, PodStatus,
+    CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, Page, PodInfo, PodStatus,
     RestartDefaults, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord, WatchQuery,
 };
 use crate::error::{Error, Result};
@@ -30,6 +42,10 @@ pub struct TaskService {
     pods: Pods,
     defaults: RestartDefaults,
     tracker: TaskTracker,
+    /// Pod operations in flight, detached from their callers.
+    ops: TaskTracker,
+    /// `--watch-lag-limit-ms`.
+    watch_lag_limit: std::time::Duration,
     shutdown: CancellationToken,
 }
 
@@ -52,8 +68,36 @@ impl TaskService {
             pods,
             defaults,
             tracker,
+            ops: TaskTracker::new(),
+            watch_lag_limit: std::time::Duration::from_secs(30),
             shutdown,
         }
+    }
+
+    /// Sets `--watch-lag-limit-ms` (default 30 s).
+    pub fn with_watch_lag_limit(mut self, limit: std::time::Duration) -> Self {
+        self.watch_lag_limit = limit;
+        self
+    }
+
+    /// Runs `op` to completion on the operation tracker whatever happens to
+    /// the caller, and returns its result to the caller if it is still
+    /// there.
+    async fn detached<T: Send + 'static>(
+        &self,
+        op: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.ops
+            .spawn(op.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::Internal(format!("pod operation task failed: {e}")))?
+    }
+
+    /// Waits for every pod operation in flight (shutdown, before the writer
+    /// stops).
+    pub async fn drain_operations(&self) {
+        self.ops.close();
+        self.ops.wait().await;
     }
 
     /// The configured restart-policy defaults (to show effective policies).
@@ -76,6 +120,8 @@ impl TaskService {
         if has_pod
             && let (Some(pod), Some(live)) = (&t.pod, self.hosts.live(t.task_id))
             && live.pod_id == pod.pod_id
+            && live.generation == pod.generation
+            && live.host_id == pod.pod_host
         {
             if let Some(phase) = live.phase {
                 t.phase = phase;
@@ -89,11 +135,19 @@ impl TaskService {
     /// start failure is reported in `pod_status`/`pod_message`, the task
     /// still exists. An idempotent repeat returns the first task as it is
     /// now and starts nothing.
-    pub async fn create_task(&self, task: NewTask) -> Result<TaskRecord> {
+    pub async fn create_task(self: &Arc<Self>, task: NewTask) -> Result<TaskRecord> {
+        let this = self.clone();
+        self.detached(async move { this.create_task_now(task).await })
+            .await
+    }
+
+    async fn create_task_now(&self, task: NewTask) -> Result<TaskRecord> {
+        // Fail fast, before a placement check that may wait for a host.
+        self.store.ensure_writable()?;
         // A placement that fails already is recorded with the task, in the
         // same transaction, so GetTask shows why no pod runs.
         let pod_message = if task.auto_start {
-            match self.hosts.place(&task.template) {
+            match self.hosts.place(&task.template).await {
                 Ok(p) => {
                     self.hosts.start_done(&p.host_id, false);
                     String::new()
@@ -151,10 +205,14 @@ impl TaskService {
         Ok(self.with_live(t))
     }
 
-    /// ListTasks.
-    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
-        let tasks = self.store.list_tasks(q).await?;
-        Ok(tasks.into_iter().map(|t| self.with_live(t)).collect())
+    /// ListTasks: one page of at most 4 MiB (`truncated` when it ended
+    /// early).
+    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Page<TaskRecord>> {
+        let page = self.store.list_tasks(q).await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|t| self.with_live(t)).collect(),
+            truncated: page.truncated,
+        })
     }
 
     /// CountTasks.
@@ -163,19 +221,25 @@ impl TaskService {
     }
 
     /// CompleteTask.
-    pub async fn complete_task(&self, c: TaskCommand) -> Result<()> {
-        self.finish(c.task_id, Finish::Complete, c, None).await
+    pub async fn complete_task(self: &Arc<Self>, c: TaskCommand) -> Result<()> {
+        let this = self.clone();
+        self.detached(async move { this.finish(c.task_id, Finish::Complete, c, None).await })
+            .await
     }
 
     /// CancelTask.
-    pub async fn cancel_task(&self, c: CancelTask) -> Result<()> {
+    pub async fn cancel_task(self: &Arc<Self>, c: CancelTask) -> Result<()> {
         let cmd = TaskCommand {
             task_id: c.task_id,
             actor: c.actor,
             correlation: c.correlation,
         };
-        self.finish(c.task_id, Finish::Cancel, cmd, Some(c.reason))
-            .await
+        let this = self.clone();
+        self.detached(async move {
+            this.finish(c.task_id, Finish::Cancel, cmd, Some(c.reason))
+                .await
+        })
+        .await
     }
 
     async fn finish(
@@ -221,29 +285,47 @@ impl TaskService {
             actor: c.actor.as_str().to_owned(),
             correlation: c.correlation.as_str().to_owned(),
         };
-        self.pods
-            .start(c.task_id, cause, false)
-            .await?
-            .ok_or(Error::AlreadyStarted(c.task_id))
+        let pods = self.pods.clone();
+        self.detached(async move {
+            pods.start(c.task_id, cause, false)
+                .await?
+                .ok_or(Error::AlreadyStarted(c.task_id))
+        })
+        .await
     }
 
     /// RestartPod: the running pod (if any) is stopped, then a new
     /// generation starts.
     pub async fn restart_pod(&self, c: TaskCommand) -> Result<PodInfo> {
-        self.pods.restart(c.task_id, &c.actor, &c.correlation).await
+        let pods = self.pods.clone();
+        self.detached(async move { pods.restart(c.task_id, &c.actor, &c.correlation).await })
+            .await
     }
 
     /// StopPod: TASK_NOT_FOUND / ALREADY_* / NOT_RUNNING /
     /// POD_STATE_UNKNOWN, else a graceful stop.
     pub async fn stop_pod(&self, c: StopPod) -> Result<()> {
-        self.pods
-            .stop(c.task_id, &c.actor, &c.correlation, &c.reason)
-            .await
+        let pods = self.pods.clone();
+        self.detached(async move {
+            pods.stop(c.task_id, &c.actor, &c.correlation, &c.reason)
+                .await
+        })
+        .await
     }
 
-    /// ListActivePods.
-    pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
-        self.store.active_pods().await
+    /// ListActivePods: one page of at most 4 MiB, after `after`.
+    pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
+        self.store.active_pods(after).await
+    }
+
+    /// How many pods central considers running (metrics).
+    pub async fn count_active_pods(&self) -> Result<u64> {
+        self.store.count_active_pods().await
+    }
+
+    /// Whether the event store takes writes (its breaker is closed).
+    pub fn store_writable(&self) -> bool {
+        !self.store.breaker().is_open()
     }
 
     /// ListPodHosts.
@@ -251,12 +333,12 @@ impl TaskService {
         self.hosts.list()
     }
 
-    /// GetTaskEvents.
-    pub async fn task_events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+    /// GetTaskEvents: one page of at most 4 MiB.
+    pub async fn task_events(&self, q: &EventsQuery) -> Result<Page<EventRecord>> {
         let events = self.store.task_events(q).await?;
         // An empty page may just mean "nothing after that version"; only
         // then is the extra existence check needed.
-        if events.is_empty() && !self.store.task_exists(q.task_id).await? {
+        if events.items.is_empty() && !self.store.task_exists(q.task_id).await? {
             return Err(Error::TaskNotFound(q.task_id));
         }
         Ok(events)
@@ -276,6 +358,7 @@ impl TaskService {
             self.store.clone(),
             &self.hub,
             q,
+            self.watch_lag_limit,
             &self.tracker,
             self.shutdown.clone(),
         ))

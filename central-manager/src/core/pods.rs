@@ -92,13 +92,16 @@ impl Pods {
         cause: Cause,
         automatic: bool,
     ) -> Result<Option<PodInfo>> {
+        // Fail fast rather than wait for a placement whose claim cannot be
+        // written.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         decide_start(task_id, task.status, task.pod_status)?;
-        let placement = self.hosts.place(&task.template)?;
+        let placement = self.hosts.place(&task.template).await?;
         let pod_id = uuid::Uuid::now_v7().to_string();
         let claim = self
             .store
@@ -127,8 +130,21 @@ impl Pods {
             generation: claimed.generation,
         };
         self.hosts.set_starting(&pod.pod_id, true);
+        // A refused automatic restart stays due (and durable) for a retry.
+        let retry_at = automatic.then(|| {
+            let delay = i64::try_from(crate::supervisor::runner::RESTART_RETRY.as_micros())
+                .unwrap_or(i64::MAX);
+            ipa_proto::time::now_micros().saturating_add(delay)
+        });
         let result = self
-            .start_on_host(placement.client, &placement.host_id, &pod, &claimed, &cause)
+            .start_on_host(
+                placement.client,
+                &placement.host_id,
+                &pod,
+                &claimed,
+                &cause,
+                retry_at,
+            )
             .await;
         self.hosts.set_starting(&pod.pod_id, false);
         self.hosts.start_done(&placement.host_id, result.is_ok());
@@ -142,6 +158,7 @@ impl Pods {
         pod: &PodRef,
         claimed: &ClaimedPod,
         cause: &Cause,
+        retry_at: Option<i64>,
     ) -> Result<PodInfo> {
         let metadata: HashMap<String, String> =
             serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
@@ -168,11 +185,9 @@ impl Pods {
                     // already ended.
                     return Err(self.spawn_failed(pod, host_id, &exit.message).await);
                 }
-                let started_at = info
-                    .started_at
-                    .as_ref()
-                    .and_then(ipa_proto::time::micros_from_timestamp)
-                    .unwrap_or_else(ipa_proto::time::now_micros);
+                let now = ipa_proto::time::now_micros();
+                let started_at =
+                    crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
                 let outcome = self
                     .store
                     .pod(PodCommand::Started {
@@ -217,18 +232,22 @@ impl Pods {
                 Err(self.spawn_failed(pod, host_id, why).await)
             }
             Ok(Err(status)) if is_refusal(&status) => {
-                let message = format!("pod-host {host_id} refused the start: {}", status.message());
+                let message = format!(
+                    "pod-host {host_id} refused the start: {}",
+                    crate::hosts::hello::clip(status.message())
+                );
                 self.store
                     .pod(PodCommand::AbortStart {
                         pod: pod.clone(),
                         message: message.clone(),
+                        retry_at,
                     })
                     .await?;
                 Err(Error::NoPodHost(message))
             }
             other => {
                 let why = match other {
-                    Ok(Err(s)) => s.message().to_owned(),
+                    Ok(Err(s)) => crate::hosts::hello::clip(s.message()),
                     _ => "no answer in time".to_owned(),
                 };
                 tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
@@ -241,6 +260,7 @@ impl Pods {
                         .pod(PodCommand::AbortStart {
                             pod: pod.clone(),
                             message,
+                            retry_at,
                         })
                         .await?;
                     Err(Error::NoPodHost(format!(
@@ -275,6 +295,7 @@ impl Pods {
             .store
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
+                host_id: host_id.to_owned(),
                 report,
                 cause: Cause::system(),
                 defaults: self.defaults,
@@ -322,6 +343,9 @@ impl Pods {
         correlation: &CorrelationId,
         reason: &str,
     ) -> Result<()> {
+        // The stop's end must be recorded: refuse at once (touching
+        // nothing) while the store is known to be unwritable.
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
@@ -375,7 +399,6 @@ impl Pods {
                 return Err(Error::PodStateUnknown(pod.task_id));
             }
         };
-        self.hosts.take_stop(&pod.pod_id);
         // Whatever way it ended while being stopped, the caller asked for it:
         // a requested stop is never a crash.
         let mut detail = exit
@@ -391,16 +414,22 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
+        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        // If this commit fails (the store went down meanwhile), the pending
+        // stop stays: the host's own exit event for the pod, applied once
+        // the store is back, is then recorded as this caller's stop, never
+        // as a crash or a loss.
         self.store
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
+                host_id: host_id.to_owned(),
                 report,
                 cause,
                 defaults: self.defaults,
                 jitter: 0.0,
             })
             .await?;
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.take_stop(&pod.pod_id);
         self.hosts.release(host_id);
         Ok(())
     }
@@ -413,6 +442,7 @@ impl Pods {
         actor: &ActorId,
         correlation: &CorrelationId,
     ) -> Result<PodInfo> {
+        self.store.ensure_writable()?;
         let task = self
             .store
             .task(task_id)
@@ -497,12 +527,16 @@ pub fn exit_detail(exit: &pb::PodExit) -> serde_json::Value {
         "signal": exit.signal,
         "cause": cause.as_str_name(),
         "reported_completed": exit.reported_completed,
-        "message": exit.message,
+        "message": crate::hosts::hello::clip(&exit.message),
     })
 }
 
-/// The report for an exit streamed by a host.
+/// The report for an exit streamed by a host (its free text clipped).
 pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) -> EndReport {
+    let exit = &pb::PodExit {
+        message: crate::hosts::hello::clip(&exit.message),
+        ..exit.clone()
+    };
     let ending = classify(exit);
     let message = match ending {
         Ending::Crashed | Ending::Lost => describe(exit),

@@ -82,7 +82,8 @@ impl Description {
 }
 
 /// Task metadata: at most 64 entries, keys 1..=128 characters, values at
-/// most 4,096 characters. Ordered by key so its JSON form is stable.
+/// most 4,096 characters, and all keys and values together at most 64 KiB
+/// (UTF-8 bytes). Ordered by key so its JSON form is stable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Metadata(BTreeMap<String, String>);
 
@@ -95,6 +96,16 @@ impl Metadata {
                 format!(
                     "has {} entries; the limit is {MAX_METADATA_ENTRIES}",
                     map.len()
+                ),
+            ));
+        }
+        let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > super::limits::MAX_METADATA_BYTES {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "keys and values total {bytes} bytes; the limit is {} (64 KiB)",
+                    super::limits::MAX_METADATA_BYTES
                 ),
             ));
         }
@@ -254,6 +265,24 @@ mod tests {
         assert_eq!(field_of(Metadata::parse(v_over).unwrap_err()), "metadata");
         // Empty values are fine.
         assert!(Metadata::parse(meta([("k".into(), String::new())])).is_ok());
+    }
+
+    #[test]
+    fn metadata_total_bytes_both_sides() {
+        use crate::domain::limits::MAX_METADATA_BYTES;
+        // 16 entries of 4 + 4092 bytes = 65 536 bytes exactly: allowed.
+        let at = meta((0..16).map(|i| (format!("k{i:03}"), "v".repeat(4092))));
+        assert!(Metadata::parse(at).is_ok());
+        let over = meta((0..16).map(|i| (format!("k{i:03}"), "v".repeat(4093))));
+        let e = Metadata::parse(over).unwrap_err();
+        assert!(
+            e.to_string().contains(&MAX_METADATA_BYTES.to_string()),
+            "{e}"
+        );
+        assert_eq!(field_of(e), "metadata");
+        // Counted in bytes: 2-byte characters reach the limit sooner.
+        let wide = meta((0..16).map(|i| (format!("k{i:03}"), "é".repeat(2100))));
+        assert!(Metadata::parse(wide).is_err());
     }
 
     #[test]

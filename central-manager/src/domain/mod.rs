@@ -5,6 +5,9 @@
 mod fields;
 mod ids;
 mod lifecycle;
+pub mod limits;
+#[cfg(test)]
+mod properties;
 mod requests;
 mod restart;
 mod status;
@@ -16,6 +19,7 @@ pub use lifecycle::{
     Finish, StartDecision, StopDecision, Transition, decide_start, decide_stop,
     ensure_not_terminal, finish,
 };
+pub use limits::{Page, WireSize};
 pub use requests::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, MAX_REASON_CHARS, MAX_TAIL_LINES, NewTask,
     Order, OrderBy, StopPod, TaskCommand, TaskFilter, WatchQuery, page_limit, tail_lines,

@@ -45,6 +45,41 @@ pub struct RestartPolicySpec {
 }
 
 impl RestartPolicySpec {
+    /// Checks the caps of API.md's Limits (`max_restarts` ≤ 1000,
+    /// `window_seconds` ≤ 604800, `initial_backoff_ms` and `max_backoff_ms`
+    /// ≤ 3600000): INVALID_ARGUMENT naming the field otherwise.
+    pub fn validate(self) -> crate::error::Result<Self> {
+        use super::limits::{MAX_BACKOFF_MS, MAX_RESTARTS, MAX_WINDOW_SECONDS};
+        let check = |v: Option<u32>, max: u32, field: &'static str| match v {
+            Some(n) if n > max => Err(crate::error::Error::invalid(
+                field,
+                format!("{n} is over the limit of {max}"),
+            )),
+            _ => Ok(()),
+        };
+        check(
+            self.max_restarts,
+            MAX_RESTARTS,
+            "restart_policy.max_restarts",
+        )?;
+        check(
+            self.window_seconds,
+            MAX_WINDOW_SECONDS,
+            "restart_policy.window_seconds",
+        )?;
+        check(
+            self.initial_backoff_ms,
+            MAX_BACKOFF_MS,
+            "restart_policy.initial_backoff_ms",
+        )?;
+        check(
+            self.max_backoff_ms,
+            MAX_BACKOFF_MS,
+            "restart_policy.max_backoff_ms",
+        )?;
+        Ok(self)
+    }
+
     /// The effective policy: each unset field takes its default.
     pub fn resolve(&self, d: &RestartDefaults) -> RestartPolicy {
         RestartPolicy {
@@ -84,6 +119,51 @@ mod tests {
         assert_eq!(p.max_restarts, 0);
         assert_eq!(p.window_seconds, 60);
         assert_eq!(p.max_backoff_ms, 30_000);
+    }
+
+    #[test]
+    fn caps_both_sides() {
+        use crate::domain::limits::{MAX_BACKOFF_MS, MAX_RESTARTS, MAX_WINDOW_SECONDS};
+        let at = RestartPolicySpec {
+            auto_restart: Some(true),
+            max_restarts: Some(MAX_RESTARTS),
+            window_seconds: Some(MAX_WINDOW_SECONDS),
+            initial_backoff_ms: Some(MAX_BACKOFF_MS),
+            max_backoff_ms: Some(MAX_BACKOFF_MS),
+        };
+        assert!(at.validate().is_ok());
+        let field = |spec: RestartPolicySpec| match spec.validate() {
+            Err(crate::error::Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(RestartPolicySpec {
+                max_restarts: Some(MAX_RESTARTS + 1),
+                ..at
+            }),
+            "restart_policy.max_restarts"
+        );
+        assert_eq!(
+            field(RestartPolicySpec {
+                window_seconds: Some(MAX_WINDOW_SECONDS + 1),
+                ..at
+            }),
+            "restart_policy.window_seconds"
+        );
+        assert_eq!(
+            field(RestartPolicySpec {
+                max_backoff_ms: Some(u32::MAX),
+                ..at
+            }),
+            "restart_policy.max_backoff_ms"
+        );
+        assert_eq!(
+            field(RestartPolicySpec {
+                initial_backoff_ms: Some(MAX_BACKOFF_MS + 1),
+                ..at
+            }),
+            "restart_policy.initial_backoff_ms"
+        );
     }
 
     #[test]

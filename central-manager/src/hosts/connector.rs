@@ -4,21 +4,21 @@
 //! session's host is then judged by the silence rules like any other.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::session::{self, HostUpdate, ResumePoint, SessionConfig};
+use super::directory::HostDirectory;
+use super::session::{self, HostUpdate, SessionConfig};
 
 /// Runs until `cancel`, reacting to every change of `endpoints`.
 pub async fn run(
     mut endpoints: watch::Receiver<BTreeSet<String>>,
     config: SessionConfig,
-    resume: Arc<dyn ResumePoint>,
-    updates: mpsc::Sender<HostUpdate>,
+    hosts: HostDirectory,
+    updates: mpsc::UnboundedSender<HostUpdate>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -41,7 +41,7 @@ pub async fn run(
             sessions.insert(ep.clone(), token.clone());
             let span = tracing::info_span!("session", endpoint = %ep);
             tracker.spawn(
-                session::run(ep, config.clone(), resume.clone(), updates.clone(), token)
+                session::run(ep, config.clone(), hosts.clone(), updates.clone(), token)
                     .instrument(span),
             );
         }

@@ -16,7 +16,7 @@ use ipa_proto::v1::pod_host_client::PodHostClient;
 
 pub use super::registry::HostState;
 use super::registry::{HostTimeouts, Registry};
-use super::session::{ResumePoint, SessionHandle};
+use super::session::SessionHandle;
 use crate::domain::{Phase, TaskId, TemplateName};
 use crate::error::{Error, Result};
 use crate::store::pods::Cause;
@@ -40,6 +40,9 @@ pub struct HostView {
     pub last_heartbeat_at: i64,
     /// Its boot id.
     pub boot_id: String,
+    /// An endpoint refused recently for saying hello with this host's id
+    /// (empty when none).
+    pub conflict_endpoint: String,
 }
 
 /// Where a pod was placed: the host and a client for it.
@@ -54,6 +57,9 @@ pub struct Placement {
 /// The live state of a running pod, from its host's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LivePod {
+    /// The host that reported it; the overlay applies only while the
+    /// task's row names this host, pod and generation.
+    pub host_id: String,
     pub pod_id: String,
     pub generation: u64,
     /// Last reported phase (None before the first report).
@@ -79,12 +85,23 @@ struct Inner {
     pending_stops: HashMap<String, PendingStop>,
     /// Pods whose StartPod is on its way to their host.
     starting: std::collections::HashSet<String>,
+    /// Hosts whose current session's hello has been reconciled with the
+    /// database (host id → boot id). Placement waits for it, so a pod
+    /// started on the host can never be mistaken for one missing from an
+    /// older snapshot.
+    reconciled: HashMap<String, String>,
 }
+
+/// How long a placement waits for a just-connected host's hello to be
+/// reconciled before answering NO_POD_HOST.
+pub const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Cheap to clone; all clones share the state.
 #[derive(Debug, Clone)]
 pub struct HostDirectory {
     inner: Arc<Mutex<Inner>>,
+    /// Signalled whenever a host's hello has been reconciled.
+    reconciled_now: Arc<tokio::sync::Notify>,
 }
 
 impl HostDirectory {
@@ -98,7 +115,9 @@ impl HostDirectory {
                 resume: HashMap::new(),
                 pending_stops: HashMap::new(),
                 starting: Default::default(),
+                reconciled: HashMap::new(),
             })),
+            reconciled_now: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -115,6 +134,7 @@ impl HostDirectory {
 
     /// Every known pod-host.
     pub fn list(&self) -> Vec<HostView> {
+        let now = Instant::now();
         self.lock()
             .registry
             .hosts()
@@ -127,16 +147,113 @@ impl HostDirectory {
                 templates: h.templates.iter().cloned().collect(),
                 last_heartbeat_at: ipa_proto::time::unix_micros(h.last_heartbeat_at),
                 boot_id: h.boot_id.clone(),
+                conflict_endpoint: h.conflict_endpoint(now).unwrap_or_default().to_owned(),
             })
             .collect()
     }
 
-    /// Picks a ready pod-host with free capacity serving `template` (least
-    /// loaded first) and reserves a slot there; NO_POD_HOST when none.
-    pub fn place(&self, template: &TemplateName) -> Result<Placement> {
+    /// A hello arrived on the session `handle`: refused (`Err` names the
+    /// endpoint holding the host id) if another endpoint holds that id,
+    /// else recorded with the session, atomically, so two sessions racing
+    /// with one host id cannot both be accepted.
+    pub fn register_hello(
+        &self,
+        hello: super::registry::HostHello,
+        handle: SessionHandle,
+        at: Instant,
+        wall: SystemTime,
+    ) -> std::result::Result<super::registry::HelloOutcome, String> {
+        let mut g = self.lock();
+        if let Some(holder) = g.registry.conflict(&hello.host_id, &handle.endpoint, at) {
+            return Err(holder);
+        }
+        let outcome = g.registry.on_hello(hello, at, wall);
+        g.reconciled.remove(&handle.host_id);
+        g.sessions.insert(handle.host_id.clone(), handle);
+        Ok(outcome)
+    }
+
+    /// The hello of `host_id`'s session on `boot_id` has been reconciled:
+    /// pods may be placed there.
+    pub fn mark_reconciled(&self, host_id: &str, boot_id: &str) {
+        let mut g = self.lock();
+        if g.sessions
+            .get(host_id)
+            .is_some_and(|s| s.boot_id == boot_id)
+        {
+            g.reconciled.insert(host_id.to_owned(), boot_id.to_owned());
+        }
+    }
+
+    /// Applies the silence rules at `now` and forgets hosts LOST for longer
+    /// than the retention (unless connected).
+    pub fn tick(&self, now: Instant) -> (Vec<super::registry::Transition>, Vec<String>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        let connected: Vec<&str> = inner.sessions.keys().map(String::as_str).collect();
+        let transitions = inner.registry.tick(now);
+        let sessions = &inner.sessions;
+        let forgotten = inner
+            .registry
+            .forget_lost(now, |id| sessions.contains_key(id));
+        (transitions, forgotten)
+    }
+
+    /// The current state of a host.
+    pub fn state(&self, host_id: &str) -> Option<HostState> {
+        self.lock().registry.get(host_id).map(|h| h.state)
+    }
+
+    /// Picks a ready pod-host with free capacity serving `template` (least
+    /// loaded first) and reserves a slot there; NO_POD_HOST when none.
+    ///
+    /// A host that just said hello is placeable once its snapshot has been
+    /// reconciled with the database (normally milliseconds later). If only
+    /// such a host could take the pod, this waits for that, up to
+    /// [`RECONCILE_WAIT`], rather than answer NO_POD_HOST for a host that
+    /// ListPodHosts already shows READY.
+    pub async fn place(&self, template: &TemplateName) -> Result<Placement> {
+        let deadline = tokio::time::Instant::now() + RECONCILE_WAIT;
+        loop {
+            let notified = self.reconciled_now.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a reconciliation in between is
+            // not missed.
+            notified.as_mut().enable();
+            match self.try_place(template) {
+                Ok(p) => return Ok(p),
+                Err(e) if self.awaits_reconcile(template) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a connected host that could take a pod of `template` waits
+    /// for its hello to be reconciled.
+    fn awaits_reconcile(&self, template: &TemplateName) -> bool {
+        let g = self.lock();
+        g.sessions.iter().any(|(id, s)| {
+            g.reconciled.get(id) != Some(&s.boot_id)
+                && g.registry.get(id).is_some_and(|h| {
+                    h.state == HostState::Ready
+                        && h.load() < h.capacity
+                        && h.templates.contains(template.as_str())
+                })
+        })
+    }
+
+    fn try_place(&self, template: &TemplateName) -> Result<Placement> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let connected: Vec<&str> = inner
+            .sessions
+            .iter()
+            .filter(|(id, s)| inner.reconciled.get(*id) == Some(&s.boot_id))
+            .map(|(id, _)| id.as_str())
+            .collect();
         let disconnected: Vec<String> = inner
             .registry
             .hosts()
@@ -177,11 +294,6 @@ impl HostDirectory {
         self.lock().sessions.get(host_id).map(|s| s.client.clone())
     }
 
-    /// Records a new session (after a hello).
-    pub fn add_session(&self, handle: SessionHandle) {
-        self.lock().sessions.insert(handle.host_id.clone(), handle);
-    }
-
     /// Forgets a session if it is still the current one for its host.
     pub fn remove_session(&self, host_id: &str, boot_id: &str, endpoint: &str) {
         let mut g = self.lock();
@@ -191,7 +303,14 @@ impl HostDirectory {
             .is_some_and(|s| s.boot_id == boot_id && s.endpoint == endpoint);
         if current {
             g.sessions.remove(host_id);
+            g.reconciled.remove(host_id);
         }
+    }
+
+    /// The boot and last committed sequence central knows for `endpoint`,
+    /// sent in the next CentralHello so the host replays only the rest.
+    pub fn resume_point(&self, endpoint: &str) -> Option<(String, u64)> {
+        self.lock().resume.get(endpoint).cloned()
     }
 
     /// Acknowledges `seq` to the host's current session and remembers it as
@@ -249,38 +368,41 @@ impl HostDirectory {
         self.lock().starting.contains(pod_id)
     }
 
-    /// If `host_id` is LOST although its session is alive, resets that
-    /// session: the host reconnects and its hello is reconciled like after a
-    /// restart (stale pods fenced), which makes it READY again.
-    pub fn reset_if_lost(&self, host_id: &str) -> bool {
-        let g = self.lock();
-        let lost = g
-            .registry
-            .get(host_id)
-            .is_some_and(|h| h.state == HostState::Lost);
-        match g.sessions.get(host_id) {
-            Some(s) if lost => {
-                s.reset();
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Live phase/version of a task's running pod.
     pub fn live(&self, task_id: TaskId) -> Option<LivePod> {
         self.lock().live.get(&task_id).cloned()
     }
 
-    /// Updates the live state of a pod; returns the previous live phase.
-    pub fn set_live(&self, task_id: TaskId, pod: LivePod) -> Option<Phase> {
-        self.lock().live.insert(task_id, pod).and_then(|p| p.phase)
+    /// Updates the live state of a pod. Refused (false) when the task's
+    /// live entry is the same pod and generation reported by another host:
+    /// a host cannot overwrite what the pod's own host reports.
+    pub fn set_live(&self, task_id: TaskId, pod: LivePod) -> bool {
+        let mut g = self.lock();
+        let hijack = g.live.get(&task_id).is_some_and(|l| {
+            l.pod_id == pod.pod_id && l.generation == pod.generation && l.host_id != pod.host_id
+        });
+        if hijack {
+            return false;
+        }
+        g.live.insert(task_id, pod);
+        true
     }
 
     /// Forgets the live state of a task's pod (if it is that pod).
     pub fn clear_live(&self, task_id: TaskId, pod_id: &str) {
         let mut g = self.lock();
         if g.live.get(&task_id).is_some_and(|p| p.pod_id == pod_id) {
+            g.live.remove(&task_id);
+        }
+    }
+
+    /// Like [`Self::clear_live`], only if `host_id` reported that entry.
+    pub fn clear_live_of(&self, task_id: TaskId, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        if g.live
+            .get(&task_id)
+            .is_some_and(|p| p.pod_id == pod_id && p.host_id == host_id)
+        {
             g.live.remove(&task_id);
         }
     }
@@ -294,10 +416,10 @@ impl HostDirectory {
     pub fn take_stop(&self, pod_id: &str) -> Option<PendingStop> {
         self.lock().pending_stops.remove(pod_id)
     }
-}
 
-impl ResumePoint for HostDirectory {
-    fn resume_point(&self, endpoint: &str) -> Option<(String, u64)> {
-        self.lock().resume.get(endpoint).cloned()
+    /// The pending stop of `pod_id`, left in place (it is taken once the
+    /// pod's end is committed).
+    pub fn peek_stop(&self, pod_id: &str) -> Option<PendingStop> {
+        self.lock().pending_stops.get(pod_id).cloned()
     }
 }

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod connector;
 pub mod directory;
 pub mod discovery;
+pub mod hello;
 pub mod local;
 pub mod registry;
 pub mod session;

@@ -9,7 +9,15 @@
 //!   by the deadline none of its pods can still run (frozen hosts excepted,
 //!   see docs/architecture.md) and the tasks may be placed elsewhere.
 //! - any message from the host makes it READY again (or DRAINING if it says
-//!   so), unless it is LOST, which only a new hello undoes.
+//!   so), unless it is LOST, which only a new hello undoes;
+//! - a LOST host is forgotten (gone from ListPodHosts) once it has been
+//!   LOST for `lost_retention` without saying hello again.
+//!
+//! Host identity: a host id belongs to the endpoint that said hello with it
+//! until that host is LOST. A hello with the same host id from another
+//! endpoint is refused ([`Registry::conflict`]) and shown on the host as
+//! `conflict_endpoint`, so two pod-hosts started with one `--host-id` can
+//! never run one task twice.
 //!
 //! Pure: every method takes `now`, so both sides of each timeout are unit
 //! tested without sleeping.
@@ -36,7 +44,14 @@ pub struct HostTimeouts {
     /// Added to the larger fence timeout before pods are declared lost, to
     /// absorb clock-rate differences and the host's fence-check latency.
     pub fence_margin: Duration,
+    /// `--lost-host-retention-ms`: how long a LOST host stays listed.
+    pub lost_retention: Duration,
 }
+
+/// How long a refused conflicting hello stays shown on the host: longer
+/// than the slowest reconnect of the refused session, so a conflict that
+/// persists stays visible, and one that stopped clears by itself.
+pub const CONFLICT_SHOWN_FOR: Duration = Duration::from_secs(30);
 
 impl HostTimeouts {
     /// The margin used when none is configured: a quarter of the fence
@@ -83,6 +98,26 @@ pub struct HostEntry {
     pub last_heartbeat_at: SystemTime,
     /// The host's own fence timeout from its hello.
     pub host_fence_timeout: Duration,
+    /// Since when the host is LOST.
+    pub lost_since: Option<Instant>,
+    /// The last endpoint refused for saying hello with this host id, and
+    /// when.
+    pub conflict: Option<(String, Instant)>,
+}
+
+impl HostEntry {
+    /// Pods counted against capacity: running plus reserved.
+    pub fn load(&self) -> u32 {
+        self.running_pods.saturating_add(self.reserved)
+    }
+
+    /// The conflicting endpoint to show at `now`, if any.
+    pub fn conflict_endpoint(&self, now: Instant) -> Option<&str> {
+        self.conflict
+            .as_ref()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CONFLICT_SHOWN_FOR)
+            .map(|(e, _)| e.as_str())
+    }
 }
 
 /// Result of a hello, for the caller to reconcile pods.
@@ -127,6 +162,19 @@ impl Registry {
         self.hosts.values()
     }
 
+    /// If a hello with `host_id` from `endpoint` must be refused because
+    /// another endpoint holds that id (it said hello with it and is not
+    /// LOST), records the conflict on the host and returns the holder.
+    pub fn conflict(&mut self, host_id: &str, endpoint: &str, now: Instant) -> Option<String> {
+        let h = self.hosts.get_mut(host_id)?;
+        // A placeholder (loaded at start-up) has no endpoint yet.
+        if h.address.is_empty() || h.address == endpoint || h.state == HostState::Lost {
+            return None;
+        }
+        h.conflict = Some((endpoint.to_owned(), now));
+        Some(h.address.clone())
+    }
+
     /// Records a hello and says how it relates to what was known.
     pub fn on_hello(&mut self, hello: HostHello, now: Instant, wall: SystemTime) -> HelloOutcome {
         let state = if hello.draining {
@@ -134,6 +182,10 @@ impl Registry {
         } else {
             HostState::Ready
         };
+        let conflict = self
+            .hosts
+            .get(&hello.host_id)
+            .and_then(|h| h.conflict.clone());
         let entry = HostEntry {
             host_id: hello.host_id.clone(),
             address: hello.address,
@@ -146,6 +198,8 @@ impl Registry {
             last_contact: now,
             last_heartbeat_at: wall,
             host_fence_timeout: hello.fence_timeout,
+            lost_since: None,
+            conflict,
         };
         match self.hosts.insert(hello.host_id, entry) {
             None => HelloOutcome::NewHost,
@@ -216,6 +270,7 @@ impl Registry {
             h.state = to;
             if to == HostState::Lost {
                 h.running_pods = 0;
+                h.lost_since = Some(now);
             }
             out.push(Transition {
                 host_id: id,
@@ -226,19 +281,44 @@ impl Registry {
         out
     }
 
-    /// The earliest instant at which [`Registry::tick`] could change
-    /// something, so a timer can sleep exactly until then.
+    /// The earliest instant at which [`Registry::tick`] or
+    /// [`Registry::forget_lost`] could change something, so a timer can
+    /// sleep exactly until then.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.hosts
             .values()
-            .filter_map(|h| match h.state {
-                HostState::Lost => None,
-                HostState::Unreachable => Some(self.fence_deadline(h)),
-                HostState::Ready | HostState::Draining => Some(
-                    (h.last_contact + self.timeouts.unreachable_after).min(self.fence_deadline(h)),
-                ),
+            .map(|h| match h.state {
+                HostState::Lost => h
+                    .lost_since
+                    .unwrap_or(h.last_contact)
+                    .checked_add(self.timeouts.lost_retention)
+                    .unwrap_or(h.last_contact),
+                HostState::Unreachable => self.fence_deadline(h),
+                HostState::Ready | HostState::Draining => {
+                    (h.last_contact + self.timeouts.unreachable_after).min(self.fence_deadline(h))
+                }
             })
             .min()
+    }
+
+    /// Forgets hosts LOST for at least `lost_retention` at `now`, unless
+    /// `connected` says they have a live session; returns their ids.
+    pub fn forget_lost(&mut self, now: Instant, connected: impl Fn(&str) -> bool) -> Vec<String> {
+        let retention = self.timeouts.lost_retention;
+        let gone: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| h.state == HostState::Lost && !connected(&h.host_id))
+            .filter(|h| {
+                let since = h.lost_since.unwrap_or(h.last_contact);
+                now.saturating_duration_since(since) >= retention
+            })
+            .map(|h| h.host_id.clone())
+            .collect();
+        for id in &gone {
+            self.hosts.remove(id);
+        }
+        gone
     }
 
     /// Chooses a READY host that serves `template` and has a free slot,
@@ -249,19 +329,19 @@ impl Registry {
             .hosts
             .values()
             .filter(|h| h.state == HostState::Ready)
-            .filter(|h| h.running_pods + h.reserved < h.capacity)
+            .filter(|h| h.load() < h.capacity)
             .filter(|h| h.templates.contains(template))
             .filter(|h| !exclude.contains(&h.host_id.as_str()))
             .min_by(|a, b| {
                 // Compare load as a fraction of capacity.
-                let la = u64::from(a.running_pods + a.reserved) * u64::from(b.capacity);
-                let lb = u64::from(b.running_pods + b.reserved) * u64::from(a.capacity);
+                let la = u64::from(a.load()) * u64::from(b.capacity);
+                let lb = u64::from(b.load()) * u64::from(a.capacity);
                 la.cmp(&lb).then_with(|| a.host_id.cmp(&b.host_id))
             })?
             .host_id
             .clone();
         if let Some(h) = self.hosts.get_mut(&chosen) {
-            h.reserved += 1;
+            h.reserved = h.reserved.saturating_add(1);
         }
         Some(chosen)
     }
@@ -272,7 +352,7 @@ impl Registry {
         if let Some(h) = self.hosts.get_mut(host_id) {
             h.reserved = h.reserved.saturating_sub(1);
             if started {
-                h.running_pods += 1;
+                h.running_pods = h.running_pods.saturating_add(1);
             }
         }
     }
@@ -289,7 +369,7 @@ impl Registry {
     /// caller adds).
     pub fn set_running(&mut self, host_id: &str, running: u32) {
         if let Some(h) = self.hosts.get_mut(host_id) {
-            h.running_pods = running;
+            h.running_pods = super::hello::clamp_count(running);
         }
     }
 }
@@ -305,6 +385,7 @@ mod tests {
             unreachable_after: 1500 * MS,
             fence_timeout: 5000 * MS,
             fence_margin: 500 * MS,
+            lost_retention: 60_000 * MS,
         }
     }
 
@@ -440,5 +521,77 @@ mod tests {
         assert_eq!(r.get("a").unwrap().state, HostState::Unreachable);
         assert_eq!(r.get("b").unwrap().state, HostState::Draining);
         assert_eq!(r.place("default", &[]), None);
+    }
+
+    #[test]
+    fn a_host_id_belongs_to_its_endpoint_until_lost() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let w = SystemTime::now();
+        r.on_hello(hello("a", "b1", 4, &["default"]), t0, w);
+        let held = "http://a:50052";
+        // The same endpoint reconnecting is no conflict.
+        assert_eq!(r.conflict("a", held, t0), None);
+        // Another endpoint is refused and shown, for a while.
+        assert_eq!(r.conflict("a", "http://other:1", t0).as_deref(), Some(held));
+        assert_eq!(
+            r.get("a").unwrap().conflict_endpoint(t0 + 1000 * MS),
+            Some("http://other:1")
+        );
+        assert_eq!(
+            r.get("a")
+                .unwrap()
+                .conflict_endpoint(t0 + CONFLICT_SHOWN_FOR),
+            None
+        );
+        // A reconnect of the holder keeps what was shown.
+        r.on_hello(hello("a", "b1", 4, &["default"]), t0 + 10 * MS, w);
+        assert!(r.get("a").unwrap().conflict.is_some());
+        // Once LOST, the id is free for another endpoint.
+        r.tick(t0 + 10 * MS + 6000 * MS);
+        assert_eq!(r.get("a").unwrap().state, HostState::Lost);
+        assert_eq!(r.conflict("a", "http://other:1", t0 + 7000 * MS), None);
+        // Unknown ids and placeholders (no endpoint yet) are free.
+        assert_eq!(r.conflict("nobody", "x", t0), None);
+        let mut placeholder = hello("p", "", 0, &[]);
+        placeholder.address = String::new();
+        r.on_hello(placeholder, t0, w);
+        assert_eq!(r.conflict("p", "http://p:1", t0), None);
+    }
+
+    #[test]
+    fn lost_hosts_are_forgotten_after_the_retention_unless_connected() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let w = SystemTime::now();
+        r.on_hello(hello("a", "1", 4, &["default"]), t0, w);
+        r.on_hello(hello("b", "1", 4, &["default"]), t0, w);
+        let lost_at = t0 + 5500 * MS;
+        r.tick(lost_at);
+        assert_eq!(r.get("a").unwrap().lost_since, Some(lost_at));
+        assert_eq!(r.next_deadline(), Some(lost_at + 60_000 * MS));
+        assert!(r.forget_lost(lost_at + 59_999 * MS, |_| false).is_empty());
+        let gone = r.forget_lost(lost_at + 60_000 * MS, |id| id == "b");
+        assert_eq!(gone, vec!["a".to_string()]);
+        assert!(r.get("a").is_none());
+        assert!(r.get("b").is_some(), "a connected host is kept");
+    }
+
+    #[test]
+    fn load_and_counts_saturate() {
+        let mut r = Registry::new(timeouts());
+        let t0 = Instant::now();
+        let cap = crate::hosts::hello::clamp_capacity(u32::MAX);
+        let mut h = hello("a", "1", cap, &["default"]);
+        h.running_pods = u32::MAX;
+        r.on_hello(h, t0, SystemTime::now());
+        r.set_running("a", u32::MAX);
+        assert_eq!(
+            r.get("a").unwrap().running_pods,
+            crate::hosts::hello::MAX_CAPACITY
+        );
+        r.start_done("a", true);
+        assert_eq!(r.place("default", &[]), None);
+        assert!(r.get("a").unwrap().load() >= r.get("a").unwrap().running_pods);
     }
 }

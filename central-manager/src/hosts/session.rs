@@ -1,13 +1,23 @@
 //! One supervision session per pod-host endpoint: dial, open the `Connect`
-//! stream, say hello, then forward everything the host sends to the single
-//! consumer (the supervisor) and carry the consumer's acks back, pinging at
-//! the heartbeat interval so the host's fence timer stays fresh. When the
-//! stream ends the session reports it and redials with backoff and jitter,
-//! until cancelled.
+//! stream, say hello, then keep reading everything the host sends, pinging
+//! at the heartbeat interval so the host's fence timer stays fresh. When
+//! the stream ends the session redials with backoff and jitter, until
+//! cancelled.
 //!
-//! Every update carries the monotonic instant the message *arrived*, so a
-//! busy consumer cannot make a host look silent.
+//! Liveness never waits for the database (or anything else slow): the
+//! session itself records every message as contact with the host
+//! ([`HostDirectory::contact`]), registers the hello (refusing a host id
+//! held by another endpoint), and hands pod events and the hello's
+//! snapshot to the supervisor over an unbounded channel it never waits on.
+//! Pod events the supervisor has not committed yet are bounded per session
+//! ([`MAX_IN_FLIGHT`]): beyond it the session stops forwarding (the host
+//! keeps them, unacknowledged) and, once the supervisor has caught up,
+//! reconnects so the host replays them in order.
+//!
+//! Every update carries the monotonic instant the message *arrived*.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipa_proto::v1::{
@@ -20,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::TracedChannel as Channel;
-
 use super::backoff;
+use super::directory::{HostDirectory, HostState};
+use super::hello::{accept_hello, clamp_count};
+use super::registry::HelloOutcome;
 
 /// Reconnect backoff: first retry after ~100 ms, at most ~5 s apart. Short
 /// enough that a host back from a blip rejoins well inside the
@@ -35,40 +47,51 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outbound buffer (acks, pings). Acks are cumulative, so if it is ever
 /// full dropping one loses nothing but a little replay work.
 const OUTBOUND_CAPACITY: usize = 1024;
+/// Pod events of one session handed to the supervisor and not yet
+/// committed. Beyond it (a long database outage with busy pods) the session
+/// stops forwarding; the host keeps the events until acknowledged.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+/// How long a session refused for its host id waits before trying again:
+/// the conflict lasts until the holder is LOST.
+const REFUSED_RETRY: Duration = RECONNECT_MAX;
 
 /// What a session tells the supervisor.
 #[derive(Debug)]
 pub enum HostUpdate {
-    /// The stream is open and the host said hello.
+    /// The stream is open and the host's hello was accepted and registered:
+    /// reconcile its snapshot with the database.
     Connected {
         hello: HostHello,
+        /// The host restarted since central last saw it: its old pods died.
+        new_boot: bool,
         handle: SessionHandle,
-        at: Instant,
-        wall: SystemTime,
     },
-    /// A heartbeat arrived.
-    Heartbeat {
-        host_id: String,
-        last_seq: u64,
-        running_pods: u32,
-        draining: bool,
-        at: Instant,
-        wall: SystemTime,
-    },
-    /// A pod event arrived; ack `event.seq` once its effects are committed.
+    /// A pod event arrived; ack `event.seq` once its effects are committed,
+    /// then release its slot in `in_flight`.
     PodEvent {
         host_id: String,
         boot_id: String,
         event: PodEvent,
-        at: Instant,
-        wall: SystemTime,
+        in_flight: InFlight,
     },
-    /// The stream ended (the host may still be alive: timers decide).
-    Disconnected {
-        host_id: String,
-        boot_id: String,
-        endpoint: String,
-    },
+}
+
+/// A session's count of pod events handed to the supervisor and not yet
+/// done with. Decremented on drop, so a dropped event frees its slot.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The supervisor's handle on a live session.
@@ -109,18 +132,22 @@ pub struct SessionConfig {
     pub central_id: String,
 }
 
-/// Resume point for a host: the boot the central last saw and the last
-/// sequence it committed. Kept by the supervisor, read at each (re)dial.
-pub trait ResumePoint: Send + Sync + 'static {
-    fn resume_point(&self, endpoint: &str) -> Option<(String, u64)>;
+/// Why a connection ended.
+enum End {
+    /// The host's hello was accepted: redial soon.
+    Served,
+    /// Dial or hello failed: back off.
+    Failed(String),
+    /// The hello was refused: wait [`REFUSED_RETRY`].
+    Refused,
 }
 
 /// Runs the session for `endpoint` until `cancel`.
 pub async fn run(
     endpoint: String,
     config: SessionConfig,
-    resume: std::sync::Arc<dyn ResumePoint>,
-    updates: mpsc::Sender<HostUpdate>,
+    hosts: HostDirectory,
+    updates: mpsc::UnboundedSender<HostUpdate>,
     cancel: CancellationToken,
 ) {
     let mut attempt: u32 = 0;
@@ -128,19 +155,23 @@ pub async fn run(
         if cancel.is_cancelled() {
             return;
         }
-        match connect_once(&endpoint, &config, resume.as_ref(), &updates, &cancel).await {
-            Ok(()) => attempt = 0,
-            Err(e) => {
+        let wait = match connect_once(&endpoint, &config, &hosts, &updates, &cancel).await {
+            End::Served => {
+                attempt = 0;
+                backoff::delay(RECONNECT_INITIAL, RECONNECT_MAX, 0, rand::random::<f64>())
+            }
+            End::Failed(e) => {
                 tracing::debug!(%endpoint, error = %e, attempt, "pod-host session failed");
                 attempt = attempt.saturating_add(1);
+                backoff::delay(
+                    RECONNECT_INITIAL,
+                    RECONNECT_MAX,
+                    attempt,
+                    rand::random::<f64>(),
+                )
             }
-        }
-        let wait = backoff::delay(
-            RECONNECT_INITIAL,
-            RECONNECT_MAX,
-            attempt,
-            rand::random::<f64>(),
-        );
+            End::Refused => REFUSED_RETRY,
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -148,15 +179,167 @@ pub async fn run(
     }
 }
 
-/// One connection: `Ok` if a hello was received (so the next dial starts
-/// with a short backoff), `Err` otherwise.
+/// One connection, from dial to the end of the stream.
 async fn connect_once(
     endpoint: &str,
     config: &SessionConfig,
-    resume: &dyn ResumePoint,
-    updates: &mpsc::Sender<HostUpdate>,
+    hosts: &HostDirectory,
+    updates: &mpsc::UnboundedSender<HostUpdate>,
     cancel: &CancellationToken,
-) -> Result<(), String> {
+) -> End {
+    let (hello, mut inbound, client, out_tx) = match open(endpoint, config, hosts).await {
+        Ok(v) => v,
+        Err(e) => return End::Failed(e),
+    };
+    let (at, wall) = (Instant::now(), SystemTime::now());
+    let entry = match accept_hello(&hello, endpoint) {
+        Ok(e) => e,
+        Err(why) => {
+            tracing::warn!(%endpoint, %why, "pod-host hello refused");
+            return End::Refused;
+        }
+    };
+    let host_id = entry.host_id.clone();
+    let boot_id = entry.boot_id.clone();
+    let reset = cancel.child_token();
+    let handle = SessionHandle {
+        endpoint: endpoint.to_owned(),
+        host_id: host_id.clone(),
+        boot_id: boot_id.clone(),
+        client,
+        out: out_tx.clone(),
+        reset: reset.clone(),
+    };
+    let outcome = match hosts.register_hello(entry, handle.clone(), at, wall) {
+        Ok(o) => o,
+        Err(holder) => {
+            tracing::warn!(%endpoint, %host_id, held_by = %holder,
+                "pod-host hello refused: another endpoint holds this host id (shown as conflict_endpoint)");
+            return End::Refused;
+        }
+    };
+    let new_boot =
+        matches!(&outcome, HelloOutcome::NewBoot { previous_boot } if !previous_boot.is_empty());
+    tracing::info!(%endpoint, %host_id, %boot_id, ?outcome, self_fenced = hello.self_fenced, "pod-host connected");
+    let connected = HostUpdate::Connected {
+        hello,
+        new_boot,
+        handle,
+    };
+    if updates.send(connected).is_err() {
+        hosts.remove_session(&host_id, &boot_id, endpoint);
+        return End::Served;
+    }
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Set once events were dropped for backlog: from then on none is
+    // forwarded (order!) until the supervisor caught up and a reconnect
+    // makes the host replay them.
+    let mut overflowed = false;
+    let mut ping = tokio::time::interval(config.heartbeat_interval);
+    // Pings exist to keep the host's fence timer fresh: after a stall send
+    // one now, not a burst.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = reset.cancelled() => {
+                tracing::info!(%host_id, "resetting the Connect stream for a fresh hello");
+                break;
+            }
+            _ = ping.tick() => {
+                let p = Ping { sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())) };
+                let _ = out_tx.try_send(CentralMessage { msg: Some(central_message::Msg::Ping(p)) });
+            }
+            msg = inbound.message() => {
+                let (at, wall) = (Instant::now(), SystemTime::now());
+                let event = match msg {
+                    Ok(Some(HostMessage { msg: Some(host_message::Msg::Heartbeat(hb)) })) => {
+                        let running = clamp_count(hb.running_pods);
+                        if contact(hosts, &host_id, at, wall, Some(hb.draining), Some(running)) {
+                            break;
+                        }
+                        None
+                    }
+                    Ok(Some(HostMessage { msg: Some(host_message::Msg::PodEvent(event)) })) => {
+                        if contact(hosts, &host_id, at, wall, None, None) {
+                            break;
+                        }
+                        Some(event)
+                    }
+                    Ok(Some(other)) => {
+                        tracing::warn!(%host_id, ?other, "unexpected message on Connect stream; ignored");
+                        None
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(%host_id, error = %e, "Connect stream failed");
+                        break;
+                    }
+                };
+                if let Some(event) = event {
+                    if !overflowed && in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+                        tracing::warn!(%host_id, MAX_IN_FLIGHT,
+                            "supervisor backlog full; holding this host's events until it catches up");
+                        overflowed = true;
+                    }
+                    if !overflowed {
+                        let update = HostUpdate::PodEvent {
+                            host_id: host_id.clone(),
+                            boot_id: boot_id.clone(),
+                            event,
+                            in_flight: InFlight::new(&in_flight),
+                        };
+                        if updates.send(update).is_err() {
+                            break;
+                        }
+                    }
+                }
+                if overflowed && in_flight.load(Ordering::Acquire) == 0 {
+                    tracing::info!(%host_id, "supervisor caught up; reconnecting so the host replays held events");
+                    break;
+                }
+            }
+        }
+    }
+    hosts.remove_session(&host_id, &boot_id, endpoint);
+    tracing::info!(%endpoint, %host_id, "pod-host session ended");
+    End::Served
+}
+
+/// Records a message from the host. True when the stream must be reset for
+/// a fresh hello: the host was UNREACHABLE (its pods' state is not assumed,
+/// the hello's snapshot is reconciled) or LOST (its pods were given up).
+fn contact(
+    hosts: &HostDirectory,
+    host_id: &str,
+    at: Instant,
+    wall: SystemTime,
+    draining: Option<bool>,
+    running: Option<u32>,
+) -> bool {
+    if let Some(t) = hosts.contact(host_id, at, wall, draining, running) {
+        tracing::info!(%host_id, from = ?t.from, to = ?t.to, "pod-host state");
+        if t.from == HostState::Unreachable {
+            return true;
+        }
+    }
+    hosts.state(host_id) == Some(HostState::Lost)
+}
+
+type Opened = (
+    HostHello,
+    tonic::Streaming<HostMessage>,
+    PodHostClient<Channel>,
+    mpsc::Sender<CentralMessage>,
+);
+
+/// Dials, sends the CentralHello (with the resume point) and waits for the
+/// host's hello.
+async fn open(
+    endpoint: &str,
+    config: &SessionConfig,
+    hosts: &HostDirectory,
+) -> Result<Opened, String> {
     let channel = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -171,7 +354,7 @@ async fn connect_once(
     let mut client =
         PodHostClient::with_interceptor(channel, ipa_common::trace_context::InjectTraceContext);
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let (known_boot_id, acked_seq) = resume.resume_point(endpoint).unwrap_or_default();
+    let (known_boot_id, acked_seq) = hosts.resume_point(endpoint).unwrap_or_default();
     let hello = CentralHello {
         heartbeat_interval_ms: u32::try_from(config.heartbeat_interval.as_millis())
             .unwrap_or(u32::MAX),
@@ -194,88 +377,10 @@ async fn connect_once(
         .await
         .map_err(|_| "no hello in time".to_string())?
         .map_err(|e| e.to_string())?;
-    let Some(HostMessage {
-        msg: Some(host_message::Msg::Hello(hello)),
-    }) = first
-    else {
-        return Err("first message was not a hello".into());
-    };
-    let host_id = hello.host_id.clone();
-    let boot_id = hello.boot_id.clone();
-    let reset = cancel.child_token();
-    let handle = SessionHandle {
-        endpoint: endpoint.to_owned(),
-        host_id: host_id.clone(),
-        boot_id: boot_id.clone(),
-        client,
-        out: out_tx.clone(),
-        reset: reset.clone(),
-    };
-    let connected = HostUpdate::Connected {
-        hello,
-        handle,
-        at: Instant::now(),
-        wall: SystemTime::now(),
-    };
-    if updates.send(connected).await.is_err() {
-        return Ok(());
+    match first {
+        Some(HostMessage {
+            msg: Some(host_message::Msg::Hello(hello)),
+        }) => Ok((hello, inbound, client, out_tx)),
+        _ => Err("first message was not a hello".into()),
     }
-    tracing::info!(%endpoint, %host_id, %boot_id, "pod-host connected");
-
-    let mut ping = tokio::time::interval(config.heartbeat_interval);
-    // Pings exist to keep the host's fence timer fresh: after a stall send
-    // one now, not a burst.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = reset.cancelled() => {
-                tracing::info!(%host_id, "resetting the Connect stream for a fresh hello");
-                break;
-            }
-            _ = ping.tick() => {
-                let p = Ping { sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())) };
-                let _ = out_tx.try_send(CentralMessage { msg: Some(central_message::Msg::Ping(p)) });
-            }
-            msg = inbound.message() => {
-                let (at, wall) = (Instant::now(), SystemTime::now());
-                let update = match msg {
-                    Ok(Some(HostMessage { msg: Some(host_message::Msg::Heartbeat(hb)) })) => HostUpdate::Heartbeat {
-                        host_id: host_id.clone(),
-                        last_seq: hb.last_seq,
-                        running_pods: hb.running_pods,
-                        draining: hb.draining,
-                        at,
-                        wall,
-                    },
-                    Ok(Some(HostMessage { msg: Some(host_message::Msg::PodEvent(event)) })) => HostUpdate::PodEvent {
-                        host_id: host_id.clone(),
-                        boot_id: boot_id.clone(),
-                        event,
-                        at,
-                        wall,
-                    },
-                    Ok(Some(other)) => {
-                        tracing::warn!(%host_id, ?other, "unexpected message on Connect stream; ignored");
-                        continue;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::info!(%host_id, error = %e, "Connect stream failed");
-                        break;
-                    }
-                };
-                if updates.send(update).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = updates
-        .send(HostUpdate::Disconnected {
-            host_id,
-            boot_id,
-            endpoint: endpoint.to_owned(),
-        })
-        .await;
-    Ok(())
 }

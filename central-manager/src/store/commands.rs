@@ -49,6 +49,17 @@ pub enum Command {
         /// Unix micros.
         up_to: i64,
     },
+    /// The circuit breaker's probe: rewrites one small row, so it fails
+    /// exactly when real writes would (full disk, read-only file, lock).
+    Probe,
+}
+
+impl Command {
+    /// Whether this is the breaker's probe (the only write let through
+    /// while the breaker is open).
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Self::Probe)
+    }
 }
 
 /// What a successful command returns to its caller.
@@ -72,6 +83,8 @@ pub enum Outcome {
     Pod(super::pods::PodOutcome),
     /// PruneIdempotency: rows removed.
     Pruned(u64),
+    /// Probe: the database took a write.
+    Probed,
 }
 
 /// Runs one command. `now` is the batch's commit clock (unix micros);
@@ -110,6 +123,14 @@ pub fn apply(
                 .prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?")?
                 .execute([up_to])?;
             Ok(Outcome::Pruned(done as u64))
+        }
+        Command::Probe => {
+            conn.prepare_cached(
+                "INSERT INTO store_probe (id, probed_at) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+            )?
+            .execute([now])?;
+            Ok(Outcome::Probed)
         }
     }
 }

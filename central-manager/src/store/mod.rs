@@ -6,6 +6,7 @@
 //! queryable state, updated in the same transaction as its events) and
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
+pub mod breaker;
 mod commands;
 mod pod_end;
 pub mod pods;
@@ -21,9 +22,12 @@ pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{EventRecord, EventsQuery, ListQuery, PodInfo, TaskFilter, TaskId, TaskRecord};
-use crate::error::Result;
+use crate::domain::{
+    EventRecord, EventsQuery, ListQuery, Page, PodInfo, TaskFilter, TaskId, TaskRecord,
+};
+use crate::error::{Error, Result};
 use crate::watch::EventHub;
+use breaker::{Breaker, Prober};
 use pool::Readers;
 use writer::Writer;
 
@@ -37,20 +41,68 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if missing) and migrates the database, starts the
-    /// writer on `tracker` and opens the read pool. The writer publishes
-    /// committed events to `hub` and stops when `stop` is cancelled, after
-    /// finishing what is queued.
+    /// writer and the breaker's prober on `tracker` and opens the read pool.
+    /// The writer publishes committed events to `hub` and stops when `stop`
+    /// is cancelled, after finishing what is queued.
+    ///
+    /// A database that exists with every migration applied but cannot be
+    /// written right now (full disk, read-only file) does not stop the
+    /// start: central-manager comes up with the breaker open, serves reads,
+    /// keeps its pod-hosts' pods alive, and starts writing when a probe
+    /// succeeds. Anything else that fails here fails the start.
     pub async fn open(
         db: DbConfig,
         hub: EventHub,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Self> {
-        db.migrate().await?;
-        let conn = db.open_writer()?;
+        let breaker = Breaker::new();
+        let conn = match db.migrate().await.map_err(Error::from) {
+            Ok(()) => match db.open_writer() {
+                Ok(c) => Some(c),
+                Err(e @ Error::StoreUnavailable(_)) => {
+                    breaker.open(&format!("opening the write connection: {e}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e @ Error::StoreUnavailable(_)) => {
+                // Only a database that needs nothing from us can be served
+                // read-only until it is writable again.
+                db.check_schema_current()?;
+                breaker.open(&format!("migrating the database: {e}"));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let readers = Readers::open(db.clone())?;
-        let writer = Writer::start(conn, db, hub, tracker, stop);
+        let writer = Writer::start(conn, db, hub, breaker.clone(), tracker, stop.clone());
+        // One write now, so a database that cannot be written (a read-only
+        // file opened read-only without an error) shows at once in health
+        // instead of at the third failed command.
+        if !breaker.is_open()
+            && let Err(e) = writer.probe().await
+        {
+            breaker.open(&format!("the start-up probe write failed: {e}"));
+        }
+        Prober::new(breaker, writer.clone()).start(tracker, stop);
         Ok(Self { readers, writer })
+    }
+
+    /// EVENT_STORE_UNAVAILABLE at once while the breaker is open: for
+    /// operations that act before they write (StopPod, RestartPod).
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.breaker().is_open() {
+            return Err(Error::StoreUnavailable(
+                "circuit breaker open: the database could not be written".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store's circuit breaker (health follows it).
+    pub fn breaker(&self) -> &Breaker {
+        self.writer.breaker()
     }
 
     /// Committed batches and commands so far (group-commit observability).
@@ -68,8 +120,8 @@ impl Store {
         self.readers.run_inline(|c| queries::get_task(c, id))
     }
 
-    /// ListTasks.
-    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>> {
+    /// ListTasks (one page, at most 4 MiB).
+    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Page<TaskRecord>> {
         let q = q.clone();
         self.readers.run(move |c| queries::list_tasks(c, &q)).await
     }
@@ -85,8 +137,8 @@ impl Store {
         self.readers.run_inline(|c| queries::stream_exists(c, id))
     }
 
-    /// GetTaskEvents.
-    pub async fn task_events(&self, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+    /// GetTaskEvents (one page, at most 4 MiB).
+    pub async fn task_events(&self, q: &EventsQuery) -> Result<Page<EventRecord>> {
         let q = q.clone();
         self.readers.run(move |c| queries::task_events(c, &q)).await
     }
@@ -103,18 +155,24 @@ impl Store {
             .await
     }
 
-    /// Tasks with a pod that is starting, running or unknown.
-    pub async fn active_pods(&self) -> Result<Vec<(TaskId, PodInfo)>> {
-        self.readers.run(queries::active_pods).await
+    /// Tasks with a pod that is starting, running or unknown, after
+    /// `after` by task id (one page, at most 4 MiB).
+    pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
+        self.readers
+            .run(move |c| queries::active_pods(c, after))
+            .await
+    }
+
+    /// How many tasks have a pod starting, running or unknown.
+    pub async fn count_active_pods(&self) -> Result<u64> {
+        self.readers.run(queries::count_active_pods).await
     }
 
     /// Runs a pod supervision command.
     pub async fn pod(&self, command: pods::PodCommand) -> Result<pods::PodOutcome> {
         match self.writer.submit(Command::Pod(command)).await? {
             Outcome::Pod(o) => Ok(o),
-            other => Err(crate::error::Error::Internal(format!(
-                "unexpected outcome {other:?}"
-            ))),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
         }
     }
 
@@ -146,5 +204,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod outage_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -18,6 +18,7 @@ use crate::supervisor::restart::{self, Decision, Policy};
 pub(super) fn ended(
     conn: &Connection,
     pod: &PodRef,
+    host_id: &str,
     report: &EndReport,
     cause: &Cause,
     defaults: &RestartDefaults,
@@ -26,8 +27,11 @@ pub(super) fn ended(
     events: &mut Vec<EventRecord>,
 ) -> Result<PodOutcome> {
     let Some(row) = pod_row(conn, pod.task_id)? else {
-        return Ok(PodOutcome::Ignored);
+        return Ok(PodOutcome::NotOwner);
     };
+    if row.is(pod) && !row.on_host(host_id) {
+        return Ok(PodOutcome::NotOwner);
+    }
     let pod_status = row.pod_status()?;
     if !row.is(pod) || pod_status == PodStatus::Stopped || row.status != TaskStatus::Active.as_db()
     {
@@ -99,10 +103,7 @@ pub(super) fn ended(
     let policy = row.spec().resolve(defaults);
     let decision = match report.ending {
         Ending::Crashed | Ending::SpawnFailed | Ending::Lost => {
-            let history: Vec<i64> = conn
-                .prepare_cached("SELECT crashed_at FROM crash_history WHERE task_id = ?")?
-                .query_map([&id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let history = crashes_in_window(conn, &id, &policy, now)?;
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)",
             )?
@@ -172,3 +173,26 @@ pub(super) fn ended(
         }
     }
 }
+
+/// The task's crashes inside its policy window, newest first: read by the
+/// primary key's range (task_id, crashed_at), and at most
+/// `max_restarts + 1` of them, which is all the decision needs (it gives up
+/// once `max_restarts` earlier crashes are in the window). So a crash costs
+/// the same however long the task's history is.
+pub(super) fn crashes_in_window(
+    conn: &Connection,
+    task_id: &str,
+    policy: &crate::domain::RestartPolicy,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let window = i64::from(policy.window_seconds).saturating_mul(1_000_000);
+    let since = now.saturating_sub(window);
+    let limit = i64::from(policy.max_restarts).saturating_add(1);
+    Ok(conn
+        .prepare_cached(CRASHES_IN_WINDOW)?
+        .query_map(params![task_id, since, now, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) const CRASHES_IN_WINDOW: &str = "SELECT crashed_at FROM crash_history \
+     WHERE task_id = ? AND crashed_at > ? AND crashed_at <= ? ORDER BY crashed_at DESC LIMIT ?";

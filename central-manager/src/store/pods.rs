@@ -6,6 +6,11 @@
 //! on it and the pod-host's event stream) safe to race: whichever commits
 //! first wins, the other is a no-op, and a stale report about an old
 //! generation can never touch the current pod.
+//!
+//! Ownership: what a pod-host reports (an end, a phase, a recovery, a
+//! fenced pod) applies only to a pod that host owns: the row names that host
+//! as well as that pod and generation. A report about another host's pod is
+//! [`PodOutcome::NotOwner`], changes nothing, and is counted by the caller.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
@@ -88,23 +93,32 @@ pub enum PodCommand {
         cause: Cause,
     },
     /// The pod-host refused or failed the start: back to inactive, no event
-    /// (nothing ran).
-    AbortStart { pod: PodRef, message: String },
+    /// (nothing ran). `retry_at` (an automatic restart's) keeps the restart
+    /// scheduled for then, so a refused restart is tried again.
+    AbortStart {
+        pod: PodRef,
+        message: String,
+        retry_at: Option<i64>,
+    },
     /// The pod ended (exit, stop, loss): the ending's event, then the
-    /// restart policy.
+    /// restart policy. `host_id` is the host that reported or stopped it.
     Ended {
         pod: PodRef,
+        host_id: String,
         report: EndReport,
         cause: Cause,
         defaults: RestartDefaults,
         jitter: f64,
     },
-    /// The pod reported a new phase: `phase_changed`.
+    /// The pod reported a new phase: `phase_changed`. `coalesced` counts
+    /// the phase changes folded into this one by the rate limit.
     PhaseChanged {
         pod: PodRef,
+        host_id: String,
         phase: Phase,
         version: u64,
         message: String,
+        coalesced: u32,
     },
     /// The host of these pods went silent: their status becomes UNKNOWN.
     HostUnreachable { host_id: String },
@@ -148,6 +162,8 @@ pub enum PodOutcome {
     Ignored,
     /// Rows changed (HostUnreachable, PruneCrashes).
     Count(u64),
+    /// The reporting host does not own that pod: nothing changed.
+    NotOwner,
 }
 
 /// The current pod columns of a row.
@@ -171,6 +187,11 @@ impl PodRow {
     pub(super) fn is(&self, pod: &PodRef) -> bool {
         self.pod_id.as_deref() == Some(pod.pod_id.as_str())
             && u64::try_from(self.pod_generation).ok() == Some(pod.generation)
+    }
+
+    /// Whether `host_id` is the host the row places its pod on.
+    pub(super) fn on_host(&self, host_id: &str) -> bool {
+        self.pod_host.as_deref() == Some(host_id)
     }
 
     pub(super) fn pod_status(&self) -> Result<PodStatus> {
@@ -286,7 +307,11 @@ pub fn apply(
             )?;
             Ok(PodOutcome::Applied { restart_at: None })
         }
-        PodCommand::AbortStart { pod, message } => {
+        PodCommand::AbortStart {
+            pod,
+            message,
+            retry_at,
+        } => {
             let Some(row) = pod_row(conn, pod.task_id)? else {
                 return Ok(PodOutcome::Ignored);
             };
@@ -295,27 +320,37 @@ pub fn apply(
             }
             conn.prepare_cached(
                 "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
-                 live_version = 0, updated_at = ? WHERE task_id = ?",
+                 live_version = 0, next_restart_at = ?, updated_at = ? WHERE task_id = ?",
             )?
-            .execute(params![message, now, pod.task_id.to_string()])?;
-            Ok(PodOutcome::Applied { restart_at: None })
+            .execute(params![message, retry_at, now, pod.task_id.to_string()])?;
+            Ok(PodOutcome::Applied {
+                restart_at: *retry_at,
+            })
         }
         PodCommand::Ended {
             pod,
+            host_id,
             report,
             cause,
             defaults,
             jitter,
-        } => super::pod_end::ended(conn, pod, report, cause, defaults, *jitter, now, events),
+        } => super::pod_end::ended(
+            conn, pod, host_id, report, cause, defaults, *jitter, now, events,
+        ),
         PodCommand::PhaseChanged {
             pod,
+            host_id,
             phase,
             version,
             message,
+            coalesced,
         } => {
             let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::Ignored);
+                return Ok(PodOutcome::NotOwner);
             };
+            if row.is(pod) && !row.on_host(host_id) {
+                return Ok(PodOutcome::NotOwner);
+            }
             let live = matches!(
                 row.pod_status()?,
                 PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
@@ -332,8 +367,13 @@ pub fn apply(
                 now,
                 pod.task_id.to_string()
             ])?;
-            let data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
+            let mut data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
                               "version": version, "pod_id": pod.pod_id});
+            if *coalesced > 0 {
+                // Rate-limited: this many phase changes since the previous
+                // phase_changed were not recorded one by one.
+                data["coalesced"] = json!(coalesced);
+            }
             let corr = row.pod_correlation_id.clone();
             system_event(
                 conn,
@@ -362,8 +402,11 @@ pub fn apply(
             host_id,
         } => {
             let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::Ignored);
+                return Ok(PodOutcome::NotOwner);
             };
+            if row.is(pod) && !row.on_host(host_id) {
+                return Ok(PodOutcome::NotOwner);
+            }
             let event = match row.pod_status()? {
                 PodStatus::Unknown => EventType::PodRecovered,
                 PodStatus::Starting => EventType::PodStarted,
@@ -385,8 +428,16 @@ pub fn apply(
             reason,
         } => {
             let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::Ignored);
+                return Ok(PodOutcome::NotOwner);
             };
+            // Recorded on the task only if this host ever had that pod: the
+            // row still places the task there, or the trail shows the pod
+            // started there. A host cannot write into other tasks' trails
+            // by reporting made-up pods (it may still kill its own
+            // processes).
+            if !row.on_host(host_id) && !ran_on(conn, pod, host_id)? {
+                return Ok(PodOutcome::NotOwner);
+            }
             let mut data = pod_data(pod, host_id);
             data["reason"] = json!(reason);
             let corr = row.pod_correlation_id.clone();
@@ -408,6 +459,18 @@ pub fn apply(
             Ok(PodOutcome::Count(done as u64))
         }
     }
+}
+
+/// Whether the task's trail shows `pod` started (or recovered) on
+/// `host_id`. Scans that task's events only (the (stream_id, version) key).
+fn ran_on(conn: &Connection, pod: &PodRef, host_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM events WHERE stream_id = ? AND type IN ('pod_started', 'pod_recovered') \
+             AND json_extract(data_json, '$.pod_id') = ? \
+             AND json_extract(data_json, '$.pod_host') = ?",
+        )?
+        .exists(params![pod.task_id.to_string(), pod.pod_id, host_id])?)
 }
 
 /// RUNNING, with the pid and start time (0 keeps what the row has).

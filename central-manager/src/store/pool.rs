@@ -103,6 +103,33 @@ impl DbConfig {
         Ok(conn)
     }
 
+    /// Whether every embedded migration is applied (read-only check, for a
+    /// start on a database that cannot be written): `Ok` if so, else the
+    /// error that stops the start.
+    pub fn check_schema_current(&self) -> Result<()> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(self.busy_timeout)?;
+        let applied: std::collections::BTreeSet<i64> = conn
+            .prepare("SELECT version FROM _sqlx_migrations WHERE success = 1")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let missing: Vec<i64> = MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::StoreUnavailable(format!(
+                "the database cannot be written and lacks migrations {missing:?}"
+            )))
+        }
+    }
+
     /// Opens the writer's connection (the file must exist: see
     /// [`Self::migrate`]).
     pub fn open_writer(&self) -> Result<Connection> {

@@ -10,9 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::pods::PodRef;
 use super::rows::{EventRow, TaskRow, event_columns, task_columns};
+use crate::domain::limits::{MAX_PAGE_BYTES, fill_page};
 use crate::domain::{
-    EventRecord, EventsQuery, ListQuery, Order, OrderBy, PodInfo, PodStatus, TaskFilter, TaskId,
-    TaskRecord,
+    EventRecord, EventsQuery, ListQuery, Order, OrderBy, Page, PodInfo, PodStatus, TaskFilter,
+    TaskId, TaskRecord,
 };
 use crate::error::Result;
 
@@ -53,8 +54,9 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter) {
 }
 
 /// ListTasks: filtered, ordered by the chosen time then task id (same
-/// direction, so pages are stable), limited and offset.
-pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Vec<TaskRecord>> {
+/// direction, so pages are stable), limited and offset, and cut (rows not
+/// even read) once the page would pass [`MAX_PAGE_BYTES`].
+pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Page<TaskRecord>> {
     let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks"));
     let mut args = Vec::with_capacity(6);
     push_filter(&mut sql, &mut args, &q.filter);
@@ -74,11 +76,7 @@ pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Vec<TaskRecord>> {
     args.push(Value::Integer(i64::from(q.offset)));
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map(params_from_iter(args), TaskRow::from_row)?;
-    let mut out = Vec::with_capacity(q.limit as usize);
-    for r in rows {
-        out.push(TaskRecord::try_from(r?)?);
-    }
-    Ok(out)
+    fill_page(rows.map(|r| TaskRecord::try_from(r?)), MAX_PAGE_BYTES)
 }
 
 /// CountTasks.
@@ -110,8 +108,9 @@ fn collect_events(
     Ok(out)
 }
 
-/// GetTaskEvents: one task's events after a version, oldest first.
-pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Vec<EventRecord>> {
+/// GetTaskEvents: one task's events after a version, oldest first, cut at
+/// [`MAX_PAGE_BYTES`].
+pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Page<EventRecord>> {
     let mut st = c.prepare_cached(concat!(
         "SELECT ",
         event_columns!(),
@@ -125,7 +124,7 @@ pub fn task_events(c: &Connection, q: &EventsQuery) -> Result<Vec<EventRecord>> 
         ],
         EventRow::from_row,
     )?;
-    collect_events(rows)
+    fill_page(rows.map(|r| EventRecord::try_from(r?)), MAX_PAGE_BYTES)
 }
 
 /// Events after a global position, oldest first, optionally of one task
@@ -163,23 +162,33 @@ pub fn events_after(
     }
 }
 
-/// Tasks whose pod is starting, running or unknown, with that pod.
-pub fn active_pods(c: &Connection) -> Result<Vec<(TaskId, PodInfo)>> {
+/// Tasks whose pod is starting, running or unknown, with that pod, by task
+/// id after `after` (a truncated listing's last), cut at [`MAX_PAGE_BYTES`].
+pub fn active_pods(c: &Connection, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
     // The literal matches the partial index `tasks_with_pod`, which a bound
     // parameter would not.
     let mut st = c.prepare_cached(concat!(
         "SELECT ",
         task_columns!(),
-        " FROM tasks WHERE pod_status != 'stopped' ORDER BY task_id"
+        " FROM tasks WHERE pod_status != 'stopped' AND task_id > ? ORDER BY task_id"
     ))?;
-    let mut out = Vec::new();
-    for r in st.query_map([], TaskRow::from_row)? {
-        let t = TaskRecord::try_from(r?)?;
-        if let Some(pod) = t.pod {
-            out.push((t.task_id, pod));
-        }
-    }
-    Ok(out)
+    let after = after.map(|t| t.to_string()).unwrap_or_default();
+    let rows = st
+        .query_map([after], TaskRow::from_row)?
+        .map(|r| TaskRecord::try_from(r?))
+        .filter_map(|t| match t {
+            Ok(t) => t.pod.map(|pod| Ok((t.task_id, pod))),
+            Err(e) => Some(Err(e)),
+        });
+    fill_page(rows, MAX_PAGE_BYTES)
+}
+
+/// How many tasks have a pod starting, running or unknown.
+pub fn count_active_pods(c: &Connection) -> Result<u64> {
+    let n: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM tasks WHERE pod_status != 'stopped'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// The current pods the database places on `host_id` (pod status not

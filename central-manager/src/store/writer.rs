@@ -14,6 +14,10 @@
 //! [`transact`]) and goes to that caller; the rest of the batch commits. A
 //! database failure fails the whole batch with EVENT_STORE_UNAVAILABLE and
 //! the connection is reopened for the next one.
+//!
+//! Every batch's fate is reported to the [`Breaker`]: while it is open,
+//! writes are refused before they are queued (and queued ones are failed
+//! without touching the database); only the prober's probes run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::breaker::Breaker;
 use super::commands::{self, Command, Outcome};
 use super::pool::DbConfig;
 use crate::domain::EventRecord;
@@ -77,12 +82,20 @@ pub struct WriterStats {
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     counters: Arc<Counters>,
+    breaker: Breaker,
 }
 
 impl WriterHandle {
     /// Runs `command` in the next batch and returns its outcome once the
     /// batch is committed.
     pub async fn submit(&self, command: Command) -> Result<Outcome> {
+        if self.breaker.is_open() && !command.is_probe() {
+            // Fail fast: the database is known to be unwritable, and a
+            // queued write would only wait for the same failure.
+            return Err(Error::StoreUnavailable(
+                "circuit breaker open: the database could not be written".into(),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         let job = Job {
             command,
@@ -97,10 +110,26 @@ impl WriterHandle {
             Ok(Ok(result)) => result,
             // The writer dropped the job: it is shutting down.
             Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::StoreUnavailable(format!(
-                "no answer from the writer within {REPLY_TIMEOUT:?}"
-            ))),
+            Err(_) => {
+                // A writer stuck this long (a hung disk) is as good as a
+                // failed one.
+                self.breaker.record_failure();
+                Err(Error::StoreUnavailable(format!(
+                    "no answer from the writer within {REPLY_TIMEOUT:?}"
+                )))
+            }
         }
+    }
+
+    /// Writes the probe row (even while the breaker is open); a success
+    /// closes the breaker.
+    pub async fn probe(&self) -> Result<()> {
+        self.submit(Command::Probe).await.map(|_| ())
+    }
+
+    /// The breaker this writer reports to.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// Committed batches and commands so far.
@@ -119,18 +148,20 @@ pub struct Writer {
     db: DbConfig,
     hub: EventHub,
     counters: Arc<Counters>,
+    breaker: Breaker,
     /// Last commit clock, so times never go backwards within a run.
     last_now: i64,
 }
 
 impl Writer {
-    /// Starts the writer on `conn` (of a migrated database). It runs until
-    /// `stop` is cancelled, then finishes every queued command and closes
-    /// the connection.
+    /// Starts the writer on `conn` (of a migrated database; `None` opens one
+    /// for the first batch). It runs until `stop` is cancelled, then
+    /// finishes every queued command and closes the connection.
     pub fn start(
-        conn: Connection,
+        conn: Option<Connection>,
         db: DbConfig,
         hub: EventHub,
+        breaker: Breaker,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> WriterHandle {
@@ -138,10 +169,11 @@ impl Writer {
         let counters = Arc::new(Counters::default());
         let writer = Self {
             rx,
-            conn: Some(conn),
+            conn,
             db,
             hub,
             counters: counters.clone(),
+            breaker: breaker.clone(),
             last_now: 0,
         };
         let span = tracing::info_span!("writer");
@@ -157,7 +189,11 @@ impl Writer {
                 () = stopper.closed() => {}
             }
         });
-        WriterHandle { tx, counters }
+        WriterHandle {
+            tx,
+            counters,
+            breaker,
+        }
     }
 
     fn run(mut self) {
@@ -203,6 +239,24 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        if self.breaker.is_open() {
+            // Queued before the breaker opened: fail them without touching
+            // the database; only probes run.
+            batch.retain_mut(|job| {
+                if job.command.is_probe() {
+                    return true;
+                }
+                let (reply, _) = oneshot::channel();
+                let job = std::mem::replace(&mut job.reply, reply);
+                let _ = job.send(Err(Error::StoreUnavailable(
+                    "circuit breaker open: the database could not be written".into(),
+                )));
+                false
+            });
+            if batch.is_empty() {
+                return;
+            }
+        }
         let now = ipa_proto::time::now_micros().max(self.last_now);
         self.last_now = now;
         let size = batch.len();
@@ -214,6 +268,7 @@ impl Writer {
         match outcome {
             Ok(results) => {
                 tracing::debug!(batch = size, "batch committed");
+                self.breaker.record_success();
                 crate::metrics::record_commit(
                     size,
                     started.elapsed(),
@@ -238,7 +293,14 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = size, "batch failed; nothing in it was committed");
+                if self.breaker.is_open() {
+                    // Only probes run while open: the breaker already said
+                    // the store is down; one line per probe would flood.
+                    tracing::debug!(error = %e, "store probe failed");
+                } else {
+                    tracing::error!(error = %e, batch = size, "batch failed; nothing in it was committed");
+                }
+                self.breaker.record_failure();
                 // The connection may be broken (or left inside a transaction):
                 // start the next batch on a fresh one.
                 self.conn = None;

@@ -177,4 +177,87 @@ mod tests {
             }
         );
     }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        prop_compose! {
+            fn policy()(
+                auto_restart in any::<bool>(),
+                max_restarts in 0u32..=1000,
+                window in 0u64..=604_800,
+                initial in 0u64..=3_600_000,
+                max in 0u64..=3_600_000,
+            ) -> Policy {
+                Policy {
+                    auto_restart,
+                    max_restarts,
+                    window: Duration::from_secs(window),
+                    initial_backoff: Duration::from_millis(initial),
+                    max_backoff: Duration::from_millis(max),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// The decision is the documented rule: off → stay; else crash
+            /// number n in the window (earlier ones in (now − window, now]
+            /// plus this one) restarts while n ≤ max_restarts, after a
+            /// delay within [½, 1] of min(initial · 2^(n−1), max), and gives
+            /// up after.
+            #[test]
+            fn decide_follows_the_rule(
+                p in policy(),
+                history in vec(-2_000_000_000_000i64..2_000_000_000_000, 0..40),
+                now in 0i64..2_000_000_000_000,
+                jitter in 0.0f64..=1.0,
+            ) {
+                let window_us = p.window.as_micros() as i64;
+                let earlier = history.iter().filter(|&&t| t > now - window_us && t <= now).count() as u32;
+                let n = earlier + 1;
+                match decide(&p, &history, now, jitter) {
+                    Decision::Stay => prop_assert!(!p.auto_restart),
+                    Decision::GiveUp { crashes_in_window } => {
+                        prop_assert!(p.auto_restart);
+                        prop_assert_eq!(crashes_in_window, n);
+                        prop_assert!(n > p.max_restarts);
+                    }
+                    Decision::Restart { delay, crashes_in_window } => {
+                        prop_assert!(p.auto_restart);
+                        prop_assert_eq!(crashes_in_window, n);
+                        prop_assert!(n <= p.max_restarts);
+                        let full = p.initial_backoff.saturating_mul(2u32.saturating_pow((n - 1).min(31))).min(p.max_backoff);
+                        prop_assert!(delay <= full);
+                        prop_assert!(delay >= full / 2);
+                    }
+                }
+            }
+
+            /// An always-crashing pod is restarted exactly max_restarts
+            /// times within one window, whatever the policy.
+            #[test]
+            fn always_crashing_stops_after_max_restarts(p in policy(), jitter in 0.0f64..=1.0) {
+                let p = Policy { auto_restart: true, window: p.window.max(Duration::from_secs(3600)), ..p };
+                let mut history = Vec::new();
+                let mut now = 1_000_000_000i64;
+                let mut restarts = 0;
+                loop {
+                    match decide(&p, &history, now, jitter) {
+                        Decision::Restart { .. } => restarts += 1,
+                        Decision::GiveUp { .. } => break,
+                        Decision::Stay => prop_assert!(false, "auto_restart is on"),
+                    }
+                    history.push(now);
+                    now += 1_000; // 1 ms apart: all inside the window
+                    prop_assert!(restarts <= 1000);
+                }
+                prop_assert_eq!(restarts, p.max_restarts);
+            }
+        }
+    }
 }

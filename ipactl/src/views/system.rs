@@ -13,19 +13,30 @@ pub fn host_list(hosts: &[pb::PodHostInfo], ctx: &Ctx) -> String {
     }
     let mut headers = vec!["HOST", "STATE", "PODS", "TEMPLATES", "LAST HEARTBEAT"];
     if ctx.wide {
-        headers.extend(["ADDRESS", "BOOT"]);
+        headers.extend(["ADDRESS", "BOOT", "REFUSED DUPLICATE AT"]);
     }
     let mut t = fmt::table(ctx, &headers);
     for h in hosts {
+        // A second pod-host claiming this host id is refused; say so even
+        // in the narrow table, it needs an operator.
+        let state = if h.conflict_endpoint.is_empty() {
+            fmt::host_state(h.state).to_owned()
+        } else {
+            format!("{} (duplicate id)", fmt::host_state(h.state))
+        };
         let mut row = vec![
             Cell::new(&h.host_id),
-            colored(ctx, fmt::host_state(h.state), fmt::host_color(h.state)),
+            colored(ctx, &state, fmt::host_color(h.state)),
             Cell::new(format!("{}/{}", h.running_pods, h.capacity)),
             Cell::new(h.templates.join(",")),
             Cell::new(fmt::time(ctx, h.last_heartbeat_at.as_ref())),
         ];
         if ctx.wide {
-            row.extend([Cell::new(&h.address), Cell::new(&h.boot_id)]);
+            row.extend([
+                Cell::new(&h.address),
+                Cell::new(&h.boot_id),
+                Cell::new(&h.conflict_endpoint),
+            ]);
         }
         t.add_row(row);
     }
@@ -152,11 +163,18 @@ mod tests {
             templates: vec!["default".into(), "agent".into()],
             last_heartbeat_at: None,
             boot_id: "b1".into(),
+            conflict_endpoint: String::new(),
         };
         let s = host_list(std::slice::from_ref(&h), &ctx(false));
         assert!(s.contains("unreachable") && s.contains("3/8") && s.contains("default,agent"));
-        assert!(!s.contains("10.0.0.1"));
-        assert!(host_list(&[h], &ctx(true)).contains("http://10.0.0.1:50052"));
+        assert!(!s.contains("10.0.0.1") && !s.contains("duplicate"));
+        assert!(host_list(std::slice::from_ref(&h), &ctx(true)).contains("http://10.0.0.1:50052"));
+        let dup = pb::PodHostInfo {
+            conflict_endpoint: "http://10.0.0.9:50052".into(),
+            ..h
+        };
+        assert!(host_list(std::slice::from_ref(&dup), &ctx(false)).contains("(duplicate id)"));
+        assert!(host_list(&[dup], &ctx(true)).contains("http://10.0.0.9:50052"));
     }
 
     #[test]

@@ -10,4 +10,5 @@ mod ipactl;
 mod observability;
 mod pod_host;
 mod python_client;
+mod robustness;
 mod system;

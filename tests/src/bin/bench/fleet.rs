@@ -60,7 +60,7 @@ pub async fn run(dir: &Path, scale: &Scale) -> FleetResults {
     );
     let load = start_all(&central, ids, 32).await;
     let running = client
-        .list_active_pods(pb::ListActivePodsRequest {})
+        .list_active_pods(pb::ListActivePodsRequest::default())
         .await
         .map(|r| r.into_inner().pods.len())
         .unwrap_or(0);
@@ -122,7 +122,7 @@ pub async fn run(dir: &Path, scale: &Scale) -> FleetResults {
 
 async fn host_pods(client: &mut CentralClient) -> Vec<(String, usize)> {
     let pods = client
-        .list_active_pods(pb::ListActivePodsRequest {})
+        .list_active_pods(pb::ListActivePodsRequest::default())
         .await
         .map(|r| r.into_inner().pods)
         .unwrap_or_default();
@@ -137,7 +137,7 @@ async fn host_pods(client: &mut CentralClient) -> Vec<(String, usize)> {
 
 async fn pod_pids(client: &mut CentralClient, host: &str) -> Vec<u32> {
     client
-        .list_active_pods(pb::ListActivePodsRequest {})
+        .list_active_pods(pb::ListActivePodsRequest::default())
         .await
         .map(|r| r.into_inner().pods)
         .unwrap_or_default()

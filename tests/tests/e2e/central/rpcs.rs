@@ -385,7 +385,7 @@ async fn pod_rpcs_without_pod_host() {
 
     let pods = c
         .client
-        .list_active_pods(pb::ListActivePodsRequest {})
+        .list_active_pods(pb::ListActivePodsRequest::default())
         .await
         .unwrap()
         .into_inner();

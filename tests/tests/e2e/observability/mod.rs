@@ -3,5 +3,5 @@
 //! Prometheus metrics of both processes, scraped after some work.
 
 mod metrics;
-mod support;
+pub(crate) mod support;
 mod tracing;

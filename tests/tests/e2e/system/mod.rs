@@ -15,4 +15,4 @@ mod races;
 mod rpcs;
 mod shutdown;
 mod simulated_hosts;
-mod support;
+pub(crate) mod support;

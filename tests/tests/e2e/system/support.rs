@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipa_tests::cluster::{start_central, write_host_config};
+use ipa_tests::cluster::{start_central_at, write_host_config};
 use ipa_tests::ledger::{self, Run};
 use ipa_tests::{DEADLINE, Proxy, ServerProcess, pb, wait_for, wait_for_async};
 use nix::sys::signal::Signal;
@@ -37,6 +37,8 @@ pub struct Spec {
     pub capacity: Option<u32>,
     /// More central flags (e.g. restart-policy defaults).
     pub central_extra: Vec<String>,
+    /// Where central's database file is (default: the system's dir).
+    pub database: Option<PathBuf>,
 }
 
 impl Default for Spec {
@@ -51,6 +53,7 @@ impl Default for Spec {
             stop_grace_ms: 300,
             capacity: None,
             central_extra: vec![],
+            database: None,
         }
     }
 }
@@ -144,7 +147,11 @@ impl System {
         }
         let flags = spec.central_flags();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let central = start_central(dir.path(), &urls, &flags).await;
+        let db = spec
+            .database
+            .clone()
+            .unwrap_or_else(|| dir.path().join("central.db"));
+        let central = start_central_at(dir.path(), &db, &urls, &flags).await;
         let client = Client::new(central.channel());
         let sys = Self {
             spec,
@@ -199,7 +206,12 @@ impl System {
     pub async fn start_central_again(&mut self) {
         let flags = self.spec.central_flags();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        self.central = start_central(self.dir(), &self.host_urls(), &flags).await;
+        let db = self
+            .spec
+            .database
+            .clone()
+            .unwrap_or_else(|| self.dir().join("central.db"));
+        self.central = start_central_at(self.dir(), &db, &self.host_urls(), &flags).await;
         self.client = Client::new(self.central.channel());
     }
 
@@ -375,7 +387,7 @@ impl System {
 
     pub async fn active_pods(&self) -> Vec<pb::ActivePod> {
         self.client()
-            .list_active_pods(pb::ListActivePodsRequest {})
+            .list_active_pods(pb::ListActivePodsRequest::default())
             .await
             .expect("ListActivePods")
             .into_inner()
