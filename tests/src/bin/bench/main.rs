@@ -13,7 +13,11 @@
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
 //! the current directory), `--no-peer` (skip supervisord), `--scale-only`
-//! (only the scale phase, printed, nothing written).
+//! (only the scale phase, printed, nothing written), `--scale-configs
+//! sim:100x10000,real:10x1000` (the scale phase's configurations). With
+//! `BENCH_SCALE_PAUSE=SECONDS` each scale configuration pauses at rest,
+//! before it is measured, with central's pid printed (for a profiler);
+//! `BENCH_KEEP=1` keeps the work dir (logs, databases).
 //!
 //! The binary is also the crashing program of the crash-loop comparison:
 //! `bench crash-pod LEDGER DELAY_MS` (see `peer`), and the stand-in
@@ -178,6 +182,7 @@ fn parse_args() -> Result<Options, String> {
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut peer = true;
     let mut scale_only = false;
+    let mut configs: Option<Vec<scale::Config>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -192,9 +197,15 @@ fn parse_args() -> Result<Options, String> {
             "--out" => out = args.next().ok_or("--out needs a path")?.into(),
             "--no-peer" => peer = false,
             "--scale-only" => scale_only = true,
+            "--scale-configs" => {
+                let v = args.next().ok_or("--scale-configs needs a list")?;
+                configs = Some(scale::parse_configs(&v).ok_or(
+                    "--scale-configs takes KIND:HOSTSxPODS,… with KIND sim or real, e.g. sim:100x10000",
+                )?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--scale-only]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--scale-only] [--scale-configs LIST]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -202,7 +213,10 @@ fn parse_args() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    let base = if quick { Scale::quick() } else { Scale::full() };
+    let mut base = if quick { Scale::quick() } else { Scale::full() };
+    if let Some(c) = configs {
+        base.scale.configs = c;
+    }
     let scale = if factor == 1.0 {
         base
     } else {

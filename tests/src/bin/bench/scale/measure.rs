@@ -46,11 +46,25 @@ impl Rest {
 
 /// Every active pod, following truncated pages.
 pub async fn active_pods(client: &mut CentralClient) -> Vec<pb::ActivePod> {
-    client
-        .list_active_pods(pb::ListActivePodsRequest {})
-        .await
-        .map(|r| r.into_inner().pods)
-        .unwrap_or_default()
+    let mut all = Vec::new();
+    loop {
+        let after_task_id = all
+            .last()
+            .map(|p: &pb::ActivePod| p.task_id.clone())
+            .unwrap_or_default();
+        let Ok(r) = client
+            .list_active_pods(pb::ListActivePodsRequest { after_task_id })
+            .await
+        else {
+            return all;
+        };
+        let r = r.into_inner();
+        let empty = r.pods.is_empty();
+        all.extend(r.pods);
+        if !r.truncated || empty {
+            return all;
+        }
+    }
 }
 
 pub async fn rest(
@@ -132,8 +146,10 @@ pub struct Restart {
     /// Pods killed meanwhile (by central's commands or self-fencing on
     /// simulated hosts; real pods that died).
     pub killed: u64,
-    /// How many poll rounds it took (the resolution of `readopted`).
+    /// How many poll rounds it took, and their mean length (the resolution
+    /// of `readopted`).
     pub polls: usize,
+    pub poll_every: Duration,
 }
 
 /// SIGTERM to central, a new one on the same database, and polls until
@@ -169,21 +185,25 @@ pub async fn restart(
     let mut adopted: HashMap<String, Duration> = HashMap::new();
     let mut changed = 0;
     let mut polls = 0;
-    while adopted.len() + changed < pods && t0.elapsed() < SETTLE_LIMIT {
+    while (adopted.len() + changed < pods || hosts_ready.len() < fleet.len())
+        && t0.elapsed() < SETTLE_LIMIT
+    {
         polls += 1;
         if hosts_ready.len() < fleet.len()
             && let Ok(r) = client.list_pod_hosts(pb::ListPodHostsRequest {}).await
         {
             let at = t0.elapsed();
             for h in r.into_inner().hosts {
-                if h.state() == pb::PodHostState::Ready {
+                // Until a host's hello arrives, central shows a placeholder
+                // for it (no boot id) from what its database says runs.
+                if h.state() == pb::PodHostState::Ready && !h.boot_id.is_empty() {
                     hosts_ready.entry(h.host_id).or_insert(at);
                 }
             }
         }
         changed = 0;
         let mut offset = 0;
-        loop {
+        while adopted.len() + changed < pods {
             let page = client
                 .list_tasks(pb::ListTasksRequest {
                     status: pb::TaskStatus::Active as i32,
@@ -211,7 +231,9 @@ pub async fn restart(
             }
             offset += 1000;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A sweep of 10,000 tasks costs central tens of milliseconds: poll
+        // gently, or the measurement would slow what it measures.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let killed = match (fleet.kind, stats_before, fleet.stats().await) {
         (Kind::Simulated, Some(a), Some(b)) => {
@@ -225,6 +247,7 @@ pub async fn restart(
             .count() as u64,
     };
     let mut r = Restart {
+        poll_every: t0.elapsed() / polls.max(1) as u32,
         boot,
         missing: pods.saturating_sub(adopted.len()),
         changed,

@@ -134,6 +134,26 @@ pub fn policy() -> pb::RestartPolicy {
     }
 }
 
+/// Parses `sim:100x10000,real:10x1000`.
+pub fn parse_configs(s: &str) -> Option<Vec<Config>> {
+    s.split(',')
+        .map(|c| {
+            let (kind, size) = c.split_once(':')?;
+            let (hosts, pods) = size.split_once('x')?;
+            let kind = match kind {
+                "sim" => Kind::Simulated,
+                "real" => Kind::Real,
+                _ => return None,
+            };
+            Some(Config {
+                kind,
+                hosts: hosts.parse().ok().filter(|h| *h > 0)?,
+                pods: pods.parse().ok().filter(|p| *p > 0)?,
+            })
+        })
+        .collect()
+}
+
 /// Slots per host: room for a lost rack's pods on the other racks, and a
 /// little more.
 fn capacity(c: &Config) -> u32 {
@@ -175,6 +195,16 @@ async fn run_one(dir: &Path, c: Config, spec: &ScaleSpec) -> ConfigResult {
         load.rate(),
         load.errors
     );
+    if let Some(secs) = std::env::var("BENCH_SCALE_PAUSE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        eprintln!(
+            "    paused {secs} s at rest: central-manager pid {}",
+            central.pid
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     let rest = measure::rest(&central, &mut client, &fleet, c.pods, rss_base, spec.rest).await;
     let (list_active, listed) = measure::list_active(&mut client, spec.list_active).await;
     let list_hosts = measure::list_hosts(&mut client, spec.list_hosts).await;

@@ -109,7 +109,11 @@ pub fn rows(results: &[ConfigResult]) -> Vec<Row> {
                 r.missing,
                 reduced(c)
             ))
-            .baseline(format!("resolution: {} ListTasks polls", r.polls))
+            .baseline(format!(
+                "resolution: a ListTasks sweep every {} ({} sweeps)",
+                ms(r.poll_every),
+                r.polls
+            ))
             .met(clean && r.readopted.max() <= 5 * S),
     );
     let s = &c.crash;
