@@ -144,6 +144,55 @@ pub struct Config {
     /// port 0 picks a free port, which is logged at start.
     #[arg(long, env = "IPA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Serve TLS with this PEM certificate chain (with --tls-key). Re-read
+    /// when it changes on disk; no restart needed.
+    #[arg(long, env = "IPA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "IPA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require every API client to present a certificate signed by a CA in
+    /// this PEM file (needs --tls-cert). The client's principal is the
+    /// certificate's first DNS or URI SAN, else its CN.
+    #[arg(long, env = "IPA_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Token file (TOML `[[token]] principal, role, sha256`): clients send
+    /// `authorization: Bearer <token>`. Re-read on SIGHUP and on change.
+    #[arg(long, env = "IPA_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Dial pod-hosts over TLS and verify their certificates against the
+    /// CAs in this PEM file. Pod-hosts found by --pod-host-dns must present
+    /// a certificate for that DNS name.
+    #[arg(long, env = "IPA_POD_HOST_CA")]
+    pub pod_host_ca: Option<PathBuf>,
+
+    /// Central's client certificate towards pod-hosts (PEM; with
+    /// --pod-host-client-key and --pod-host-ca).
+    #[arg(
+        long,
+        env = "IPA_POD_HOST_CLIENT_CERT",
+        requires_all = ["pod_host_client_key", "pod_host_ca"]
+    )]
+    pub pod_host_client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --pod-host-client-cert.
+    #[arg(
+        long,
+        env = "IPA_POD_HOST_CLIENT_KEY",
+        requires = "pod_host_client_cert"
+    )]
+    pub pod_host_client_key: Option<PathBuf>,
+
+    /// Also serve `grpc.health.v1.Health` alone, in plaintext, on this
+    /// address: for Kubernetes probes, which cannot speak TLS. Off unless
+    /// set.
+    #[arg(long, env = "IPA_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -240,6 +289,26 @@ impl Config {
         Duration::from_millis(self.watch_lag_limit_ms)
     }
 
+    /// The TLS files of the API listener, when TLS is on.
+    pub fn server_tls(&self) -> Option<ipa_common::tls::ServerTlsFiles> {
+        Some(ipa_common::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.client_ca.clone(),
+        })
+    }
+
+    /// The TLS files for dialling pod-hosts, when that is TLS.
+    pub fn pod_host_tls(&self) -> Option<ipa_common::tls::ClientTlsFiles> {
+        Some(ipa_common::tls::ClientTlsFiles {
+            ca: self.pod_host_ca.clone()?,
+            identity: self
+                .pod_host_client_cert
+                .clone()
+                .zip(self.pod_host_client_key.clone()),
+        })
+    }
+
     /// The database file named by `--database-url`.
     pub fn database_path(&self) -> Result<PathBuf, String> {
         database_path(&self.database_url)
@@ -295,6 +364,37 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.local_pod_host);
         assert_eq!(c.metrics_listen, None);
+        // Security is off by default (API.md: defaults keep plaintext).
+        assert!(c.server_tls().is_none() && c.pod_host_tls().is_none());
+        assert!(c.auth_tokens.is_none() && c.client_ca.is_none());
+        assert!(c.health_listen.is_none());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("central-manager").chain(args.iter().copied()))
+        };
+        assert!(parse(&["--tls-cert", "c"]).is_err());
+        assert!(parse(&["--tls-key", "k"]).is_err());
+        assert!(parse(&["--client-ca", "ca"]).is_err());
+        assert!(parse(&["--pod-host-client-cert", "c", "--pod-host-client-key", "k"]).is_err());
+        let c = parse(&["--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca"]).unwrap();
+        let files = c.server_tls().unwrap();
+        assert_eq!(files.client_ca, Some(PathBuf::from("ca")));
+        let c = parse(&[
+            "--pod-host-ca",
+            "ca",
+            "--pod-host-client-cert",
+            "c",
+            "--pod-host-client-key",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.pod_host_tls().unwrap().identity,
+            Some((PathBuf::from("c"), PathBuf::from("k")))
+        );
     }
 
     #[test]

@@ -66,6 +66,17 @@ pub enum Error {
     /// The string is for the logs only.
     #[error("the event store is unavailable ({0})")]
     StoreUnavailable(String),
+    /// UNAUTHENTICATED: auth is on and the caller brought no token or
+    /// certificate we accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// PERMISSION_DENIED: the caller's role lacks the RPC.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// ACTOR_MISMATCH: `actor_id` is not the caller (and the caller may not
+    /// act for others), or it is the reserved `system`.
+    #[error("{0}")]
+    ActorMismatch(String),
     /// The server is shutting down and no longer takes commands.
     #[error("central-manager is shutting down")]
     ShuttingDown,
@@ -162,6 +173,9 @@ impl Error {
             Self::NoPodHost(_) => ErrorReason::NoPodHost,
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
+            Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
+            Self::ActorMismatch(_) => ErrorReason::ActorMismatch,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
             Self::TooManyStreams(_) => ErrorReason::TooManyStreams,
             Self::WatchTooSlow { .. } => ErrorReason::WatchTooSlow,

@@ -3,7 +3,9 @@
 //! `tasks` table.
 //!
 //! Layers, outside in:
-//! - [`server`]: process assembly, reflection, health, graceful shutdown;
+//! - [`server`]: process assembly, TLS, reflection, health, graceful shutdown;
+//! - [`auth`]: who is calling (tokens, client certificates), roles per RPC,
+//!   `actor_id` bound to the caller; one tower layer in front of everything;
 //! - [`api`]: thin tonic handlers and the proto ⇄ domain conversions;
 //! - [`core`]: the task operations ([`core::TaskService`]) and pod operations;
 //! - [`hosts`]: pod-hosts: discovery, sessions, states and timeouts, placement;
@@ -19,6 +21,7 @@
 //! tests) and the shutdown token.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod domain;

@@ -19,7 +19,12 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use ipa_common::reload::{RELOAD_INTERVAL, Reload, Reloader};
+use ipa_common::tls::{ClientTls, ServerTls};
+
 use crate::api::CentralManagerApi;
+use crate::auth::Auth;
+use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::core::TaskService;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
@@ -72,6 +77,71 @@ pub struct Application {
     metrics_addr: Option<std::net::SocketAddr>,
     /// `--max-streams`.
     max_streams: u32,
+    /// `--tls-cert`/`--tls-key`/`--client-ca`: serve TLS.
+    tls: Option<ServerTls>,
+    /// Tokens and/or client certificates; `None`: auth off.
+    auth: Option<Auth>,
+    /// `--health-listen`.
+    health_listen: Option<std::net::SocketAddr>,
+}
+
+/// The security settings of `config`, loaded: the server's TLS, the token
+/// file, the TLS for dialling pod-hosts, and everything to re-read.
+struct Security {
+    tls: Option<ServerTls>,
+    auth: Option<Auth>,
+    pod_host_tls: Option<ClientTls>,
+    reload: Vec<Arc<dyn Reload>>,
+}
+
+impl Security {
+    fn load(config: &Config) -> Result<Self, BoxError> {
+        let mut reload: Vec<Arc<dyn Reload>> = Vec::new();
+        let tls = match config.server_tls() {
+            Some(files) => {
+                let tls = ServerTls::load(&files)
+                    .map_err(|e| format!("--tls-cert/--tls-key/--client-ca: {e}"))?;
+                reload.push(tls.reloadable());
+                Some(tls)
+            }
+            None => None,
+        };
+        let tokens = match &config.auth_tokens {
+            Some(path) => {
+                let t = Auth::load_tokens(path).map_err(|e| format!("--auth-tokens: {e}"))?;
+                tracing::info!(tokens = t.current().len(), file = %path.display(), "token authentication on");
+                reload.push(t.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        let auth = Auth::new(tokens, config.client_ca.is_some());
+        let pod_host_tls = match config.pod_host_tls() {
+            Some(files) => {
+                let mut tls = ClientTls::load(&files).map_err(|e| {
+                    format!("--pod-host-ca/--pod-host-client-cert/--pod-host-client-key: {e}")
+                })?;
+                // Pod-hosts found through DNS are dialled by address; they
+                // prove the name they were found under.
+                if let Some(name) = config
+                    .pod_host_dns
+                    .as_deref()
+                    .and_then(|d| d.rsplit_once(':').map(|(n, _)| n.to_owned()))
+                {
+                    tls = tls.with_ip_server_name(name);
+                }
+                reload.push(tls.reloadable());
+                Some(tls)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tls,
+            auth,
+            pod_host_tls,
+            reload,
+        })
+    }
 }
 
 impl Application {
@@ -81,6 +151,7 @@ impl Application {
         let path = config.database_path()?;
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        let security = Security::load(config)?;
         let writer_stop = CancellationToken::new();
         let hub = EventHub::default();
         let store = Store::open(
@@ -116,12 +187,23 @@ impl Application {
             None
         };
         let (endpoints_tx, endpoints_rx) = tokio::sync::watch::channel(Default::default());
-        let discovery = Discovery::new(
+        let mut discovery = Discovery::new(
             static_urls,
             config.pod_host_dns.iter().cloned().collect(),
             std::time::Duration::from_millis(config.pod_host_dns_interval_ms.max(100)),
             Arc::new(SystemResolver),
         );
+        if security.pod_host_tls.is_some() {
+            // The local child has no certificate: it stays plaintext on
+            // loopback.
+            discovery = discovery.with_tls(local_pod_host.iter().map(|l| l.url.clone()).collect());
+        } else if config
+            .pod_hosts
+            .iter()
+            .any(|u| u.trim().starts_with("https://"))
+        {
+            return Err("an https:// --pod-host needs --pod-host-ca".into());
+        }
         tracker.spawn(tracing::Instrument::instrument(
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
@@ -132,6 +214,7 @@ impl Application {
         let session_config = SessionConfig {
             heartbeat_interval: config.heartbeat_interval(),
             central_id: uuid::Uuid::new_v4().to_string(),
+            tls: security.pod_host_tls.clone(),
         };
         tracker.spawn(tracing::Instrument::instrument(
             crate::hosts::connector::run(
@@ -177,6 +260,7 @@ impl Application {
             None => None,
         };
         let rpc_metrics = metrics_addr.map(|_| crate::metrics::metrics().rpc.clone());
+        Reloader::new(security.reload, RELOAD_INTERVAL).start(&tracker, shutdown.clone());
         Ok(Self {
             service,
             store,
@@ -187,6 +271,9 @@ impl Application {
             rpc_metrics,
             metrics_addr,
             max_streams: config.max_streams,
+            tls: security.tls,
+            auth: security.auth,
+            health_listen: config.health_listen,
         })
     }
 
@@ -208,16 +295,25 @@ impl Application {
             .set_service_status(SERVICE_NAME, ServingStatus::Serving)
             .await;
 
+        if let Some(addr) = self.health_listen {
+            ipa_common::health::serve(
+                addr,
+                health_service.clone(),
+                &self.tracker,
+                self.shutdown.clone(),
+            )
+            .await
+            .map_err(|e| format!("binding --health-listen {addr}: {e}"))?;
+        }
+        ipa_common::warn_if_exposed(
+            "central-manager",
+            listener.local_addr()?,
+            self.tls.is_some(),
+            self.auth.is_some(),
+        );
+
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-
-        // Small request/response messages: without TCP_NODELAY, Nagle plus
-        // delayed ACKs can add tens of milliseconds to a call.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
 
         // The task service is SERVING while the event store takes writes and
         // NOT_SERVING while its circuit breaker is open. Only the named
@@ -259,7 +355,10 @@ impl Application {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = Server::builder()
+        // Inside the observation layer: refused calls are counted too, and
+        // the `auth` span nests in the server span.
+        let auth = AuthLayer::new(self.auth.clone());
+        let router = Server::builder()
             // A peer that vanished without closing (a cut cable, a frozen
             // VM) is noticed and its connection closed instead of holding
             // streams forever.
@@ -273,13 +372,30 @@ impl Application {
             // operation (a stop waits up to 60 s for its host).
             .timeout(REQUEST_TIMEOUT)
             .layer(observe)
-            .layer(crate::api::limits::MessageLimitLayer)
+            .layer(ipa_common::message_limit::MessageLimitLayer)
+            .layer(auth)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(api)
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
+            .add_service(api);
+        let result = match &self.tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), signal)
+                    .await
+            }
+            None => {
+                // Small request/response messages: without TCP_NODELAY,
+                // Nagle plus delayed ACKs can add tens of milliseconds to a
+                // call.
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    conn.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
         // Whatever ended the server, stop everything else in order: pod
         // operations whose callers left still finish (and write) first.
         self.shutdown.cancel();

@@ -196,9 +196,15 @@ impl PodHost for Api {
         &self,
         request: Request<Streaming<pb::CentralMessage>>,
     ) -> Result<Response<BoxStream<pb::HostMessage>>, Status> {
-        Ok(Response::new(Box::pin(
-            self.sessions.open(request.into_inner()),
-        )))
+        let client = request
+            .extensions()
+            .get::<ipa_common::tls::PeerInfo>()
+            .and_then(|p| p.certificate.as_ref())
+            .map(|c| c.principal.clone());
+        let stream = self
+            .sessions
+            .open(request.into_inner(), client.as_deref())?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_pod_logs(

@@ -15,6 +15,10 @@ use std::time::Duration;
 use clap::Parser;
 use ipa_common::LogFormat;
 
+use ipa_common::tls::ServerTlsFiles;
+
+use crate::gate::ClientPolicy;
+use crate::isolation::{PodIdentity, parse_pod_user, parse_uid_range};
 use crate::templates::{TemplateError, Templates};
 
 /// `--capacity` range. At least one pod, or the host is useless; at most
@@ -107,6 +111,50 @@ pub struct Args {
     /// set; port 0 picks a free port, which is logged at start.
     #[arg(long, env = "IPA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Serve TLS with this PEM certificate chain (with --tls-key). Re-read
+    /// when it changes on disk; no restart, no pod or stream dropped.
+    #[arg(long, env = "IPA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "IPA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse every call without a client certificate signed by a CA in
+    /// this PEM file (needs --tls-cert). Set it whenever anything but
+    /// central-manager can reach this port: pods can reach 127.0.0.1.
+    #[arg(long, env = "IPA_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// A client certificate name (DNS or URI SAN, else CN) allowed to call
+    /// this pod-host. Repeatable (the env var takes a comma-separated
+    /// list); unset: any certificate from --client-ca.
+    #[arg(
+        long = "allowed-client",
+        env = "IPA_ALLOWED_CLIENT",
+        value_delimiter = ',',
+        requires = "client_ca"
+    )]
+    pub allowed_client: Vec<String>,
+
+    /// Also serve `grpc.health.v1.Health` alone, in plaintext, on this
+    /// address: for Kubernetes probes, which cannot present certificates.
+    #[arg(long, env = "IPA_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Run every pod as this user instead of the pod-host's: USER or UID,
+    /// optionally :GID (a number or group name). Needs the privilege to
+    /// change uid (root, or CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_KILL,
+    /// CAP_DAC_OVERRIDE).
+    #[arg(long, env = "IPA_POD_USER", conflicts_with = "pod_uid_range")]
+    pub pod_user: Option<String>,
+
+    /// Run each live pod as a uid of its own from FIRST-LAST (gid the same
+    /// number), so pods cannot read each other's files or environment
+    /// either. The range must hold at least --capacity uids.
+    #[arg(long, env = "IPA_POD_UID_RANGE")]
+    pub pod_uid_range: Option<String>,
 }
 
 /// A host id central accepts and that reads well in logs and metrics.
@@ -145,6 +193,14 @@ pub struct HostConfig {
     /// The executable to re-run as the orphan reaper (see `reaper`); `None`
     /// runs without one (unit tests).
     pub reaper_exe: Option<PathBuf>,
+    /// Who pods run as (`--pod-user`, `--pod-uid-range`).
+    pub pod_identity: PodIdentity,
+    /// `--tls-cert`/`--tls-key`/`--client-ca`.
+    pub tls: Option<ServerTlsFiles>,
+    /// `--client-ca` + `--allowed-client`: who may call.
+    pub client_policy: Option<ClientPolicy>,
+    /// `--health-listen`.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// A start-up error: a flag's value that cannot be used. Each names its
@@ -162,6 +218,8 @@ pub enum ConfigError {
     Hostname { hostname: String, problem: String },
     #[error("cannot find the pod-host executable: {0}")]
     CurrentExe(std::io::Error),
+    #[error("{0}")]
+    PodIdentity(String),
 }
 
 impl ConfigError {
@@ -198,6 +256,34 @@ impl HostConfig {
             }
         };
         let data_dir = make_data_dir(&args.data_dir)?;
+        let pod_identity = match (&args.pod_user, &args.pod_uid_range) {
+            (Some(u), _) => {
+                PodIdentity::Shared(parse_pod_user(u).map_err(ConfigError::PodIdentity)?)
+            }
+            (None, Some(r)) => {
+                let (first, last) =
+                    parse_uid_range(r, args.capacity).map_err(ConfigError::PodIdentity)?;
+                PodIdentity::PerPod { first, last }
+            }
+            (None, None) => PodIdentity::Host,
+        };
+        let tls = args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| ServerTlsFiles {
+                cert,
+                key,
+                client_ca: args.client_ca.clone(),
+            });
+        let client_policy = args.client_ca.as_ref().map(|_| ClientPolicy {
+            allowed: args
+                .allowed_client
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        });
         Ok(Self {
             host_id,
             capacity: args.capacity,
@@ -209,6 +295,10 @@ impl HostConfig {
             keepalive_interval: Duration::from_millis(args.keepalive_interval_ms.into()),
             keepalive_timeout: Duration::from_millis(args.keepalive_timeout_ms.into()),
             reaper_exe: Some(exe),
+            pod_identity,
+            tls,
+            client_policy,
+            health_listen: args.health_listen,
         })
     }
 }
@@ -337,5 +427,58 @@ mod tests {
             e.to_string().starts_with("invalid value for --data-dir: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn security_flags() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("pod-host").chain(args.iter().copied()))
+        };
+        assert!(parse(&["--tls-cert", "c"]).is_err());
+        assert!(parse(&["--client-ca", "ca"]).is_err(), "needs TLS");
+        assert!(
+            parse(&["--allowed-client", "x"]).is_err(),
+            "needs --client-ca"
+        );
+        assert!(parse(&["--pod-user", "1", "--pod-uid-range", "1-2"]).is_err());
+        let a = parse(&[
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--client-ca",
+            "ca",
+            "--allowed-client",
+            "central.ipa",
+            "--allowed-client",
+            "spiffe://ipa/central",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.allowed_client,
+            vec!["central.ipa", "spiffe://ipa/central"]
+        );
+        let d = parse(&[]).unwrap();
+        assert!(d.tls_cert.is_none() && d.client_ca.is_none() && d.pod_user.is_none());
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        use clap::CommandFactory;
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let long = arg.get_long().unwrap_or_default();
+            let want = format!("IPA_{}", long.replace('-', "_").to_uppercase());
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env.as_deref(), Some(want.as_str()), "flag --{long}");
+        }
+    }
+
+    #[test]
+    fn zero_fence_timeout_is_refused() {
+        assert!(Args::try_parse_from(["pod-host", "--fence-timeout-ms", "0"]).is_err());
     }
 }

@@ -15,7 +15,10 @@
 //!
 //! Only one session at a time: a new Connect cancels the previous one
 //! (its response stream ends), so a reconnecting central never competes with
-//! its own half-dead stream.
+//! its own half-dead stream. With `--client-ca` only an allowed client gets
+//! this far (`gate`), and a Connect without a verified identity is refused
+//! here too, before it can touch the current session: a rogue stream could
+//! otherwise keep the fence timer fresh or ack away pod exits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +93,8 @@ fn truncate(s: &mut String, max: usize) {
 /// The current session, if any.
 pub struct Sessions {
     sup: Arc<Supervisor>,
+    /// `--client-ca`: a Connect must come with a verified identity.
+    require_identity: bool,
     current: Mutex<Option<(u64, CancellationToken)>>,
     next_id: AtomicU64,
     /// Highest event sequence written to the current session's stream.
@@ -103,6 +108,7 @@ impl Sessions {
     pub fn new(sup: Arc<Supervisor>, shutdown: CancellationToken, tracker: TaskTracker) -> Self {
         Self {
             sup,
+            require_identity: false,
             current: Mutex::new(None),
             next_id: AtomicU64::new(1),
             sent: watch::channel(0).0,
@@ -111,8 +117,27 @@ impl Sessions {
         }
     }
 
-    /// Starts a session on a new Connect stream, replacing any previous one.
-    pub fn open(self: &Arc<Self>, inbound: Streaming<pb::CentralMessage>) -> HostStream {
+    /// Requires a verified client identity for every Connect.
+    pub fn requiring_identity(mut self) -> Self {
+        self.require_identity = true;
+        self
+    }
+
+    /// Starts a session on a new Connect stream from `client` (the verified
+    /// certificate's principal, if any), replacing any previous one. Without
+    /// an identity where one is required it is refused and the current
+    /// session carries on.
+    pub fn open(
+        self: &Arc<Self>,
+        inbound: Streaming<pb::CentralMessage>,
+        client: Option<&str>,
+    ) -> Result<HostStream, crate::error::HostError> {
+        if self.require_identity && client.is_none() {
+            tracing::warn!("Connect without a verified client certificate refused");
+            return Err(crate::error::HostError::Unauthenticated(
+                "Connect requires a client certificate from this pod-host's --client-ca".into(),
+            ));
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = self.shutdown.child_token();
@@ -125,6 +150,7 @@ impl Sessions {
             tracing::info!(
                 old_session = old,
                 session = id,
+                client = client.unwrap_or("-"),
                 "new Connect replaces the previous session"
             );
             token.cancel();
@@ -138,9 +164,13 @@ impl Sessions {
                     *cur = None;
                 }
             }
-            .instrument(tracing::info_span!("connect", session = id)),
+            .instrument(tracing::info_span!(
+                "connect",
+                session = id,
+                client = client.unwrap_or("-")
+            )),
         );
-        ReceiverStream::new(rx)
+        Ok(ReceiverStream::new(rx))
     }
 
     /// Whether a central is connected.

@@ -31,6 +31,13 @@ pub enum HostError {
     /// failed (the program, the working directory, …).
     #[error("{0}")]
     SpawnFailed(String),
+    /// `--client-ca` is set and the call came without a verified client
+    /// certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The client certificate names no `--allowed-client`.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Logged in full where it happens; the client sees no internals.
     #[error("internal error")]
     Internal,
@@ -64,6 +71,8 @@ impl HostError {
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
+            Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::Internal => ErrorReason::Internal,
         }
     }

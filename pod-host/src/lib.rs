@@ -10,6 +10,8 @@
 //! - [`metrics`] the Prometheus metrics (`--metrics-listen`);
 //! - [`events`] sequence numbers and the replay buffer; [`connect`] the
 //!   Connect session; [`fence`] self-fencing;
+//! - [`gate`] who may call (`--client-ca`, `--allowed-client`);
+//!   [`isolation`] pods as other users (`--pod-user`, `--pod-uid-range`);
 //! - [`api`] thin tonic handlers, [`convert`] domain → proto, [`error`] the
 //!   one error → status mapping, [`server`] reflection + health + serving.
 //!
@@ -23,6 +25,8 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod fence;
+pub mod gate;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod pods;
@@ -60,6 +64,10 @@ pub enum RunError {
     Journal(std::io::Error),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("--health-listen: {0}")]
+    Health(std::io::Error),
 }
 
 /// Runs the pod-host on `listener` until `shutdown` is cancelled, then
@@ -83,6 +91,11 @@ pub async fn run(
         tracing::info!(groups = ?swept.unverified, "recorded groups of a previous run now belong to other processes; left alone");
     }
     let journal = sweep::GroupJournal::create(&config.data_dir).map_err(RunError::Journal)?;
+    // Refuse to start with certificates it cannot use, before any pod.
+    let tls = match &config.tls {
+        Some(files) => Some(ipa_common::tls::ServerTls::load(files).map_err(RunError::Tls)?),
+        None => None,
+    };
     let reaper = match &config.reaper_exe {
         Some(exe) => Some(Arc::new(
             reaper::Reaper::start(exe).map_err(RunError::Reaper)?,
@@ -116,17 +129,24 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "pod-host starting"
     );
-    let sessions = Arc::new(connect::Sessions::new(
-        sup.clone(),
-        stop_streams.clone(),
-        tracker.clone(),
-    ));
+    let mut sessions = connect::Sessions::new(sup.clone(), stop_streams.clone(), tracker.clone());
+    if config.client_policy.is_some() {
+        sessions = sessions.requiring_identity();
+    }
+    let sessions = Arc::new(sessions);
     if let Some(r) = sup.reaper().cloned() {
         let (events, cancel) = (sup.clone(), stop_streams.clone());
         tracker.spawn(
             async move { r.monitor(events.as_ref(), cancel).await }
                 .instrument(tracing::info_span!("reaper_monitor")),
         );
+    }
+    if let Some(tls) = &tls {
+        ipa_common::reload::Reloader::new(
+            vec![tls.reloadable()],
+            ipa_common::reload::RELOAD_INTERVAL,
+        )
+        .start(&tracker, stop_streams.clone());
     }
     tracker.spawn(
         fence::FenceTimer::new(sup.clone())
@@ -136,6 +156,19 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     server::set_serving(&health, true).await;
+    if let Some(addr) = config.health_listen {
+        ipa_common::health::serve(addr, health_service.clone(), &tracker, stop_streams.clone())
+            .await
+            .map_err(RunError::Health)?;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        ipa_common::warn_if_exposed(
+            "pod-host",
+            addr,
+            tls.is_some(),
+            config.client_policy.is_some(),
+        );
+    }
     let api = api::Api::new(
         sup.clone(),
         sessions.clone(),
@@ -149,9 +182,18 @@ pub async fn run(
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
         };
-        server::serve(listener, api, health_service, limits, async move {
-            stop.cancelled().await
-        })
+        let security = server::Security {
+            tls,
+            gate: gate::GateLayer::new(config.client_policy.clone()),
+        };
+        server::serve(
+            listener,
+            security,
+            api,
+            health_service,
+            limits,
+            async move { stop.cancelled().await },
+        )
         .instrument(tracing::info_span!("grpc_server"))
     });
 

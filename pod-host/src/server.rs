@@ -61,9 +61,18 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// TLS and the client gate of the server.
+pub struct Security {
+    /// `--tls-cert`: serve TLS (certificates re-read on change).
+    pub tls: Option<ipa_common::tls::ServerTls>,
+    /// `--client-ca` + `--allowed-client`.
+    pub gate: crate::gate::GateLayer,
+}
+
 /// Serves until `shutdown` resolves, then drains in-flight calls.
 pub async fn serve(
     listener: TcpListener,
+    security: Security,
     api: Api,
     health: HealthServer<impl Health>,
     limits: Limits,
@@ -82,13 +91,10 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1();
     let reflection_v1alpha = reflection().build_v1alpha();
-    // Without TCP_NODELAY small event messages can sit in Nagle's buffer for
-    // tens of milliseconds: exits must reach central at once.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let pod_host = PodHostServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .tcp_keepalive(Some(TCP_KEEPALIVE))
@@ -97,13 +103,29 @@ pub async fn serve(
         .layer(ipa_common::grpc::ObserveLayer::new(
             crate::metrics::rpc_if_served(),
         ))
-        // Oversized requests: RESOURCE_EXHAUSTED, as API.md says.
+        // Oversized requests: RESOURCE_EXHAUSTED, as docs/api.md says.
         .layer(ipa_common::message_limit::MessageLimitLayer)
+        // Inside it, so refused calls are counted too.
+        .layer(security.gate)
         .add_service(health)
         .add_service(reflection_v1?)
         .add_service(reflection_v1alpha?)
-        .add_service(pod_host)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_service(pod_host);
+    match security.tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await?
+        }
+        None => {
+            // Without TCP_NODELAY small event messages can sit in Nagle's
+            // buffer for tens of milliseconds: exits must reach central at
+            // once. (The TLS path sets it on every accepted connection.)
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     Ok(())
 }

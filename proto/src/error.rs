@@ -26,8 +26,13 @@ pub enum ErrorReason {
     PodStateUnknown,
     NoPodHost,
     EventStoreUnavailable,
+    /// No or unknown token, no or untrusted certificate (auth on).
     Unauthenticated,
+    /// The caller's role lacks the RPC.
     PermissionDenied,
+    /// `actor_id` names someone other than the authenticated caller (or
+    /// the reserved `system`).
+    ActorMismatch,
     /// Unexpected failure; the message never leaks internals.
     Internal,
     /// The server is shutting down.
@@ -70,6 +75,7 @@ impl ErrorReason {
             Self::EventStoreUnavailable => "EVENT_STORE_UNAVAILABLE",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ActorMismatch => "ACTOR_MISMATCH",
             Self::Internal => "INTERNAL",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::TooManyStreams => "TOO_MANY_STREAMS",
@@ -106,7 +112,7 @@ impl ErrorReason {
             | Self::WatchTooSlow
             | Self::MessageTooLarge => Code::ResourceExhausted,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::PermissionDenied => Code::PermissionDenied,
+            Self::PermissionDenied | Self::ActorMismatch => Code::PermissionDenied,
             Self::Internal => Code::Internal,
         }
     }
@@ -135,6 +141,7 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::EventStoreUnavailable,
     ErrorReason::Unauthenticated,
     ErrorReason::PermissionDenied,
+    ErrorReason::ActorMismatch,
     ErrorReason::Internal,
     ErrorReason::ShuttingDown,
     ErrorReason::TooManyStreams,

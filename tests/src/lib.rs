@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod ipactl;
 pub mod ledger;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod simhost;
@@ -55,6 +56,9 @@ pub const BENCH_METRICS: &[&str] = &[
     "Pod-host memory per pod",
     "Graceful stop of a pod-host with its pods",
     "Crash loop restart vs supervisord (peer)",
+    "CreateTask, 1 client, TLS + token",
+    "CreateTask, 64 clients, TLS + token",
+    "StartPod, 1 client, TLS + token (mTLS to the pod-host)",
     "Scale: central CPU at rest, 100 pod-hosts / 10,000 pods",
     "Scale: central memory per supervised pod",
     "Scale: central restart → every pod re-adopted (10,000 pods)",

@@ -12,12 +12,14 @@
 use ipa_proto::time::{micros_from_timestamp, timestamp_from_micros};
 use ipa_proto::v1 as pb;
 
+use crate::auth::Caller;
+use crate::auth::actor::bind;
 use crate::domain::limits::MAX_PAGE_BYTES;
 use crate::domain::{
-    ActorId, CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery,
-    LogsQuery, MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus,
-    RequestId, RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId,
-    TaskRecord, TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
+    CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery, LogsQuery,
+    MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
+    RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord,
+    TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostState, HostView};
@@ -116,13 +118,39 @@ fn host_state_to_pb(s: HostState) -> pb::PodHostState {
 
 // ---------- requests ----------
 
-impl TryFrom<pb::CreateTaskRequest> for NewTask {
+/// A mutating request with its authenticated caller (`None`: auth is off),
+/// which decides what its `actor_id` may be (`auth::actor::bind`).
+pub struct WithCaller<'a, T>(pub T, pub Option<&'a Caller>);
+
+/// Mutating requests convert with or without a caller; without one is the
+/// auth-off behaviour.
+macro_rules! without_caller {
+    ($($req:ty => $domain:ty),* $(,)?) => {$(
+        impl TryFrom<$req> for $domain {
+            type Error = Error;
+            fn try_from(r: $req) -> Result<Self> {
+                Self::try_from(WithCaller(r, None))
+            }
+        }
+    )*};
+}
+
+without_caller! {
+    pb::CreateTaskRequest => NewTask,
+    pb::CompleteTaskRequest => TaskCommand,
+    pb::StartPodRequest => TaskCommand,
+    pb::RestartPodRequest => TaskCommand,
+    pb::CancelTaskRequest => CancelTask,
+    pb::StopPodRequest => StopPod,
+}
+
+impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
     type Error = Error;
 
-    fn try_from(r: pb::CreateTaskRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CreateTaskRequest>) -> Result<Self> {
         let title = Title::parse(&r.title)?;
         let description = Description::parse(&r.description)?;
-        let actor = ActorId::parse(&r.actor_id)?;
+        let actor = bind(&r.actor_id, caller)?;
         let correlation = CorrelationId::parse_or_new(&r.correlation_id)?;
         let metadata = Metadata::parse(r.metadata)?;
         let template = TemplateName::parse(&r.template)?;
@@ -157,10 +185,15 @@ pub fn task_id(s: &str) -> Result<TaskId> {
     TaskId::parse(s, "task_id")
 }
 
-fn task_command(task: &str, actor: &str, correlation: &str) -> Result<TaskCommand> {
+fn task_command(
+    task: &str,
+    actor: &str,
+    correlation: &str,
+    caller: Option<&Caller>,
+) -> Result<TaskCommand> {
     Ok(TaskCommand {
         task_id: task_id(task)?,
-        actor: ActorId::parse(actor)?,
+        actor: bind(actor, caller)?,
         correlation: CorrelationId::parse_or_new(correlation)?,
     })
 }
@@ -176,30 +209,30 @@ fn reason_text(reason: &str) -> Result<String> {
     Ok(reason.to_owned())
 }
 
-impl TryFrom<pb::CompleteTaskRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::CompleteTaskRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::CompleteTaskRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CompleteTaskRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::StartPodRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::StartPodRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::StartPodRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::StartPodRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::RestartPodRequest> for TaskCommand {
+impl TryFrom<WithCaller<'_, pb::RestartPodRequest>> for TaskCommand {
     type Error = Error;
-    fn try_from(r: pb::RestartPodRequest) -> Result<Self> {
-        task_command(&r.task_id, &r.actor_id, &r.correlation_id)
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::RestartPodRequest>) -> Result<Self> {
+        task_command(&r.task_id, &r.actor_id, &r.correlation_id, caller)
     }
 }
 
-impl TryFrom<pb::CancelTaskRequest> for CancelTask {
+impl TryFrom<WithCaller<'_, pb::CancelTaskRequest>> for CancelTask {
     type Error = Error;
-    fn try_from(r: pb::CancelTaskRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CancelTaskRequest>) -> Result<Self> {
         let task_id = task_id(&r.task_id)?;
         if r.reason.trim().is_empty() {
             return Err(Error::MissingReason);
@@ -208,18 +241,18 @@ impl TryFrom<pb::CancelTaskRequest> for CancelTask {
         Ok(Self {
             task_id,
             reason,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })
     }
 }
 
-impl TryFrom<pb::StopPodRequest> for StopPod {
+impl TryFrom<WithCaller<'_, pb::StopPodRequest>> for StopPod {
     type Error = Error;
-    fn try_from(r: pb::StopPodRequest) -> Result<Self> {
+    fn try_from(WithCaller(r, caller): WithCaller<'_, pb::StopPodRequest>) -> Result<Self> {
         Ok(Self {
             task_id: task_id(&r.task_id)?,
-            actor: ActorId::parse(&r.actor_id)?,
+            actor: bind(&r.actor_id, caller)?,
             reason: reason_text(&r.reason)?,
             correlation: CorrelationId::parse_or_new(&r.correlation_id)?,
         })

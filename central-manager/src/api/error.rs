@@ -119,6 +119,21 @@ mod tests {
             "{}",
             s.message()
         );
+        check(
+            Error::Unauthenticated("no token".into()),
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        check(
+            Error::PermissionDenied("reader".into()),
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        check(
+            Error::ActorMismatch("not you".into()),
+            Code::PermissionDenied,
+            "ACTOR_MISMATCH",
+        );
     }
 
     #[test]

@@ -20,12 +20,13 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use tracing::{Span, instrument};
 
+use crate::auth::layer::caller;
 use crate::core::TaskService;
 use crate::domain::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, NewTask, StopPod, TaskCommand, TaskFilter,
     WatchQuery,
 };
-use convert::{event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
+use convert::{WithCaller, event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -67,7 +68,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CreateTaskRequest>,
     ) -> RpcResult<pb::CreateTaskResponse> {
-        let new = NewTask::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let new = NewTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         let span = Span::current();
         span.record("actor_id", new.actor.as_str());
         span.record("correlation_id", new.correlation.as_str());
@@ -122,7 +124,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::StartPodRequest>,
     ) -> RpcResult<pb::StartPodResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         let pod = self.service.start_pod(c).await?;
         Ok(Response::new(pb::StartPodResponse {
@@ -132,7 +135,8 @@ impl CentralManager for CentralManagerApi {
 
     #[instrument(name = "StopPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
     async fn stop_pod(&self, req: Request<pb::StopPodRequest>) -> RpcResult<pb::StopPodResponse> {
-        let c = StopPod::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = StopPod::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.stop_pod(c).await?;
         Ok(Response::new(pb::StopPodResponse {}))
@@ -143,7 +147,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::RestartPodRequest>,
     ) -> RpcResult<pb::RestartPodResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         let pod = self.service.restart_pod(c).await?;
         Ok(Response::new(pb::RestartPodResponse {
@@ -156,7 +161,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CompleteTaskRequest>,
     ) -> RpcResult<pb::CompleteTaskResponse> {
-        let c = TaskCommand::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.complete_task(c).await?;
         tracing::info!("task completed");
@@ -168,7 +174,8 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CancelTaskRequest>,
     ) -> RpcResult<pb::CancelTaskResponse> {
-        let c = CancelTask::try_from(req.into_inner())?;
+        let caller = caller(&req);
+        let c = CancelTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
         self.service.cancel_task(c).await?;
         tracing::info!("task cancelled");

@@ -158,10 +158,7 @@ impl TaskService {
             String::new()
         };
         let auto_start = task.auto_start && pod_message.is_empty();
-        let cause = Cause {
-            actor: task.actor.as_str().to_owned(),
-            correlation: task.correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(&task.actor, &task.correlation);
         let task_id = TaskId::new();
         let outcome = self
             .store
@@ -281,10 +278,7 @@ impl TaskService {
     /// POD_STATE_UNKNOWN from the task's state, NO_POD_HOST from placement;
     /// exactly one of concurrent calls wins the claim.
     pub async fn start_pod(&self, c: TaskCommand) -> Result<PodInfo> {
-        let cause = Cause {
-            actor: c.actor.as_str().to_owned(),
-            correlation: c.correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(&c.actor, &c.correlation);
         let pods = self.pods.clone();
         self.detached(async move {
             pods.start(c.task_id, cause, false)

@@ -358,10 +358,7 @@ impl Pods {
             pod_id: pod_info.pod_id.clone(),
             generation: pod_info.generation,
         };
-        let cause = Cause {
-            actor: actor.as_str().to_owned(),
-            correlation: correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(actor, correlation);
         self.stop_pod(&pod, &pod_info.pod_host, cause, reason).await
     }
 
@@ -449,10 +446,7 @@ impl Pods {
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         crate::domain::ensure_not_terminal(task_id, task.status)?;
-        let cause = Cause {
-            actor: actor.as_str().to_owned(),
-            correlation: correlation.as_str().to_owned(),
-        };
+        let cause = Cause::by(actor, correlation);
         match task.pod_status {
             PodStatus::Unknown => return Err(Error::PodStateUnknown(task_id)),
             PodStatus::Starting | PodStatus::Running => {

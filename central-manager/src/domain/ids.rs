@@ -71,9 +71,14 @@ fn bounded(field: &'static str, s: &str) -> Result<()> {
 }
 
 /// Who made a change: the caller's `actor_id`, or `system` for automatic
-/// actions. Trimmed; never empty.
+/// actions. Trimmed; never empty. When an admin acts as someone else, the
+/// admin's own principal rides along (events record it as
+/// `authenticated_as`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ActorId(String);
+pub struct ActorId {
+    id: String,
+    authenticated_as: Option<String>,
+}
 
 impl ActorId {
     /// The actor of automatic actions (docs/api.md).
@@ -86,17 +91,36 @@ impl ActorId {
             return Err(Error::MissingActorId);
         }
         bounded("actor_id", t)?;
-        Ok(Self(t.to_owned()))
+        Ok(Self {
+            id: t.to_owned(),
+            authenticated_as: None,
+        })
     }
 
     /// The `system` actor.
     pub fn system() -> Self {
-        Self(Self::SYSTEM.to_owned())
+        Self {
+            id: Self::SYSTEM.to_owned(),
+            authenticated_as: None,
+        }
+    }
+
+    /// This actor, as `principal` acting for it (an admin).
+    pub fn authenticated_as(self, principal: &str) -> Self {
+        Self {
+            authenticated_as: (principal != self.id).then(|| principal.to_owned()),
+            ..self
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+
+    /// The authenticated caller when it is not the actor itself.
+    pub fn authenticated_as_principal(&self) -> Option<&str> {
+        self.authenticated_as.as_deref()
     }
 }
 

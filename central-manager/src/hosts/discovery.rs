@@ -61,6 +61,15 @@ pub fn endpoint_set(static_urls: &[String], resolved: &BTreeSet<SocketAddr>) -> 
         .collect()
 }
 
+/// The `https://` form of an endpoint URL (`--pod-host-ca`: every
+/// pod-host is dialled over TLS).
+pub fn tls_url(url: &str) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Publishes the current endpoint set on a watch channel and keeps it
 /// fresh.
 pub struct Discovery {
@@ -68,6 +77,9 @@ pub struct Discovery {
     dns: Vec<String>,
     interval: Duration,
     resolver: Arc<dyn Resolve>,
+    /// `Some`: publish `https://` URLs, except for these (the
+    /// `--local-pod-host` child, which has no certificate).
+    tls_except: Option<Vec<String>>,
 }
 
 impl Discovery {
@@ -82,6 +94,23 @@ impl Discovery {
             dns,
             interval,
             resolver,
+            tls_except: None,
+        }
+    }
+
+    /// Publishes every endpoint as `https://`, except `plaintext` ones.
+    pub fn with_tls(mut self, plaintext: Vec<String>) -> Self {
+        self.tls_except = Some(plaintext);
+        self
+    }
+
+    fn publishable(&self, set: BTreeSet<String>) -> BTreeSet<String> {
+        match &self.tls_except {
+            None => set,
+            Some(plain) => set
+                .into_iter()
+                .map(|u| if plain.contains(&u) { u } else { tls_url(&u) })
+                .collect(),
         }
     }
 
@@ -117,7 +146,7 @@ impl Discovery {
             if let Some(r) = self.resolve_once().await {
                 resolved = r;
             }
-            let set = endpoint_set(&self.static_urls, &resolved);
+            let set = self.publishable(endpoint_set(&self.static_urls, &resolved));
             tx.send_if_modified(|cur| {
                 if *cur == set {
                     false
@@ -182,6 +211,33 @@ mod tests {
         assert_eq!(
             v,
             vec!["http://10.0.0.2:50052", "http://127.0.0.1:1", "http://h:2"]
+        );
+    }
+
+    #[test]
+    fn with_tls_every_endpoint_but_the_local_one_is_https() {
+        let d = Discovery::new(
+            vec![
+                "h:1".into(),
+                "http://127.0.0.1:9".into(),
+                "https://x:3".into(),
+            ],
+            vec![],
+            Duration::from_secs(1),
+            Arc::new(FakeResolver::new()),
+        )
+        .with_tls(vec!["http://127.0.0.1:9".into()]);
+        let resolved: BTreeSet<_> = [addr("10.0.0.2:50052")].into();
+        let set = d.publishable(endpoint_set(&d.static_urls, &resolved));
+        let v: Vec<_> = set.into_iter().collect();
+        assert_eq!(
+            v,
+            vec![
+                "http://127.0.0.1:9",
+                "https://10.0.0.2:50052",
+                "https://h:1",
+                "https://x:3"
+            ]
         );
     }
 

@@ -130,6 +130,9 @@ impl SessionHandle {
 pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     pub central_id: String,
+    /// How to dial `https://` endpoints (`--pod-host-ca`); `None`: they
+    /// are refused.
+    pub tls: Option<ipa_common::tls::ClientTls>,
 }
 
 /// Why a connection ended.
@@ -161,7 +164,14 @@ pub async fn run(
                 backoff::delay(RECONNECT_INITIAL, RECONNECT_MAX, 0, rand::random::<f64>())
             }
             End::Failed(e) => {
-                tracing::debug!(%endpoint, error = %e, attempt, "pod-host session failed");
+                // The first failure in a row is worth an operator's eye (a
+                // refused certificate looks exactly like this); the retries
+                // that follow are not.
+                if attempt == 0 {
+                    tracing::warn!(%endpoint, error = %e, "pod-host session failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%endpoint, error = %e, attempt, "pod-host session failed");
+                }
                 attempt = attempt.saturating_add(1);
                 backoff::delay(
                     RECONNECT_INITIAL,
@@ -177,6 +187,50 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Opens the HTTP/2 connection to a pod-host: TLS for `https://`
+/// endpoints (through a connector that uses the certificates in force at
+/// each dial), plaintext otherwise.
+async fn dial(
+    endpoint: &str,
+    tls: Option<&ipa_common::tls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
+    let secure = endpoint.starts_with("https://");
+    let base = if secure {
+        ipa_common::tls::client::tls_endpoint(endpoint)?
+    } else {
+        Endpoint::from_shared(endpoint.to_owned()).map_err(|e| e.to_string())?
+    };
+    let base = base
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        // Detect a dead TCP peer even when the host is silent for other
+        // reasons; silence rules still decide host state.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    match (secure, tls) {
+        (false, _) => base.connect().await.map_err(|e| e.to_string()),
+        (true, Some(tls)) => base
+            .connect_with_connector(tls.connector())
+            .await
+            .map_err(|e| format!("{e}: {}", error_chain(&e))),
+        (true, None) => Err(format!(
+            "{endpoint} is https but central-manager has no --pod-host-ca"
+        )),
+    }
+}
+
+/// The causes of an error, for a log line that says why a dial failed
+/// (e.g. which certificate check refused the pod-host).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out.join(": ")
 }
 
 /// One connection, from dial to the end of the stream.
@@ -340,17 +394,7 @@ async fn open(
     config: &SessionConfig,
     hosts: &HostDirectory,
 ) -> Result<Opened, String> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // Detect a dead TCP peer even when the host is silent for other
-        // reasons; silence rules still decide host state.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = dial(endpoint, config.tls.as_ref()).await?;
     let mut client =
         PodHostClient::with_interceptor(channel, ipa_common::trace_context::InjectTraceContext);
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);

@@ -161,6 +161,15 @@ pub(super) fn append_event(
     insert_event(conn, task_id, version, e, now, events)
 }
 
+/// Records the authenticated caller in an event's data when it is not the
+/// event's actor (an admin acting for someone, API.md Security), so the
+/// audit trail says who really did it.
+pub(super) fn note_principal(data: &mut serde_json::Value, authenticated_as: Option<&str>) {
+    if let (Some(p), Some(obj)) = (authenticated_as, data.as_object_mut()) {
+        obj.insert("authenticated_as".to_owned(), json!(p));
+    }
+}
+
 /// An event about to be written.
 struct NewEvent<'a> {
     event: EventType,
@@ -260,6 +269,8 @@ fn create_task(
         "restart_policy": t.restart_policy,
         "auto_start": t.auto_start,
     });
+    let mut data = data;
+    note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
         data,
@@ -370,10 +381,11 @@ fn finish_task(
         now,
         &id
     ])?;
-    let data = match reason {
+    let mut data = match reason {
         Some(r) => json!({ "reason": r }),
         None => json!({}),
     };
+    note_principal(&mut data, actor.authenticated_as_principal());
     append_event(
         conn,
         task_id,

@@ -89,6 +89,7 @@ pub(super) fn ended(
         Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
         Ending::Lost => EventType::PodLost,
     };
+    super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
     append_event(
         conn,
         pod.task_id,

@@ -42,6 +42,9 @@ pub struct PodRef {
 pub struct Cause {
     /// `actor_id` on the event.
     pub actor: String,
+    /// The authenticated caller when it is not `actor` (an admin acting
+    /// for someone): recorded in the event data.
+    pub authenticated_as: Option<String>,
     /// `correlation_id` on the event; empty = the pod's start correlation.
     pub correlation: String,
 }
@@ -52,7 +55,17 @@ impl Cause {
     pub fn system() -> Self {
         Self {
             actor: SYSTEM_ACTOR.into(),
+            authenticated_as: None,
             correlation: String::new(),
+        }
+    }
+
+    /// A caller's command.
+    pub fn by(actor: &crate::domain::ActorId, correlation: &crate::domain::CorrelationId) -> Self {
+        Self {
+            actor: actor.as_str().to_owned(),
+            authenticated_as: actor.authenticated_as_principal().map(str::to_owned),
+            correlation: correlation.as_str().to_owned(),
         }
     }
 }
@@ -294,6 +307,7 @@ pub fn apply(
             mark_running(conn, pod, *pid, *started_at, now)?;
             let mut data = pod_data(pod, host_id);
             data["pid"] = json!(pid);
+            super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
             let corr = row.correlation(cause).to_owned();
             append_event(
                 conn,

@@ -14,6 +14,11 @@
 //! Spare dirs are never handed to pods other than through a start, and
 //! never reused after a pod had them. Leftovers of a previous run of the
 //! host are removed before the first refill.
+//!
+//! When pods run as another user (`crate::isolation`), the pod's own files
+//! live one level down, in `POD_ID/work` (its working dir, with the task
+//! file), which is handed to the pod's user; `POD_ID` itself stays the
+//! host's and holds the output log.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,9 +30,25 @@ const SPARE_TARGET: usize = 16;
 /// The name of the task file inside a pod's dir.
 pub const TASK_FILE: &str = "task.json";
 
+/// The pod's own dir inside its pod dir, when pods are isolated.
+const WORK_DIR: &str = "work";
+
+/// A pod's working dir and task file inside its pod dir `dir`.
+pub fn pod_paths(dir: &Path, isolated: bool) -> (PathBuf, PathBuf) {
+    let work = if isolated {
+        dir.join(WORK_DIR)
+    } else {
+        dir.to_path_buf()
+    };
+    let task = work.join(TASK_FILE);
+    (work, task)
+}
+
 pub struct PodDirs {
     pods_root: PathBuf,
     spare_root: PathBuf,
+    /// Pods run as another user: the `work` layout.
+    isolated: bool,
     state: Mutex<Spare>,
 }
 
@@ -41,10 +62,11 @@ struct Spare {
 }
 
 impl PodDirs {
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, isolated: bool) -> Self {
         Self {
             pods_root: data_dir.join("pods"),
             spare_root: data_dir.join("spare"),
+            isolated,
             state: Mutex::new(Spare::default()),
         }
     }
@@ -53,9 +75,14 @@ impl PodDirs {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes `dir` (a pod's dir) with `dir/task.json` holding `body`, mode
-    /// 0600. Blocking.
-    pub fn make(&self, dir: &Path, body: &[u8]) -> io::Result<()> {
+    /// Makes `dir` (a pod's dir) with its task file holding `body`, mode
+    /// 0600, and hands the pod's part to `creds` when given. Blocking.
+    pub fn make(
+        &self,
+        dir: &Path,
+        body: &[u8],
+        creds: Option<&crate::isolation::Creds>,
+    ) -> io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let spare = self.lock().ready.pop();
@@ -67,8 +94,9 @@ impl PodDirs {
                 false
             }
         });
+        let (work, task) = pod_paths(dir, self.isolated);
         if !placed {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(&work)?;
         }
         // A spare dir's task file exists already (0600, empty): no inode.
         std::fs::OpenOptions::new()
@@ -76,8 +104,12 @@ impl PodDirs {
             .write(true)
             .truncate(true)
             .mode(0o600)
-            .open(dir.join(TASK_FILE))?
-            .write_all(body)
+            .open(&task)?
+            .write_all(body)?;
+        match creds {
+            Some(c) => crate::isolation::hand_over(dir, &work, &task, c),
+            None => Ok(()),
+        }
     }
 
     /// Tops the spare dirs up in the background (one refill at a time).
@@ -123,11 +155,15 @@ impl PodDirs {
             };
             let dir = self.spare_root.join(n.to_string());
             std::fs::create_dir(&dir)?;
+            let (work, task) = pod_paths(&dir, self.isolated);
+            if self.isolated {
+                std::fs::create_dir(&work)?;
+            }
             std::fs::OpenOptions::new()
                 .create_new(true)
                 .write(true)
                 .mode(0o600)
-                .open(dir.join(TASK_FILE))?;
+                .open(task)?;
             self.lock().ready.push(dir);
         }
     }
@@ -160,13 +196,13 @@ mod tests {
         // Leftovers of a previous run are cleared.
         std::fs::create_dir_all(data.path().join("spare/1")).unwrap();
         std::fs::write(data.path().join("spare/1/junk"), b"x").unwrap();
-        let dirs = Arc::new(PodDirs::new(data.path()));
+        let dirs = Arc::new(PodDirs::new(data.path(), false));
         filled(&dirs).await;
         assert!(!data.path().join("spare/1/junk").exists());
         let pods = data.path().join("pods");
         for i in 0..SPARE_TARGET + 2 {
             let dir = pods.join(format!("pod-{i}"));
-            dirs.make(&dir, format!("{{\"n\":{i}}}\n").as_bytes())
+            dirs.make(&dir, format!("{{\"n\":{i}}}\n").as_bytes(), None)
                 .unwrap();
             let task = dir.join(TASK_FILE);
             assert_eq!(

@@ -169,6 +169,9 @@ struct Pod {
     view: PodView,
     logs: Arc<LogSink>,
     dir: PathBuf,
+    /// Who it runs as when not the host (`crate::isolation`); a per-pod
+    /// uid returns to the pool when the exit is recorded.
+    creds: Option<crate::isolation::Creds>,
     /// Set when the host decided to end the pod; becomes the exit cause.
     kill_cause: Option<ExitCause>,
     reported_completed: bool,
@@ -258,6 +261,7 @@ pub struct Supervisor {
     fence_rearm: Notify,
     spawner: Spawner,
     dirs: Arc<dirs::PodDirs>,
+    isolation: crate::isolation::Isolation,
     reaper: Option<Arc<Reaper>>,
     /// The record of pod groups a later run sweeps after a crash.
     journal: GroupJournal,
@@ -286,7 +290,11 @@ impl Supervisor {
                 unacked: VecDeque::new(),
                 archive: VecDeque::new(),
             }),
-            dirs: Arc::new(dirs::PodDirs::new(&cfg.data_dir)),
+            dirs: Arc::new(dirs::PodDirs::new(
+                &cfg.data_dir,
+                cfg.pod_identity != crate::isolation::PodIdentity::Host,
+            )),
+            isolation: crate::isolation::Isolation::new(cfg.pod_identity.clone()),
             cfg,
             seq_tx: watch::channel(0).0,
             fence_rearm: Notify::new(),
@@ -297,8 +305,12 @@ impl Supervisor {
         }
     }
 
-    /// Starts making spare pod dirs in the background (see [`dirs`]).
+    /// Locks the data dir down for pods of another user, then starts
+    /// making spare pod dirs in the background (see [`dirs`]).
     pub fn prepare_dirs(&self) {
+        if let Err(e) = self.isolation.secure_data_dir(&self.cfg.data_dir) {
+            tracing::error!(dir = %self.cfg.data_dir.display(), error = %e, "cannot restrict the data dir");
+        }
         self.dirs.refill();
     }
 
@@ -454,6 +466,9 @@ impl Supervisor {
             return;
         };
         let exit = make(pod.kill_cause, pod.reported_completed);
+        if let Some(c) = pod.creds.take() {
+            self.isolation.release(&c);
+        }
         crate::metrics::pod_ended(&exit);
         pod.view.state = PodState::Exited;
         pod.view.exit = Some(exit.clone());

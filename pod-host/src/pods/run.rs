@@ -39,6 +39,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 struct Prepared {
     logs: Arc<LogSink>,
     dir: std::path::PathBuf,
+    /// The pod's working dir (its pod dir, or `work` in it when isolated).
+    work: std::path::PathBuf,
     task_file: std::path::PathBuf,
     fence: Vec<(u32, watch::Receiver<bool>)>,
     /// The task's newest pod before this one (restored if it never starts).
@@ -68,11 +70,32 @@ impl Supervisor {
             Err(existing) => return Ok(existing),
         };
 
+        // Who it runs as (`crate::isolation`): a per-pod uid is taken now
+        // and returned when its exit is recorded.
+        let creds = match self.isolation.acquire() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no identity for the pod");
+                self.record_exit(&spec.pod_id, |_, _| PodExit {
+                    code: None,
+                    signal: None,
+                    cause: ExitCause::SpawnFailed,
+                    reported_completed: false,
+                    at: SystemTime::now(),
+                    message: e,
+                });
+                return Ok(self.view(&spec.pod_id));
+            }
+        };
+        if let Some(p) = self.lock().pods.get_mut(&spec.pod_id) {
+            p.creds = creds.clone();
+        }
+
         // The pod's dir and task file, outside the table lock and off the
         // async workers (creating inodes can take a millisecond).
         let task_body = task_file_body(&spec);
-        let (dirs, dir) = (self.dirs.clone(), prepared.dir.clone());
-        let made = tokio::task::spawn_blocking(move || dirs.make(&dir, &task_body))
+        let (dirs, dir, owner) = (self.dirs.clone(), prepared.dir.clone(), creds.clone());
+        let made = tokio::task::spawn_blocking(move || dirs.make(&dir, &task_body, owner.as_ref()))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.dirs.refill();
@@ -126,7 +149,11 @@ impl Supervisor {
                 if let Some(tp) = ipa_common::trace_context::current_traceparent() {
                     env.push((ipa_common::trace_context::TRACEPARENT_ENV.into(), tp.into()));
                 }
-                match pod_command(&template, env, &prepared.dir) {
+                if let Some(c) = &creds {
+                    crate::isolation::adjust_env(&mut env, c, &prepared.work);
+                }
+                let ids = creds.as_ref().map(|c| (c.uid, c.gid));
+                match pod_command(&template, env, &prepared.work, ids) {
                     Ok(cmd) => self
                         .spawner
                         .spawn(cmd, status_w)
@@ -262,7 +289,7 @@ impl Supervisor {
 
         // Files are made by the caller, after the lock (see `start`).
         let dir = self.cfg.data_dir.join("pods").join(&spec.pod_id);
-        let task_file = dir.join(super::dirs::TASK_FILE);
+        let (work, task_file) = super::dirs::pod_paths(&dir, self.isolation.is_isolated());
         let logs = Arc::new(LogSink::new(&dir, self.cfg.log_max_bytes));
 
         let mut fence_waits = Vec::new();
@@ -301,6 +328,7 @@ impl Supervisor {
                 },
                 logs: logs.clone(),
                 dir: dir.clone(),
+                creds: None,
                 kill_cause: None,
                 reported_completed: false,
                 exit_seq: None,
@@ -313,6 +341,7 @@ impl Supervisor {
         Ok(Ok(Prepared {
             logs,
             dir,
+            work,
             task_file,
             fence: fence_waits,
             previous_newest,
@@ -487,6 +516,25 @@ impl Supervisor {
         let waited = child.wait().await;
         // Whatever the pod left behind in its group dies with it.
         kill_group(pid, Signal::SIGKILL);
+        // With a uid of its own, so does anything that left the group:
+        // before the uid can go to another pod.
+        if self.isolation.per_pod() {
+            let uid = self
+                .lock()
+                .pods
+                .get(&pod_id)
+                .and_then(|p| p.creds.as_ref().map(|c| c.uid));
+            if let Some(uid) = uid
+                && let Err(e) = self.spawner.kill_all_of(uid).await
+            {
+                // Never hand a uid that may still run something to another
+                // pod: it stays taken.
+                tracing::error!(uid, error = %e, "cannot kill what is left of the pod's uid; retiring it");
+                if let Some(p) = self.lock().pods.get_mut(&pod_id) {
+                    p.creds = None;
+                }
+            }
+        }
         if let Some(r) = &self.reaper {
             r.forget(pid);
         }

@@ -99,10 +99,13 @@ fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
 /// as its whole environment, and `cwd` unless the template names one. A
 /// command without a `/` is looked up on the pod's own PATH, as execvp
 /// would.
+/// `ids`: the (uid, gid) the pod runs as (`crate::isolation`); `None` for
+/// the host's own.
 pub fn pod_command(
     template: &Template,
     env: Vec<(OsString, OsString)>,
     cwd: &Path,
+    ids: Option<(u32, u32)>,
 ) -> io::Result<PodCommand> {
     let program = c_string(template.command.as_os_str().as_bytes().to_vec())?;
     let path = env
@@ -131,6 +134,7 @@ pub fn pod_command(
         argv,
         envp,
         cwd: c_string(cwd.as_os_str().as_bytes().to_vec())?,
+        ids,
     }))
 }
 
@@ -147,10 +151,17 @@ struct Spawned {
     stderr: OwnedFd,
 }
 
-struct Job {
-    cmd: PodCommand,
-    status_w: OwnedFd,
-    reply: oneshot::Sender<io::Result<Spawned>>,
+enum Job {
+    Spawn {
+        cmd: PodCommand,
+        status_w: OwnedFd,
+        reply: oneshot::Sender<io::Result<Spawned>>,
+    },
+    /// Kill every process of a per-pod uid (`crate::isolation`).
+    Sweep {
+        uid: u32,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// The one thread that creates pods (see the module docs for why).
@@ -172,10 +183,21 @@ impl Spawner {
             .name("pod-spawner".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let result = spawn_one(&job.cmd, job.status_w, &null, &mut stack);
-                    if let Err(Ok(orphan)) = job.reply.send(result) {
-                        // The caller is gone: nobody would supervise it.
-                        child::kill_and_reap(orphan.pid);
+                    match job {
+                        Job::Spawn {
+                            cmd,
+                            status_w,
+                            reply,
+                        } => {
+                            let result = spawn_one(&cmd, status_w, &null, &mut stack);
+                            if let Err(Ok(orphan)) = reply.send(result) {
+                                // The caller is gone: nobody would supervise it.
+                                child::kill_and_reap(orphan.pid);
+                            }
+                        }
+                        Job::Sweep { uid, reply } => {
+                            let _ = reply.send(vfork::kill_all_of(uid, &mut stack));
+                        }
                     }
                 }
             })?;
@@ -189,7 +211,7 @@ impl Spawner {
     pub async fn spawn(&self, cmd: PodCommand, status_w: OwnedFd) -> io::Result<PodChild> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Job::Spawn {
                 cmd,
                 status_w,
                 reply,
@@ -200,6 +222,19 @@ impl Spawner {
             .map_err(|_| io::Error::other("pod spawner thread is gone"))??;
         let pid = s.pid;
         PodChild::new(s.pid, s.pidfd, s.stdout, s.stderr).inspect_err(|_| child::kill_and_reap(pid))
+    }
+}
+
+impl Spawner {
+    /// Kills every process running as `uid` (a per-pod uid whose pod
+    /// ended), on the spawner thread, which owns the child stack.
+    pub async fn kill_all_of(&self, uid: u32) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Sweep { uid, reply })
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("pod spawner thread is gone"))?
     }
 }
 
@@ -233,282 +268,4 @@ fn spawn_one(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn template() -> Template {
-        Template {
-            command: "/bin/sh".into(),
-            args: vec![],
-            env: BTreeMap::from([
-                ("FOO".to_owned(), "bar".to_owned()),
-                ("IPA_TASK_ID".to_owned(), "spoofed".to_owned()),
-                ("PATH".to_owned(), "/custom".to_owned()),
-            ]),
-            cwd: None,
-        }
-    }
-
-    fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {
-        env.iter()
-            .find(|(ek, _)| ek == k)
-            .and_then(|(_, v)| v.to_str())
-    }
-
-    #[test]
-    fn environment_is_base_then_template_then_contract() {
-        let host = vec![
-            ("PATH".into(), "/usr/bin".into()),
-            ("HOME".into(), "/home/x".into()),
-            ("AWS_SECRET".into(), "s3cr3t".into()),
-        ];
-        let env = pod_environment(
-            host.into_iter(),
-            &template(),
-            &PodEnv {
-                task_id: "t1",
-                pod_id: "p1",
-                generation: 7,
-                task_file: Path::new("/data/p1/task.json"),
-            },
-        );
-        assert_eq!(get(&env, "HOME"), Some("/home/x"));
-        assert_eq!(get(&env, "AWS_SECRET"), None, "host env is not leaked");
-        assert_eq!(
-            get(&env, "PATH"),
-            Some("/custom"),
-            "template overrides base"
-        );
-        assert_eq!(get(&env, "FOO"), Some("bar"));
-        assert_eq!(get(&env, "IPA_TASK_ID"), Some("t1"), "contract wins");
-        assert_eq!(get(&env, "IPA_POD_ID"), Some("p1"));
-        assert_eq!(get(&env, "IPA_POD_GENERATION"), Some("7"));
-        assert_eq!(get(&env, "IPA_TASK_FILE"), Some("/data/p1/task.json"));
-        assert_eq!(get(&env, "IPA_STATUS_FD"), Some("3"));
-        let keys: Vec<_> = env.iter().map(|(k, _)| k.clone()).collect();
-        let mut dedup = keys.clone();
-        dedup.sort();
-        dedup.dedup();
-        assert_eq!(keys.len(), dedup.len(), "no duplicate variables");
-    }
-
-    #[test]
-    fn path_defaults_when_host_has_none() {
-        let mut t = template();
-        t.env.clear();
-        let env = pod_environment(
-            std::iter::empty(),
-            &t,
-            &PodEnv {
-                task_id: "t",
-                pod_id: "p",
-                generation: 1,
-                task_file: Path::new("/f"),
-            },
-        );
-        assert_eq!(get(&env, "PATH"), Some(DEFAULT_PATH));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn spawned_child_gets_status_fd_own_group_and_env() {
-        use tokio::io::AsyncReadExt;
-        let dir = tempfile::tempdir().unwrap();
-        let t = Template {
-            command: "/bin/sh".into(),
-            args: vec![
-                "-c".into(),
-                // Report on fd 3, print our pgid and pid to stdout.
-                r#"echo "{\"message\":\"$IPA_POD_ID\"}" >&3; echo "$(cut -d' ' -f5 /proc/$$/stat) $$""#
-                    .into(),
-            ],
-            env: BTreeMap::new(),
-            cwd: None,
-        };
-        let env = pod_environment(
-            std::env::vars_os(),
-            &t,
-            &PodEnv {
-                task_id: "t",
-                pod_id: "pod-9",
-                generation: 1,
-                task_file: Path::new("/f"),
-            },
-        );
-        let (r, w) = status_pipe().unwrap();
-        let spawner = Spawner::start().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(&t, env, dir.path()).unwrap(), w)
-            .await
-            .unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        let mut status = String::new();
-        tokio::net::unix::pipe::Receiver::from_owned_fd(r)
-            .unwrap()
-            .read_to_string(&mut status)
-            .await
-            .unwrap();
-        assert!(child.wait().await.unwrap().success());
-        assert_eq!(status, "{\"message\":\"pod-9\"}\n");
-        let nums: Vec<&str> = out.split_whitespace().collect();
-        assert_eq!(nums.len(), 2, "{out}");
-        assert_eq!(nums[0], nums[1], "the pod leads its own process group");
-    }
-
-    fn env_for(t: &Template) -> Vec<(OsString, OsString)> {
-        pod_environment(
-            std::env::vars_os(),
-            t,
-            &PodEnv {
-                task_id: "t",
-                pod_id: "p",
-                generation: 1,
-                task_file: Path::new("/f"),
-            },
-        )
-    }
-
-    /// Spawns `t` in `dir`, reads its stdout to the end and checks it
-    /// exited 0; returns what it printed.
-    async fn run_to_success(t: &Template, dir: &Path) -> String {
-        use tokio::io::AsyncReadExt;
-        let (_r, w) = status_pipe().unwrap();
-        let spawner = Spawner::start().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(t, env_for(t), dir).unwrap(), w)
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let mut stdout = child.stdout.take().unwrap();
-        stdout.read_to_string(&mut out).await.unwrap();
-        assert!(child.wait().await.unwrap().success(), "{out}");
-        out
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn pods_start_with_a_clean_signal_state_in_their_dir_via_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Template {
-            // A bare name: looked up on the pod's PATH.
-            command: "sh".into(),
-            args: vec![
-                "-c".into(),
-                "grep -E '^Sig(Blk|Ign)' /proc/self/status; pwd; ls -l /proc/self/fd/0".into(),
-            ],
-            env: BTreeMap::from([("PATH".to_owned(), "/nonexistent::/usr/bin:/bin".to_owned())]),
-            cwd: None,
-        };
-        let out = run_to_success(&t, dir.path()).await;
-        // Nothing blocked, SIGPIPE not ignored (the host ignores it).
-        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
-        let ignored = out
-            .lines()
-            .find_map(|l| l.strip_prefix("SigIgn:"))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap();
-        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
-        let real = std::fs::canonicalize(dir.path()).unwrap();
-        assert!(out.contains(&format!("\n{}\n", real.display())), "{out}");
-        assert!(out.contains("-> /dev/null"), "{out}");
-    }
-
-    /// Like execvp: an executable file without a `#!` line runs under
-    /// `/bin/sh`, with its arguments.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_script_without_an_interpreter_line_runs_under_sh() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("plain-script");
-        std::fs::write(&script, "echo \"ran as $0 with $1 $2\"\n").unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let t = Template {
-            command: script.clone(),
-            args: vec!["a".into(), "b".into()],
-            env: BTreeMap::new(),
-            cwd: None,
-        };
-        let out = run_to_success(&t, dir.path()).await;
-        assert_eq!(out, format!("ran as {} with a b\n", script.display()));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_missing_program_is_a_spawn_error_and_exit_codes_come_through() {
-        let dir = tempfile::tempdir().unwrap();
-        let spawner = Spawner::start().unwrap();
-        let mut t = Template {
-            command: "/nonexistent/program".into(),
-            args: vec![],
-            env: BTreeMap::new(),
-            cwd: None,
-        };
-        let (_r, w) = status_pipe().unwrap();
-        let err = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .err()
-            .expect("spawn fails");
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        assert!(
-            err.to_string()
-                .starts_with("cannot execute /nonexistent/program: "),
-            "{err}"
-        );
-        t.command = "no-such-program-anywhere".into();
-        let (_r, w) = status_pipe().unwrap();
-        let err = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .err()
-            .expect("spawn fails");
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        // A missing working directory fails the spawn too, and says so
-        // (not "cannot execute /bin/true").
-        t.command = "/bin/true".into();
-        t.cwd = Some("/nonexistent/dir".into());
-        let (_r, w) = status_pipe().unwrap();
-        let err = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .err()
-            .expect("spawn fails");
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        assert!(
-            err.to_string()
-                .starts_with("cannot enter the working directory /nonexistent/dir: "),
-            "{err}"
-        );
-        t.cwd = None;
-        t.command = "/bin/sh".into();
-        t.args = vec!["-c".into(), "kill -TERM $$".into()];
-        let (_r, w) = status_pipe().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGTERM));
-        t.args = vec!["-c".into(), "exit 7".into()];
-        let (_r, w) = status_pipe().unwrap();
-        let mut child = spawner
-            .spawn(pod_command(&t, env_for(&t), dir.path()).unwrap(), w)
-            .await
-            .unwrap();
-        assert_eq!(child.wait().await.unwrap().code(), Some(7));
-        // No zombie is left behind by the failed spawns.
-        let me = std::process::id();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
-            if fields.get(1) == Some(&me.to_string().as_str()) {
-                assert_ne!(fields[0], "Z", "zombie child: {stat}");
-            }
-        }
-    }
-}
+mod tests;

@@ -49,6 +49,10 @@ struct ChildArgs {
     /// Sources for fds 0, 1, 2, 3; all ≥ 4 (see [`above_stdio`]).
     fds: [RawFd; 4],
     parent: libc::pid_t,
+    /// Run as this uid/gid (no supplementary groups) when `set_ids`.
+    set_ids: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
     empty_mask: libc::sigset_t,
     /// Set by the child to its errno when it fails before exec.
     err: AtomicI32,
@@ -86,6 +90,8 @@ pub struct Exec {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
+    /// (uid, gid) to run as; `None`: the host's own.
+    pub ids: Option<(u32, u32)>,
 }
 
 /// A reusable stack for the child, with a guard page below it.
@@ -193,6 +199,9 @@ pub fn spawn(exec: &Exec, fds: [&OwnedFd; 4], stack: &mut ChildStack) -> io::Res
         fds: fds.map(|f| f.as_raw_fd()),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
+        set_ids: exec.ids.is_some(),
+        uid: exec.ids.map_or(0, |(u, _)| u),
+        gid: exec.ids.map_or(0, |(_, g)| g),
         empty_mask: empty,
         err: AtomicI32::new(0),
         step: AtomicI32::new(Step::Setup as i32),
@@ -255,6 +264,63 @@ fn describe(exec: &Exec, step: Step, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Kills every process running as `uid` (`kill(-1, SIGKILL)` from a child
+/// that becomes `uid`: exactly the processes that uid may signal, i.e. its
+/// own). Returns once that child has exited.
+pub fn kill_all_of(uid: u32, stack: &mut ChildStack) -> io::Result<()> {
+    let mut arg = SweepArgs {
+        uid,
+        err: AtomicI32::new(0),
+    };
+    // SAFETY: as in `spawn`: CLONE_VFORK returns after the child exited,
+    // so `arg` and `stack` outlive it; the child makes raw system calls
+    // only.
+    let pid = unsafe {
+        libc::clone(
+            sweep_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut arg as *mut SweepArgs as *mut c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    match arg.err.load(Ordering::Acquire) {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[repr(C)]
+struct SweepArgs {
+    uid: u32,
+    err: AtomicI32,
+}
+
+extern "C" fn sweep_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `SweepArgs`, alive while the parent is
+    // suspended by CLONE_VFORK; raw system calls only (see `child_main`).
+    unsafe {
+        let a = &*(arg as *const SweepArgs);
+        if libc::syscall(libc::SYS_setresgid, a.uid, a.uid, a.uid) != 0
+            || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0
+        {
+            a.err
+                .store((*libc::__errno_location()).max(1), Ordering::Release);
+            libc::_exit(1);
+        }
+        // ESRCH (nothing left to kill) is the usual, good outcome.
+        libc::kill(-1, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
 /// The child, between clone and exec.
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the parent's `ChildArgs`, alive and unchanged while
@@ -294,6 +360,18 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             if libc::dup2(src, target as c_int) < 0 {
                 return fail(errno());
             }
+        }
+        // Become the pod's user. Raw system calls: glibc's wrappers would
+        // try to change every thread of the *host* (this child shares its
+        // memory and so its thread list). Before chdir, so the pod's own
+        // permissions decide whether it may enter its dir; before the
+        // death signal, because a credential change clears it.
+        if a.set_ids
+            && (libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) != 0
+                || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0)
+        {
+            return fail(errno());
         }
         a.step.store(Step::Chdir as i32, Ordering::Release);
         if libc::chdir(a.cwd) != 0 {

@@ -11,4 +11,5 @@ mod observability;
 mod pod_host;
 mod python_client;
 mod robustness;
+mod security;
 mod system;

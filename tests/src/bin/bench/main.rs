@@ -32,6 +32,7 @@ mod proc;
 mod report;
 mod rows;
 mod scale;
+mod secure;
 mod stats;
 
 use std::path::PathBuf;
@@ -303,7 +304,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         return;
     }
 
-    eprintln!("[1/8] baselines: process spawn/reap, SQLite commit per write");
+    eprintln!("[1/9] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -312,23 +313,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/8] task API");
+    eprintln!("[2/9] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/8] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/9] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/8] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/9] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/8] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/9] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/8] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/9] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -345,13 +346,17 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/8] scale: simulated pod-hosts (and a real cross-check)");
+    eprintln!("[7/9] the cost of security: TLS + token against plaintext");
+    let secure = secure::run(&sub("secure"), &scale).await;
+
+    eprintln!("[8/9] scale: simulated pod-hosts (and a real cross-check)");
     let scale_results = scale::run(&sub("scale"), &scale.scale).await;
 
-    eprintln!("[8/8] report");
+    eprintln!("[9/9] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
+        secure: &secure,
         pf: &pf,
         sf: &sf,
         rf: &rf,

@@ -23,6 +23,7 @@ pub enum Peer {
 
 pub struct All<'a> {
     pub scale: &'a Scale,
+    pub secure: &'a crate::secure::SecureResults,
     pub pf: &'a ProcessFloor,
     pub sf: &'a SqlFloor,
     pub rf: &'a ReadFloor,
@@ -253,6 +254,54 @@ pub fn build(a: &All) -> Vec<Row> {
                 ratio(f(samples.p50()), f(a.ours.p50()))
             )),
     });
+
+    // Security's cost: server CPU per call, TLS + token against plaintext
+    // measured the same way in the same phase.
+    let (p, s) = (&a.secure.plain, &a.secure.secure);
+    let us = |d: Duration| format!("{:.0} µs", f(d) * 1e6);
+    let cpu_row =
+        |i: usize, secure_cpu: Duration, plain_cpu: Duration, who: &str, latency: String| {
+            let r = f(secure_cpu) / f(plain_cpu).max(1e-9);
+            Row::new(m(i), "—", "≤ 15 % more CPU/call than plaintext")
+                .measured(format!("{who} CPU {}/call; {latency}", us(secure_cpu)))
+                .baseline(format!("plaintext, same phase: {}/call", us(plain_cpu)))
+                .ratio(ratio(f(secure_cpu), f(plain_cpu)))
+                .met(r <= 1.15)
+        };
+    rows.push(cpu_row(
+        16,
+        s.create_1_cpu,
+        p.create_1_cpu,
+        "central",
+        format!(
+            "{} (plaintext p50 {})",
+            p50_p99(&s.create_1),
+            ms(p.create_1.p50())
+        ),
+    ));
+    rows.push(cpu_row(
+        17,
+        s.create_64_cpu,
+        p.create_64_cpu,
+        "central",
+        format!(
+            "{} (plaintext {}), {} errors",
+            rate(s.create_64.rate()),
+            rate(p.create_64.rate()),
+            s.create_64.errors
+        ),
+    ));
+    rows.push(cpu_row(
+        18,
+        s.start_1_cpu,
+        p.start_1_cpu,
+        "central + pod-host",
+        format!(
+            "{} (plaintext p50 {})",
+            p50_p99(&s.start_1),
+            ms(p.start_1.p50())
+        ),
+    ));
     rows.extend(crate::scale::report::rows(a.scale_results));
     rows
 }

@@ -71,6 +71,7 @@ pub fn p50_p99(s: &Samples) -> String {
 }
 
 /// Result of a concurrent load run.
+#[derive(Default)]
 pub struct Load {
     pub samples: Samples,
     pub ok: usize,

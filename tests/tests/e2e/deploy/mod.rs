@@ -17,3 +17,5 @@ mod render_validate;
 mod rules;
 mod run_from_manifests;
 mod runbook;
+mod secrets;
+mod security;

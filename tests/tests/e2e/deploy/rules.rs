@@ -11,6 +11,11 @@ use super::manifests::{
     pod_spec, port_of, selects, setting, strings,
 };
 
+/// What running pods as other users takes (pod-host/src/isolation.rs):
+/// set their uid and gid, hand them their dirs, signal them and clean up
+/// after them.
+const POD_USER_CAPS: &[&str] = &["CHOWN", "DAC_OVERRIDE", "KILL", "SETGID", "SETUID"];
+
 /// Slack between the pod-host's stop grace and Kubernetes' SIGKILL: time to
 /// report the stops to central-manager and exit.
 const SHUTDOWN_MARGIN_MS: u64 = 5_000;
@@ -28,6 +33,18 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
         "{ctx}: listens on {listen}, not 0.0.0.0"
     );
     let port = port_of(&listen);
+    // Probes go to the plaintext health port when the main port needs
+    // TLS or certificates the kubelet cannot present.
+    let probe_port = setting(c, "health-listen").map_or(port, |h| {
+        assert!(h.starts_with("0.0.0.0:"), "{ctx}: health port on {h}");
+        port_of(&h)
+    });
+    if setting(c, "tls-cert").is_some() {
+        assert_ne!(
+            probe_port, port,
+            "{ctx}: TLS without --health-listen: probes cannot pass"
+        );
+    }
     let ports: Vec<u64> = c["ports"]
         .as_array()
         .into_iter()
@@ -42,8 +59,8 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(
             c[probe]["grpc"]["port"].as_u64(),
-            Some(u64::from(port)),
-            "{ctx}: {probe} must be a native gRPC probe on {port}"
+            Some(u64::from(probe_port)),
+            "{ctx}: {probe} must be a native gRPC probe on {probe_port}"
         );
         // Service "" is the server's overall health.
         assert!(
@@ -64,13 +81,34 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
         }
     }
 
-    // Non-root, read-only, no capabilities.
+    // Non-root, read-only, no capabilities: unless pods run as users of
+    // their own (--pod-user, --pod-uid-range), which needs root and exactly
+    // the capabilities to switch users and look after their files.
     let psc = &pod["securityContext"];
-    assert_eq!(psc["runAsNonRoot"], true, "{ctx}: runAsNonRoot");
-    assert!(
-        psc["runAsUser"].as_u64().is_some_and(|u| u > 0),
-        "{ctx}: numeric non-root runAsUser"
-    );
+    let pods_apart = setting(c, "pod-user").is_some() || setting(c, "pod-uid-range").is_some();
+    if pods_apart {
+        let added = strings(&c["securityContext"]["capabilities"]["add"]);
+        assert!(
+            added.iter().all(|a| POD_USER_CAPS.contains(&a.as_str())),
+            "{ctx}: capabilities {added:?} beyond what --pod-user needs ({POD_USER_CAPS:?})"
+        );
+        for needed in ["SETUID", "SETGID"] {
+            assert!(
+                added.iter().any(|a| a == needed),
+                "{ctx}: --pod-user needs {needed}"
+            );
+        }
+    } else {
+        assert_eq!(psc["runAsNonRoot"], true, "{ctx}: runAsNonRoot");
+        assert!(
+            psc["runAsUser"].as_u64().is_some_and(|u| u > 0),
+            "{ctx}: numeric non-root runAsUser"
+        );
+        assert!(
+            c["securityContext"]["capabilities"]["add"].is_null(),
+            "{ctx}: adds capabilities"
+        );
+    }
     assert_eq!(
         psc["seccompProfile"]["type"], "RuntimeDefault",
         "{ctx}: seccomp"
@@ -88,10 +126,6 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
         strings(&sc["capabilities"]["drop"]),
         vec!["ALL"],
         "{ctx}: drop ALL capabilities"
-    );
-    assert!(
-        sc["capabilities"]["add"].is_null(),
-        "{ctx}: adds capabilities"
     );
     // IPA_* env vars are flags: no Service-link variables may sneak in.
     assert_eq!(

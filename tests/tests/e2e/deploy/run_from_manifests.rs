@@ -9,10 +9,14 @@
 //! - `0.0.0.0:PORT` listen addresses become `127.0.0.1:0`;
 //! - the pod-host headless Service name becomes `localhost:<the pod-host's
 //!   port>`, a name that resolves here;
-//! - downward-API env (`fieldRef`) gets what Kubernetes would put there.
+//! - downward-API env (`fieldRef`) gets what Kubernetes would put there;
+//! - the Secrets the production overlay names get real certificates (one CA
+//!   for all, as one cert-manager issuer would) and a token file, with the
+//!   volume's `defaultMode`, and the servers are reached the way their
+//!   settings say (TLS, a token, the plaintext health port for probes).
 //!
-//! Anything else the manifests use that this emulation does not know (a
-//! Secret, `$(VAR)` expansion, another fieldRef) fails the test, and so does
+//! Anything else the manifests use that this emulation does not know (an
+//! unknown Secret, `$(VAR)` expansion, another fieldRef) fails the test, and so does
 //! a flag the binary rejects (it exits before announcing its address) or an
 //! `IPA_*` variable its `--help` does not document (clap ignores unknown
 //! variables, so starting alone would not catch a typo).
@@ -34,6 +38,7 @@ use super::manifests::{
     CENTRAL, CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, pod_spec,
     setting, strings,
 };
+use super::secrets::{Secrets, client_auth, logged_health_addr};
 
 /// Env vars the binaries read that are not their own `IPA_*` flags.
 fn is_external_env(name: &str) -> bool {
@@ -102,6 +107,7 @@ impl Invocation {
         sts_name: &str,
         container_name: &str,
         extra: &[(String, String)],
+        secrets: &Secrets,
     ) -> Self {
         let ctx = format!("{}: {sts_name}/{container_name}", r.name);
         let sts = r.get("StatefulSet", sts_name);
@@ -163,7 +169,20 @@ impl Invocation {
             );
             let dir = tempfile::tempdir().expect("tempdir");
             if let Some(v) = volumes.get(name) {
-                if let Some(cm) = v["configMap"]["name"].as_str() {
+                if let Some(secret) = v["secret"]["secretName"].as_str() {
+                    use std::os::unix::fs::PermissionsExt;
+                    assert!(
+                        v["secret"]["items"].is_null(),
+                        "{ctx}: secret items are not emulated"
+                    );
+                    let mode = v["secret"]["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+                    for (key, text) in secrets.files(secret, &ctx) {
+                        let f = dir.path().join(key);
+                        std::fs::write(&f, text).expect("write secret");
+                        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))
+                            .expect("secret mode");
+                    }
+                } else if let Some(cm) = v["configMap"]["name"].as_str() {
                     assert!(
                         v["configMap"]["items"].is_null(),
                         "{ctx}: configMap items are not emulated"
@@ -328,10 +347,25 @@ impl Invocation {
     }
 }
 
-async fn wait_serving(p: &ServerProcess) {
+/// Waits for SERVING where the kubelet would ask: the plaintext health
+/// port when the server has one, else its main port.
+async fn wait_serving(p: &ServerProcess, inv: &Invocation) {
     let what = format!("{} health SERVING", p.name);
+    let health_port = inv.env.iter().any(|(k, _)| k == "IPA_HEALTH_LISTEN")
+        || inv.args.iter().any(|a| a.starts_with("--health-listen"));
+    let channel = if health_port {
+        let addr = wait_for_async("the health port in the log", DEADLINE, || async {
+            logged_health_addr(&p.log())
+        })
+        .await;
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy()
+    } else {
+        p.channel()
+    };
     wait_for_async(&what, DEADLINE, || async {
-        let mut client = HealthClient::new(p.channel());
+        let mut client = HealthClient::new(channel.clone());
         let resp = client
             .check(HealthCheckRequest {
                 service: String::new(),
@@ -358,9 +392,10 @@ async fn sigterm_exits_cleanly(p: &mut ServerProcess, inv: &Invocation) {
 /// One kustomization: pod-host, then central-manager pointed at it through
 /// the rewritten `--pod-host-dns`; both healthy; both stop on SIGTERM.
 async fn run_pair(r: &Rendered) {
-    let host_inv = Invocation::from_manifests(r, POD_HOST, POD_HOST_CONTAINER, &[]);
+    let secrets = Secrets::new();
+    let host_inv = Invocation::from_manifests(r, POD_HOST, POD_HOST_CONTAINER, &[], &secrets);
     let mut host = host_inv.start().await;
-    wait_serving(&host).await;
+    wait_serving(&host, &host_inv).await;
     let host_sts = r.get("StatefulSet", POD_HOST);
     host_inv.assert_log_format(&host, container(host_sts, POD_HOST_CONTAINER));
 
@@ -377,7 +412,7 @@ async fn run_pair(r: &Rendered) {
         format!("{POD_HOST}:{port}"),
     ];
     let extra: Vec<(String, String)> = names.iter().map(|n| (n.clone(), to.clone())).collect();
-    let central_inv = Invocation::from_manifests(r, CENTRAL, CENTRAL_CONTAINER, &extra);
+    let central_inv = Invocation::from_manifests(r, CENTRAL, CENTRAL_CONTAINER, &extra, &secrets);
     assert!(
         central_inv
             .args
@@ -388,7 +423,7 @@ async fn run_pair(r: &Rendered) {
         r.name
     );
     let mut central = central_inv.start().await;
-    wait_serving(&central).await;
+    wait_serving(&central, &central_inv).await;
 
     // --pod-host-dns resolved the Service name, central-manager opened the
     // Connect stream, and the pod-host is READY under the host id the
@@ -398,7 +433,7 @@ async fn run_pair(r: &Rendered) {
         .iter()
         .find(|(k, _)| k == "IPA_HOST_ID")
         .map(|(_, v)| v.clone());
-    let cm = ipa_tests::pb::central_manager_client::CentralManagerClient::new(central.channel());
+    let cm = client_auth(&central_inv.env, &secrets).client(central.addr);
     let what = format!(
         "{}: pod-host READY in ListPodHosts via --pod-host-dns",
         r.name
@@ -457,6 +492,20 @@ async fn every_kustomization_starts_a_healthy_pair_with_its_own_flags_and_env() 
         println!("starting {} as rendered", r.name);
         run_pair(&r).await;
     }
+}
+
+#[test]
+fn health_ports_are_read_from_either_log_format() {
+    let text = "2026-01-01T00:00:00Z  INFO ipa_common::health: health checks served in plaintext on their own port addr=127.0.0.1:4321";
+    let json = r#"{"level":"INFO","fields":{"message":"health checks served in plaintext on their own port","addr":"127.0.0.1:4321"}}"#;
+    for log in [text, json] {
+        assert_eq!(
+            logged_health_addr(log),
+            Some("127.0.0.1:4321".parse().unwrap()),
+            "{log}"
+        );
+    }
+    assert_eq!(logged_health_addr("nothing here"), None);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! a made-up one), counts as reached. The runbook must also use every
 //! CentralManager method. Where `jq` is installed the whole pipeline runs,
 //! so the runbook's jq filters must at least parse and not choke on the
-//! real output.
+//! real output. Commands that speak TLS (`-cacert`, the production
+//! overlay) go to a central-manager with TLS and tokens, with `$IPA_TOKEN`
+//! set and `ipa-ca.crt` standing for its CA.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -16,6 +18,9 @@ use std::process::Command;
 use ipa_tests::{DEADLINE, ServerProcess};
 
 use super::manifests::repo_root;
+
+/// `$IPA_TOKEN` for the runbook's TLS commands.
+const RUNBOOK_TOKEN: &str = "runbook-token";
 
 /// Stands in for `TASK_ID`: a well-formed id no task has.
 const FAKE_TASK_ID: &str = "0b6f5a4e-8d7c-4b3a-9e21-5f0c7d8e9a10";
@@ -96,6 +101,34 @@ async fn every_grpcurl_command_in_the_runbook_reaches_the_server() {
         None,
     )
     .await;
+    // The production shape: TLS with a certificate for the Service name
+    // and token authentication.
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = ipa_tests::pki::Ca::new("runbook CA");
+    let ca_path = ca.write(pki.path(), "ipa-ca.crt");
+    let (cert, key) = ca
+        .leaf(&["ipa-central-manager", "127.0.0.1"])
+        .write(pki.path(), "server");
+    let tokens = pki.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        ipa_tests::pki::token_file(&[("operator", "admin", RUNBOOK_TOKEN)]),
+    )
+    .expect("token file");
+    let tls_url = format!("sqlite://{}/tls.db", db.path().display());
+    let tls_central = ServerProcess::start(
+        "central-manager",
+        &[
+            OsString::from("--listen=127.0.0.1:0"),
+            OsString::from(format!("--database-url={tls_url}")),
+            OsString::from(format!("--tls-cert={}", cert.display())),
+            OsString::from(format!("--tls-key={}", key.display())),
+            OsString::from(format!("--auth-tokens={}", tokens.display())),
+        ],
+        &[],
+        None,
+    )
+    .await;
     let host = ServerProcess::start(
         "pod-host",
         &[OsString::from("--listen=127.0.0.1:0")],
@@ -116,7 +149,9 @@ async fn every_grpcurl_command_in_the_runbook_reaches_the_server() {
             before_pipe(cmd)
         };
         // The pod-host example goes through a port-forward to localhost:50052.
+        let tls = cmd.contains("-cacert");
         let cmd = cmd
+            .replace("ipa-ca.crt", &ca_path.display().to_string())
             .replace("TASK_ID", FAKE_TASK_ID)
             .replace("localhost:50052", &host.addr.to_string())
             .replacen(
@@ -133,7 +168,11 @@ async fn every_grpcurl_command_in_the_runbook_reaches_the_server() {
         let out = Command::new("bash")
             .arg("-c")
             .arg(&cmd)
-            .env("CM", central.addr.to_string())
+            .env(
+                "CM",
+                if tls { tls_central.addr } else { central.addr }.to_string(),
+            )
+            .env("IPA_TOKEN", RUNBOOK_TOKEN)
             .env("PATH", ipa_tests::tools::path_with_venv())
             .output()
             .expect("run bash (and grpcurl: scripts/test installs it)");
