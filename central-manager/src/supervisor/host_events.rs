@@ -1,18 +1,24 @@
-//! The supervisor's database side: one task that applies, strictly in the
-//! order they were queued, everything the [`runner`](super::runner) decided
-//! must be written: what hosts reported (pod ends, phase changes), hello
-//! reconciliations, host loss, fenced pods.
+//! The supervisor's database side: one task that applies everything the
+//! [`runner`](super::runner) decided must be written: what hosts reported
+//! (pod ends, phase changes), hello reconciliations
+//! ([`readopt`](super::readopt)), host loss, fenced pods.
 //!
+//! - Jobs about one task are applied in the order they were queued. Jobs
+//!   about different tasks are written together ([`group`](super::group)),
+//!   so a storm of pod events shares the writer's transactions instead of
+//!   paying one commit each; a job about many tasks (a reconciliation, a
+//!   host's silence or loss, a fenced pod, pruning) is applied alone, after
+//!   everything queued before it and before anything queued after it.
 //! - A pod event is acknowledged to its host only after its effects are
-//!   committed, so the host keeps (and on reconnect replays) whatever is not
-//!   durable here yet. Replays of events already applied are skipped by
-//!   their per-boot sequence number.
-//! - When the database cannot be written, the job at the head of the queue
-//!   waits (for the store's circuit breaker to close, or a short backoff)
-//!   and is tried again; nothing behind it overtakes it, so on recovery the
-//!   queued events are applied in order. Liveness does not wait with it:
-//!   pings, contact and the silence rules run in the sessions and the
-//!   runner, which never touch the database.
+//!   committed (a group's once all of them are), so the host keeps (and on
+//!   reconnect replays) whatever is not durable here yet. Replays of events
+//!   already applied are skipped by their per-boot sequence number.
+//! - When the database cannot be written, the job (or group) at the head of
+//!   the queue waits (for the store's circuit breaker to close, or a short
+//!   backoff) and what is not committed is tried again; nothing behind it
+//!   overtakes it, so on recovery the queued events are applied in order.
+//!   Liveness does not wait with it: pings, contact and the silence rules
+//!   run in the sessions and the runner, which never touch the database.
 //! - A job that fails for any other reason (a bug) is logged and dropped,
 //!   so it cannot wedge the queue.
 
@@ -26,14 +32,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::coalesce::Recorded;
-use super::reconcile::{self, Action, DbPod, HostPod};
-use super::runner::{RestartQueue, phase_from_pb};
+use super::group::{Group, Slot, slot};
+use super::runner::RestartQueue;
 use crate::core::pods::Pods;
-use crate::domain::{Phase, PodStatus, TaskId};
+use crate::domain::Phase;
 use crate::error::{Error, Result};
 use crate::hosts::TracedChannel as Channel;
-use crate::hosts::directory::LivePod;
-use crate::hosts::hello::plausible_time;
 use crate::hosts::session::InFlight;
 use crate::store::Store;
 use crate::store::pods::{Cause, EndReport, PodCommand, PodOutcome, PodRef};
@@ -127,13 +131,16 @@ impl JobQueue {
 /// The applier task's state.
 pub struct HostEvents {
     rx: mpsc::UnboundedReceiver<Job>,
-    queue: JobQueue,
-    pods: Pods,
-    store: Store,
+    /// A job taken from the queue that did not fit in the last group: the
+    /// next head.
+    held: Option<Job>,
+    pub(super) queue: JobQueue,
+    pub(super) pods: Pods,
+    pub(super) store: Store,
     restarts: RestartQueue,
     /// Per host: the boot and the last sequence applied (to skip replays).
     applied: HashMap<String, (String, u64)>,
-    tracker: TaskTracker,
+    pub(super) tracker: TaskTracker,
     cancel: CancellationToken,
 }
 
@@ -148,6 +155,7 @@ impl HostEvents {
     ) -> Self {
         Self {
             rx,
+            held: None,
             queue,
             pods,
             store,
@@ -166,40 +174,169 @@ impl HostEvents {
 
     async fn run(mut self) {
         loop {
-            let job = tokio::select! {
-                () = self.cancel.cancelled() => break,
-                j = self.rx.recv() => match j {
-                    Some(j) => j,
-                    None => break,
+            let head = match self.held.take() {
+                Some(j) => j,
+                None => tokio::select! {
+                    () = self.cancel.cancelled() => break,
+                    j = self.rx.recv() => match j {
+                        Some(j) => j,
+                        None => break,
+                    },
                 },
             };
-            let mut attempt: u32 = 0;
-            loop {
-                match self.apply(&job).await {
-                    Ok(()) => break,
-                    Err(Error::ShuttingDown) => return,
+            let mut group = Group::default();
+            let mut jobs = vec![head];
+            let applied = if group.admit(slot(&jobs[0])) {
+                while let Ok(j) = self.rx.try_recv() {
+                    if group.admit(slot(&j)) {
+                        jobs.push(j);
+                    } else {
+                        self.held = Some(j);
+                        break;
+                    }
+                }
+                self.apply_group(&jobs).await
+            } else {
+                self.apply_alone(&jobs[0]).await
+            };
+            if !applied {
+                return;
+            }
+            crate::metrics::supervision_backlog(-i64::try_from(jobs.len()).unwrap_or(i64::MAX));
+        }
+        tracing::debug!("host event applier stopped");
+    }
+
+    /// Applies a barrier job, trying again while the store is unavailable.
+    /// False when shutting down.
+    async fn apply_alone(&mut self, job: &Job) -> bool {
+        let mut attempt: u32 = 0;
+        loop {
+            match self.apply(job).await {
+                Ok(()) => break,
+                Err(Error::ShuttingDown) => return false,
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, job = job.kind(),
+                            "supervision write failed; holding this and every later job until the store is back");
+                    }
+                    if !self.wait_for_store(attempt).await {
+                        return false;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        if attempt > 0 {
+            tracing::info!(
+                attempts = attempt + 1,
+                job = job.kind(),
+                "supervision write applied after the store came back"
+            );
+        }
+        true
+    }
+
+    /// Writes a group's jobs together; those not committed (the store was
+    /// unavailable) are tried again until they are. Then, in queue order,
+    /// its events are recorded as applied and acknowledged. False when
+    /// shutting down.
+    async fn apply_group(&mut self, jobs: &[Job]) -> bool {
+        // Per job: `Some(acknowledge?)` once committed.
+        let mut done: Vec<Option<bool>> = vec![None; jobs.len()];
+        let mut attempt: u32 = 0;
+        loop {
+            let todo: Vec<usize> = (0..jobs.len()).filter(|i| done[*i].is_none()).collect();
+            let writes = todo.iter().map(|&i| self.write(&jobs[i]));
+            let results = futures::future::join_all(writes).await;
+            let mut failed = None;
+            for (&i, r) in todo.iter().zip(results) {
+                match r {
+                    Ok(ack) => done[i] = Some(ack),
+                    Err(Error::ShuttingDown) => return false,
                     Err(e) => {
-                        if attempt == 0 {
-                            tracing::warn!(error = %e, job = job.kind(),
-                                "supervision write failed; holding this and every later job until the store is back");
-                        }
-                        if !self.wait_for_store(attempt).await {
-                            return;
-                        }
-                        attempt = attempt.saturating_add(1);
+                        failed.get_or_insert(e);
                     }
                 }
             }
-            crate::metrics::supervision_backlog(-1);
-            if attempt > 0 {
-                tracing::info!(
-                    attempts = attempt + 1,
-                    job = job.kind(),
-                    "supervision write applied after the store came back"
-                );
+            let Some(e) = failed else { break };
+            if attempt == 0 {
+                tracing::warn!(error = %e, jobs = jobs.len(),
+                    "supervision writes failed; holding them and every later job until the store is back");
+            }
+            if !self.wait_for_store(attempt).await {
+                return false;
+            }
+            attempt = attempt.saturating_add(1);
+        }
+        if attempt > 0 {
+            tracing::info!(
+                attempts = attempt + 1,
+                jobs = jobs.len(),
+                "supervision writes applied after the store came back"
+            );
+        }
+        for (job, ack) in jobs.iter().zip(done) {
+            if let (
+                Job::Event {
+                    host_id,
+                    boot_id,
+                    seq,
+                    ..
+                },
+                Some(true),
+            ) = (job, ack)
+            {
+                self.acknowledge(host_id, boot_id, *seq);
             }
         }
-        tracing::debug!("host event applier stopped");
+        true
+    }
+
+    /// The event `seq` of `host_id`'s boot is applied: its replays are
+    /// skipped, and the host may drop it.
+    fn acknowledge(&mut self, host_id: &str, boot_id: &str, seq: u64) {
+        self.applied
+            .insert(host_id.to_owned(), (boot_id.to_owned(), seq));
+        self.pods.hosts().ack(host_id, boot_id, seq);
+    }
+
+    /// The write of a job that may be grouped (an event or a released
+    /// phase change). `Ok(true)`: an event to acknowledge; `Ok(false)`:
+    /// nothing to acknowledge (a replay, a released phase change).
+    async fn write(&self, job: &Job) -> Result<bool> {
+        match job {
+            Job::Event {
+                host_id,
+                boot_id,
+                seq,
+                action,
+                in_flight: _,
+            } => {
+                let replayed = self
+                    .applied
+                    .get(host_id)
+                    .is_some_and(|(b, s)| b == boot_id && *seq <= *s);
+                if replayed {
+                    return Ok(false);
+                }
+                match action {
+                    EventAction::Nothing => {}
+                    EventAction::Phase(r) => self.phase(r).await?,
+                    EventAction::End { pod, report } => {
+                        self.end_reported(host_id, pod, report).await?
+                    }
+                }
+                Ok(true)
+            }
+            Job::Phase(r) => self.phase(r).await.map(|()| false),
+            other => {
+                // Never: `group` makes every other job a barrier.
+                debug_assert_eq!(slot(other), Slot::Barrier);
+                tracing::error!(job = other.kind(), "a barrier job reached a group; skipped");
+                Ok(false)
+            }
+        }
     }
 
     /// Waits before trying again: until the breaker closes when it is open,
@@ -239,26 +376,11 @@ impl HostEvents {
                 host_id,
                 boot_id,
                 seq,
-                action,
-                in_flight: _,
+                ..
             } => {
-                let replayed = self
-                    .applied
-                    .get(host_id)
-                    .is_some_and(|(b, s)| b == boot_id && *seq <= *s);
-                if replayed {
-                    return Ok(());
+                if self.write(job).await? {
+                    self.acknowledge(host_id, boot_id, *seq);
                 }
-                match action {
-                    EventAction::Nothing => {}
-                    EventAction::Phase(r) => self.phase(r).await?,
-                    EventAction::End { pod, report } => {
-                        self.end_reported(host_id, pod, report).await?
-                    }
-                }
-                self.applied
-                    .insert(host_id.clone(), (boot_id.clone(), *seq));
-                self.pods.hosts().ack(host_id, boot_id, *seq);
                 Ok(())
             }
             Job::Phase(r) => self.phase(r).await,
@@ -273,15 +395,15 @@ impl HostEvents {
                     self.store.pods_on_host(host_id).await,
                     "reading pods of a lost host",
                 )?;
-                for (pod, _) in rows.unwrap_or_default() {
-                    self.lose(
-                        pod,
-                        host_id,
-                        "its pod-host was unreachable past the fence deadline",
-                    )
-                    .await?;
-                }
-                Ok(())
+                // Every pod of the host at once: they share the writer's
+                // transactions. What is not committed is read again and
+                // lost on the next try (a lost pod is no longer listed).
+                let why = "its pod-host was unreachable past the fence deadline";
+                let lost = rows.unwrap_or_default().into_iter();
+                futures::future::join_all(lost.map(|(pod, _)| self.lose(pod, host_id, why)))
+                    .await
+                    .into_iter()
+                    .collect()
             }
             Job::Fenced {
                 pod,
@@ -388,7 +510,7 @@ impl HostEvents {
         Ok(())
     }
 
-    async fn lose(&self, pod: PodRef, host_id: &str, why: &str) -> Result<()> {
+    pub(super) async fn lose(&self, pod: PodRef, host_id: &str, why: &str) -> Result<()> {
         self.pods.hosts().clear_live(pod.task_id, &pod.pod_id);
         let report = EndReport {
             ending: Ending::Lost,
@@ -398,150 +520,11 @@ impl HostEvents {
         };
         self.end(&pod, host_id, report, Cause::system()).await
     }
-
-    /// The hello's snapshot against the rows that place pods on this host
-    /// (so every step concerns only pods this host owns): current pods are
-    /// kept (recovered if they were UNKNOWN), missing ones lost, stale ones
-    /// killed on the host.
-    async fn reconcile(
-        &self,
-        host_id: &str,
-        new_boot: bool,
-        snapshot: &[pb::PodInfo],
-        client: &PodHostClient<Channel>,
-    ) -> Result<()> {
-        let Some(rows) = settle(
-            self.store.pods_on_host(host_id).await,
-            "reading pods of a host",
-        )?
-        else {
-            return Ok(());
-        };
-        let db: Vec<DbPod> = rows
-            .iter()
-            .map(|(p, s)| DbPod {
-                task_id: p.task_id.to_string(),
-                pod_id: p.pod_id.clone(),
-                generation: p.generation,
-                was_unknown: *s != PodStatus::Running,
-            })
-            .collect();
-        let host: Vec<HostPod> = snapshot
-            .iter()
-            .map(|p| HostPod {
-                task_id: p.task_id.clone(),
-                pod_id: p.pod_id.clone(),
-                generation: p.generation,
-                alive: p.state != pb::PodState::Exited as i32,
-            })
-            .collect();
-        let now = ipa_proto::time::now_micros();
-        for action in reconcile::reconcile(&db, &host, new_boot) {
-            match action {
-                Action::Keep {
-                    task_id,
-                    pod_id,
-                    recovered,
-                } => {
-                    let Some(snap) = snapshot.iter().find(|p| p.pod_id == pod_id) else {
-                        continue;
-                    };
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        continue;
-                    };
-                    self.pods.hosts().set_live(
-                        task,
-                        LivePod {
-                            host_id: host_id.to_owned(),
-                            pod_id: pod_id.clone(),
-                            generation: snap.generation,
-                            phase: phase_from_pb(snap.phase),
-                            version: snap.version,
-                        },
-                    );
-                    if recovered {
-                        let cmd = PodCommand::Recovered {
-                            pod: PodRef {
-                                task_id: task,
-                                pod_id,
-                                generation: snap.generation,
-                            },
-                            pid: snap.pid,
-                            started_at: plausible_time(snap.started_at.as_ref(), now, now),
-                            host_id: host_id.to_owned(),
-                        };
-                        settle(self.store.pod(cmd).await, "recording pod_recovered")?;
-                    }
-                }
-                Action::Fence {
-                    task_id,
-                    pod_id,
-                    generation,
-                } => {
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        tracing::warn!(%host_id, %task_id, "snapshot pod with a malformed task id; killing it");
-                        crate::metrics::count_rejected_host_event();
-                        continue;
-                    };
-                    let pod = PodRef {
-                        task_id: task,
-                        pod_id,
-                        generation,
-                    };
-                    self.fence(client.clone(), pod, host_id.to_owned());
-                }
-                Action::Lost { task_id, pod_id } => {
-                    let Ok(task) = TaskId::from_db(&task_id) else {
-                        continue;
-                    };
-                    if self.pods.hosts().is_starting(&pod_id) {
-                        // Its StartPod is still on the way to the host: the
-                        // start path settles it.
-                        continue;
-                    }
-                    let Some((pod, _)) = rows
-                        .iter()
-                        .find(|(p, _)| p.task_id == task && p.pod_id == pod_id)
-                    else {
-                        continue;
-                    };
-                    let why = if new_boot {
-                        "its pod-host restarted"
-                    } else {
-                        "its pod-host no longer has it"
-                    };
-                    self.lose(pod.clone(), host_id, why).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Kills a stale pod on its host in the background; `pod_fenced` is
-    /// queued once the host confirms.
-    fn fence(&self, client: PodHostClient<Channel>, pod: PodRef, host_id: String) {
-        let pods = self.pods.clone();
-        let queue = self.queue.clone();
-        self.tracker.spawn(
-            async move {
-                let killed = pods.fence_on_host(client, &pod, "stale pod").await;
-                tracing::warn!(task_id = %pod.task_id, pod_id = %pod.pod_id, %host_id, killed, "fencing stale pod");
-                if killed {
-                    queue.push(Job::Fenced {
-                        pod,
-                        host_id,
-                        reason: "stale pod found on reconnect".into(),
-                    });
-                }
-            }
-            .instrument(tracing::info_span!("fence")),
-        );
-    }
 }
 
 impl Job {
     /// A short name for logs.
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Self::Reconcile { .. } => "reconcile",
             Self::Event { .. } => "pod event",
@@ -555,7 +538,7 @@ impl Job {
 }
 
 /// Passes "try again later" errors up; logs and swallows the rest (`None`).
-fn settle<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
+pub(super) fn settle<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e @ (Error::StoreUnavailable(_) | Error::ShuttingDown)) => Err(e),
