@@ -27,14 +27,15 @@ use crate::auth::Auth;
 use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::core::TaskService;
+use crate::core::ports::Ports;
 use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
+use crate::core::wiring::CoreConfig;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
-use crate::hosts::directory::HostDirectory;
 use crate::hosts::discovery::{Discovery, SystemResolver};
+use crate::hosts::grpc::GrpcDialer;
 use crate::hosts::local::{LocalPodHost, pod_host_binary};
 use crate::hosts::session::SessionConfig;
 use crate::store::{DbConfig, Store};
-use crate::supervisor::runner::Supervisor;
 use crate::watch::EventHub;
 
 /// How long the local pod-host may take to stop its pods on shutdown
@@ -166,7 +167,6 @@ impl Application {
         IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
 
         // Pod supervision: endpoints → one session each → the supervisor.
-        let hosts = HostDirectory::new(config.host_timeouts());
         let mut static_urls = config.pod_hosts.clone();
         let local_pod_host = if config.local_pod_host {
             let data = path.parent().map_or_else(
@@ -208,44 +208,28 @@ impl Application {
             discovery.run(endpoints_tx, shutdown.clone()),
             tracing::info_span!("discovery"),
         ));
-        // Unbounded so a session never waits on the supervisor (its pings
-        // must go on); sessions bound their own in-flight pod events.
-        let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
-        let session_config = SessionConfig {
-            heartbeat_interval: config.heartbeat_interval(),
-            central_id: uuid::Uuid::new_v4().to_string(),
-            tls: security.pod_host_tls.clone(),
+        let core = CoreConfig {
+            timeouts: config.host_timeouts(),
+            restart_defaults: config.restart_defaults(),
+            session: SessionConfig {
+                heartbeat_interval: config.heartbeat_interval(),
+                central_id: uuid::Uuid::new_v4().to_string(),
+            },
+            watch_lag_limit: config.watch_lag_limit(),
         };
-        tracker.spawn(tracing::Instrument::instrument(
-            crate::hosts::connector::run(
-                endpoints_rx,
-                session_config,
-                hosts.clone(),
-                updates_tx,
-                tracker.clone(),
-                shutdown.clone(),
-            ),
-            tracing::info_span!("connector"),
-        ));
-        let service = Arc::new(
-            TaskService::new(
-                store.clone(),
-                hub,
-                hosts,
-                config.restart_defaults(),
-                tracker.clone(),
-                shutdown.clone(),
-            )
-            .with_watch_lag_limit(config.watch_lag_limit()),
-        );
-        Supervisor::new(
-            service.pods().clone(),
-            store.clone(),
-            updates_rx,
-            tracker.clone(),
+        let dialer = Arc::new(GrpcDialer {
+            tls: security.pod_host_tls.clone(),
+        });
+        let ports = Ports::production(Arc::new(store.clone()));
+        let service = crate::core::wiring::start(
+            core,
+            ports,
+            dialer,
+            endpoints_rx,
+            hub,
+            &tracker,
             shutdown.clone(),
-        )
-        .start();
+        );
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(
                 ipa_common::metrics::serve(

@@ -33,9 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::core::ports::TaskStore;
 use crate::domain::{EventRecord, TaskId, WatchQuery, WireSize};
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 /// Events buffered in the hub per subscriber before a slow watcher lags
 /// (and catches up from the database instead).
@@ -150,7 +150,7 @@ impl Stream for WatchStream {
 /// away, on `shutdown`, after a database error, or when the client has not
 /// taken an event for `lag_limit` while one waited.
 pub fn start_watch(
-    store: Store,
+    store: Arc<dyn TaskStore>,
     hub: &EventHub,
     q: WatchQuery,
     lag_limit: Duration,
@@ -187,7 +187,7 @@ pub fn start_watch(
 }
 
 struct Watcher {
-    store: Store,
+    store: Arc<dyn TaskStore>,
     live: broadcast::Receiver<Live>,
     tx: mpsc::Sender<(EventRecord, u32)>,
     bytes: Arc<Semaphore>,
@@ -358,7 +358,14 @@ mod tests {
             after_position: 5,
             task_id: None,
         };
-        let mut rx = start_watch(db.store.clone(), &db.hub, q, T, &db.tracker, stop.clone());
+        let mut rx = start_watch(
+            Arc::new(db.store.clone()),
+            &db.hub,
+            q,
+            T,
+            &db.tracker,
+            stop.clone(),
+        );
         // Writers race with the replay.
         let writer = {
             let store = db.store.clone();
@@ -394,7 +401,14 @@ mod tests {
             after_position: 0,
             task_id: None,
         };
-        let mut rx = start_watch(db.store.clone(), &db.hub, q, T, &db.tracker, stop.clone());
+        let mut rx = start_watch(
+            Arc::new(db.store.clone()),
+            &db.hub,
+            q,
+            T,
+            &db.tracker,
+            stop.clone(),
+        );
         for chunk in 0..7 {
             let _ = chunk;
             create_n(&db, 100).await;
@@ -418,7 +432,7 @@ mod tests {
         let target = ids[1];
         let stop = CancellationToken::new();
         let mut filtered = start_watch(
-            db.store.clone(),
+            Arc::new(db.store.clone()),
             &db.hub,
             WatchQuery {
                 after_position: 0,
@@ -431,7 +445,7 @@ mod tests {
         let mut all: Vec<_> = (0..8)
             .map(|_| {
                 start_watch(
-                    db.store.clone(),
+                    Arc::new(db.store.clone()),
                     &db.hub,
                     WatchQuery {
                         after_position: 0,
@@ -490,7 +504,14 @@ mod tests {
             after_position: 0,
             task_id: None,
         };
-        let mut rx = start_watch(db.store.clone(), &db.hub, q, T, &db.tracker, stop.clone());
+        let mut rx = start_watch(
+            Arc::new(db.store.clone()),
+            &db.hub,
+            q,
+            T,
+            &db.tracker,
+            stop.clone(),
+        );
         create_n(&db, 1).await;
         assert_eq!(next(&mut rx).await.position, 1);
         // Live now: a 9 KiB event travels the hub as a marker only.
@@ -517,7 +538,14 @@ mod tests {
             task_id: None,
         };
         let lag = Duration::from_millis(300);
-        let mut rx = start_watch(db.store.clone(), &db.hub, q, lag, &db.tracker, stop.clone());
+        let mut rx = start_watch(
+            Arc::new(db.store.clone()),
+            &db.hub,
+            q,
+            lag,
+            &db.tracker,
+            stop.clone(),
+        );
         // The client reads nothing for longer than the lag limit.
         tokio::time::sleep(lag * 3).await;
         // Bounded: the watcher stopped filling at the byte budget.
@@ -554,7 +582,14 @@ mod tests {
             after_position: got.len() as u64,
             task_id: None,
         };
-        let mut again = start_watch(db.store.clone(), &db.hub, q, T, &db.tracker, stop.clone());
+        let mut again = start_watch(
+            Arc::new(db.store.clone()),
+            &db.hub,
+            q,
+            T,
+            &db.tracker,
+            stop.clone(),
+        );
         for p in got.len() as u64 + 1..=40 {
             assert_eq!(next(&mut again).await.position, p);
         }

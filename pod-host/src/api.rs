@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::connect::Sessions;
 use crate::convert;
 use crate::error::{HostError, quote};
+use crate::fence::Proof;
 use crate::logs::{LogReader, MAX_TAIL_LINES};
 use crate::pods::{StartSpec, StopSpec, Supervisor};
 use crate::templates::DEFAULT_TEMPLATE;
@@ -154,7 +155,16 @@ impl PodHost for Api {
     ) -> Result<Response<pb::HostStartPodResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("StartPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, correlation_id = %r.correlation_id);
-        self.sup.contact();
+        self.sup.contact(self.sup.proof(r.echo_host_clock_ms));
+        // A start held up in the network past central's fence deadline
+        // must not run (crate::fence: the lease).
+        if let Err(why) = self
+            .sup
+            .start_lease_valid(r.echo_host_clock_ms, &r.host_boot_id)
+        {
+            span.in_scope(|| tracing::warn!(%why, "StartPod refused: lease expired"));
+            return Err(HostError::LeaseExpired(why).into());
+        }
         let spec = start_spec(r)?;
         let sup = self.sup.clone();
         let view = self
@@ -171,7 +181,7 @@ impl PodHost for Api {
     ) -> Result<Response<pb::HostStopPodResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("StopPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, reason = %r.reason);
-        self.sup.contact();
+        self.sup.contact(Proof::Arrival);
         let spec = stop_spec(&r)?;
         let sup = self.sup.clone();
         let view = self
@@ -186,7 +196,7 @@ impl PodHost for Api {
         &self,
         _request: Request<pb::HostListPodsRequest>,
     ) -> Result<Response<pb::HostListPodsResponse>, Status> {
-        self.sup.contact();
+        self.sup.contact(Proof::Arrival);
         let mut pods: Vec<pb::PodInfo> = self.sup.list().iter().map(convert::pod).collect();
         crate::connect::fit_messages(&mut pods);
         Ok(Response::new(pb::HostListPodsResponse { pods }))
@@ -213,7 +223,7 @@ impl PodHost for Api {
     ) -> Result<Response<BoxStream<pb::PodLogChunk>>, Status> {
         let r = request.into_inner();
         let span = tracing::info_span!("GetPodLogs", task_id = %r.task_id, pod_id = %r.pod_id, follow = r.follow, tail_lines = r.tail_lines);
-        self.sup.contact();
+        self.sup.contact(Proof::Arrival);
         let spec = logs_spec(&r)?;
         let sink = self
             .sup

@@ -37,6 +37,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use crate::convert;
+use crate::fence::Proof;
 use crate::pods::Supervisor;
 
 /// Heartbeat interval when the central asks for 0.
@@ -220,7 +221,7 @@ impl Sessions {
                 return;
             }
         };
-        sup.contact();
+        sup.contact(Proof::Arrival);
         let (mut cursor, interval) = match first.msg {
             Some(CentralMsg::Hello(h)) => {
                 let interval = match h.heartbeat_interval_ms {
@@ -263,7 +264,12 @@ impl Sessions {
                 _ = cancel.cancelled() => return,
                 m = inbound.message() => match m {
                     Ok(Some(m)) => {
-                        sup.contact();
+                        // Only a ping's echo moves the lease (crate::fence).
+                        let proof = match &m.msg {
+                            Some(CentralMsg::Ping(p)) => sup.proof(p.echo_host_clock_ms),
+                            _ => Proof::Arrival,
+                        };
+                        sup.contact(proof);
                         match m.msg {
                             Some(CentralMsg::Ack(a)) => sup.ack(a.seq),
                             Some(CentralMsg::Ping(_)) | None => {}
@@ -300,6 +306,7 @@ impl Sessions {
                         last_seq: sup.last_seq(),
                         running_pods: u32::try_from(sup.live_pods()).unwrap_or(u32::MAX),
                         draining: sup.draining(),
+                        host_clock_ms: sup.host_clock_ms(),
                     };
                     if !out.send(HostMsg::Heartbeat(hb)).await {
                         return;
@@ -324,6 +331,7 @@ impl Sessions {
             last_seq: snap.last_seq,
             self_fenced: snap.self_fenced,
             draining: snap.draining,
+            host_clock_ms: self.sup.host_clock_ms(),
         }
     }
 }

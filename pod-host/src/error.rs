@@ -31,6 +31,10 @@ pub enum HostError {
     /// failed (the program, the working directory, …).
     #[error("{0}")]
     SpawnFailed(String),
+    /// A StartPod issued under a lease that has expired here (see
+    /// `crate::fence`): nothing is started.
+    #[error("{0}")]
+    LeaseExpired(String),
     /// `--client-ca` is set and the call came without a verified client
     /// certificate.
     #[error("{0}")]
@@ -71,6 +75,7 @@ impl HostError {
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::ShuttingDown => ErrorReason::ShuttingDown,
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
+            Self::LeaseExpired(_) => ErrorReason::LeaseExpired,
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::Internal => ErrorReason::Internal,

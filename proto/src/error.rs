@@ -54,6 +54,11 @@ pub enum ErrorReason {
     /// The pod's process could not be created (missing program or working
     /// directory, no permission, out of resources): nothing ran.
     SpawnFailed,
+    /// A StartPod issued under a lease that has expired on the pod-host (a
+    /// fence timeout old by its clock, or from another boot): it may have
+    /// been held up in the network past the point where central gave the
+    /// pod up, so nothing is started.
+    LeaseExpired,
 }
 
 impl ErrorReason {
@@ -85,6 +90,7 @@ impl ErrorReason {
             Self::NoCapacity => "NO_CAPACITY",
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
+            Self::LeaseExpired => "LEASE_EXPIRED",
         }
     }
 
@@ -102,7 +108,8 @@ impl ErrorReason {
             | Self::AlreadyCancelled
             | Self::AlreadyFailed
             | Self::StaleGeneration
-            | Self::SpawnFailed => Code::FailedPrecondition,
+            | Self::SpawnFailed
+            | Self::LeaseExpired => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
@@ -151,6 +158,7 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::NoCapacity,
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
+    ErrorReason::LeaseExpired,
 ];
 
 impl std::fmt::Display for ErrorReason {

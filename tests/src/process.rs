@@ -16,8 +16,14 @@ use tonic::transport::{Channel, Endpoint};
 /// in the same target directory as the running test executable.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>; a
+    // binary of this crate (bench, chaos) already sits in target/<profile>.
+    let parent = exe.parent().expect("target dir");
+    let dir = if parent.ends_with("deps") {
+        parent.parent().expect("target dir")
+    } else {
+        parent
+    };
     let p = dir.join(name);
     assert!(
         p.exists(),

@@ -254,7 +254,13 @@ impl CentralManager for CentralManagerApi {
         let q = LogsQuery::try_from(req.into_inner())?;
         let slot = self.streams.acquire()?;
         let stream = self.service.pod_logs(q).await?;
-        let stream = stream.map(|r| r.map_err(Status::from));
+        let stream = stream.map(|r| {
+            r.map(|c| pb::PodLogChunk {
+                data: c.data,
+                stream: c.stream,
+            })
+            .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))))
     }
 }

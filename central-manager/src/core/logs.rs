@@ -10,10 +10,9 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt, stream};
-use ipa_proto::v1 as pb;
-use ipa_proto::{ErrorReason, reason_of};
 
 use super::TaskService;
+use crate::domain::host::{HostCallError, LogChunk, LogsRequest, Refusal};
 use crate::domain::{LogsQuery, TaskId};
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostDirectory, HostState};
@@ -23,14 +22,14 @@ use crate::hosts::directory::{HostDirectory, HostState};
 pub const MAX_LOG_CHUNK: usize = 64 * 1024;
 
 /// The relayed log stream.
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::PodLogChunk>> + Send>>;
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk>> + Send>>;
 
 impl TaskService {
     /// GetPodLogs. A task that never had a pod, or whose host no longer
     /// has its pod, has no output: an empty stream.
     pub async fn pod_logs(&self, q: LogsQuery) -> Result<LogStream> {
         let task = self
-            .store
+            .store()
             .task(q.task_id)
             .await?
             .ok_or(Error::TaskNotFound(q.task_id))?;
@@ -41,22 +40,22 @@ impl TaskService {
             return Err(Error::ShuttingDown);
         }
         let host_id = pod.pod_host;
-        let mut client = self
+        let client = self
             .hosts
             .client(&host_id)
             .ok_or_else(|| failure(&self.hosts, q.task_id, &host_id, None))?;
-        let req = pb::HostGetPodLogsRequest {
+        let req = LogsRequest {
             task_id: q.task_id.to_string(),
             pod_id: pod.pod_id,
             follow: q.follow,
             tail_lines: q.tail_lines,
         };
-        let upstream = match client.get_pod_logs(req).await {
-            Ok(s) => s.into_inner(),
-            Err(s) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {
+        let upstream = match client.pod_logs(req).await {
+            Ok(s) => s,
+            Err(e) if e.refusal() == Some(Refusal::PodNotFound) => {
                 return Ok(Box::pin(stream::empty()));
             }
-            Err(s) => return Err(failure(&self.hosts, q.task_id, &host_id, Some(&s))),
+            Err(e) => return Err(failure(&self.hosts, q.task_id, &host_id, Some(&e))),
         };
         let hosts = self.hosts.clone();
         let task_id = q.task_id;
@@ -64,7 +63,7 @@ impl TaskService {
             // Follows end with the server (tonic waits for open streams).
             .take_until(self.shutdown.clone().cancelled_owned())
             .flat_map(move |item| {
-                let items: Vec<Result<pb::PodLogChunk>> = match item {
+                let items: Vec<Result<LogChunk>> = match item {
                     Ok(chunk) => split(chunk).into_iter().map(Ok).collect(),
                     Err(s) => vec![Err(failure(&hosts, task_id, &host_id, Some(&s)))],
                 };
@@ -82,14 +81,14 @@ impl TaskService {
 
 /// `chunk` as pieces of at most [`MAX_LOG_CHUNK`] bytes (itself when it is
 /// small enough, which is always the case with a current pod-host).
-pub fn split(chunk: pb::PodLogChunk) -> Vec<pb::PodLogChunk> {
+pub fn split(chunk: LogChunk) -> Vec<LogChunk> {
     if chunk.data.len() <= MAX_LOG_CHUNK {
         return vec![chunk];
     }
     chunk
         .data
         .chunks(MAX_LOG_CHUNK)
-        .map(|d| pb::PodLogChunk {
+        .map(|d| LogChunk {
             data: d.to_vec(),
             stream: chunk.stream.clone(),
         })
@@ -101,15 +100,12 @@ fn failure(
     hosts: &HostDirectory,
     task_id: TaskId,
     host_id: &str,
-    status: Option<&tonic::Status>,
+    error: Option<&HostCallError>,
 ) -> Error {
     let state = hosts.with_registry(|r| r.get(host_id).map(|h| h.state));
     match state {
         Some(HostState::Ready | HostState::Draining) => {
-            let detail = status.map_or_else(
-                || "no session".to_owned(),
-                |s| format!("{:?}: {}", s.code(), s.message()),
-            );
+            let detail = error.map_or_else(|| "no session".to_owned(), HostCallError::message);
             tracing::warn!(%task_id, %host_id, %detail, "pod-host GetPodLogs failed");
             Error::Internal(format!("GetPodLogs on pod-host {host_id}: {detail}"))
         }
@@ -123,12 +119,12 @@ mod tests {
 
     #[test]
     fn big_chunks_are_split_small_ones_pass() {
-        let small = pb::PodLogChunk {
+        let small = LogChunk {
             data: vec![1; MAX_LOG_CHUNK],
             stream: "stdout".into(),
         };
         assert_eq!(split(small.clone()), vec![small]);
-        let big = pb::PodLogChunk {
+        let big = LogChunk {
             data: (0..MAX_LOG_CHUNK * 2 + 5).map(|i| i as u8).collect(),
             stream: "stderr".into(),
         };

@@ -12,9 +12,13 @@
 //! outcome, so nothing is left STARTING, reserved or unsupervised. Shutdown
 //! waits for these operations before the writer stops.
 
+pub mod bugs;
 pub mod logs;
 pub mod pods;
+pub mod ports;
 pub mod pruner;
+pub mod supervisor;
+pub mod wiring;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,20 +27,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::domain::Cause;
 use crate::domain::{
     CancelTask, EventRecord, EventsQuery, Finish, ListQuery, NewTask, Page, PodInfo, PodStatus,
     RestartDefaults, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord, WatchQuery,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostDirectory, HostView};
-use crate::store::pods::Cause;
-use crate::store::{Command, Outcome, Store};
+use crate::store::{Command, Outcome};
 use crate::watch::{EventHub, WatchStream, start_watch};
 use pods::Pods;
+use ports::{Ports, TaskStore};
 
 /// The task operations.
 pub struct TaskService {
-    store: Store,
+    ports: Ports,
     hub: EventHub,
     hosts: HostDirectory,
     pods: Pods,
@@ -50,19 +55,19 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    /// A service over `store`. Watchers are spawned on `tracker` and end on
+    /// A service over `ports`. Watchers are spawned on `tracker` and end on
     /// `shutdown`.
     pub fn new(
-        store: Store,
+        ports: Ports,
         hub: EventHub,
         hosts: HostDirectory,
         defaults: RestartDefaults,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let pods = Pods::new(store.clone(), hosts.clone(), defaults);
+        let pods = Pods::new(ports.clone(), hosts.clone(), defaults);
         Self {
-            store,
+            ports,
             hub,
             hosts,
             pods,
@@ -78,6 +83,10 @@ impl TaskService {
     pub fn with_watch_lag_limit(mut self, limit: std::time::Duration) -> Self {
         self.watch_lag_limit = limit;
         self
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.ports.store.as_ref()
     }
 
     /// Runs `op` to completion on the operation tracker whatever happens to
@@ -143,7 +152,7 @@ impl TaskService {
 
     async fn create_task_now(&self, task: NewTask) -> Result<TaskRecord> {
         // Fail fast, before a placement check that may wait for a host.
-        self.store.ensure_writable()?;
+        self.store().ensure_writable()?;
         // A placement that fails already is recorded with the task, in the
         // same transaction, so GetTask shows why no pod runs.
         let pod_message = if task.auto_start {
@@ -159,9 +168,9 @@ impl TaskService {
         };
         let auto_start = task.auto_start && pod_message.is_empty();
         let cause = Cause::by(&task.actor, &task.correlation);
-        let task_id = TaskId::new();
+        let task_id = TaskId::from_uuid(self.ports.entropy.new_id());
         let outcome = self
-            .store
+            .store()
             .write(Command::CreateTask {
                 task_id,
                 task: Box::new(task),
@@ -198,14 +207,18 @@ impl TaskService {
 
     /// GetTask.
     pub async fn get_task(&self, id: TaskId) -> Result<TaskRecord> {
-        let t = self.store.task(id).await?.ok_or(Error::TaskNotFound(id))?;
+        let t = self
+            .store()
+            .task(id)
+            .await?
+            .ok_or(Error::TaskNotFound(id))?;
         Ok(self.with_live(t))
     }
 
     /// ListTasks: one page of at most 4 MiB (`truncated` when it ended
     /// early).
     pub async fn list_tasks(&self, q: &ListQuery) -> Result<Page<TaskRecord>> {
-        let page = self.store.list_tasks(q).await?;
+        let page = self.store().list_tasks(q).await?;
         Ok(Page {
             items: page.items.into_iter().map(|t| self.with_live(t)).collect(),
             truncated: page.truncated,
@@ -214,7 +227,7 @@ impl TaskService {
 
     /// CountTasks.
     pub async fn count_tasks(&self, f: &TaskFilter) -> Result<u64> {
-        self.store.count_tasks(f).await
+        self.store().count_tasks(f).await
     }
 
     /// CompleteTask.
@@ -251,7 +264,7 @@ impl TaskService {
             Finish::Cancel => "task cancelled",
         };
         let outcome = self
-            .store
+            .store()
             .write(Command::Finish {
                 task_id,
                 finish,
@@ -309,17 +322,17 @@ impl TaskService {
 
     /// ListActivePods: one page of at most 4 MiB, after `after`.
     pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
-        self.store.active_pods(after).await
+        self.store().active_pods(after).await
     }
 
     /// How many pods central considers running (metrics).
     pub async fn count_active_pods(&self) -> Result<u64> {
-        self.store.count_active_pods().await
+        self.store().count_active_pods().await
     }
 
     /// Whether the event store takes writes (its breaker is closed).
     pub fn store_writable(&self) -> bool {
-        !self.store.breaker().is_open()
+        self.store().writable()
     }
 
     /// ListPodHosts.
@@ -329,10 +342,10 @@ impl TaskService {
 
     /// GetTaskEvents: one page of at most 4 MiB.
     pub async fn task_events(&self, q: &EventsQuery) -> Result<Page<EventRecord>> {
-        let events = self.store.task_events(q).await?;
+        let events = self.store().task_events(q).await?;
         // An empty page may just mean "nothing after that version"; only
         // then is the extra existence check needed.
-        if events.items.is_empty() && !self.store.task_exists(q.task_id).await? {
+        if events.items.is_empty() && !self.store().task_exists(q.task_id).await? {
             return Err(Error::TaskNotFound(q.task_id));
         }
         Ok(events)
@@ -341,7 +354,7 @@ impl TaskService {
     /// WatchEvents.
     pub async fn watch_events(&self, q: WatchQuery) -> Result<WatchStream> {
         if let Some(id) = q.task_id
-            && !self.store.task_exists(id).await?
+            && !self.store().task_exists(id).await?
         {
             return Err(Error::TaskNotFound(id));
         }
@@ -349,7 +362,7 @@ impl TaskService {
             return Err(Error::ShuttingDown);
         }
         Ok(start_watch(
-            self.store.clone(),
+            self.ports.store.clone(),
             &self.hub,
             q,
             self.watch_lag_limit,

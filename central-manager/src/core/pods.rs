@@ -18,23 +18,21 @@
 //! row stays STARTING on that host, which the host-loss rules then settle
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::hosts::TracedChannel as Channel;
-use ipa_proto::v1::{self as pb, pod_host_client::PodHostClient};
-use ipa_proto::{ErrorReason, reason_of};
-
+use super::ports::{HostCommands, Ports, TaskStore};
+use super::supervisor::host_events::{Job, JobQueue};
+use super::supervisor::runner::RestartQueue;
+use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
 use crate::domain::{
-    ActorId, CorrelationId, PodInfo, PodStatus, RestartDefaults, TaskId, decide_start, decide_stop,
+    ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults,
+    TaskId, decide_start, decide_stop, ending::exit_detail,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostDirectory, PendingStop};
-use crate::store::Store;
-use crate::store::pods::{Cause, ClaimedPod, EndReport, PodCommand, PodOutcome, PodRef};
-use crate::supervisor::exit::{Ending, classify, describe};
-use crate::supervisor::runner::RestartQueue;
+use crate::hosts::session::HostClock;
+use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
 /// milliseconds; this only bounds a host that stopped answering.
@@ -51,22 +49,69 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pod operations, shared by the API and the supervisor.
 #[derive(Clone)]
 pub struct Pods {
-    store: Store,
+    ports: Ports,
     hosts: HostDirectory,
     defaults: RestartDefaults,
     /// The supervisor's restart queue, for restarts scheduled by a write
     /// made here (a spawn failure counts as a crash); set once it runs.
     restarts: Arc<OnceLock<RestartQueue>>,
+    /// The supervisor's ordered writer, for a start's outcome that could
+    /// not be written (see [`Pods::write_or_queue`]); set once it runs.
+    supervision: Arc<OnceLock<JobQueue>>,
+}
+
+/// Where a claimed pod is being started.
+struct Starting<'a> {
+    host: &'a Arc<dyn HostCommands>,
+    host_id: &'a str,
+    /// The lease the StartPod is issued under: the host's boot and its
+    /// newest clock reading central has received.
+    boot_id: &'a str,
+    host_clock: &'a HostClock,
+    pod: &'a PodRef,
+    cause: &'a Cause,
+    /// An automatic restart's retry time: a refused restart stays due.
+    retry_at: Option<i64>,
 }
 
 impl Pods {
-    pub fn new(store: Store, hosts: HostDirectory, defaults: RestartDefaults) -> Self {
+    pub fn new(ports: Ports, hosts: HostDirectory, defaults: RestartDefaults) -> Self {
         Self {
-            store,
+            ports,
             hosts,
             defaults,
             restarts: Arc::default(),
+            supervision: Arc::default(),
         }
+    }
+
+    /// Hands a start's outcome that could not be written to the
+    /// supervisor's ordered writer.
+    pub fn attach_supervision(&self, queue: JobQueue) {
+        let _ = self.supervision.set(queue);
+    }
+
+    /// A start's outcome (started, aborted, ended): written now, or, while
+    /// the store cannot be written, queued for the supervisor's ordered
+    /// writer, which applies it once the store is back (and schedules the
+    /// restart it may ask for). Without this a failed write would leave the
+    /// row STARTING until the host happened to reconnect. The caller still
+    /// gets EVENT_STORE_UNAVAILABLE.
+    async fn write_or_queue(&self, command: PodCommand, task_id: TaskId) -> Result<PodOutcome> {
+        match self.store().pod(command.clone()).await {
+            Err(e @ Error::StoreUnavailable(_)) => {
+                match self.supervision.get() {
+                    Some(q) => q.push(Job::Settle { task_id, command }),
+                    None => tracing::warn!(%task_id, "no supervisor to settle the pod operation"),
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.ports.store.as_ref()
     }
 
     /// Hands automatic restarts scheduled here to the supervisor.
@@ -77,6 +122,11 @@ impl Pods {
     /// The shared host state.
     pub fn hosts(&self) -> &HostDirectory {
         &self.hosts
+    }
+
+    /// The ports (store, clock, entropy).
+    pub fn ports(&self) -> &Ports {
+        &self.ports
     }
 
     /// The restart defaults.
@@ -94,17 +144,17 @@ impl Pods {
     ) -> Result<Option<PodInfo>> {
         // Fail fast rather than wait for a placement whose claim cannot be
         // written.
-        self.store.ensure_writable()?;
+        self.store().ensure_writable()?;
         let task = self
-            .store
+            .store()
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
         decide_start(task_id, task.status, task.pod_status)?;
         let placement = self.hosts.place(&task.template).await?;
-        let pod_id = uuid::Uuid::now_v7().to_string();
+        let pod_id = self.ports.entropy.new_id().to_string();
         let claim = self
-            .store
+            .store()
             .pod(PodCommand::Claim {
                 task_id,
                 pod_id: pod_id.clone(),
@@ -132,145 +182,135 @@ impl Pods {
         self.hosts.set_starting(&pod.pod_id, true);
         // A refused automatic restart stays due (and durable) for a retry.
         let retry_at = automatic.then(|| {
-            let delay = i64::try_from(crate::supervisor::runner::RESTART_RETRY.as_micros())
+            let delay = i64::try_from(super::supervisor::runner::RESTART_RETRY.as_micros())
                 .unwrap_or(i64::MAX);
-            ipa_proto::time::now_micros().saturating_add(delay)
+            self.ports.clock.wall_micros().saturating_add(delay)
         });
-        let result = self
-            .start_on_host(
-                placement.client,
-                &placement.host_id,
-                &pod,
-                &claimed,
-                &cause,
-                retry_at,
-            )
-            .await;
+        let starting = Starting {
+            host: &placement.client,
+            host_id: &placement.host_id,
+            boot_id: &placement.boot_id,
+            host_clock: &placement.host_clock,
+            pod: &pod,
+            cause: &cause,
+            retry_at,
+        };
+        let result = self.start_on_host(&starting, &claimed).await;
         self.hosts.set_starting(&pod.pod_id, false);
         self.hosts.start_done(&placement.host_id, result.is_ok());
         result.map(Some)
     }
 
-    async fn start_on_host(
-        &self,
-        client: PodHostClient<Channel>,
-        host_id: &str,
-        pod: &PodRef,
-        claimed: &ClaimedPod,
-        cause: &Cause,
-        retry_at: Option<i64>,
-    ) -> Result<PodInfo> {
-        let metadata: HashMap<String, String> =
-            serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
-        let req = pb::HostStartPodRequest {
-            task_id: pod.task_id.to_string(),
-            pod_id: pod.pod_id.clone(),
-            generation: pod.generation,
+    /// Sends the claimed pod's StartPod and settles the claim by the
+    /// answer: started, refused (claim undone), spawn failed (a crash), or
+    /// unknown (fenced, then undone).
+    async fn start_on_host(&self, s: &Starting<'_>, claimed: &ClaimedPod) -> Result<PodInfo> {
+        let metadata = serde_json::from_str(&claimed.metadata_json).unwrap_or_default();
+        let req = StartRequest {
+            task_id: s.pod.task_id.to_string(),
+            pod_id: s.pod.pod_id.clone(),
+            generation: s.pod.generation,
             template: claimed.template.clone(),
             title: claimed.title.clone(),
             description: claimed.description.clone(),
             metadata,
             correlation_id: claimed.correlation.clone(),
+            // Read now, as the request leaves: the lease it is issued under.
+            echo_host_clock_ms: s.host_clock.get(),
+            host_boot_id: s.boot_id.to_owned(),
         };
-        let answer = tokio::time::timeout(HOST_START_TIMEOUT, client.clone().start_pod(req)).await;
+        let answer = tokio::time::timeout(HOST_START_TIMEOUT, s.host.start_pod(req)).await;
         match answer {
-            Ok(Ok(resp)) => {
-                let info = resp.into_inner().pod.unwrap_or_default();
-                if let Some(exit) = info
-                    .exit
-                    .as_ref()
-                    .filter(|e| e.cause == pb::ExitCause::SpawnFailed as i32)
-                {
-                    // An older pod-host answers a failed spawn with the pod
-                    // already ended.
-                    return Err(self.spawn_failed(pod, host_id, &exit.message).await);
-                }
-                let now = ipa_proto::time::now_micros();
-                let started_at =
-                    crate::hosts::hello::plausible_time(info.started_at.as_ref(), now, now);
-                let outcome = self
-                    .store
-                    .pod(PodCommand::Started {
-                        pod: pod.clone(),
-                        pid: info.pid,
-                        started_at,
-                        host_id: host_id.to_owned(),
-                        cause: cause.clone(),
-                    })
-                    .await?;
-                if outcome == PodOutcome::Ignored {
-                    // The row no longer has this pod as STARTING. Either its
-                    // end was applied first (it did start: fine), or the
-                    // task moved on while the start was in flight (Complete
-                    // or Cancel, a StopPod that reached the host before the
-                    // pod did). Unless the row has it running, make sure it
-                    // is not left running unsupervised: a stop by generation
-                    // is harmless for a pod that already ended.
-                    let task = self.store.task(pod.task_id).await?;
-                    let running_ours = task.is_some_and(|t| {
-                        !t.status.is_terminal()
-                            && matches!(t.pod_status, PodStatus::Running | PodStatus::Unknown)
-                            && t.pod.is_some_and(|p| p.pod_id == pod.pod_id)
-                    });
-                    if !running_ours {
-                        tracing::info!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
-                        self.fence_on_host(client.clone(), pod, "no longer current")
-                            .await;
-                    }
-                }
-                Ok(PodInfo {
-                    pod_id: pod.pod_id.clone(),
-                    pod_host: host_id.to_owned(),
-                    pid: info.pid,
-                    generation: pod.generation,
-                    started_at,
-                })
+            Ok(Ok(started)) => {
+                let now = self.ports.clock.wall_micros();
+                let started_at = crate::hosts::hello::plausible_time(started.started_at, now, now);
+                self.confirm_started(s, started.pid, started_at).await
             }
-            Ok(Err(status)) if reason_of(&status) == Some(ErrorReason::SpawnFailed) => {
-                let why = status.message();
-                let why = why.strip_prefix("SPAWN_FAILED: ").unwrap_or(why);
-                Err(self.spawn_failed(pod, host_id, why).await)
-            }
-            Ok(Err(status)) if is_refusal(&status) => {
-                let message = format!(
-                    "pod-host {host_id} refused the start: {}",
-                    crate::hosts::hello::clip(status.message())
-                );
-                self.store
-                    .pod(PodCommand::AbortStart {
-                        pod: pod.clone(),
-                        message: message.clone(),
-                        retry_at,
-                    })
-                    .await?;
+            Ok(Err(HostCallError::Refused {
+                refusal: Refusal::SpawnFailed,
+                message,
+            })) => Err(self.spawn_failed(s.pod, s.host_id, &message).await),
+            Ok(Err(e)) if is_refusal(&e) => {
+                let message = format!("pod-host {} refused the start: {}", s.host_id, e.message());
+                let abort = PodCommand::AbortStart {
+                    pod: s.pod.clone(),
+                    message: message.clone(),
+                    retry_at: s.retry_at,
+                };
+                self.write_or_queue(abort, s.pod.task_id).await?;
                 Err(Error::NoPodHost(message))
             }
-            other => {
-                let why = match other {
-                    Ok(Err(s)) => crate::hosts::hello::clip(s.message()),
-                    _ => "no answer in time".to_owned(),
-                };
-                tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
-                if self
-                    .fence_on_host(client, pod, "start outcome unknown")
-                    .await
-                {
-                    let message = format!("pod-host {host_id} failed to start the pod: {why}");
-                    self.store
-                        .pod(PodCommand::AbortStart {
-                            pod: pod.clone(),
-                            message,
-                            retry_at,
-                        })
-                        .await?;
-                    Err(Error::NoPodHost(format!(
-                        "pod-host {host_id} failed to start the pod"
-                    )))
-                } else {
-                    Err(Error::PodStateUnknown(pod.task_id))
-                }
+            Ok(Err(e)) => self.start_unknown(s, e.message()).await,
+            Err(_) => self.start_unknown(s, "no answer in time".to_owned()).await,
+        }
+    }
+
+    /// The host started the pod: commit `pod_started`. If the row no
+    /// longer has this pod as STARTING, either its end was applied first
+    /// (it did start: fine), or the task moved on while the start was in
+    /// flight (Complete or Cancel, a StopPod that reached the host before
+    /// the pod did); unless the row has it running, make sure it is not
+    /// left running unsupervised (a stop by generation is harmless for a
+    /// pod that already ended).
+    async fn confirm_started(
+        &self,
+        s: &Starting<'_>,
+        pid: u32,
+        started_at: i64,
+    ) -> Result<PodInfo> {
+        let pod = s.pod;
+        let started = PodCommand::Started {
+            pod: pod.clone(),
+            pid,
+            started_at,
+            host_id: s.host_id.to_owned(),
+            cause: s.cause.clone(),
+        };
+        let outcome = self.write_or_queue(started, pod.task_id).await?;
+        if outcome == PodOutcome::Ignored {
+            let task = self.store().task(pod.task_id).await?;
+            let running_ours = task.is_some_and(|t| {
+                !t.status.is_terminal()
+                    && matches!(t.pod_status, PodStatus::Running | PodStatus::Unknown)
+                    && t.pod.is_some_and(|p| p.pod_id == pod.pod_id)
+            });
+            if !running_ours {
+                tracing::info!(task_id = %pod.task_id, pod_id = %pod.pod_id, "started pod is no longer current; fencing it");
+                self.fence_unrecorded_start(s, "no longer current").await?;
             }
         }
+        Ok(PodInfo {
+            pod_id: pod.pod_id.clone(),
+            pod_host: s.host_id.to_owned(),
+            pid,
+            generation: pod.generation,
+            started_at,
+        })
+    }
+
+    /// No usable answer to StartPod: the pod may or may not run. Fence it
+    /// by its generation; once the host confirms it is gone the claim is
+    /// undone, else the row stays STARTING on that host, which the
+    /// host-loss rules settle, and the caller gets POD_STATE_UNKNOWN.
+    async fn start_unknown(&self, s: &Starting<'_>, why: String) -> Result<PodInfo> {
+        let (pod, host_id) = (s.pod, s.host_id);
+        tracing::warn!(task_id = %pod.task_id, %host_id, %why, "start outcome unknown; fencing the pod");
+        if !self
+            .fence_unrecorded_start(s, "start outcome unknown")
+            .await?
+        {
+            return Err(Error::PodStateUnknown(pod.task_id));
+        }
+        let message = format!("pod-host {host_id} failed to start the pod: {why}");
+        let abort = PodCommand::AbortStart {
+            pod: pod.clone(),
+            message,
+            retry_at: s.retry_at,
+        };
+        self.write_or_queue(abort, pod.task_id).await?;
+        Err(Error::NoPodHost(format!(
+            "pod-host {host_id} failed to start the pod"
+        )))
     }
 
     /// The host could not create the pod's process: nothing ran, so the
@@ -279,10 +319,12 @@ impl Pods {
     /// caller gets SPAWN_FAILED.
     async fn spawn_failed(&self, pod: &PodRef, host_id: &str, why: &str) -> Error {
         tracing::warn!(task_id = %pod.task_id, %host_id, %why, "pod-host could not spawn the pod");
-        let exit = pb::PodExit {
-            cause: pb::ExitCause::SpawnFailed as i32,
+        let exit = PodExit {
+            exit_code: None,
+            signal: None,
+            cause: crate::domain::host::ExitCause::SpawnFailed,
+            reported_completed: false,
             message: why.to_owned(),
-            ..Default::default()
         };
         let message = format!("pod-host {host_id} could not start the pod: {why}");
         let report = EndReport {
@@ -291,17 +333,15 @@ impl Pods {
             message: message.clone(),
             last_phase: None,
         };
-        let ended = self
-            .store
-            .pod(PodCommand::Ended {
-                pod: pod.clone(),
-                host_id: host_id.to_owned(),
-                report,
-                cause: Cause::system(),
-                defaults: self.defaults,
-                jitter: rand::random::<f64>(),
-            })
-            .await;
+        let ended = PodCommand::Ended {
+            pod: pod.clone(),
+            host_id: host_id.to_owned(),
+            report,
+            cause: Cause::system(),
+            defaults: self.defaults,
+            jitter: self.ports.entropy.jitter(),
+        };
+        let ended = self.write_or_queue(ended, pod.task_id).await;
         match ended {
             Ok(PodOutcome::Applied {
                 restart_at: Some(at),
@@ -317,21 +357,40 @@ impl Pods {
 
     /// Kills `pod` on its host as stale; true when the host confirmed it is
     /// gone (or never had it).
-    pub async fn fence_on_host(
-        &self,
-        mut client: PodHostClient<Channel>,
-        pod: &PodRef,
-        reason: &str,
-    ) -> bool {
+    pub async fn fence_on_host(&self, host: &dyn HostCommands, pod: &PodRef, reason: &str) -> bool {
+        self.fence(host, pod, reason).await.confirmed()
+    }
+
+    async fn fence(&self, host: &dyn HostCommands, pod: &PodRef, reason: &str) -> Fence {
         let req = stop_request(pod, FENCE_GRACE_MS, reason, true);
-        match tokio::time::timeout(FENCE_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(s)) => matches!(
-                reason_of(&s),
-                Some(ErrorReason::PodNotFound | ErrorReason::StaleGeneration)
-            ),
-            Err(_) => false,
+        match tokio::time::timeout(FENCE_TIMEOUT, host.stop_pod(req)).await {
+            // An exit with a code or a signal: its process ran.
+            Ok(Ok(Some(exit))) if exit.exit_code.is_some() || exit.signal.is_some() => Fence::Ran,
+            Ok(Ok(_)) => Fence::NotThere,
+            Ok(Err(e)) => match e.refusal() {
+                Some(Refusal::PodNotFound | Refusal::StaleGeneration) => Fence::NotThere,
+                _ => Fence::Unconfirmed,
+            },
+            Err(_) => Fence::Unconfirmed,
         }
+    }
+
+    /// Fences a pod whose start central will not record as running (its
+    /// outcome was unknown, or the task moved on while it was in flight).
+    /// When the host's answer shows the process did run, `pod_fenced` says
+    /// so on the task (found by scripts/chaos), so the trail never hides a
+    /// process that ran. True when the pod is known to be gone.
+    async fn fence_unrecorded_start(&self, s: &Starting<'_>, reason: &str) -> Result<bool> {
+        let fence = self.fence(s.host.as_ref(), s.pod, reason).await;
+        if fence == Fence::Ran {
+            let fenced = PodCommand::Fenced {
+                pod: s.pod.clone(),
+                host_id: s.host_id.to_owned(),
+                reason: format!("{reason}; the pod had started"),
+            };
+            self.write_or_queue(fenced, s.pod.task_id).await?;
+        }
+        Ok(fence.confirmed())
     }
 
     /// StopPod: graceful stop through the host, then `pod_stopped` with the
@@ -345,9 +404,9 @@ impl Pods {
     ) -> Result<()> {
         // The stop's end must be recorded: refuse at once (touching
         // nothing) while the store is known to be unwritable.
-        self.store.ensure_writable()?;
+        self.store().ensure_writable()?;
         let task = self
-            .store
+            .store()
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
@@ -370,7 +429,7 @@ impl Pods {
         cause: Cause,
         reason: &str,
     ) -> Result<()> {
-        let mut client = self
+        let host = self
             .hosts
             .client(host_id)
             .ok_or(Error::PodStateUnknown(pod.task_id))?;
@@ -382,13 +441,13 @@ impl Pods {
             },
         );
         let req = stop_request(pod, 0, reason, false);
-        let exit = match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(resp)) => resp.into_inner().pod.and_then(|p| p.exit),
+        let exit = match tokio::time::timeout(HOST_STOP_TIMEOUT, host.stop_pod(req)).await {
+            Ok(Ok(exit)) => exit,
             // The host does not have it (any more): it is not running.
-            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => None,
-            Ok(Err(s)) => {
+            Ok(Err(e)) if e.refusal() == Some(Refusal::PodNotFound) => None,
+            Ok(Err(e)) => {
                 self.hosts.take_stop(&pod.pod_id);
-                tracing::warn!(task_id = %pod.task_id, error = %s.message(), "pod-host failed to stop the pod");
+                tracing::warn!(task_id = %pod.task_id, error = %e.message(), "pod-host failed to stop the pod");
                 return Err(Error::PodStateUnknown(pod.task_id));
             }
             Err(_) => {
@@ -411,12 +470,12 @@ impl Pods {
             message: String::new(),
             last_phase: None,
         };
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
+        self.hosts.stop_confirmed(pod.task_id, &pod.pod_id, host_id);
         // If this commit fails (the store went down meanwhile), the pending
         // stop stays: the host's own exit event for the pod, applied once
         // the store is back, is then recorded as this caller's stop, never
         // as a crash or a loss.
-        self.store
+        self.store()
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
                 host_id: host_id.to_owned(),
@@ -427,7 +486,6 @@ impl Pods {
             })
             .await?;
         self.hosts.take_stop(&pod.pod_id);
-        self.hosts.release(host_id);
         Ok(())
     }
 
@@ -439,9 +497,9 @@ impl Pods {
         actor: &ActorId,
         correlation: &CorrelationId,
     ) -> Result<PodInfo> {
-        self.store.ensure_writable()?;
+        self.store().ensure_writable()?;
         let task = self
-            .store
+            .store()
             .task(task_id)
             .await?
             .ok_or(Error::TaskNotFound(task_id))?;
@@ -472,15 +530,20 @@ impl Pods {
     /// longer current. Best effort: if its host is unreachable, the pod is
     /// fenced when the host returns, or the host fences itself.
     pub async fn stop_after_finish(&self, pod: PodRef, host_id: String, reason: &str) {
-        self.hosts.clear_live(pod.task_id, &pod.pod_id);
-        let Some(mut client) = self.hosts.client(&host_id) else {
+        let Some(host) = self.hosts.client(&host_id) else {
+            self.hosts.clear_live(pod.task_id, &pod.pod_id);
             return;
         };
         let req = stop_request(&pod, 0, reason, false);
-        match tokio::time::timeout(HOST_STOP_TIMEOUT, client.stop_pod(req)).await {
-            Ok(Ok(_)) => self.hosts.release(&host_id),
-            Ok(Err(s)) if reason_of(&s) == Some(ErrorReason::PodNotFound) => {}
+        match tokio::time::timeout(HOST_STOP_TIMEOUT, host.stop_pod(req)).await {
+            Ok(Ok(_)) => self
+                .hosts
+                .stop_confirmed(pod.task_id, &pod.pod_id, &host_id),
+            Ok(Err(e)) if e.refusal() == Some(Refusal::PodNotFound) => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
+            }
             other => {
+                self.hosts.clear_live(pod.task_id, &pod.pod_id);
                 tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
             }
         }
@@ -489,8 +552,8 @@ impl Pods {
 
 /// A StopPod for `pod` by its generation. `grace_ms` 0 takes the host's
 /// `--stop-grace-ms`; `fence` reports the exit as FENCED.
-fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> pb::HostStopPodRequest {
-    pb::HostStopPodRequest {
+fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> StopRequest {
+    StopRequest {
         task_id: pod.task_id.to_string(),
         pod_id: pod.pod_id.clone(),
         generation: pod.generation,
@@ -500,48 +563,37 @@ fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> pb::H
     }
 }
 
-/// A host error that means "definitely not started".
-fn is_refusal(s: &tonic::Status) -> bool {
+/// A host answer that means "definitely not started".
+/// How fencing a pod on its host went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    /// The host had the pod and its process ran; it is dead now.
+    Ran,
+    /// The host has no such pod (or only a newer generation of the task),
+    /// or had it but never started its process.
+    NotThere,
+    /// No answer, or an error: the pod may still run (the host's own fence
+    /// or a later reconciliation deals with it).
+    Unconfirmed,
+}
+
+impl Fence {
+    /// The pod is known not to run any more.
+    fn confirmed(self) -> bool {
+        !matches!(self, Self::Unconfirmed)
+    }
+}
+
+fn is_refusal(e: &HostCallError) -> bool {
     matches!(
-        reason_of(s),
+        e.refusal(),
         Some(
-            ErrorReason::NoCapacity
-                | ErrorReason::InvalidArgument
-                | ErrorReason::ShuttingDown
-                | ErrorReason::StaleGeneration
+            Refusal::NoCapacity
+                | Refusal::InvalidArgument
+                | Refusal::ShuttingDown
+                | Refusal::StaleGeneration
+                // The host checked the lease before spawning anything.
+                | Refusal::LeaseExpired
         )
     )
-}
-
-/// Event data for an exit.
-pub fn exit_detail(exit: &pb::PodExit) -> serde_json::Value {
-    let cause = pb::ExitCause::try_from(exit.cause).unwrap_or(pb::ExitCause::Unspecified);
-    serde_json::json!({
-        "exit_code": exit.exit_code,
-        "signal": exit.signal,
-        "cause": cause.as_str_name(),
-        "reported_completed": exit.reported_completed,
-        "message": crate::hosts::hello::clip(&exit.message),
-    })
-}
-
-/// The report for an exit streamed by a host (its free text clipped).
-pub fn end_report(exit: &pb::PodExit, last_phase: Option<crate::domain::Phase>) -> EndReport {
-    let exit = &pb::PodExit {
-        message: crate::hosts::hello::clip(&exit.message),
-        ..exit.clone()
-    };
-    let ending = classify(exit);
-    let message = match ending {
-        Ending::Crashed | Ending::Lost => describe(exit),
-        Ending::SpawnFailed => format!("could not be started: {}", exit.message),
-        Ending::HostShutdown => "its pod-host shut down".to_owned(),
-        _ => String::new(),
-    };
-    EndReport {
-        ending,
-        detail: exit_detail(exit),
-        message,
-        last_phase,
-    }
 }

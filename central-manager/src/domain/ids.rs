@@ -22,6 +22,11 @@ impl TaskId {
         Self(Uuid::now_v7())
     }
 
+    /// The id of a UUID minted elsewhere (the core's entropy port).
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
     /// Parses a client-supplied id; `field` names it in the error.
     pub fn parse(s: &str, field: &'static str) -> Result<Self> {
         if s.is_empty() {

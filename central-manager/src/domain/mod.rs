@@ -2,17 +2,23 @@
 //! gRPC and SQL. Values are built through `parse` constructors, so an invalid
 //! title, id or metadata map cannot exist past the api layer.
 
+pub mod backoff;
+pub mod ending;
 mod fields;
+pub mod host;
 mod ids;
 mod lifecycle;
 pub mod limits;
+pub mod pod;
 #[cfg(test)]
 mod properties;
 mod requests;
 mod restart;
+pub mod restart_decision;
 mod status;
 mod task;
 
+pub use ending::Ending;
 pub use fields::{Description, Metadata, TemplateName, Title};
 pub use ids::{ActorId, CorrelationId, RequestId, TaskId};
 pub use lifecycle::{
@@ -20,6 +26,7 @@ pub use lifecycle::{
     ensure_not_terminal, finish,
 };
 pub use limits::{Page, WireSize};
+pub use pod::{Cause, EndReport, PodRef, SYSTEM_ACTOR};
 pub use requests::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, MAX_REASON_CHARS, MAX_TAIL_LINES, NewTask,
     Order, OrderBy, StopPod, TaskCommand, TaskFilter, WatchQuery, page_limit, tail_lines,

@@ -3,26 +3,23 @@
 //! of endpoints that disappear (a scaled-down StatefulSet). A cancelled
 //! session's host is then judged by the silence rules like any other.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::directory::HostDirectory;
-use super::session::{self, HostUpdate, SessionConfig};
+use super::session::{self, SessionEnv};
 
 /// Runs until `cancel`, reacting to every change of `endpoints`.
 pub async fn run(
     mut endpoints: watch::Receiver<BTreeSet<String>>,
-    config: SessionConfig,
-    hosts: HostDirectory,
-    updates: mpsc::UnboundedSender<HostUpdate>,
+    env: SessionEnv,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    let mut sessions: HashMap<String, CancellationToken> = HashMap::new();
+    let mut sessions: BTreeMap<String, CancellationToken> = BTreeMap::new();
     loop {
         let wanted = endpoints.borrow_and_update().clone();
         sessions.retain(|ep, token| {
@@ -40,12 +37,10 @@ pub async fn run(
             let token = cancel.child_token();
             sessions.insert(ep.clone(), token.clone());
             let span = tracing::info_span!("session", endpoint = %ep);
-            tracker.spawn(
-                session::run(ep, config.clone(), hosts.clone(), updates.clone(), token)
-                    .instrument(span),
-            );
+            tracker.spawn(session::run(ep, env.clone(), token).instrument(span));
         }
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             changed = endpoints.changed() => if changed.is_err() {
                 // Discovery finished (static list): keep the sessions until

@@ -7,19 +7,19 @@
 //!
 //! One `std::sync::Mutex`; no lock is held across an await.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use crate::hosts::TracedChannel as Channel;
-use ipa_proto::v1::pod_host_client::PodHostClient;
+use tokio::time::Instant;
 
 pub use super::registry::HostState;
 use super::registry::{HostTimeouts, Registry};
 use super::session::SessionHandle;
-use crate::domain::{Phase, TaskId, TemplateName};
+use crate::core::bugs::SimBugs;
+use crate::core::ports::HostCommands;
+use crate::domain::{Cause, Phase, TaskId, TemplateName};
 use crate::error::{Error, Result};
-use crate::store::pods::Cause;
 
 /// One pod-host, for ListPodHosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +46,16 @@ pub struct HostView {
 }
 
 /// Where a pod was placed: the host and a client for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Placement {
     /// The chosen host.
     pub host_id: String,
-    /// Its command client (shares the session's connection).
-    pub client: PodHostClient<Channel>,
+    /// Its commands (over the session's connection).
+    pub client: Arc<dyn HostCommands>,
+    /// The boot of the host's session, and its newest clock reading: the
+    /// lease a StartPod is issued under (see `session::HostClock`).
+    pub boot_id: String,
+    pub host_clock: super::session::HostClock,
 }
 
 /// The live state of a running pod, from its host's stream.
@@ -79,17 +83,19 @@ pub struct PendingStop {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    sessions: HashMap<String, SessionHandle>,
-    live: HashMap<TaskId, LivePod>,
-    resume: HashMap<String, (String, u64)>,
-    pending_stops: HashMap<String, PendingStop>,
+    sessions: BTreeMap<String, SessionHandle>,
+    live: BTreeMap<TaskId, LivePod>,
+    resume: BTreeMap<String, (String, u64)>,
+    pending_stops: BTreeMap<String, PendingStop>,
     /// Pods whose StartPod is on its way to their host.
-    starting: std::collections::HashSet<String>,
+    starting: BTreeSet<String>,
+    /// Reintroduced past bugs (simulator only).
+    bugs: SimBugs,
     /// Hosts whose current session's hello has been reconciled with the
     /// database (host id → boot id). Placement waits for it, so a pod
     /// started on the host can never be mistaken for one missing from an
     /// older snapshot.
-    reconciled: HashMap<String, String>,
+    reconciled: BTreeMap<String, String>,
 }
 
 /// How long a placement waits for a just-connected host's hello to be
@@ -102,6 +108,10 @@ pub struct HostDirectory {
     inner: Arc<Mutex<Inner>>,
     /// Signalled whenever a host's hello has been reconciled.
     reconciled_now: Arc<tokio::sync::Notify>,
+    /// Signalled when a host's silence deadlines may have moved earlier
+    /// (a hello, an UNREACHABLE host heard from again), so the
+    /// supervisor's timer re-arms for them.
+    deadlines_moved: Arc<tokio::sync::Notify>,
 }
 
 impl HostDirectory {
@@ -110,15 +120,35 @@ impl HostDirectory {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 registry: Registry::new(timeouts),
-                sessions: HashMap::new(),
-                live: HashMap::new(),
-                resume: HashMap::new(),
-                pending_stops: HashMap::new(),
-                starting: Default::default(),
-                reconciled: HashMap::new(),
+                sessions: BTreeMap::new(),
+                live: BTreeMap::new(),
+                resume: BTreeMap::new(),
+                pending_stops: BTreeMap::new(),
+                starting: BTreeSet::new(),
+                bugs: SimBugs::default(),
+                reconciled: BTreeMap::new(),
             })),
             reconciled_now: Arc::new(tokio::sync::Notify::new()),
+            deadlines_moved: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when a host's silence deadlines may have moved earlier
+    /// than the supervisor's timer was set for.
+    pub async fn deadlines_moved(&self) {
+        self.deadlines_moved.notified().await
+    }
+
+    /// Reintroduces past bugs (only the simulator calls this; see
+    /// `core::bugs`).
+    pub fn with_bugs(self, bugs: SimBugs) -> Self {
+        {
+            let mut g = self.lock();
+            g.bugs = bugs;
+            g.registry
+                .ignore_reservations(bugs.placement_ignores_starts_in_flight);
+        }
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -170,6 +200,7 @@ impl HostDirectory {
         let outcome = g.registry.on_hello(hello, at, wall);
         g.reconciled.remove(&handle.host_id);
         g.sessions.insert(handle.host_id.clone(), handle);
+        self.deadlines_moved.notify_one();
         Ok(outcome)
     }
 
@@ -182,6 +213,8 @@ impl HostDirectory {
             .is_some_and(|s| s.boot_id == boot_id)
         {
             g.reconciled.insert(host_id.to_owned(), boot_id.to_owned());
+            // Placements waiting for this host may go now.
+            self.reconciled_now.notify_waiters();
         }
     }
 
@@ -223,7 +256,8 @@ impl HostDirectory {
                 Ok(p) => return Ok(p),
                 Err(e) if self.awaits_reconcile(template) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(e);
+                        // One last look: the wait may have just missed it.
+                        return self.try_place(template).map_err(|_| e);
                     }
                 }
                 Err(e) => return Err(e),
@@ -270,12 +304,16 @@ impl HostDirectory {
                     template.as_str()
                 ))
             })?;
-        let client = inner
+        let session = inner
             .sessions
             .get(&host_id)
-            .map(|s| s.client.clone())
             .ok_or_else(|| Error::Internal("placed on a host without a session".into()))?;
-        Ok(Placement { host_id, client })
+        Ok(Placement {
+            client: session.commands.clone(),
+            boot_id: session.boot_id.clone(),
+            host_clock: session.host_clock.clone(),
+            host_id,
+        })
     }
 
     /// Ends a reservation made by [`HostDirectory::place`]: the pod
@@ -284,14 +322,43 @@ impl HostDirectory {
         self.lock().registry.start_done(host_id, started);
     }
 
-    /// A pod on `host_id` ended.
-    pub fn release(&self, host_id: &str) {
-        self.lock().registry.release(host_id);
+    /// The host confirmed in its StopPod reply that the pod ended: its slot
+    /// is free at once. Its exit event may still be on the way on the
+    /// host's stream (then it is counted as an early exit until it arrives,
+    /// see [`super::registry::HostEntry::early_exits`]); if that event came
+    /// first, it has already freed the slot.
+    pub fn stop_confirmed(&self, task_id: TaskId, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        let on_stream_yet = g
+            .live
+            .get(&task_id)
+            .is_some_and(|p| p.pod_id == pod_id && p.host_id == host_id);
+        if g.live.get(&task_id).is_some_and(|p| p.pod_id == pod_id) {
+            g.live.remove(&task_id);
+        }
+        if on_stream_yet {
+            g.registry.exited_early(host_id, pod_id);
+        }
     }
 
-    /// The command client of a connected host.
-    pub fn client(&self, host_id: &str) -> Option<PodHostClient<Channel>> {
-        self.lock().sessions.get(host_id).map(|s| s.client.clone())
+    /// The exit event of a pod arrived on its host's stream.
+    pub fn exited_on_stream(&self, task_id: TaskId, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        if g.live
+            .get(&task_id)
+            .is_some_and(|p| p.pod_id == pod_id && p.host_id == host_id)
+        {
+            g.live.remove(&task_id);
+        }
+        g.registry.exited_on_stream(host_id, pod_id);
+    }
+
+    /// The commands of a connected host.
+    pub fn client(&self, host_id: &str) -> Option<Arc<dyn HostCommands>> {
+        self.lock()
+            .sessions
+            .get(host_id)
+            .map(|s| s.commands.clone())
     }
 
     /// Forgets a session if it is still the current one for its host.
@@ -343,7 +410,13 @@ impl HostDirectory {
         if let Some(r) = running {
             g.registry.set_running(host_id, r);
         }
-        g.registry.on_contact(host_id, at, wall, draining)
+        let t = g.registry.on_contact(host_id, at, wall, draining);
+        if t.is_some() {
+            // An UNREACHABLE host is READY again: its unreachable deadline
+            // is earlier than the fence deadline the timer waits for.
+            self.deadlines_moved.notify_one();
+        }
+        t
     }
 
     /// Resets the session of `host_id` (if any) for a fresh hello.
@@ -365,7 +438,8 @@ impl HostDirectory {
 
     /// Whether a pod's start is in flight.
     pub fn is_starting(&self, pod_id: &str) -> bool {
-        self.lock().starting.contains(pod_id)
+        let g = self.lock();
+        !g.bugs.placement_ignores_starts_in_flight && g.starting.contains(pod_id)
     }
 
     /// Live phase/version of a task's running pod.

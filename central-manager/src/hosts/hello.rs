@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use ipa_proto::v1 as pb;
-
 use super::registry::HostHello;
 use crate::domain::TemplateName;
+use crate::domain::host::Hello;
+pub use crate::domain::host::{MAX_HOST_TEXT_CHARS, clip};
 
 /// Longest host id accepted (the pod-host defaults to the hostname).
 pub const MAX_HOST_ID_CHARS: usize = 255;
@@ -23,21 +23,9 @@ pub const MAX_TEMPLATES: usize = 1024;
 /// far below it).
 pub const MAX_HOST_FENCE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// Longest host-supplied text kept (exit messages, refusals, status line
-/// messages): it ends up in events and `pod_message`.
-pub const MAX_HOST_TEXT_CHARS: usize = 1000;
-
-/// `s` cut to [`MAX_HOST_TEXT_CHARS`] characters (an ellipsis marks a cut).
-pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(MAX_HOST_TEXT_CHARS) {
-        None => s.to_owned(),
-        Some((i, _)) => format!("{}…", &s[..i]),
-    }
-}
-
 /// Checks a hello and turns it into the registry's view of the host.
 /// `Err` is why the hello is refused (the session is closed).
-pub fn accept_hello(hello: &pb::HostHello, endpoint: &str) -> Result<HostHello, String> {
+pub fn accept_hello(hello: &Hello, endpoint: &str) -> Result<HostHello, String> {
     let host_id = hello.host_id.as_str();
     if host_id.trim().is_empty() {
         return Err("the hello has an empty host_id".into());
@@ -60,11 +48,7 @@ pub fn accept_hello(hello: &pb::HostHello, endpoint: &str) -> Result<HostHello, 
         tracing::warn!(%host_id, reported = hello.templates.len(), kept = templates.len(),
             "pod-host reported invalid, duplicate or too many template names; ignored those");
     }
-    let running = hello
-        .pods
-        .iter()
-        .filter(|p| p.state != pb::PodState::Exited as i32)
-        .count();
+    let running = hello.pods.iter().filter(|p| p.alive).count();
     Ok(HostHello {
         host_id: host_id.to_owned(),
         boot_id: hello.boot_id.clone(),
@@ -95,11 +79,10 @@ pub fn clamp_fence_timeout(ms: u32) -> Duration {
 /// A host-reported time (unix µs), or `fallback` when it is missing or
 /// implausible (before 2000 or more than a day ahead of us): host clocks
 /// are not trusted to be sane.
-pub fn plausible_time(t: Option<&prost_types::Timestamp>, now_us: i64, fallback: i64) -> i64 {
+pub fn plausible_time(t: Option<i64>, now_us: i64, fallback: i64) -> i64 {
     const Y2000_US: i64 = 946_684_800_000_000;
     const DAY_US: i64 = 86_400_000_000;
-    t.and_then(ipa_proto::time::micros_from_timestamp)
-        .filter(|&us| us >= Y2000_US && us <= now_us.saturating_add(DAY_US))
+    t.filter(|&us| us >= Y2000_US && us <= now_us.saturating_add(DAY_US))
         .unwrap_or(fallback)
 }
 
@@ -107,8 +90,8 @@ pub fn plausible_time(t: Option<&prost_types::Timestamp>, now_us: i64, fallback:
 mod tests {
     use super::*;
 
-    fn hello() -> pb::HostHello {
-        pb::HostHello {
+    fn hello() -> Hello {
+        Hello {
             host_id: "h1".into(),
             boot_id: "b".into(),
             capacity: 4,
@@ -144,9 +127,15 @@ mod tests {
         h.fence_timeout_ms = u32::MAX;
         h.templates = vec!["ok".into(), "bad name".into(), "ok".into(), "../x".into()];
         h.pods = (0..3)
-            .map(|_| pb::PodInfo {
-                state: pb::PodState::Running as i32,
-                ..Default::default()
+            .map(|_| crate::domain::host::PodSnapshot {
+                task_id: String::new(),
+                pod_id: String::new(),
+                generation: 1,
+                pid: 1,
+                alive: true,
+                phase: None,
+                version: 0,
+                started_at: None,
             })
             .collect();
         let a = accept_hello(&h, "e").unwrap();
@@ -158,31 +147,15 @@ mod tests {
     }
 
     #[test]
-    fn long_host_text_is_clipped() {
-        assert_eq!(clip("short"), "short");
-        let long = "é".repeat(MAX_HOST_TEXT_CHARS + 5);
-        let c = clip(&long);
-        assert_eq!(c.chars().count(), MAX_HOST_TEXT_CHARS + 1);
-        assert!(c.ends_with('…'));
-        assert_eq!(
-            clip(&"x".repeat(MAX_HOST_TEXT_CHARS)).len(),
-            MAX_HOST_TEXT_CHARS
-        );
-    }
-
-    #[test]
     fn implausible_times_fall_back() {
         let now = 1_800_000_000_000_000;
-        let ts = |s: i64| prost_types::Timestamp {
-            seconds: s,
-            nanos: 0,
-        };
+        let ts = |s: i64| s * 1_000_000;
         assert_eq!(
-            plausible_time(Some(&ts(1_700_000_000)), now, 7),
+            plausible_time(Some(ts(1_700_000_000)), now, 7),
             1_700_000_000_000_000
         );
-        assert_eq!(plausible_time(Some(&ts(5)), now, 7), 7);
-        assert_eq!(plausible_time(Some(&ts(4_000_000_000)), now, 7), 7);
+        assert_eq!(plausible_time(Some(ts(5)), now, 7), 7);
+        assert_eq!(plausible_time(Some(ts(4_000_000_000)), now, 7), 7);
         assert_eq!(plausible_time(None, now, 7), 7);
     }
 }

@@ -22,8 +22,10 @@
 //! Pure: every method takes `now`, so both sides of each timeout are unit
 //! tested without sleeping.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 /// Connection state of a pod-host, as docs/api.md's `PodHostState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,11 @@ pub struct HostEntry {
     /// apart from `running_pods`, which every heartbeat overwrites, so
     /// concurrent placements see each other.
     pub reserved: u32,
+    /// Pods whose stop the host confirmed in a StopPod reply but whose exit
+    /// event has not arrived on its stream yet. Heartbeats sent before that
+    /// event still count them, so they are discounted until it arrives
+    /// (otherwise a stopped host looks full for up to a heartbeat).
+    pub early_exits: HashSet<String>,
     pub templates: BTreeSet<String>,
     /// Monotonic time of the last message from the host.
     pub last_contact: Instant,
@@ -144,6 +151,8 @@ pub struct Transition {
 pub struct Registry {
     timeouts: HostTimeouts,
     hosts: BTreeMap<String, HostEntry>,
+    /// `SimBugs::placement_ignores_starts_in_flight` (simulator only).
+    ignore_reservations: bool,
 }
 
 impl Registry {
@@ -151,7 +160,19 @@ impl Registry {
         Self {
             timeouts,
             hosts: BTreeMap::new(),
+            ignore_reservations: false,
         }
+    }
+
+    /// Reintroduces the bug of placement ignoring starts in flight (only
+    /// the simulator asks for it, see `core::bugs`).
+    pub fn ignore_reservations(&mut self, on: bool) {
+        self.ignore_reservations = on;
+    }
+
+    /// The timing rules.
+    pub fn timeouts(&self) -> &HostTimeouts {
+        &self.timeouts
     }
 
     pub fn get(&self, host_id: &str) -> Option<&HostEntry> {
@@ -194,6 +215,7 @@ impl Registry {
             capacity: hello.capacity,
             running_pods: hello.running_pods,
             reserved: 0,
+            early_exits: HashSet::new(),
             templates: hello.templates.into_iter().collect(),
             last_contact: now,
             last_heartbeat_at: wall,
@@ -270,6 +292,7 @@ impl Registry {
             h.state = to;
             if to == HostState::Lost {
                 h.running_pods = 0;
+                h.early_exits.clear();
                 h.lost_since = Some(now);
             }
             out.push(Transition {
@@ -325,17 +348,24 @@ impl Registry {
     /// least loaded first (ties by host id, so placement is deterministic),
     /// and reserves the slot. `None` means NO_POD_HOST.
     pub fn place(&mut self, template: &str, exclude: &[&str]) -> Option<String> {
+        let load = |h: &HostEntry| {
+            if self.ignore_reservations {
+                h.running_pods
+            } else {
+                h.load()
+            }
+        };
         let chosen = self
             .hosts
             .values()
             .filter(|h| h.state == HostState::Ready)
-            .filter(|h| h.load() < h.capacity)
+            .filter(|h| load(h) < h.capacity)
             .filter(|h| h.templates.contains(template))
             .filter(|h| !exclude.contains(&h.host_id.as_str()))
             .min_by(|a, b| {
                 // Compare load as a fraction of capacity.
-                let la = u64::from(a.load()) * u64::from(b.capacity);
-                let lb = u64::from(b.load()) * u64::from(a.capacity);
+                let la = u64::from(load(a)) * u64::from(b.capacity);
+                let lb = u64::from(load(b)) * u64::from(a.capacity);
                 la.cmp(&lb).then_with(|| a.host_id.cmp(&b.host_id))
             })?
             .host_id
@@ -357,19 +387,34 @@ impl Registry {
         }
     }
 
-    /// A pod there ended.
-    pub fn release(&mut self, host_id: &str) {
-        if let Some(h) = self.hosts.get_mut(host_id) {
+    /// The host confirmed in a StopPod reply that `pod_id` ended; its exit
+    /// event is still to come on the stream.
+    pub fn exited_early(&mut self, host_id: &str, pod_id: &str) {
+        if let Some(h) = self.hosts.get_mut(host_id)
+            && h.early_exits.insert(pod_id.to_owned())
+        {
             h.running_pods = h.running_pods.saturating_sub(1);
         }
     }
 
-    /// Sets the running count from a heartbeat (the host's own count wins
-    /// over our bookkeeping, except for starts still in flight, which the
-    /// caller adds).
+    /// The exit event of `pod_id` arrived on the host's stream: heartbeats
+    /// from now on no longer count it.
+    pub fn exited_on_stream(&mut self, host_id: &str, pod_id: &str) {
+        if let Some(h) = self.hosts.get_mut(host_id)
+            && !h.early_exits.remove(pod_id)
+        {
+            h.running_pods = h.running_pods.saturating_sub(1);
+        }
+    }
+
+    /// Sets the running count from a heartbeat: the host's own count wins
+    /// over our bookkeeping, less the pods whose stop it already confirmed
+    /// but whose exit it had not yet sent when it sent the heartbeat (starts
+    /// still in flight are counted apart, in `reserved`).
     pub fn set_running(&mut self, host_id: &str, running: u32) {
         if let Some(h) = self.hosts.get_mut(host_id) {
-            h.running_pods = super::hello::clamp_count(running);
+            let early = u32::try_from(h.early_exits.len()).unwrap_or(u32::MAX);
+            h.running_pods = super::hello::clamp_count(running).saturating_sub(early);
         }
     }
 }
@@ -421,6 +466,34 @@ mod tests {
                 previous_boot: "b1".into()
             }
         );
+    }
+
+    #[test]
+    fn a_confirmed_stop_frees_its_slot_at_once_and_once() {
+        let mut r = Registry::new(timeouts());
+        r.on_hello(
+            hello("a", "b1", 2, &["default"]),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        r.set_running("a", 2);
+        // StopPod answered: the slot is free before the exit event arrives.
+        r.exited_early("a", "p1");
+        assert_eq!(r.get("a").unwrap().running_pods, 1);
+        // A heartbeat the host sent before the exit still counts the pod.
+        r.set_running("a", 2);
+        assert_eq!(r.get("a").unwrap().running_pods, 1);
+        assert!(r.place("default", &[]).is_some(), "a free slot to place on");
+        r.start_done("a", false);
+        // The exit event arrives: not counted a second time...
+        r.exited_on_stream("a", "p1");
+        assert_eq!(r.get("a").unwrap().running_pods, 1);
+        // ...and later heartbeats are taken as they are.
+        r.set_running("a", 1);
+        assert_eq!(r.get("a").unwrap().running_pods, 1);
+        // An exit seen only on the stream frees one slot.
+        r.exited_on_stream("a", "p2");
+        assert_eq!(r.get("a").unwrap().running_pods, 0);
     }
 
     #[test]

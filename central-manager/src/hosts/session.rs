@@ -4,6 +4,11 @@
 //! the stream ends the session redials with backoff and jitter, until
 //! cancelled.
 //!
+//! This is core logic over ports: the host is reached through a
+//! [`Dialer`] (gRPC in production, `hosts::grpc`; the simulator's network
+//! in `sim/`), messages are domain types, time and jitter come from the
+//! clock and entropy ports.
+//!
 //! Liveness never waits for the database (or anything else slow): the
 //! session itself records every message as contact with the host
 //! ([`HostDirectory::contact`]), registers the hello (refusing a host id
@@ -17,36 +22,28 @@
 //! Every update carries the monotonic instant the message *arrived*.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
-use ipa_proto::v1::{
-    CentralHello, CentralMessage, HostHello, HostMessage, Ping, PodEvent, central_message,
-    host_message, pod_host_client::PodHostClient,
-};
+use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
-use super::TracedChannel as Channel;
-use super::backoff;
 use super::directory::{HostDirectory, HostState};
 use super::hello::{accept_hello, clamp_count};
 use super::registry::HelloOutcome;
+use crate::core::ports::{Clock, Dialer, Entropy, HostCommands, Link};
+use crate::domain::backoff;
+use crate::domain::host::{CentralMessage, Hello, HostMessage, PodEvent};
 
 /// Reconnect backoff: first retry after ~100 ms, at most ~5 s apart. Short
 /// enough that a host back from a blip rejoins well inside the
 /// unreachable timeout's order of magnitude.
 const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// Dial timeout: a black-holed host must not hold a session for long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a host has to send its hello after the stream opens.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Outbound buffer (acks, pings). Acks are cumulative, so if it is ever
-/// full dropping one loses nothing but a little replay work.
-const OUTBOUND_CAPACITY: usize = 1024;
 /// Pod events of one session handed to the supervisor and not yet
 /// committed. Beyond it (a long database outage with busy pods) the session
 /// stops forwarding; the host keeps the events until acknowledged.
@@ -61,7 +58,7 @@ pub enum HostUpdate {
     /// The stream is open and the host's hello was accepted and registered:
     /// reconcile its snapshot with the database.
     Connected {
-        hello: HostHello,
+        hello: Hello,
         /// The host restarted since central last saw it: its old pods died.
         new_boot: bool,
         handle: SessionHandle,
@@ -95,27 +92,37 @@ impl Drop for InFlight {
 }
 
 /// The supervisor's handle on a live session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionHandle {
     pub endpoint: String,
     pub host_id: String,
     pub boot_id: String,
-    /// Client for unary commands, over the same HTTP/2 connection.
-    pub client: PodHostClient<Channel>,
+    /// The host's commands, over the same connection.
+    pub commands: Arc<dyn HostCommands>,
+    /// The newest host clock received on this session, echoed in pings and
+    /// StartPods (the host's lease, see [`HostClock`]).
+    pub host_clock: HostClock,
     out: mpsc::Sender<CentralMessage>,
     /// Ends this connection (the session then redials and the host says
     /// hello again).
     reset: CancellationToken,
 }
 
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("endpoint", &self.endpoint)
+            .field("host_id", &self.host_id)
+            .field("boot_id", &self.boot_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SessionHandle {
     /// Acknowledges every event up to `seq`. Never blocks: if the outbound
     /// buffer is full the ack is dropped, and the next one covers it.
     pub fn ack(&self, seq: u64) {
-        let msg = CentralMessage {
-            msg: Some(central_message::Msg::Ack(ipa_proto::v1::Ack { seq })),
-        };
-        let _ = self.out.try_send(msg);
+        let _ = self.out.try_send(CentralMessage::Ack(seq));
     }
 
     /// Drops this connection so the host reconnects with a fresh hello,
@@ -125,14 +132,45 @@ impl SessionHandle {
     }
 }
 
+/// The newest reading of a host's clock (ms since its boot, from its hello
+/// and heartbeats) that central has received on one session. Central
+/// echoes it in every ping and StartPod; the host's lease runs a fence
+/// timeout from that instant of its own clock, which is never later than
+/// when central heard from it, so the host stops its pods before central's
+/// fence deadline even when a ping or StartPod is held up in the network
+/// (docs/architecture.md, "Failure model"). Cheap to clone; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct HostClock(Arc<AtomicU64>);
+
+impl HostClock {
+    /// Records a reading (readings only move forward).
+    pub fn observe(&self, ms: u64) {
+        self.0.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The newest reading (0: none yet).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Settings of all sessions.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     pub central_id: String,
-    /// How to dial `https://` endpoints (`--pod-host-ca`); `None`: they
-    /// are refused.
-    pub tls: Option<ipa_common::tls::ClientTls>,
+}
+
+/// What every session works with. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionEnv {
+    pub config: SessionConfig,
+    /// How hosts are reached (gRPC in production).
+    pub dialer: Arc<dyn Dialer>,
+    pub hosts: HostDirectory,
+    pub updates: mpsc::UnboundedSender<HostUpdate>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
 }
 
 /// Why a connection ended.
@@ -146,22 +184,16 @@ enum End {
 }
 
 /// Runs the session for `endpoint` until `cancel`.
-pub async fn run(
-    endpoint: String,
-    config: SessionConfig,
-    hosts: HostDirectory,
-    updates: mpsc::UnboundedSender<HostUpdate>,
-    cancel: CancellationToken,
-) {
+pub async fn run(endpoint: String, env: SessionEnv, cancel: CancellationToken) {
     let mut attempt: u32 = 0;
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let wait = match connect_once(&endpoint, &config, &hosts, &updates, &cancel).await {
+        let wait = match connect_once(&endpoint, &env, &cancel).await {
             End::Served => {
                 attempt = 0;
-                backoff::delay(RECONNECT_INITIAL, RECONNECT_MAX, 0, rand::random::<f64>())
+                backoff::delay(RECONNECT_INITIAL, RECONNECT_MAX, 0, env.entropy.jitter())
             }
             End::Failed(e) => {
                 // The first failure in a row is worth an operator's eye (a
@@ -177,75 +209,26 @@ pub async fn run(
                     RECONNECT_INITIAL,
                     RECONNECT_MAX,
                     attempt,
-                    rand::random::<f64>(),
+                    env.entropy.jitter(),
                 )
             }
             End::Refused => REFUSED_RETRY,
         };
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Opens the HTTP/2 connection to a pod-host: TLS for `https://`
-/// endpoints (through a connector that uses the certificates in force at
-/// each dial), plaintext otherwise.
-async fn dial(
-    endpoint: &str,
-    tls: Option<&ipa_common::tls::ClientTls>,
-) -> Result<tonic::transport::Channel, String> {
-    let secure = endpoint.starts_with("https://");
-    let base = if secure {
-        ipa_common::tls::client::tls_endpoint(endpoint)?
-    } else {
-        Endpoint::from_shared(endpoint.to_owned()).map_err(|e| e.to_string())?
-    };
-    let base = base
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // Detect a dead TCP peer even when the host is silent for other
-        // reasons; silence rules still decide host state.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    match (secure, tls) {
-        (false, _) => base.connect().await.map_err(|e| e.to_string()),
-        (true, Some(tls)) => base
-            .connect_with_connector(tls.connector())
-            .await
-            .map_err(|e| format!("{e}: {}", error_chain(&e))),
-        (true, None) => Err(format!(
-            "{endpoint} is https but central-manager has no --pod-host-ca"
-        )),
-    }
-}
-
-/// The causes of an error, for a log line that says why a dial failed
-/// (e.g. which certificate check refused the pod-host).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push(c.to_string());
-        cur = c.source();
-    }
-    out.join(": ")
-}
-
 /// One connection, from dial to the end of the stream.
-async fn connect_once(
-    endpoint: &str,
-    config: &SessionConfig,
-    hosts: &HostDirectory,
-    updates: &mpsc::UnboundedSender<HostUpdate>,
-    cancel: &CancellationToken,
-) -> End {
-    let (hello, mut inbound, client, out_tx) = match open(endpoint, config, hosts).await {
+async fn connect_once(endpoint: &str, env: &SessionEnv, cancel: &CancellationToken) -> End {
+    let (hello, link) = match open(endpoint, env).await {
         Ok(v) => v,
         Err(e) => return End::Failed(e),
     };
-    let (at, wall) = (Instant::now(), SystemTime::now());
+    let (at, wall) = (env.clock.now(), env.clock.wall());
     let entry = match accept_hello(&hello, endpoint) {
         Ok(e) => e,
         Err(why) => {
@@ -253,178 +236,204 @@ async fn connect_once(
             return End::Refused;
         }
     };
-    let host_id = entry.host_id.clone();
-    let boot_id = entry.boot_id.clone();
+    let host_clock = HostClock::default();
+    host_clock.observe(hello.host_clock_ms);
+    let mut session = Session {
+        host_id: entry.host_id.clone(),
+        boot_id: entry.boot_id.clone(),
+        env,
+        host_clock: host_clock.clone(),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        overflowed: false,
+    };
     let reset = cancel.child_token();
     let handle = SessionHandle {
         endpoint: endpoint.to_owned(),
-        host_id: host_id.clone(),
-        boot_id: boot_id.clone(),
-        client,
-        out: out_tx.clone(),
+        host_id: session.host_id.clone(),
+        boot_id: session.boot_id.clone(),
+        commands: link.commands.clone(),
+        host_clock,
+        out: link.outbound.clone(),
         reset: reset.clone(),
     };
-    let outcome = match hosts.register_hello(entry, handle.clone(), at, wall) {
+    let outcome = match env.hosts.register_hello(entry, handle.clone(), at, wall) {
         Ok(o) => o,
         Err(holder) => {
-            tracing::warn!(%endpoint, %host_id, held_by = %holder,
+            tracing::warn!(%endpoint, host_id = %session.host_id, held_by = %holder,
                 "pod-host hello refused: another endpoint holds this host id (shown as conflict_endpoint)");
             return End::Refused;
         }
     };
     let new_boot =
         matches!(&outcome, HelloOutcome::NewBoot { previous_boot } if !previous_boot.is_empty());
-    tracing::info!(%endpoint, %host_id, %boot_id, ?outcome, self_fenced = hello.self_fenced, "pod-host connected");
+    tracing::info!(%endpoint, host_id = %session.host_id, boot_id = %session.boot_id, ?outcome,
+        self_fenced = hello.self_fenced, "pod-host connected");
     let connected = HostUpdate::Connected {
         hello,
         new_boot,
         handle,
     };
-    if updates.send(connected).is_err() {
-        hosts.remove_session(&host_id, &boot_id, endpoint);
-        return End::Served;
+    if env.updates.send(connected).is_ok() {
+        session.serve(link, &reset).await;
     }
-
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    // Set once events were dropped for backlog: from then on none is
-    // forwarded (order!) until the supervisor caught up and a reconnect
-    // makes the host replay them.
-    let mut overflowed = false;
-    let mut ping = tokio::time::interval(config.heartbeat_interval);
-    // Pings exist to keep the host's fence timer fresh: after a stall send
-    // one now, not a burst.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = reset.cancelled() => {
-                tracing::info!(%host_id, "resetting the Connect stream for a fresh hello");
-                break;
-            }
-            _ = ping.tick() => {
-                let p = Ping { sent_at: Some(ipa_proto::time::timestamp(SystemTime::now())) };
-                let _ = out_tx.try_send(CentralMessage { msg: Some(central_message::Msg::Ping(p)) });
-            }
-            msg = inbound.message() => {
-                let (at, wall) = (Instant::now(), SystemTime::now());
-                let event = match msg {
-                    Ok(Some(HostMessage { msg: Some(host_message::Msg::Heartbeat(hb)) })) => {
-                        let running = clamp_count(hb.running_pods);
-                        if contact(hosts, &host_id, at, wall, Some(hb.draining), Some(running)) {
-                            break;
-                        }
-                        None
-                    }
-                    Ok(Some(HostMessage { msg: Some(host_message::Msg::PodEvent(event)) })) => {
-                        if contact(hosts, &host_id, at, wall, None, None) {
-                            break;
-                        }
-                        Some(event)
-                    }
-                    Ok(Some(other)) => {
-                        tracing::warn!(%host_id, ?other, "unexpected message on Connect stream; ignored");
-                        None
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::info!(%host_id, error = %e, "Connect stream failed");
-                        break;
-                    }
-                };
-                if let Some(event) = event {
-                    if !overflowed && in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
-                        tracing::warn!(%host_id, MAX_IN_FLIGHT,
-                            "supervisor backlog full; holding this host's events until it catches up");
-                        overflowed = true;
-                    }
-                    if !overflowed {
-                        let update = HostUpdate::PodEvent {
-                            host_id: host_id.clone(),
-                            boot_id: boot_id.clone(),
-                            event,
-                            in_flight: InFlight::new(&in_flight),
-                        };
-                        if updates.send(update).is_err() {
-                            break;
-                        }
-                    }
-                }
-                if overflowed && in_flight.load(Ordering::Acquire) == 0 {
-                    tracing::info!(%host_id, "supervisor caught up; reconnecting so the host replays held events");
-                    break;
-                }
-            }
-        }
-    }
-    hosts.remove_session(&host_id, &boot_id, endpoint);
-    tracing::info!(%endpoint, %host_id, "pod-host session ended");
+    env.hosts
+        .remove_session(&session.host_id, &session.boot_id, endpoint);
+    tracing::info!(%endpoint, host_id = %session.host_id, "pod-host session ended");
     End::Served
 }
 
-/// Records a message from the host. True when the stream must be reset for
-/// a fresh hello: the host was UNREACHABLE (its pods' state is not assumed,
-/// the hello's snapshot is reconciled) or LOST (its pods were given up).
-fn contact(
-    hosts: &HostDirectory,
-    host_id: &str,
-    at: Instant,
-    wall: SystemTime,
-    draining: Option<bool>,
-    running: Option<u32>,
-) -> bool {
-    if let Some(t) = hosts.contact(host_id, at, wall, draining, running) {
-        tracing::info!(%host_id, from = ?t.from, to = ?t.to, "pod-host state");
-        if t.from == HostState::Unreachable {
-            return true;
-        }
-    }
-    hosts.state(host_id) == Some(HostState::Lost)
-}
-
-type Opened = (
-    HostHello,
-    tonic::Streaming<HostMessage>,
-    PodHostClient<Channel>,
-    mpsc::Sender<CentralMessage>,
-);
-
-/// Dials, sends the CentralHello (with the resume point) and waits for the
-/// host's hello.
-async fn open(
-    endpoint: &str,
-    config: &SessionConfig,
-    hosts: &HostDirectory,
-) -> Result<Opened, String> {
-    let channel = dial(endpoint, config.tls.as_ref()).await?;
-    let mut client =
-        PodHostClient::with_interceptor(channel, ipa_common::trace_context::InjectTraceContext);
-    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let (known_boot_id, acked_seq) = hosts.resume_point(endpoint).unwrap_or_default();
-    let hello = CentralHello {
-        heartbeat_interval_ms: u32::try_from(config.heartbeat_interval.as_millis())
+/// Dials, sends the central's hello (with the resume point) and waits for
+/// the host's hello.
+async fn open(endpoint: &str, env: &SessionEnv) -> Result<(Hello, Link), String> {
+    let (known_boot_id, acked_seq) = env.hosts.resume_point(endpoint).unwrap_or_default();
+    let first = CentralMessage::Hello {
+        heartbeat_interval_ms: u32::try_from(env.config.heartbeat_interval.as_millis())
             .unwrap_or(u32::MAX),
         known_boot_id,
         acked_seq,
-        central_id: config.central_id.clone(),
+        central_id: env.config.central_id.clone(),
     };
-    out_tx
-        .send(CentralMessage {
-            msg: Some(central_message::Msg::Hello(hello)),
-        })
+    let mut link = env.dialer.open(endpoint, first).await?;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, link.inbound.next())
         .await
-        .map_err(|_| "outbound closed".to_string())?;
-    let mut inbound = client
-        .connect(ReceiverStream::new(out_rx))
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-        .await
-        .map_err(|_| "no hello in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "no hello in time".to_string())?;
     match first {
-        Some(HostMessage {
-            msg: Some(host_message::Msg::Hello(hello)),
-        }) => Ok((hello, inbound, client, out_tx)),
+        Some(Ok(HostMessage::Hello(hello))) => Ok((hello, link)),
+        Some(Err(e)) => Err(e),
         _ => Err("first message was not a hello".into()),
+    }
+}
+
+/// One accepted connection's state.
+struct Session<'a> {
+    host_id: String,
+    boot_id: String,
+    env: &'a SessionEnv,
+    /// The newest host clock reading received on this stream.
+    host_clock: HostClock,
+    /// Pod events handed to the supervisor and not yet done with.
+    in_flight: Arc<AtomicUsize>,
+    /// Set once events were dropped for backlog: from then on none is
+    /// forwarded (order!) until the supervisor caught up and a reconnect
+    /// makes the host replay them.
+    overflowed: bool,
+}
+
+/// What to do after a message.
+enum Next {
+    Continue,
+    /// End this connection (the session redials).
+    Close,
+}
+
+impl Session<'_> {
+    /// Reads everything the host sends until the stream ends or must be
+    /// reset, pinging every heartbeat interval.
+    async fn serve(&mut self, mut link: Link, reset: &CancellationToken) {
+        let mut ping = tokio::time::interval(self.env.config.heartbeat_interval);
+        // Pings exist to keep the host's fence timer fresh: after a stall
+        // send one now, not a burst.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = reset.cancelled() => {
+                    tracing::info!(host_id = %self.host_id, "resetting the Connect stream for a fresh hello");
+                    break;
+                }
+                // Before the inbound stream, so a long replay cannot starve
+                // the pings that keep the host's fence timer fresh.
+                _ = ping.tick() => {
+                    let ping = CentralMessage::Ping { echo_host_clock_ms: self.host_clock.get() };
+                    let _ = link.outbound.try_send(ping);
+                }
+                msg = link.inbound.next() => {
+                    let at = self.env.clock.now();
+                    let wall = self.env.clock.wall();
+                    let next = match msg {
+                        Some(Ok(m)) => self.on_message(m, at, wall),
+                        None => Next::Close,
+                        Some(Err(e)) => {
+                            tracing::info!(host_id = %self.host_id, error = %e, "Connect stream failed");
+                            Next::Close
+                        }
+                    };
+                    if let Next::Close = next {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the host.
+    fn on_message(&mut self, msg: HostMessage, at: Instant, wall: SystemTime) -> Next {
+        let event = match msg {
+            HostMessage::Heartbeat {
+                running_pods,
+                draining,
+                host_clock_ms,
+                ..
+            } => {
+                self.host_clock.observe(host_clock_ms);
+                let running = clamp_count(running_pods);
+                if self.contact(at, wall, Some(draining), Some(running)) {
+                    return Next::Close;
+                }
+                return Next::Continue;
+            }
+            HostMessage::PodEvent(event) => {
+                if self.contact(at, wall, None, None) {
+                    return Next::Close;
+                }
+                event
+            }
+            HostMessage::Hello(_) => {
+                tracing::warn!(host_id = %self.host_id, "unexpected hello on an open Connect stream; ignored");
+                return Next::Continue;
+            }
+        };
+        if !self.overflowed && self.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+            tracing::warn!(host_id = %self.host_id, MAX_IN_FLIGHT,
+                "supervisor backlog full; holding this host's events until it catches up");
+            self.overflowed = true;
+        }
+        if !self.overflowed {
+            let update = HostUpdate::PodEvent {
+                host_id: self.host_id.clone(),
+                boot_id: self.boot_id.clone(),
+                event,
+                in_flight: InFlight::new(&self.in_flight),
+            };
+            if self.env.updates.send(update).is_err() {
+                return Next::Close;
+            }
+        }
+        if self.overflowed && self.in_flight.load(Ordering::Acquire) == 0 {
+            tracing::info!(host_id = %self.host_id, "supervisor caught up; reconnecting so the host replays held events");
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    /// Records a message from the host. True when the stream must be reset
+    /// for a fresh hello: the host was UNREACHABLE (its pods' state is not
+    /// assumed, the hello's snapshot is reconciled) or LOST (its pods were
+    /// given up).
+    fn contact(
+        &self,
+        at: Instant,
+        wall: SystemTime,
+        draining: Option<bool>,
+        running: Option<u32>,
+    ) -> bool {
+        let hosts = &self.env.hosts;
+        if let Some(t) = hosts.contact(&self.host_id, at, wall, draining, running) {
+            tracing::info!(host_id = %self.host_id, from = ?t.from, to = ?t.to, "pod-host state");
+            if t.from == HostState::Unreachable {
+                return true;
+            }
+        }
+        hosts.state(&self.host_id) == Some(HostState::Lost)
     }
 }

@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use futures::future::BoxFuture;
+
 use super::writer::WriterHandle;
+use crate::error::Result;
 
 /// Failed batches in a row that open the breaker. One failure may be a
 /// transient lock held by a backup tool; three in a row are an outage.
@@ -118,16 +121,29 @@ pub fn probe_delay(attempt: u32) -> Duration {
         .min(PROBE_MAX)
 }
 
+/// One probe write (a success closes the breaker).
+pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
 /// The background loop that closes an open breaker: probes the database
 /// through the writer with backoff while the breaker is open.
 pub struct Prober {
     breaker: Breaker,
-    writer: WriterHandle,
+    probe: Probe,
 }
 
 impl Prober {
+    /// Probes through the production writer.
     pub fn new(breaker: Breaker, writer: WriterHandle) -> Self {
-        Self { breaker, writer }
+        let probe: Probe = Arc::new(move || {
+            let writer = writer.clone();
+            Box::pin(async move { writer.probe().await })
+        });
+        Self::with_probe(breaker, probe)
+    }
+
+    /// Probes with `probe` (another store adapter's write path).
+    pub fn with_probe(breaker: Breaker, probe: Probe) -> Self {
+        Self { breaker, probe }
     }
 
     /// Runs the loop on `tracker` until `shutdown`.
@@ -142,18 +158,20 @@ impl Prober {
         let mut state = self.breaker.subscribe();
         loop {
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 r = state.wait_for(|open| *open) => if r.is_err() { return },
             }
             let mut attempt = 0;
             while self.breaker.is_open() {
                 tokio::select! {
+                    biased;
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(probe_delay(attempt)) => {}
                 }
                 // A success closes the breaker (the writer records it); a
                 // failure is logged by the writer.
-                if self.writer.probe().await.is_ok() {
+                if (self.probe)().await.is_ok() {
                     break;
                 }
                 attempt = attempt.saturating_add(1);

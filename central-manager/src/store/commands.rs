@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::queries;
+pub use crate::core::ports::store::{Command, Outcome};
 use crate::domain::{
     ActorId, CorrelationId, EventRecord, EventType, Finish, NewTask, Phase, PodStatus, TaskId,
     TaskRecord, TaskStatus, finish,
@@ -16,76 +17,6 @@ use crate::error::{Error, Result};
 
 /// How long a CreateTask `request_id` is remembered (docs/api.md: 24 h).
 pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 60 * 60 * 1_000_000;
-
-/// A write, as sent to the writer.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// CreateTask with a pre-generated id.
-    CreateTask {
-        /// Id for the new task.
-        task_id: TaskId,
-        /// The validated request.
-        task: Box<NewTask>,
-        /// Initial `pod_message` (why an auto_start did not start a pod).
-        pod_message: String,
-    },
-    /// CompleteTask / CancelTask.
-    Finish {
-        /// The task.
-        task_id: TaskId,
-        /// Which terminal command.
-        finish: Finish,
-        /// Caller.
-        actor: ActorId,
-        /// Correlation id.
-        correlation: CorrelationId,
-        /// CancelTask's reason.
-        reason: Option<String>,
-    },
-    /// Pod supervision (see [`super::pods`]).
-    Pod(super::pods::PodCommand),
-    /// Forget idempotency keys created at or before this time.
-    PruneIdempotency {
-        /// Unix micros.
-        up_to: i64,
-    },
-    /// The circuit breaker's probe: rewrites one small row, so it fails
-    /// exactly when real writes would (full disk, read-only file, lock).
-    Probe,
-}
-
-impl Command {
-    /// Whether this is the breaker's probe (the only write let through
-    /// while the breaker is open).
-    pub fn is_probe(&self) -> bool {
-        matches!(self, Self::Probe)
-    }
-}
-
-/// What a successful command returns to its caller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// CreateTask: the task, and whether it was created by this call (false
-    /// for an idempotent repeat).
-    Task {
-        /// The task.
-        task: Box<TaskRecord>,
-        /// Created now (false: the first call's task was returned).
-        created: bool,
-    },
-    /// Finish: the pod that must be stopped, if one was starting, running
-    /// or unknown.
-    Finished {
-        /// The pod to stop, with its host.
-        stop_pod: Option<(super::pods::PodRef, String)>,
-    },
-    /// A pod supervision command's result.
-    Pod(super::pods::PodOutcome),
-    /// PruneIdempotency: rows removed.
-    Pruned(u64),
-    /// Probe: the database took a write.
-    Probed,
-}
 
 /// Runs one command. `now` is the batch's commit clock (unix micros);
 /// appended events are pushed to `events` for publication after commit.
@@ -228,40 +159,18 @@ fn create_task(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<Outcome> {
-    let actor = t.actor.as_str();
-    if let Some(rid) = &t.request_id {
-        let seen: Option<(String, i64)> = conn
-            .prepare_cached(
-                "SELECT task_id, created_at FROM idempotency_keys \
-                 WHERE actor_id = ? AND request_id = ?",
-            )?
-            .query_row([actor, rid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((first, at)) = seen {
-            if at > now - IDEMPOTENCY_WINDOW_MICROS {
-                let first = TaskId::from_db(&first)?;
-                let task = queries::get_task(conn, first)?.ok_or_else(|| {
-                    Error::Internal(format!("idempotency key points to missing task {first}"))
-                })?;
-                return Ok(Outcome::Task {
-                    task: Box::new(task),
-                    created: false,
-                });
-            }
-            // Expired but not yet pruned: the key starts afresh below.
-            conn.prepare_cached(
-                "DELETE FROM idempotency_keys WHERE actor_id = ? AND request_id = ?",
-            )?
-            .execute([actor, rid.as_str()])?;
-        }
+    if let Some(first) = idempotent_repeat(conn, t, now)? {
+        return Ok(Outcome::Task {
+            task: Box::new(first),
+            created: false,
+        });
     }
-
     let id = task_id.to_string();
+    let actor = t.actor.as_str();
     // The stream starts at version 1: its first event is written with it.
     conn.prepare_cached("INSERT INTO streams (stream_id, version, created_at) VALUES (?, 1, ?)")?
         .execute(params![&id, now])?;
-
-    let data = json!({
+    let mut data = json!({
         "title": t.title.as_str(),
         "description": t.description.as_str(),
         "metadata": t.metadata.entries(),
@@ -269,7 +178,6 @@ fn create_task(
         "restart_policy": t.restart_policy,
         "auto_start": t.auto_start,
     });
-    let mut data = data;
     note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
@@ -278,36 +186,7 @@ fn create_task(
         correlation: t.correlation.as_str(),
     };
     insert_event(conn, task_id, 1, created, now, events)?;
-
-    let metadata_json = serde_json::to_string(t.metadata.entries())
-        .map_err(|e| Error::Internal(format!("metadata to JSON: {e}")))?;
-    let rp = &t.restart_policy;
-    conn.prepare_cached(
-        "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
-         created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
-         initial_backoff_ms, max_backoff_ms, pod_status, pod_message) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        &id,
-        t.title.as_str(),
-        t.description.as_str(),
-        TaskStatus::Inactive.as_db(),
-        Phase::SpecClarification.as_db(),
-        now,
-        now,
-        actor,
-        &metadata_json,
-        t.template.as_str(),
-        rp.auto_restart,
-        rp.max_restarts,
-        rp.window_seconds,
-        rp.initial_backoff_ms,
-        rp.max_backoff_ms,
-        PodStatus::Stopped.as_db(),
-        pod_message,
-    ])?;
-
+    insert_task_row(conn, &id, t, pod_message, now)?;
     if let Some(rid) = &t.request_id {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
@@ -315,7 +194,6 @@ fn create_task(
         )?
         .execute(params![actor, rid.as_str(), &id, now])?;
     }
-
     let task = TaskRecord {
         task_id,
         title: t.title.clone(),
@@ -339,6 +217,75 @@ fn create_task(
         task: Box::new(task),
         created: true,
     })
+}
+
+/// The task a CreateTask with the same actor and `request_id` made within
+/// the idempotency window, if any. An expired key not yet pruned is removed
+/// (the key starts afresh).
+fn idempotent_repeat(conn: &Connection, t: &NewTask, now: i64) -> Result<Option<TaskRecord>> {
+    let Some(rid) = &t.request_id else {
+        return Ok(None);
+    };
+    let actor = t.actor.as_str();
+    let seen: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT task_id, created_at FROM idempotency_keys \
+             WHERE actor_id = ? AND request_id = ?",
+        )?
+        .query_row([actor, rid.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((first, at)) = seen else {
+        return Ok(None);
+    };
+    if at > now - IDEMPOTENCY_WINDOW_MICROS {
+        let first = TaskId::from_db(&first)?;
+        let task = queries::get_task(conn, first)?.ok_or_else(|| {
+            Error::Internal(format!("idempotency key points to missing task {first}"))
+        })?;
+        return Ok(Some(task));
+    }
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE actor_id = ? AND request_id = ?")?
+        .execute([actor, rid.as_str()])?;
+    Ok(None)
+}
+
+/// The new task's `tasks` row.
+fn insert_task_row(
+    conn: &Connection,
+    id: &str,
+    t: &NewTask,
+    pod_message: &str,
+    now: i64,
+) -> Result<()> {
+    let metadata_json = serde_json::to_string(t.metadata.entries())
+        .map_err(|e| Error::Internal(format!("metadata to JSON: {e}")))?;
+    let rp = &t.restart_policy;
+    conn.prepare_cached(
+        "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
+         created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        id,
+        t.title.as_str(),
+        t.description.as_str(),
+        TaskStatus::Inactive.as_db(),
+        Phase::SpecClarification.as_db(),
+        now,
+        now,
+        t.actor.as_str(),
+        &metadata_json,
+        t.template.as_str(),
+        rp.auto_restart,
+        rp.max_restarts,
+        rp.window_seconds,
+        rp.initial_backoff_ms,
+        rp.max_backoff_ms,
+        PodStatus::Stopped.as_db(),
+        pod_message,
+    ])?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -385,6 +332,16 @@ fn finish_task(
         Some(r) => json!({ "reason": r }),
         None => json!({}),
     };
+    // The pod this ends, if one was starting or running: the trail then
+    // records every pod's end exactly once (its later exit report finds the
+    // task terminal and is ignored).
+    if tr.stop_pod
+        && let (Some(pod_id), Some(host)) = (&pod_id, &pod_host)
+    {
+        data["pod_id"] = json!(pod_id);
+        data["pod_host"] = json!(host);
+        data["generation"] = json!(generation);
+    }
     note_principal(&mut data, actor.authenticated_as_principal());
     append_event(
         conn,

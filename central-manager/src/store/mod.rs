@@ -8,6 +8,7 @@
 
 pub mod breaker;
 mod commands;
+pub mod memory;
 mod pod_end;
 pub mod pods;
 mod pool;
@@ -19,11 +20,14 @@ pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
 pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
 
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::core::ports::TaskStore;
 use crate::domain::{
-    EventRecord, EventsQuery, ListQuery, Page, PodInfo, TaskFilter, TaskId, TaskRecord,
+    EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, TaskFilter, TaskId,
+    TaskRecord,
 };
 use crate::error::{Error, Result};
 use crate::watch::EventHub;
@@ -170,17 +174,14 @@ impl Store {
 
     /// Runs a pod supervision command.
     pub async fn pod(&self, command: pods::PodCommand) -> Result<pods::PodOutcome> {
-        match self.writer.submit(Command::Pod(command)).await? {
-            Outcome::Pod(o) => Ok(o),
-            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
-        }
+        (self as &dyn TaskStore).pod(command).await
     }
 
     /// The current pods placed on `host_id`.
     pub async fn pods_on_host(
         &self,
         host_id: &str,
-    ) -> Result<Vec<(pods::PodRef, crate::domain::PodStatus)>> {
+    ) -> Result<Vec<(crate::domain::PodRef, crate::domain::PodStatus)>> {
         let host_id = host_id.to_owned();
         self.readers
             .run(move |c| queries::pods_on_host(c, &host_id))
@@ -201,6 +202,74 @@ impl Store {
     /// stops).
     pub async fn close(&self) {
         self.readers.close();
+    }
+}
+
+/// The production adapter of the core's store port.
+impl TaskStore for Store {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<Outcome>> {
+        Box::pin(Store::write(self, command))
+    }
+
+    fn writable(&self) -> bool {
+        !self.breaker().is_open()
+    }
+
+    fn until_writable(&self) -> BoxFuture<'static, ()> {
+        let breaker = self.breaker().clone();
+        Box::pin(async move { breaker.closed().await })
+    }
+
+    fn task(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>> {
+        Box::pin(Store::task(self, id))
+    }
+
+    fn list_tasks<'a>(&'a self, q: &'a ListQuery) -> BoxFuture<'a, Result<Page<TaskRecord>>> {
+        Box::pin(Store::list_tasks(self, q))
+    }
+
+    fn count_tasks<'a>(&'a self, f: &'a TaskFilter) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(Store::count_tasks(self, f))
+    }
+
+    fn task_exists(&self, id: TaskId) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(Store::task_exists(self, id))
+    }
+
+    fn task_events<'a>(&'a self, q: &'a EventsQuery) -> BoxFuture<'a, Result<Page<EventRecord>>> {
+        Box::pin(Store::task_events(self, q))
+    }
+
+    fn events_after(
+        &self,
+        after: u64,
+        task: Option<TaskId>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>>> {
+        Box::pin(Store::events_after(self, after, task, limit))
+    }
+
+    fn active_pods(&self, after: Option<TaskId>) -> BoxFuture<'_, Result<Page<(TaskId, PodInfo)>>> {
+        Box::pin(Store::active_pods(self, after))
+    }
+
+    fn count_active_pods(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(Store::count_active_pods(self))
+    }
+
+    fn pods_on_host<'a>(
+        &'a self,
+        host_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(PodRef, PodStatus)>>> {
+        Box::pin(Store::pods_on_host(self, host_id))
+    }
+
+    fn hosts_with_pods(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(Store::hosts_with_pods(self))
+    }
+
+    fn scheduled_restarts(&self) -> BoxFuture<'_, Result<Vec<(TaskId, i64)>>> {
+        Box::pin(Store::scheduled_restarts(self))
     }
 }
 

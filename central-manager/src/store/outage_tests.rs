@@ -11,9 +11,9 @@ use super::breaker::{OPEN_AFTER, PROBE_MAX};
 use super::pods::{Cause, EndReport, PodCommand, PodOutcome, PodRef};
 use super::tests::{TestDb, create, new_task};
 use super::*;
+use crate::domain::Ending;
 use crate::domain::{Phase, PodStatus, RestartDefaults, TaskStatus};
 use crate::error::Error;
-use crate::supervisor::exit::Ending;
 
 const DEFAULTS: RestartDefaults = crate::domain::RestartPolicy {
     auto_restart: true,
@@ -351,5 +351,93 @@ async fn crash_history_is_read_by_its_key_and_only_for_the_window() {
         ]
     );
     drop(conn);
+    db.shutdown().await;
+}
+
+/// A task claimed on `host` (STARTING), its start not yet answered.
+async fn starting_on(db: &TestDb, host: &str) -> PodRef {
+    let (t, _) = create(&db.store, new_task("t", "alice")).await.unwrap();
+    let claim = PodCommand::Claim {
+        task_id: t.task_id,
+        pod_id: format!("pod-{}", t.task_id),
+        host_id: host.into(),
+        cause: Cause::system(),
+        automatic: false,
+    };
+    let PodOutcome::Claimed(c) = db.store.pod(claim).await.unwrap() else {
+        panic!("claim")
+    };
+    PodRef {
+        task_id: t.task_id,
+        pod_id: format!("pod-{}", t.task_id),
+        generation: c.generation,
+    }
+}
+
+async fn trail(db: &TestDb, pod: &PodRef) -> Vec<String> {
+    let q = EventsQuery {
+        task_id: pod.task_id,
+        after_version: 0,
+        limit: 100,
+    };
+    let events = db.store.task_events(&q).await.unwrap();
+    events.iter().map(|e| e.event_type.clone()).collect()
+}
+
+/// Found by scripts/chaos: a host that goes silent while a start is in
+/// flight turns the STARTING row UNKNOWN; the pod did start, and the trail
+/// must say `pod_started` (once) before it says `pod_recovered`.
+#[tokio::test]
+async fn a_start_answered_while_its_host_is_unreachable_is_still_recorded_as_started() {
+    let db = TestDb::open().await;
+    // The StartPod answer arrives after the host went silent.
+    let pod = starting_on(&db, "host-a").await;
+    let unreachable = PodCommand::HostUnreachable {
+        host_id: "host-a".into(),
+    };
+    db.store.pod(unreachable.clone()).await.unwrap();
+    let started = PodCommand::Started {
+        pod: pod.clone(),
+        pid: 42,
+        started_at: 1,
+        host_id: "host-a".into(),
+        cause: Cause::system(),
+    };
+    assert!(matches!(
+        db.store.pod(started.clone()).await.unwrap(),
+        PodOutcome::Applied { .. }
+    ));
+    let t = db.store.task(pod.task_id).await.unwrap().unwrap();
+    assert_eq!(t.pod_status, PodStatus::Unknown, "still silent");
+    assert_eq!(db.store.pod(started).await.unwrap(), PodOutcome::Ignored);
+    let recovered = PodCommand::Recovered {
+        pod: pod.clone(),
+        pid: 42,
+        started_at: 1,
+        host_id: "host-a".into(),
+    };
+    db.store.pod(recovered).await.unwrap();
+    assert_eq!(
+        trail(&db, &pod).await,
+        ["task_created", "pod_started", "pod_recovered"]
+    );
+
+    // The host comes back before the answer: its snapshot is the first
+    // word of the pod, so the recovery records the start.
+    let pod = starting_on(&db, "host-b").await;
+    let unreachable = PodCommand::HostUnreachable {
+        host_id: "host-b".into(),
+    };
+    db.store.pod(unreachable).await.unwrap();
+    let recovered = PodCommand::Recovered {
+        pod: pod.clone(),
+        pid: 43,
+        started_at: 1,
+        host_id: "host-b".into(),
+    };
+    db.store.pod(recovered).await.unwrap();
+    let t = db.store.task(pod.task_id).await.unwrap().unwrap();
+    assert_eq!(t.pod_status, PodStatus::Running);
+    assert_eq!(trail(&db, &pod).await, ["task_created", "pod_started"]);
     db.shutdown().await;
 }

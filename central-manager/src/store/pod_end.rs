@@ -8,28 +8,38 @@ use rusqlite::{Connection, params};
 use serde_json::json;
 
 use super::commands::append_event;
-use super::pods::{Cause, EndReport, PodOutcome, PodRef, pod_data, pod_row, system_event};
-use crate::domain::{EventRecord, EventType, Phase, PodStatus, RestartDefaults, TaskStatus};
+use super::pods::{PodRow, pod_data, pod_row, system_event};
+use crate::core::ports::store::PodOutcome;
+use crate::domain::restart_decision::{self, Decision, Policy};
+use crate::domain::{
+    Cause, EndReport, Ending, EventRecord, EventType, Phase, PodRef, PodStatus, RestartDefaults,
+    RestartPolicy, TaskStatus,
+};
 use crate::error::Result;
-use crate::supervisor::exit::Ending;
-use crate::supervisor::restart::{self, Decision, Policy};
 
-#[allow(clippy::too_many_arguments)]
+/// One pod end to commit.
+pub(super) struct End<'a> {
+    pub pod: &'a PodRef,
+    pub host_id: &'a str,
+    pub report: &'a EndReport,
+    pub cause: &'a Cause,
+    pub defaults: &'a RestartDefaults,
+    pub jitter: f64,
+}
+
+/// Commits `end` if the row still has that pod live on that host, then
+/// lets the restart policy decide.
 pub(super) fn ended(
     conn: &Connection,
-    pod: &PodRef,
-    host_id: &str,
-    report: &EndReport,
-    cause: &Cause,
-    defaults: &RestartDefaults,
-    jitter: f64,
+    end: &End<'_>,
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<PodOutcome> {
+    let pod = end.pod;
     let Some(row) = pod_row(conn, pod.task_id)? else {
         return Ok(PodOutcome::NotOwner);
     };
-    if row.is(pod) && !row.on_host(host_id) {
+    if row.is(pod) && !row.on_host(end.host_id) {
         return Ok(PodOutcome::NotOwner);
     }
     let pod_status = row.pod_status()?;
@@ -37,8 +47,25 @@ pub(super) fn ended(
     {
         return Ok(PodOutcome::Ignored);
     }
-    let id = pod.task_id.to_string();
-    let corr = row.correlation(cause).to_owned();
+    let corr = row.correlation(end.cause).to_owned();
+    record_end(conn, &row, end, pod_status, &corr, now, events)?;
+    let policy = row.spec().resolve(end.defaults);
+    let decision = decide(conn, end, &policy, now)?;
+    apply_decision(conn, pod, &policy, decision, &corr, now, events)
+}
+
+/// The ending's event (after a `pod_started` when the start had not been
+/// confirmed yet) and the row's new status, phase and pod status.
+fn record_end(
+    conn: &Connection,
+    row: &PodRow,
+    end: &End<'_>,
+    pod_status: PodStatus,
+    corr: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<()> {
+    let (pod, report) = (end.pod, end.report);
     let host = row.pod_host.clone().unwrap_or_default();
     if pod_status == PodStatus::Starting && report.ending != Ending::SpawnFailed {
         // It ended before its start was confirmed: the trail still shows
@@ -49,7 +76,7 @@ pub(super) fn ended(
             pod.task_id,
             EventType::PodStarted,
             data,
-            &corr,
+            corr,
             now,
             events,
         )?;
@@ -80,31 +107,28 @@ pub(super) fn ended(
         phase.as_db(),
         &report.message,
         now,
-        &id
+        pod.task_id.to_string()
     ])?;
-    let event = match report.ending {
-        Ending::Completed => EventType::TaskCompleted,
-        Ending::Exited => EventType::PodExited,
-        Ending::Crashed | Ending::SpawnFailed => EventType::PodCrashed,
-        Ending::Stopped | Ending::HostShutdown => EventType::PodStopped,
-        Ending::Lost => EventType::PodLost,
-    };
-    super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
+    super::commands::note_principal(&mut data, end.cause.authenticated_as.as_deref());
     append_event(
         conn,
         pod.task_id,
-        event,
+        report.ending.event_type(),
         data,
-        &cause.actor,
-        &corr,
+        &end.cause.actor,
+        corr,
         now,
         events,
-    )?;
+    )
+}
 
-    let policy = row.spec().resolve(defaults);
-    let decision = match report.ending {
+/// The restart policy's answer to this end (a failure is recorded in the
+/// crash history first).
+fn decide(conn: &Connection, end: &End<'_>, policy: &RestartPolicy, now: i64) -> Result<Decision> {
+    let id = end.pod.task_id.to_string();
+    Ok(match end.report.ending {
         Ending::Crashed | Ending::SpawnFailed | Ending::Lost => {
-            let history = crashes_in_window(conn, &id, &policy, now)?;
+            let history = crashes_in_window(conn, &id, policy, now)?;
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)",
             )?
@@ -117,7 +141,7 @@ pub(super) fn ended(
                 initial_backoff: ms(policy.initial_backoff_ms),
                 max_backoff: ms(policy.max_backoff_ms),
             };
-            restart::decide(&p, &history, now, jitter)
+            restart_decision::decide(&p, &history, now, end.jitter)
         }
         // Drained hosts are not the pod's fault: move it at once.
         Ending::HostShutdown if policy.auto_restart => Decision::Restart {
@@ -125,7 +149,21 @@ pub(super) fn ended(
             crashes_in_window: 0,
         },
         _ => Decision::Stay,
-    };
+    })
+}
+
+/// Schedules the restart (`restart_scheduled`) or fails the task
+/// (`task_failed`), as decided.
+fn apply_decision(
+    conn: &Connection,
+    pod: &PodRef,
+    policy: &RestartPolicy,
+    decision: Decision,
+    corr: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let id = pod.task_id.to_string();
     match decision {
         Decision::Stay => Ok(PodOutcome::Applied { restart_at: None }),
         Decision::Restart {
@@ -142,7 +180,7 @@ pub(super) fn ended(
                 pod.task_id,
                 EventType::RestartScheduled,
                 data,
-                &corr,
+                corr,
                 now,
                 events,
             )?;
@@ -166,7 +204,7 @@ pub(super) fn ended(
                 pod.task_id,
                 EventType::TaskFailed,
                 data,
-                &corr,
+                corr,
                 now,
                 events,
             )?;

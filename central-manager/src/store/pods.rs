@@ -16,168 +16,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::commands::append_event;
+pub use crate::core::ports::store::{ClaimedPod, PodCommand, PodOutcome};
+pub use crate::domain::{Cause, EndReport, PodRef, SYSTEM_ACTOR};
 use crate::domain::{
-    EventRecord, EventType, Phase, PodStatus, RestartDefaults, RestartPolicySpec, TaskId,
-    TaskStatus, decide_start,
+    EventRecord, EventType, Phase, PodStatus, RestartPolicySpec, TaskId, TaskStatus, decide_start,
 };
 use crate::error::{Error, Result};
-use crate::supervisor::exit::Ending;
-
-/// The actor of automatic events (docs/api.md).
-pub const SYSTEM_ACTOR: &str = "system";
-
-/// One pod of one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    /// The task.
-    pub task_id: TaskId,
-    /// The pod.
-    pub pod_id: String,
-    /// Its generation.
-    pub generation: u64,
-}
-
-/// Who caused a change: the caller of an RPC, or `system`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
-    /// `actor_id` on the event.
-    pub actor: String,
-    /// The authenticated caller when it is not `actor` (an admin acting
-    /// for someone): recorded in the event data.
-    pub authenticated_as: Option<String>,
-    /// `correlation_id` on the event; empty = the pod's start correlation.
-    pub correlation: String,
-}
-
-impl Cause {
-    /// An automatic change, correlated with the request that started the
-    /// pod.
-    pub fn system() -> Self {
-        Self {
-            actor: SYSTEM_ACTOR.into(),
-            authenticated_as: None,
-            correlation: String::new(),
-        }
-    }
-
-    /// A caller's command.
-    pub fn by(actor: &crate::domain::ActorId, correlation: &crate::domain::CorrelationId) -> Self {
-        Self {
-            actor: actor.as_str().to_owned(),
-            authenticated_as: actor.authenticated_as_principal().map(str::to_owned),
-            correlation: correlation.as_str().to_owned(),
-        }
-    }
-}
-
-/// How a pod ended, as reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EndReport {
-    /// What it means for the task.
-    pub ending: Ending,
-    /// Event data: exit code, signal, cause, message…
-    pub detail: serde_json::Value,
-    /// Human summary for `pod_message` (empty for requested stops).
-    pub message: String,
-    /// The last phase the pod reported, if any.
-    pub last_phase: Option<Phase>,
-}
-
-/// A pod supervision write.
-#[derive(Debug, Clone)]
-pub enum PodCommand {
-    /// StartPod's claim: the conditional update that decides races. Bumps
-    /// the generation and records the placement; no event yet.
-    Claim {
-        task_id: TaskId,
-        pod_id: String,
-        host_id: String,
-        cause: Cause,
-        /// An automatic restart: applies only while one is still scheduled,
-        /// and counts in `restart_count`.
-        automatic: bool,
-    },
-    /// The pod-host confirmed the start: `pod_started`.
-    Started {
-        pod: PodRef,
-        pid: u32,
-        started_at: i64,
-        host_id: String,
-        cause: Cause,
-    },
-    /// The pod-host refused or failed the start: back to inactive, no event
-    /// (nothing ran). `retry_at` (an automatic restart's) keeps the restart
-    /// scheduled for then, so a refused restart is tried again.
-    AbortStart {
-        pod: PodRef,
-        message: String,
-        retry_at: Option<i64>,
-    },
-    /// The pod ended (exit, stop, loss): the ending's event, then the
-    /// restart policy. `host_id` is the host that reported or stopped it.
-    Ended {
-        pod: PodRef,
-        host_id: String,
-        report: EndReport,
-        cause: Cause,
-        defaults: RestartDefaults,
-        jitter: f64,
-    },
-    /// The pod reported a new phase: `phase_changed`. `coalesced` counts
-    /// the phase changes folded into this one by the rate limit.
-    PhaseChanged {
-        pod: PodRef,
-        host_id: String,
-        phase: Phase,
-        version: u64,
-        message: String,
-        coalesced: u32,
-    },
-    /// The host of these pods went silent: their status becomes UNKNOWN.
-    HostUnreachable { host_id: String },
-    /// The current pod is confirmed alive (host back): RUNNING again,
-    /// `pod_recovered` if it was UNKNOWN, `pod_started` if still STARTING.
-    Recovered {
-        pod: PodRef,
-        pid: u32,
-        started_at: i64,
-        host_id: String,
-    },
-    /// A stale pod was killed: `pod_fenced` on its task.
-    Fenced {
-        pod: PodRef,
-        host_id: String,
-        reason: String,
-    },
-    /// Forget crashes at or before this time (unix micros).
-    PruneCrashes { up_to: i64 },
-}
-
-/// What the task needs to start a pod, returned by a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedPod {
-    pub generation: u64,
-    pub correlation: String,
-    pub title: String,
-    pub description: String,
-    pub metadata_json: String,
-    pub template: String,
-}
-
-/// Result of a [`PodCommand`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodOutcome {
-    /// Claim succeeded.
-    Claimed(ClaimedPod),
-    /// Applied. `restart_at`: an automatic restart is due then (unix µs).
-    Applied { restart_at: Option<i64> },
-    /// The row no longer has that pod (or nothing to do): no change.
-    Ignored,
-    /// Rows changed (HostUnreachable, PruneCrashes).
-    Count(u64),
-    /// The reporting host does not own that pod: nothing changed.
-    NotOwner,
-}
 
 /// The current pod columns of a row.
 #[derive(Debug)]
@@ -298,49 +142,19 @@ pub fn apply(
             host_id,
             cause,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::Ignored);
+            let start = Start {
+                pod,
+                pid: *pid,
+                started_at: *started_at,
+                host_id,
             };
-            if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
-                return Ok(PodOutcome::Ignored);
-            }
-            mark_running(conn, pod, *pid, *started_at, now)?;
-            let mut data = pod_data(pod, host_id);
-            data["pid"] = json!(pid);
-            super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
-            let corr = row.correlation(cause).to_owned();
-            append_event(
-                conn,
-                pod.task_id,
-                EventType::PodStarted,
-                data,
-                &cause.actor,
-                &corr,
-                now,
-                events,
-            )?;
-            Ok(PodOutcome::Applied { restart_at: None })
+            started(conn, &start, cause, now, events)
         }
         PodCommand::AbortStart {
             pod,
             message,
             retry_at,
-        } => {
-            let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::Ignored);
-            };
-            if !row.is(pod) || row.pod_status()? != PodStatus::Starting {
-                return Ok(PodOutcome::Ignored);
-            }
-            conn.prepare_cached(
-                "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
-                 live_version = 0, next_restart_at = ?, updated_at = ? WHERE task_id = ?",
-            )?
-            .execute(params![message, retry_at, now, pod.task_id.to_string()])?;
-            Ok(PodOutcome::Applied {
-                restart_at: *retry_at,
-            })
-        }
+        } => abort_start(conn, pod, message, *retry_at, now),
         PodCommand::Ended {
             pod,
             host_id,
@@ -348,9 +162,17 @@ pub fn apply(
             cause,
             defaults,
             jitter,
-        } => super::pod_end::ended(
-            conn, pod, host_id, report, cause, defaults, *jitter, now, events,
-        ),
+        } => {
+            let end = super::pod_end::End {
+                pod,
+                host_id,
+                report,
+                cause,
+                defaults,
+                jitter: *jitter,
+            };
+            super::pod_end::ended(conn, &end, now, events)
+        }
         PodCommand::PhaseChanged {
             pod,
             host_id,
@@ -359,46 +181,15 @@ pub fn apply(
             message,
             coalesced,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::NotOwner);
+            let change = PhaseChange {
+                pod,
+                host_id,
+                phase: *phase,
+                version: *version,
+                message,
+                coalesced: *coalesced,
             };
-            if row.is(pod) && !row.on_host(host_id) {
-                return Ok(PodOutcome::NotOwner);
-            }
-            let live = matches!(
-                row.pod_status()?,
-                PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
-            );
-            if !row.is(pod) || !live || row.phase == phase.as_db() {
-                return Ok(PodOutcome::Ignored);
-            }
-            conn.prepare_cached(
-                "UPDATE tasks SET phase = ?, live_version = ?, updated_at = ? WHERE task_id = ?",
-            )?
-            .execute(params![
-                phase.as_db(),
-                i64::try_from(*version).unwrap_or(i64::MAX),
-                now,
-                pod.task_id.to_string()
-            ])?;
-            let mut data = json!({"from": row.phase, "to": phase.as_db(), "message": message,
-                              "version": version, "pod_id": pod.pod_id});
-            if *coalesced > 0 {
-                // Rate-limited: this many phase changes since the previous
-                // phase_changed were not recorded one by one.
-                data["coalesced"] = json!(coalesced);
-            }
-            let corr = row.pod_correlation_id.clone();
-            system_event(
-                conn,
-                pod.task_id,
-                EventType::PhaseChanged,
-                data,
-                &corr,
-                now,
-                events,
-            )?;
-            Ok(PodOutcome::Applied { restart_at: None })
+            phase_changed(conn, &change, now, events)
         }
         PodCommand::HostUnreachable { host_id } => {
             let done = conn
@@ -415,57 +206,19 @@ pub fn apply(
             started_at,
             host_id,
         } => {
-            let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::NotOwner);
+            let start = Start {
+                pod,
+                pid: *pid,
+                started_at: *started_at,
+                host_id,
             };
-            if row.is(pod) && !row.on_host(host_id) {
-                return Ok(PodOutcome::NotOwner);
-            }
-            let event = match row.pod_status()? {
-                PodStatus::Unknown => EventType::PodRecovered,
-                PodStatus::Starting => EventType::PodStarted,
-                PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
-            };
-            if !row.is(pod) || row.status != TaskStatus::Active.as_db() {
-                return Ok(PodOutcome::Ignored);
-            }
-            mark_running(conn, pod, *pid, *started_at, now)?;
-            let mut data = pod_data(pod, host_id);
-            data["pid"] = json!(pid);
-            let corr = row.pod_correlation_id.clone();
-            system_event(conn, pod.task_id, event, data, &corr, now, events)?;
-            Ok(PodOutcome::Applied { restart_at: None })
+            recovered(conn, &start, now, events)
         }
         PodCommand::Fenced {
             pod,
             host_id,
             reason,
-        } => {
-            let Some(row) = pod_row(conn, pod.task_id)? else {
-                return Ok(PodOutcome::NotOwner);
-            };
-            // Recorded on the task only if this host ever had that pod: the
-            // row still places the task there, or the trail shows the pod
-            // started there. A host cannot write into other tasks' trails
-            // by reporting made-up pods (it may still kill its own
-            // processes).
-            if !row.on_host(host_id) && !ran_on(conn, pod, host_id)? {
-                return Ok(PodOutcome::NotOwner);
-            }
-            let mut data = pod_data(pod, host_id);
-            data["reason"] = json!(reason);
-            let corr = row.pod_correlation_id.clone();
-            system_event(
-                conn,
-                pod.task_id,
-                EventType::PodFenced,
-                data,
-                &corr,
-                now,
-                events,
-            )?;
-            Ok(PodOutcome::Applied { restart_at: None })
-        }
+        } => fenced(conn, pod, host_id, reason, now, events),
         PodCommand::PruneCrashes { up_to } => {
             let done = conn
                 .prepare_cached("DELETE FROM crash_history WHERE crashed_at <= ?")?
@@ -473,6 +226,212 @@ pub fn apply(
             Ok(PodOutcome::Count(done as u64))
         }
     }
+}
+
+/// A pod confirmed running by its host.
+struct Start<'a> {
+    pod: &'a PodRef,
+    pid: u32,
+    started_at: i64,
+    host_id: &'a str,
+}
+
+/// The pod-host confirmed the start: RUNNING and `pod_started`, if the row
+/// still has this pod STARTING.
+fn started(
+    conn: &Connection,
+    s: &Start<'_>,
+    cause: &Cause,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let pod = s.pod;
+    let Some(row) = pod_row(conn, pod.task_id)? else {
+        return Ok(PodOutcome::Ignored);
+    };
+    if !row.is(pod) {
+        return Ok(PodOutcome::Ignored);
+    }
+    match row.pod_status()? {
+        PodStatus::Starting => mark_running(conn, pod, s.pid, s.started_at, now)?,
+        // The host went silent while the start was in flight: the pod did
+        // start, and the trail must say so before any pod_recovered or
+        // pod_lost; it stays UNKNOWN until the host is heard from again.
+        PodStatus::Unknown if !ran_on(conn, pod, s.host_id)? => {
+            set_pid(conn, pod, s.pid, s.started_at, now)?
+        }
+        _ => return Ok(PodOutcome::Ignored),
+    }
+    let mut data = pod_data(pod, s.host_id);
+    data["pid"] = json!(s.pid);
+    super::commands::note_principal(&mut data, cause.authenticated_as.as_deref());
+    let corr = row.correlation(cause).to_owned();
+    append_event(
+        conn,
+        pod.task_id,
+        EventType::PodStarted,
+        data,
+        &cause.actor,
+        &corr,
+        now,
+        events,
+    )?;
+    Ok(PodOutcome::Applied { restart_at: None })
+}
+
+/// The start was refused or failed: back to inactive, no event.
+fn abort_start(
+    conn: &Connection,
+    pod: &PodRef,
+    message: &str,
+    retry_at: Option<i64>,
+    now: i64,
+) -> Result<PodOutcome> {
+    let Some(row) = pod_row(conn, pod.task_id)? else {
+        return Ok(PodOutcome::Ignored);
+    };
+    // UNKNOWN too: the host went silent while the start was on its way,
+    // and its answer (a refusal: nothing was spawned) came after. Left
+    // UNKNOWN, the task would wait for a reconcile that already happened.
+    if !row.is(pod) || !matches!(row.pod_status()?, PodStatus::Starting | PodStatus::Unknown) {
+        return Ok(PodOutcome::Ignored);
+    }
+    conn.prepare_cached(
+        "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
+         live_version = 0, next_restart_at = ?, updated_at = ? WHERE task_id = ?",
+    )?
+    .execute(params![message, retry_at, now, pod.task_id.to_string()])?;
+    Ok(PodOutcome::Applied {
+        restart_at: retry_at,
+    })
+}
+
+/// A recorded phase change.
+struct PhaseChange<'a> {
+    pod: &'a PodRef,
+    host_id: &'a str,
+    phase: Phase,
+    version: u64,
+    message: &'a str,
+    coalesced: u32,
+}
+
+/// `phase_changed`, if the row still has this pod live on this host and
+/// the phase differs.
+fn phase_changed(
+    conn: &Connection,
+    c: &PhaseChange<'_>,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let pod = c.pod;
+    let Some(row) = pod_row(conn, pod.task_id)? else {
+        return Ok(PodOutcome::NotOwner);
+    };
+    if row.is(pod) && !row.on_host(c.host_id) {
+        return Ok(PodOutcome::NotOwner);
+    }
+    let live = matches!(
+        row.pod_status()?,
+        PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
+    );
+    if !row.is(pod) || !live || row.phase == c.phase.as_db() {
+        return Ok(PodOutcome::Ignored);
+    }
+    conn.prepare_cached(
+        "UPDATE tasks SET phase = ?, live_version = ?, updated_at = ? WHERE task_id = ?",
+    )?
+    .execute(params![
+        c.phase.as_db(),
+        i64::try_from(c.version).unwrap_or(i64::MAX),
+        now,
+        pod.task_id.to_string()
+    ])?;
+    let mut data = json!({"from": row.phase, "to": c.phase.as_db(), "message": c.message,
+                      "version": c.version, "pod_id": pod.pod_id});
+    if c.coalesced > 0 {
+        // Rate-limited: this many phase changes since the previous
+        // phase_changed were not recorded one by one.
+        data["coalesced"] = json!(c.coalesced);
+    }
+    let corr = row.pod_correlation_id.clone();
+    system_event(
+        conn,
+        pod.task_id,
+        EventType::PhaseChanged,
+        data,
+        &corr,
+        now,
+        events,
+    )?;
+    Ok(PodOutcome::Applied { restart_at: None })
+}
+
+/// The current pod is confirmed alive by its host's hello: RUNNING again,
+/// with `pod_recovered` (it was UNKNOWN) or `pod_started` (still STARTING).
+fn recovered(
+    conn: &Connection,
+    s: &Start<'_>,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let pod = s.pod;
+    let Some(row) = pod_row(conn, pod.task_id)? else {
+        return Ok(PodOutcome::NotOwner);
+    };
+    if row.is(pod) && !row.on_host(s.host_id) {
+        return Ok(PodOutcome::NotOwner);
+    }
+    if !row.is(pod) || row.status != TaskStatus::Active.as_db() {
+        return Ok(PodOutcome::Ignored);
+    }
+    let event = match row.pod_status()? {
+        // Recovered, unless its start was never recorded (the host went
+        // silent while the start was in flight).
+        PodStatus::Unknown if ran_on(conn, pod, s.host_id)? => EventType::PodRecovered,
+        PodStatus::Unknown | PodStatus::Starting => EventType::PodStarted,
+        PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
+    };
+    mark_running(conn, pod, s.pid, s.started_at, now)?;
+    let mut data = pod_data(pod, s.host_id);
+    data["pid"] = json!(s.pid);
+    let corr = row.pod_correlation_id.clone();
+    system_event(conn, pod.task_id, event, data, &corr, now, events)?;
+    Ok(PodOutcome::Applied { restart_at: None })
+}
+
+/// A stale pod was killed: `pod_fenced` on its task. Recorded only if this
+/// host ever had that pod: the row still places the task there, or the
+/// trail shows the pod started there. A host cannot write into other
+/// tasks' trails by reporting made-up pods (it may still kill its own
+/// processes).
+fn fenced(
+    conn: &Connection,
+    pod: &PodRef,
+    host_id: &str,
+    reason: &str,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<PodOutcome> {
+    let Some(row) = pod_row(conn, pod.task_id)? else {
+        return Ok(PodOutcome::NotOwner);
+    };
+    if !row.on_host(host_id) && !ran_on(conn, pod, host_id)? {
+        return Ok(PodOutcome::NotOwner);
+    }
+    let mut data = pod_data(pod, host_id);
+    data["reason"] = json!(reason);
+    let corr = row.pod_correlation_id.clone();
+    system_event(
+        conn,
+        pod.task_id,
+        EventType::PodFenced,
+        data,
+        &corr,
+        now,
+        events,
+    )?;
+    Ok(PodOutcome::Applied { restart_at: None })
 }
 
 /// Whether the task's trail shows `pod` started (or recovered) on
@@ -485,6 +444,21 @@ fn ran_on(conn: &Connection, pod: &PodRef, host_id: &str) -> Result<bool> {
              AND json_extract(data_json, '$.pod_host') = ?",
         )?
         .exists(params![pod.task_id.to_string(), pod.pod_id, host_id])?)
+}
+
+/// The pid and start time of a pod whose status stays as it is.
+fn set_pid(conn: &Connection, pod: &PodRef, pid: u32, started_at: i64, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE tasks SET pod_pid = COALESCE(NULLIF(?, 0), pod_pid), \
+         pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), updated_at = ? WHERE task_id = ?",
+    )?
+    .execute(params![
+        i64::from(pid),
+        started_at,
+        now,
+        pod.task_id.to_string()
+    ])?;
+    Ok(())
 }
 
 /// RUNNING, with the pid and start time (0 keeps what the row has).

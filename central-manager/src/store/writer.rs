@@ -44,7 +44,7 @@ const QUEUE: usize = 4096;
 
 /// A caller gives up on the writer after this long (EVENT_STORE_UNAVAILABLE)
 /// rather than hang; the busy timeout makes this rare.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 struct Job {
     command: Command,

@@ -5,20 +5,70 @@
 use tokio::time::Instant;
 
 use super::{Supervisor, kill_groups};
-use crate::fence::should_fence;
+use crate::fence::{Proof, should_fence};
 use crate::reaper::ReaperEvents;
 
 impl Supervisor {
-    /// A message or command from central arrived. If the gap since the
-    /// previous one already reached the fence timeout (the host was frozen
-    /// and this message may be stale), fence first, then refresh.
-    pub fn contact(&self) {
+    /// Milliseconds on this boot's monotonic clock (what heartbeats and
+    /// the hello report, and central echoes back).
+    pub fn host_clock_ms(&self) -> u64 {
+        u64::try_from(self.clock0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant of a host clock reading central echoed; 0 means none.
+    pub fn echo_instant(&self, echo_ms: u64) -> Option<Instant> {
+        (echo_ms > 0).then(|| {
+            self.clock0
+                .checked_add(std::time::Duration::from_millis(echo_ms))
+                .unwrap_or_else(Instant::now)
+        })
+    }
+
+    /// The proof a message echoing `echo_ms` (0: none) carries.
+    pub fn proof(&self, echo_ms: u64) -> Proof {
+        self.echo_instant(echo_ms)
+            .map_or(Proof::Arrival, Proof::Echo)
+    }
+
+    /// Whether a StartPod issued under the lease `echo_ms` of boot
+    /// `boot_id` may start a pod: same boot, and less than a fence timeout
+    /// old by this host's clock. No lease information (an older central or
+    /// a test client) is accepted, as before leases were echoed.
+    pub fn start_lease_valid(&self, echo_ms: u64, boot_id: &str) -> Result<(), String> {
+        if !boot_id.is_empty() && boot_id != self.boot_id {
+            return Err(format!(
+                "the start was issued for boot {boot_id}; this host is on another boot"
+            ));
+        }
+        let Some(at) = self.echo_instant(echo_ms) else {
+            return Ok(());
+        };
         let now = Instant::now();
-        let (victims, first) = {
+        if self.lock().contact.lease_valid(at, now) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the start was issued under a lease from {} ms ago by this host's clock (fence timeout {} ms): it may have been held up in the network after central gave the pod up",
+                now.saturating_duration_since(at).as_millis(),
+                self.cfg.fence_timeout.as_millis()
+            ))
+        }
+    }
+
+    /// A message or command from central arrived, proving `proof`. If the
+    /// gap since the previous contact already reached the fence timeout
+    /// (the host was frozen and this message may be stale), fence first,
+    /// then refresh.
+    pub fn contact(&self, proof: Proof) {
+        let now = Instant::now();
+        let (victims, first, lease) = {
             let mut t = self.lock();
             let first = t.contact.last().is_none();
             let gap = t.contact.last().map(|l| now.saturating_duration_since(l));
-            let missed = t.contact.touch(now);
+            let missed = t.contact.touch(proof, now);
+            // The reaper mirrors the lease (crate::reaper: the backstop for
+            // a host that cannot fence).
+            let lease = t.contact.deadline();
             let victims = if missed && t.live_pods() > 0 {
                 let why = format!(
                     "last contact with central-manager was {} ms ago (fence timeout {} ms), noticed late (host frozen?)",
@@ -29,9 +79,12 @@ impl Supervisor {
             } else {
                 Vec::new()
             };
-            (victims, first)
+            (victims, first && t.contact.last().is_some(), lease)
         };
         kill_groups(&victims, nix::sys::signal::Signal::SIGKILL);
+        if let (Some(end), Some(r)) = (lease, self.reaper()) {
+            r.lease(end + crate::reaper::backstop_delay(self.cfg.fence_timeout));
+        }
         if first {
             self.fence_rearm.notify_one();
         }
@@ -39,6 +92,13 @@ impl Supervisor {
 
     /// When the fence timer must next look: the contact deadline while a
     /// live pod is not already being killed, else never.
+    /// Whether this host's lease has run out (nothing heard from central
+    /// for its fence timeout).
+    pub fn lease_over(&self) -> bool {
+        let now = Instant::now();
+        self.lock().contact.deadline().is_some_and(|d| now >= d)
+    }
+
     pub fn fence_deadline(&self) -> Option<Instant> {
         let t = self.lock();
         let any = t

@@ -256,6 +256,9 @@ impl Table {
 pub struct Supervisor {
     cfg: HostConfig,
     boot_id: String,
+    /// The origin of the host clock reported in heartbeats (and echoed
+    /// back by central, see `crate::fence`): this boot's start.
+    clock0: tokio::time::Instant,
     table: Mutex<Table>,
     seq_tx: watch::Sender<u64>,
     fence_rearm: Notify,
@@ -279,6 +282,7 @@ impl Supervisor {
     ) -> Self {
         Self {
             boot_id: uuid::Uuid::new_v4().to_string(),
+            clock0: tokio::time::Instant::now(),
             table: Mutex::new(Table {
                 pods: HashMap::new(),
                 tasks: HashMap::new(),

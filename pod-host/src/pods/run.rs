@@ -540,6 +540,9 @@ impl Supervisor {
         }
         self.journal.ended(&pod_id);
         let _ = tokio::time::timeout(STATUS_DRAIN, status).await;
+        // SIGKILLed by no one here while the lease had run out: the reaper's
+        // backstop fenced it (crate::reaper) before this host could.
+        let lease_over = self.lease_over();
         self.record_exit(&pod_id, |cause, completed| {
             let (code, signal, message) = match &waited {
                 Ok(st) => {
@@ -548,10 +551,12 @@ impl Supervisor {
                 }
                 Err(e) => (None, None, format!("wait failed: {e}")),
             };
+            let backstop =
+                (lease_over && signal == Some(Signal::SIGKILL as i32)).then_some(ExitCause::SelfFenced);
             let exit = PodExit {
                 code,
                 signal,
-                cause: cause.unwrap_or(ExitCause::Exited),
+                cause: cause.or(backstop).unwrap_or(ExitCause::Exited),
                 reported_completed: completed,
                 at: SystemTime::now(),
                 message,

@@ -345,15 +345,16 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => {
-                let (last_seq, running) = {
+                let (last_seq, running, host_clock_ms) = {
                     let t = s.lock();
-                    (t.last_seq(), t.live_pods())
+                    (t.last_seq(), t.live_pods(), t.clock_ms())
                 };
                 let hb = pb::Heartbeat {
                     sent_at: Some(timestamp(std::time::SystemTime::now())),
                     last_seq,
                     running_pods: u32::try_from(running).unwrap_or(u32::MAX),
                     draining: false,
+                    host_clock_ms,
                 };
                 if !send(HostMsg::Heartbeat(hb)).await {
                     return;

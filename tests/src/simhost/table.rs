@@ -74,6 +74,8 @@ struct TaskEntry {
 /// Everything one simulated pod-host knows.
 pub struct Table {
     boot_id: String,
+    /// When the table was made: `host_clock_ms` counts from here.
+    born: Instant,
     capacity: u32,
     templates: BTreeSet<String>,
     fence_timeout: Duration,
@@ -96,6 +98,7 @@ impl Table {
     pub fn new(capacity: u32, templates: &[String], fence_timeout: Duration) -> Self {
         Self {
             boot_id: uuid::Uuid::new_v4().to_string(),
+            born: Instant::now(),
             capacity,
             templates: templates.iter().cloned().collect(),
             fence_timeout,
@@ -115,6 +118,14 @@ impl Table {
 
     pub fn boot_id(&self) -> &str {
         &self.boot_id
+    }
+
+    /// Milliseconds on this host's monotonic clock (`host_clock_ms` of
+    /// the hello and heartbeats). Central echoes it back as the lease; the
+    /// simulated host does not check the echo (its fence timer runs from
+    /// each contact's arrival, as a pod-host's does for an echo of 0).
+    pub fn clock_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -145,6 +156,7 @@ impl Table {
             last_seq: self.last_seq,
             self_fenced: std::mem::take(&mut self.self_fenced),
             draining: false,
+            host_clock_ms: self.clock_ms(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod bench_smoke;
 mod central;
+mod chaos;
 mod deploy;
 mod docs;
 mod hardening;

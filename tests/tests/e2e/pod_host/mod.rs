@@ -6,6 +6,7 @@
 
 mod demo;
 mod hygiene;
+mod lease;
 mod lifecycle;
 mod limits;
 mod pods;

@@ -153,23 +153,28 @@ impl Host {
         template: &str,
         metadata: &[(&str, &str)],
     ) -> Result<pb::PodInfo, tonic::Status> {
-        let r = self
-            .client
-            .clone()
-            .start_pod(pb::HostStartPodRequest {
-                task_id: task_id.to_owned(),
-                pod_id: pod_id.to_owned(),
-                generation,
-                template: template.to_owned(),
-                title: "a title".to_owned(),
-                description: "a description".to_owned(),
-                metadata: metadata
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                correlation_id: String::new(),
-            })
-            .await?;
+        self.start_request(pb::HostStartPodRequest {
+            task_id: task_id.to_owned(),
+            pod_id: pod_id.to_owned(),
+            generation,
+            template: template.to_owned(),
+            title: "a title".to_owned(),
+            description: "a description".to_owned(),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// StartPod with a request built by the test (e.g. a lease echo).
+    pub async fn start_request(
+        &self,
+        req: pb::HostStartPodRequest,
+    ) -> Result<pb::PodInfo, tonic::Status> {
+        let r = self.client.clone().start_pod(req).await?;
         Ok(r.into_inner().pod.expect("pod in response"))
     }
 

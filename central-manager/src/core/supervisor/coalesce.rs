@@ -13,8 +13,10 @@
 //!
 //! Pure: time is an argument.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The sliding window of the limit.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -69,16 +71,17 @@ impl<P> PodWindow<P> {
     }
 }
 
-/// Per-pod rate limiting of phase changes, keyed by pod id.
+/// Per-pod rate limiting of phase changes, keyed by pod id (ordered, so
+/// [`PhaseCoalescer::due`] releases held changes in a replayable order).
 #[derive(Debug)]
 pub struct PhaseCoalescer<P> {
-    pods: HashMap<String, PodWindow<P>>,
+    pods: BTreeMap<String, PodWindow<P>>,
 }
 
 impl<P> Default for PhaseCoalescer<P> {
     fn default() -> Self {
         Self {
-            pods: HashMap::new(),
+            pods: BTreeMap::new(),
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::hosts::backoff;
+use super::backoff;
 
 /// The effective policy of one task (defaults already applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

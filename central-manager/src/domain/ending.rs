@@ -1,7 +1,10 @@
-//! What a pod's end means for its task: the event type docs/api.md prescribes
-//! and whether the restart policy gets a say. Pure.
+//! What a pod's end means for its task: the event type docs/api.md prescribes,
+//! whether the restart policy gets a say, and the event data recorded for
+//! it. Pure.
 
-use ipa_proto::v1::{ExitCause, PodExit};
+use super::host::{ExitCause, PodExit, clip};
+use super::pod::EndReport;
+use super::{EventType, Phase};
 
 /// The consequence of one pod exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +35,13 @@ pub enum Ending {
 
 impl Ending {
     /// The event type committed for it.
-    pub fn event_type(self) -> &'static str {
+    pub fn event_type(self) -> EventType {
         match self {
-            Self::Completed => "task_completed",
-            Self::Exited => "pod_exited",
-            Self::Crashed | Self::SpawnFailed => "pod_crashed",
-            Self::Stopped | Self::HostShutdown => "pod_stopped",
-            Self::Lost => "pod_lost",
+            Self::Completed => EventType::TaskCompleted,
+            Self::Exited => EventType::PodExited,
+            Self::Crashed | Self::SpawnFailed => EventType::PodCrashed,
+            Self::Stopped | Self::HostShutdown => EventType::PodStopped,
+            Self::Lost => EventType::PodLost,
         }
     }
 
@@ -50,7 +53,7 @@ impl Ending {
 
 /// Classifies an exit as the pod-host reported it.
 pub fn classify(exit: &PodExit) -> Ending {
-    match ExitCause::try_from(exit.cause).unwrap_or(ExitCause::Unspecified) {
+    match exit.cause {
         ExitCause::Stopped | ExitCause::Fenced => Ending::Stopped,
         ExitCause::SelfFenced => Ending::Lost,
         ExitCause::HostShutdown => Ending::HostShutdown,
@@ -78,6 +81,38 @@ pub fn describe(exit: &PodExit) -> String {
     }
 }
 
+/// Event data for an exit.
+pub fn exit_detail(exit: &PodExit) -> serde_json::Value {
+    serde_json::json!({
+        "exit_code": exit.exit_code,
+        "signal": exit.signal,
+        "cause": exit.cause.as_str_name(),
+        "reported_completed": exit.reported_completed,
+        "message": clip(&exit.message),
+    })
+}
+
+/// The report for an exit streamed by a host (its free text clipped).
+pub fn end_report(exit: &PodExit, last_phase: Option<Phase>) -> EndReport {
+    let exit = &PodExit {
+        message: clip(&exit.message),
+        ..exit.clone()
+    };
+    let ending = classify(exit);
+    let message = match ending {
+        Ending::Crashed | Ending::Lost => describe(exit),
+        Ending::SpawnFailed => format!("could not be started: {}", exit.message),
+        Ending::HostShutdown => "its pod-host shut down".to_owned(),
+        _ => String::new(),
+    };
+    EndReport {
+        ending,
+        detail: exit_detail(exit),
+        message,
+        last_phase,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,9 +121,8 @@ mod tests {
         PodExit {
             exit_code: code,
             signal,
-            cause: cause as i32,
+            cause,
             reported_completed: completed,
-            exited_at: None,
             message: String::new(),
         }
     }
@@ -141,7 +175,7 @@ mod tests {
             classify(&exit(SpawnFailed, None, None, false)),
             Ending::SpawnFailed
         );
-        assert_eq!(Ending::SpawnFailed.event_type(), "pod_crashed");
+        assert_eq!(Ending::SpawnFailed.event_type(), EventType::PodCrashed);
         assert!(Ending::SpawnFailed.is_failure());
         assert!(Ending::Lost.is_failure() && Ending::Crashed.is_failure());
         assert!(!Ending::Stopped.is_failure() && !Ending::HostShutdown.is_failure());

@@ -1,6 +1,6 @@
-//! Exponential backoff with full jitter, for reconnecting to pod-hosts (and
-//! reused by the restart policy). Jitter spreads the reconnect storm after a
-//! central restart or a network blip across the whole fleet.
+//! Exponential backoff with jitter: how long to wait before attempt `n`. Used for
+//! reconnecting to pod-hosts, retrying supervision writes and the restart
+//! policy. Jitter spreads a reconnect storm across the whole fleet.
 
 use std::time::Duration;
 

@@ -1,14 +1,15 @@
 //! The supervisor's database side: one task that applies everything the
 //! [`runner`](super::runner) decided must be written: what hosts reported
-//! (pod ends, phase changes), hello reconciliations
-//! ([`readopt`](super::readopt)), host loss, fenced pods.
+//! (pod ends, phase changes), hello reconciliations ([`reconcile`]), host
+//! loss, fenced pods, pod operations settled after a store outage.
 //!
 //! - Jobs about one task are applied in the order they were queued. Jobs
-//!   about different tasks are written together ([`group`](super::group)),
-//!   so a storm of pod events shares the writer's transactions instead of
-//!   paying one commit each; a job about many tasks (a reconciliation, a
-//!   host's silence or loss, a fenced pod, pruning) is applied alone, after
-//!   everything queued before it and before anything queued after it.
+//!   about different tasks are written together ([`group`]), so a storm of
+//!   pod events shares the writer's transactions instead of paying one
+//!   commit each; a job about many tasks (a reconciliation, a host's
+//!   silence or loss, a fenced pod, pruning, a settled operation) is
+//!   applied alone, after everything queued before it and before anything
+//!   queued after it.
 //! - A pod event is acknowledged to its host only after its effects are
 //!   committed (a group's once all of them are), so the host keeps (and on
 //!   reconnect replays) whatever is not durable here yet. Replays of events
@@ -22,26 +23,28 @@
 //! - A job that fails for any other reason (a bug) is logged and dropped,
 //!   so it cannot wedge the queue.
 
-use std::collections::HashMap;
+mod group;
+mod reconcile;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ipa_proto::v1::{self as pb, pod_host_client::PodHostClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use self::group::{Group, slot};
 use super::coalesce::Recorded;
-use super::group::{Group, Slot, slot};
 use super::runner::RestartQueue;
 use crate::core::pods::Pods;
-use crate::domain::Phase;
+use crate::core::ports::{HostCommands, TaskStore};
+use crate::domain::host::PodSnapshot;
+use crate::domain::{Cause, EndReport, Ending, Phase, PodRef, TaskId};
 use crate::error::{Error, Result};
-use crate::hosts::TracedChannel as Channel;
 use crate::hosts::session::InFlight;
-use crate::store::Store;
-use crate::store::pods::{Cause, EndReport, PodCommand, PodOutcome, PodRef};
-use crate::supervisor::exit::Ending;
+use crate::store::pods::{PodCommand, PodOutcome};
 
 /// First retry delay of a write that failed while the breaker is closed.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -71,15 +74,14 @@ pub enum EventAction {
 }
 
 /// One unit of work, applied in queue order.
-#[derive(Debug)]
 pub enum Job {
     /// Square a hello's snapshot with the database.
     Reconcile {
         host_id: String,
         boot_id: String,
         new_boot: bool,
-        snapshot: Vec<pb::PodInfo>,
-        client: PodHostClient<Channel>,
+        snapshot: Vec<PodSnapshot>,
+        client: Arc<dyn HostCommands>,
     },
     /// A pod event, acknowledged once applied.
     Event {
@@ -105,6 +107,15 @@ pub enum Job {
     },
     /// Hourly crash-history pruning (best effort: not retried).
     PruneCrashes { up_to: i64 },
+    /// A pod operation's last write that could not be made when the store
+    /// was down (a start's outcome): applied here, in order, once it takes
+    /// writes again, so the row does not stay STARTING. Every pod command
+    /// is conditional on its pod, so applying one that did commit after
+    /// all changes nothing.
+    Settle {
+        task_id: TaskId,
+        command: PodCommand,
+    },
 }
 
 /// Sends jobs to the applier. Never blocks: the queue is bounded by what
@@ -134,13 +145,12 @@ pub struct HostEvents {
     /// A job taken from the queue that did not fit in the last group: the
     /// next head.
     held: Option<Job>,
-    pub(super) queue: JobQueue,
-    pub(super) pods: Pods,
-    pub(super) store: Store,
+    queue: JobQueue,
+    pods: Pods,
     restarts: RestartQueue,
     /// Per host: the boot and the last sequence applied (to skip replays).
-    applied: HashMap<String, (String, u64)>,
-    pub(super) tracker: TaskTracker,
+    applied: BTreeMap<String, (String, u64)>,
+    tracker: TaskTracker,
     cancel: CancellationToken,
 }
 
@@ -148,7 +158,6 @@ impl HostEvents {
     pub fn new(
         (queue, rx): (JobQueue, mpsc::UnboundedReceiver<Job>),
         pods: Pods,
-        store: Store,
         restarts: RestartQueue,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -158,12 +167,15 @@ impl HostEvents {
             held: None,
             queue,
             pods,
-            store,
             restarts,
-            applied: HashMap::new(),
+            applied: BTreeMap::new(),
             tracker,
             cancel,
         }
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.pods.ports().store.as_ref()
     }
 
     /// Runs on the tracker until cancelled.
@@ -177,6 +189,7 @@ impl HostEvents {
             let head = match self.held.take() {
                 Some(j) => j,
                 None => tokio::select! {
+                    biased;
                     () = self.cancel.cancelled() => break,
                     j = self.rx.recv() => match j {
                         Some(j) => j,
@@ -237,62 +250,6 @@ impl HostEvents {
         true
     }
 
-    /// Writes a group's jobs together; those not committed (the store was
-    /// unavailable) are tried again until they are. Then, in queue order,
-    /// its events are recorded as applied and acknowledged. False when
-    /// shutting down.
-    async fn apply_group(&mut self, jobs: &[Job]) -> bool {
-        // Per job: `Some(acknowledge?)` once committed.
-        let mut done: Vec<Option<bool>> = vec![None; jobs.len()];
-        let mut attempt: u32 = 0;
-        loop {
-            let todo: Vec<usize> = (0..jobs.len()).filter(|i| done[*i].is_none()).collect();
-            let writes = todo.iter().map(|&i| self.write(&jobs[i]));
-            let results = futures::future::join_all(writes).await;
-            let mut failed = None;
-            for (&i, r) in todo.iter().zip(results) {
-                match r {
-                    Ok(ack) => done[i] = Some(ack),
-                    Err(Error::ShuttingDown) => return false,
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-            let Some(e) = failed else { break };
-            if attempt == 0 {
-                tracing::warn!(error = %e, jobs = jobs.len(),
-                    "supervision writes failed; holding them and every later job until the store is back");
-            }
-            if !self.wait_for_store(attempt).await {
-                return false;
-            }
-            attempt = attempt.saturating_add(1);
-        }
-        if attempt > 0 {
-            tracing::info!(
-                attempts = attempt + 1,
-                jobs = jobs.len(),
-                "supervision writes applied after the store came back"
-            );
-        }
-        for (job, ack) in jobs.iter().zip(done) {
-            if let (
-                Job::Event {
-                    host_id,
-                    boot_id,
-                    seq,
-                    ..
-                },
-                Some(true),
-            ) = (job, ack)
-            {
-                self.acknowledge(host_id, boot_id, *seq);
-            }
-        }
-        true
-    }
-
     /// The event `seq` of `host_id`'s boot is applied: its replays are
     /// skipped, and the host may drop it.
     fn acknowledge(&mut self, host_id: &str, boot_id: &str, seq: u64) {
@@ -301,56 +258,19 @@ impl HostEvents {
         self.pods.hosts().ack(host_id, boot_id, seq);
     }
 
-    /// The write of a job that may be grouped (an event or a released
-    /// phase change). `Ok(true)`: an event to acknowledge; `Ok(false)`:
-    /// nothing to acknowledge (a replay, a released phase change).
-    async fn write(&self, job: &Job) -> Result<bool> {
-        match job {
-            Job::Event {
-                host_id,
-                boot_id,
-                seq,
-                action,
-                in_flight: _,
-            } => {
-                let replayed = self
-                    .applied
-                    .get(host_id)
-                    .is_some_and(|(b, s)| b == boot_id && *seq <= *s);
-                if replayed {
-                    return Ok(false);
-                }
-                match action {
-                    EventAction::Nothing => {}
-                    EventAction::Phase(r) => self.phase(r).await?,
-                    EventAction::End { pod, report } => {
-                        self.end_reported(host_id, pod, report).await?
-                    }
-                }
-                Ok(true)
-            }
-            Job::Phase(r) => self.phase(r).await.map(|()| false),
-            other => {
-                // Never: `group` makes every other job a barrier.
-                debug_assert_eq!(slot(other), Slot::Barrier);
-                tracing::error!(job = other.kind(), "a barrier job reached a group; skipped");
-                Ok(false)
-            }
-        }
-    }
-
     /// Waits before trying again: until the breaker closes when it is open,
     /// else a backoff. False when cancelled.
     async fn wait_for_store(&self, attempt: u32) -> bool {
-        let breaker = self.store.breaker().clone();
-        if breaker.is_open() {
+        if !self.store().writable() {
             tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => false,
-                () = breaker.closed() => true,
+                () = self.store().until_writable() => true,
             }
         } else {
-            let delay = crate::hosts::backoff::delay(RETRY_INITIAL, RETRY_MAX, attempt, 1.0);
+            let delay = crate::domain::backoff::delay(RETRY_INITIAL, RETRY_MAX, attempt, 1.0);
             tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => false,
                 () = tokio::time::sleep(delay) => true,
             }
@@ -368,7 +288,13 @@ impl HostEvents {
                 snapshot,
                 client,
             } => {
-                self.reconcile(host_id, *new_boot, snapshot, client).await?;
+                let hello = reconcile::Hello {
+                    host_id,
+                    new_boot: *new_boot,
+                    snapshot,
+                    client,
+                };
+                self.reconcile(hello).await?;
                 self.pods.hosts().mark_reconciled(host_id, boot_id);
                 Ok(())
             }
@@ -388,11 +314,11 @@ impl HostEvents {
                 let cmd = PodCommand::HostUnreachable {
                     host_id: host_id.clone(),
                 };
-                settle(self.store.pod(cmd).await, "marking pods UNKNOWN").map(drop)
+                settle(self.store().pod(cmd).await, "marking pods UNKNOWN").map(drop)
             }
             Job::HostLost { host_id } => {
                 let rows = settle(
-                    self.store.pods_on_host(host_id).await,
+                    self.store().pods_on_host(host_id).await,
                     "reading pods of a lost host",
                 )?;
                 // Every pod of the host at once: they share the writer's
@@ -416,27 +342,45 @@ impl HostEvents {
                     reason: reason.clone(),
                 };
                 if let Some(PodOutcome::NotOwner) =
-                    settle(self.store.pod(cmd).await, "recording pod_fenced")?
+                    settle(self.store().pod(cmd).await, "recording pod_fenced")?
                 {
                     rejected(host_id, pod, "fenced pod it never ran");
                 }
                 Ok(())
             }
+            Job::Settle { task_id, command } => self.settle_operation(*task_id, command).await,
             Job::PruneCrashes { up_to } => {
-                match self
-                    .store
-                    .pod(PodCommand::PruneCrashes { up_to: *up_to })
-                    .await
-                {
-                    Ok(PodOutcome::Count(n)) if n > 0 => {
-                        tracing::info!(removed = n, "crash history pruned");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
-                    }
-                }
+                self.prune_crashes(*up_to).await;
                 Ok(())
+            }
+        }
+    }
+
+    /// A pod operation's last write, applied now that the store takes
+    /// writes; schedules the restart it may ask for.
+    async fn settle_operation(&self, task_id: TaskId, command: &PodCommand) -> Result<()> {
+        let done = settle(
+            self.store().pod(command.clone()).await,
+            "settling a pod operation",
+        )?;
+        if let Some(PodOutcome::Applied {
+            restart_at: Some(at),
+        }) = done
+        {
+            self.restarts.schedule(task_id, at);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a failure is retried next hour.
+    async fn prune_crashes(&self, up_to: i64) {
+        match self.store().pod(PodCommand::PruneCrashes { up_to }).await {
+            Ok(PodOutcome::Count(n)) if n > 0 => {
+                tracing::info!(removed = n, "crash history pruned");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "crash history pruning failed; retried next hour");
             }
         }
     }
@@ -452,7 +396,7 @@ impl HostEvents {
             coalesced: r.coalesced,
         };
         if let Some(PodOutcome::NotOwner) =
-            settle(self.store.pod(cmd).await, "recording phase_changed")?
+            settle(self.store().pod(cmd).await, "recording phase_changed")?
         {
             rejected(&p.host_id, &p.pod, "phase of a pod it does not own");
         }
@@ -498,9 +442,9 @@ impl HostEvents {
             report,
             cause,
             defaults: *self.pods.defaults(),
-            jitter: rand::random::<f64>(),
+            jitter: self.pods.ports().entropy.jitter(),
         };
-        match settle(self.store.pod(cmd).await, "recording a pod's end")? {
+        match settle(self.store().pod(cmd).await, "recording a pod's end")? {
             Some(PodOutcome::Applied {
                 restart_at: Some(at),
             }) => self.restarts.schedule(pod.task_id, at),
@@ -510,7 +454,7 @@ impl HostEvents {
         Ok(())
     }
 
-    pub(super) async fn lose(&self, pod: PodRef, host_id: &str, why: &str) -> Result<()> {
+    async fn lose(&self, pod: PodRef, host_id: &str, why: &str) -> Result<()> {
         self.pods.hosts().clear_live(pod.task_id, &pod.pod_id);
         let report = EndReport {
             ending: Ending::Lost,
@@ -524,7 +468,7 @@ impl HostEvents {
 
 impl Job {
     /// A short name for logs.
-    pub(super) fn kind(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         match self {
             Self::Reconcile { .. } => "reconcile",
             Self::Event { .. } => "pod event",
@@ -533,12 +477,13 @@ impl Job {
             Self::HostLost { .. } => "host lost",
             Self::Fenced { .. } => "pod fenced",
             Self::PruneCrashes { .. } => "prune",
+            Self::Settle { .. } => "settle a pod operation",
         }
     }
 }
 
 /// Passes "try again later" errors up; logs and swallows the rest (`None`).
-pub(super) fn settle<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
+fn settle<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e @ (Error::StoreUnavailable(_) | Error::ShuttingDown)) => Err(e),

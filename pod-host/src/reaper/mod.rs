@@ -12,6 +12,17 @@
 //! group and exits. On a graceful shutdown the set is already empty, so
 //! EOF just ends it.
 //!
+//! **It is also the fence's backstop.** The pod-host sends `L<ms>` whenever
+//! its self-fencing deadline moves (`crate::fence`): "my lease ends this
+//! many ms from now" (plus a small delay, [`BACKSTOP_DELAY`]). If that
+//! moment passes with no newer lease, the reaper SIGKILLs every registered
+//! group. A healthy host has fenced its pods itself by then; this catches a
+//! host that is alive but cannot act (its runtime stalled, a lock held
+//! forever), whose pods would otherwise run on after central-manager gave
+//! them up and started them elsewhere. The lease is measured on the
+//! reaper's own clock from when it reads the line, which is never earlier
+//! than when the host wrote it, so it ends no earlier than the host's.
+//!
 //! The reaper runs in its own process group and ignores SIGINT, SIGTERM and
 //! SIGHUP, so a Ctrl-C to the terminal's foreground group or a signal to the
 //! host's group cannot take it down before the pods.
@@ -29,8 +40,10 @@
 //! it is still in use as a group id, so this needs the whole group gone and
 //! the id recycled within that window).
 
+mod watchdog;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -38,78 +51,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-/// The hidden first argument that runs the binary as a reaper.
-pub const REAPER_ARG: &str = "--internal-reaper";
-
-/// One instruction on the reaper's stdin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReaperCommand {
-    Watch(i32),
-    Forget(i32),
-}
-
-impl ReaperCommand {
-    pub fn parse(line: &str) -> Option<Self> {
-        let line = line.trim();
-        let (op, num) = line.split_at_checked(1)?;
-        let pgid: i32 = num.parse().ok().filter(|p| *p > 1)?;
-        match op {
-            "+" => Some(Self::Watch(pgid)),
-            "-" => Some(Self::Forget(pgid)),
-            _ => None,
-        }
-    }
-
-    fn line(self) -> String {
-        match self {
-            Self::Watch(p) => format!("+{p}\n"),
-            Self::Forget(p) => format!("-{p}\n"),
-        }
-    }
-}
-
-/// The watched groups after applying `commands`.
-pub fn apply(set: &mut BTreeSet<i32>, cmd: ReaperCommand) {
-    match cmd {
-        ReaperCommand::Watch(p) => {
-            set.insert(p);
-        }
-        ReaperCommand::Forget(p) => {
-            set.remove(&p);
-        }
-    }
-}
-
-/// Entry point of `pod-host --internal-reaper`: never returns.
-pub fn reaper_main() -> ! {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: installing SIG_IGN has no handler code to be unsafe.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
-    }
-    let mut groups = BTreeSet::new();
-    let stdin = std::io::stdin().lock();
-    // Any read error is treated like EOF: we can no longer hear the host.
-    for line in stdin.lines() {
-        let Ok(line) = line else { break };
-        if let Some(cmd) = ReaperCommand::parse(&line) {
-            apply(&mut groups, cmd);
-        }
-    }
-    for pgid in &groups {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(*pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    if !groups.is_empty() {
-        eprintln!(
-            "pod-host reaper: pod-host is gone; killed {} pod process group(s)",
-            groups.len()
-        );
-    }
-    std::process::exit(0)
-}
+use watchdog::LEASE_STEP;
+pub use watchdog::{REAPER_ARG, ReaperCommand, Watchdog, backstop_delay, reaper_main};
 
 /// A reaper that lived less than this before dying counts as failing to
 /// start (a binary that crashes at once must not be restarted in a loop).
@@ -142,6 +85,8 @@ struct State {
     pid: Option<u32>,
     /// Every registered group, re-sent to a restarted reaper.
     groups: BTreeSet<i32>,
+    /// When the host's lease ends (with the backstop delay), re-sent too.
+    lease_end: Option<tokio::time::Instant>,
     stopping: bool,
 }
 
@@ -164,6 +109,7 @@ impl Reaper {
                 pid: child.id(),
                 child: Some(child),
                 groups: BTreeSet::new(),
+                lease_end: None,
                 stopping: false,
             }),
         })
@@ -191,6 +137,20 @@ impl Reaper {
         let mut st = self.lock();
         st.groups.remove(&pgid);
         send(&mut st, ReaperCommand::Forget(pgid));
+    }
+
+    /// The host's lease now ends at `end` (its fence deadline plus
+    /// [`backstop_delay`]): past it, the reaper kills every group.
+    pub fn lease(&self, end: tokio::time::Instant) {
+        let mut st = self.lock();
+        // A few writes a second at most: only a lease that moved by
+        // LEASE_STEP since the last one sent is sent.
+        if st.lease_end.is_some_and(|sent| end < sent + LEASE_STEP) {
+            return;
+        }
+        st.lease_end = Some(end);
+        let ms = end.saturating_duration_since(tokio::time::Instant::now());
+        send(&mut st, ReaperCommand::Lease(millis(ms)));
     }
 
     /// Whether a reaper is running (its pipe is open).
@@ -274,11 +234,15 @@ impl Reaper {
     fn restart(&self) -> std::io::Result<()> {
         let (mut pipe, child) = spawn_reaper(&self.exe)?;
         let mut st = self.lock();
-        let lines: String = st
+        let mut lines: String = st
             .groups
             .iter()
             .map(|g| ReaperCommand::Watch(*g).line())
             .collect();
+        if let Some(end) = st.lease_end {
+            let ms = end.saturating_duration_since(tokio::time::Instant::now());
+            lines.push_str(&ReaperCommand::Lease(millis(ms)).line());
+        }
         pipe.write_all(lines.as_bytes())?;
         st.pipe = Some(pipe);
         st.pid = child.id();
@@ -313,6 +277,10 @@ impl Reaper {
     pub fn pid(&self) -> Option<u32> {
         self.lock().pid
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Sends one instruction; a failed write means the reaper is gone (the
@@ -374,7 +342,16 @@ mod tests {
         ] {
             assert_eq!(ReaperCommand::parse(junk), None, "{junk:?}");
         }
-        for c in [ReaperCommand::Watch(42), ReaperCommand::Forget(42)] {
+        assert_eq!(
+            ReaperCommand::parse("L1500"),
+            Some(ReaperCommand::Lease(1500))
+        );
+        assert_eq!(ReaperCommand::parse("L-1"), None);
+        for c in [
+            ReaperCommand::Watch(42),
+            ReaperCommand::Forget(42),
+            ReaperCommand::Lease(7),
+        ] {
             assert_eq!(ReaperCommand::parse(&c.line()), Some(c));
         }
     }
@@ -481,11 +458,42 @@ exec cat >> {}
 
     #[test]
     fn set_tracks_watch_and_forget() {
-        let mut s = BTreeSet::new();
-        apply(&mut s, ReaperCommand::Watch(10));
-        apply(&mut s, ReaperCommand::Watch(11));
-        apply(&mut s, ReaperCommand::Forget(10));
-        apply(&mut s, ReaperCommand::Forget(99));
-        assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![11]);
+        let now = Instant::now();
+        let mut d = Watchdog::default();
+        d.apply(ReaperCommand::Watch(10), now);
+        d.apply(ReaperCommand::Watch(11), now);
+        d.apply(ReaperCommand::Forget(10), now);
+        d.apply(ReaperCommand::Forget(99), now);
+        assert_eq!(d.groups.iter().copied().collect::<Vec<_>>(), vec![11]);
+    }
+
+    #[test]
+    fn the_lease_ends_at_its_time_and_not_before_and_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Watchdog::default();
+        d.apply(ReaperCommand::Watch(10), t0);
+        assert_eq!(d.time_left(t0), None, "no lease: nothing to watch");
+        assert!(d.expire(t0 + ms(10_000)).is_empty());
+        d.apply(ReaperCommand::Lease(1000), t0);
+        assert_eq!(d.time_left(t0), Some(ms(1000)));
+        assert!(d.expire(t0 + ms(999)).is_empty());
+        // A newer lease moves the end.
+        d.apply(ReaperCommand::Lease(1000), t0 + ms(500));
+        assert!(d.expire(t0 + ms(1499)).is_empty());
+        assert_eq!(d.expire(t0 + ms(1500)), vec![10]);
+        // Once: the next kill needs a new lease that runs out.
+        assert!(d.expire(t0 + ms(5000)).is_empty());
+        assert_eq!(d.time_left(t0 + ms(5000)), None);
+    }
+
+    #[test]
+    fn the_backstop_stays_inside_central_managers_margin() {
+        for fence_ms in [100, 1000, 2000, 10_000, 86_400_000] {
+            let fence = Duration::from_millis(fence_ms);
+            let delay = backstop_delay(fence);
+            let margin = (fence / 4).max(Duration::from_millis(250));
+            assert!(delay < margin, "{fence:?}: {delay:?} vs {margin:?}");
+        }
     }
 }

@@ -13,9 +13,8 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use ipa_proto::v1::{self as pb, pod_event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,15 +22,16 @@ use tracing::Instrument;
 
 use super::coalesce::PhaseCoalescer;
 use super::host_events::{EventAction, HostEvents, Job, JobQueue, PhaseRecord, rejected};
-use super::restart::HISTORY_RETENTION;
-use crate::core::pods::{Pods, end_report};
-use crate::domain::{Phase, TaskId};
+use crate::core::pods::Pods;
+use crate::core::ports::{Clock, TaskStore};
+use crate::domain::ending::end_report;
+use crate::domain::host::{PodEvent, PodEventKind, clip};
+use crate::domain::restart_decision::HISTORY_RETENTION;
+use crate::domain::{Cause, PodRef, TaskId};
 use crate::error::{Error, Result};
 use crate::hosts::directory::LivePod;
 use crate::hosts::registry::{HostHello, HostState};
 use crate::hosts::session::HostUpdate;
-use crate::store::Store;
-use crate::store::pods::{Cause, PodRef};
 
 /// How often the crash history is pruned (API: hourly).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -53,7 +53,6 @@ impl RestartQueue {
 /// The supervisor's state.
 pub struct Supervisor {
     pods: Pods,
-    store: Store,
     updates: mpsc::UnboundedReceiver<HostUpdate>,
     restarts_rx: mpsc::UnboundedReceiver<(TaskId, i64)>,
     restarts_tx: RestartQueue,
@@ -67,10 +66,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor fed by `updates`.
+    /// A supervisor fed by `updates`, writing through `pods`' ports.
     pub fn new(
         pods: Pods,
-        store: Store,
         updates: mpsc::UnboundedReceiver<HostUpdate>,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -81,17 +79,16 @@ impl Supervisor {
         // restarts come here too.
         pods.attach_restarts(restarts_tx.clone());
         let (jobs, jobs_rx) = JobQueue::new();
+        pods.attach_supervision(jobs.clone());
         let applier = HostEvents::new(
             (jobs.clone(), jobs_rx),
             pods.clone(),
-            store.clone(),
             restarts_tx.clone(),
             tracker.clone(),
             cancel.clone(),
         );
         Self {
             pods,
-            store,
             updates,
             restarts_rx,
             restarts_tx,
@@ -102,6 +99,14 @@ impl Supervisor {
             tracker,
             cancel,
         }
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.pods.ports().store.as_ref()
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.pods.ports().clock.as_ref()
     }
 
     /// Starts the applier, loads what the database says runs and is
@@ -127,8 +132,8 @@ impl Supervisor {
     /// the silence rules still settle their pods; scheduled restarts are
     /// queued again.
     async fn load(&mut self) -> Result<()> {
-        let now = Instant::now();
-        for host in self.store.hosts_with_pods().await? {
+        let (now, wall) = (self.clock().now(), self.clock().wall());
+        for host in self.store().hosts_with_pods().await? {
             let placeholder = HostHello {
                 host_id: host.clone(),
                 boot_id: String::new(),
@@ -141,28 +146,39 @@ impl Supervisor {
             };
             self.pods.hosts().with_registry(|r| {
                 if r.get(&host).is_none() {
-                    r.on_hello(placeholder, now, SystemTime::now());
+                    r.on_hello(placeholder, now, wall);
                 }
             });
             tracing::info!(host_id = %host, "waiting for pod-host that runs pods");
         }
-        for (task, at) in self.store.scheduled_restarts().await? {
+        for (task, at) in self.store().scheduled_restarts().await? {
             self.due.push(Reverse((at, task)));
         }
         Ok(())
     }
 
+    /// The loop: host updates, restart requests and the timers (silence
+    /// rules, due restarts, held phase changes, hourly prune), in that
+    /// order of priority (`biased`: the simulator replays the same
+    /// interleaving from the same seed).
     async fn run(mut self) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let now = Instant::now();
-            let host_deadline = self.pods.hosts().with_registry(|r| r.next_deadline());
-            let restart_due = self.due.peek().map(|Reverse((at, _))| instant_of(*at));
-            let phase_due = self.phases.next_due(now);
+            let now = self.clock().now();
             let far = now + Duration::from_secs(3600);
+            let host_deadline = self.pods.hosts().with_registry(|r| r.next_deadline());
+            let restart_due = self
+                .due
+                .peek()
+                .map(|Reverse((at, _))| self.clock().instant_of(*at));
+            let phase_due = self.phases.next_due(now);
+            let hosts = self.pods.hosts().clone();
             tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => break,
+                // A deadline moved earlier: compute them again.
+                () = hosts.deadlines_moved() => {}
                 u = self.updates.recv() => match u {
                     Some(u) => self.on_update(u),
                     None => break,
@@ -170,16 +186,16 @@ impl Supervisor {
                 r = self.restarts_rx.recv() => if let Some((task, at)) = r {
                     self.due.push(Reverse((at, task)));
                 },
-                _ = tokio::time::sleep_until(host_deadline.unwrap_or(far).into()) => self.on_tick(),
-                _ = tokio::time::sleep_until(restart_due.unwrap_or(far).into()) => self.fire_restarts(),
-                _ = tokio::time::sleep_until(phase_due.unwrap_or(far).into()) => {
-                    for r in self.phases.due(Instant::now()) {
+                _ = tokio::time::sleep_until(host_deadline.unwrap_or(far)) => self.on_tick(),
+                _ = tokio::time::sleep_until(restart_due.unwrap_or(far)) => self.fire_restarts(),
+                _ = tokio::time::sleep_until(phase_due.unwrap_or(far)) => {
+                    for r in self.phases.due(self.clock().now()) {
                         self.jobs.push(Job::Phase(r));
                     }
                 }
                 _ = prune.tick() => {
                     let retention = i64::try_from(HISTORY_RETENTION.as_micros()).unwrap_or(i64::MAX);
-                    let up_to = ipa_proto::time::now_micros().saturating_sub(retention);
+                    let up_to = self.clock().wall_micros().saturating_sub(retention);
                     self.jobs.push(Job::PruneCrashes { up_to });
                 }
             }
@@ -198,7 +214,7 @@ impl Supervisor {
                 boot_id: handle.boot_id.clone(),
                 new_boot,
                 snapshot: hello.pods,
-                client: handle.client,
+                client: handle.commands,
             }),
             HostUpdate::PodEvent {
                 host_id,
@@ -221,7 +237,7 @@ impl Supervisor {
 
     /// Applies the silence rules now and queues their database effects.
     fn on_tick(&mut self) {
-        let (transitions, forgotten) = self.pods.hosts().tick(Instant::now());
+        let (transitions, forgotten) = self.pods.hosts().tick(self.clock().now());
         for t in transitions {
             tracing::info!(host_id = %t.host_id, from = ?t.from, to = ?t.to, "pod-host state");
             match t.to {
@@ -244,7 +260,7 @@ impl Supervisor {
 
     /// The in-memory effects of a pod event (live view, rate limit, host
     /// load) and what it means for the database.
-    fn on_pod_event(&mut self, host_id: &str, event: pb::PodEvent) -> EventAction {
+    fn on_pod_event(&mut self, host_id: &str, event: PodEvent) -> EventAction {
         let Ok(task_id) = TaskId::from_db(&event.task_id) else {
             tracing::warn!(%host_id, task_id = %event.task_id, "pod event with a malformed task id; ignored");
             crate::metrics::count_rejected_host_event();
@@ -255,13 +271,14 @@ impl Supervisor {
             pod_id: event.pod_id.clone(),
             generation: event.generation,
         };
-        let hosts = self.pods.hosts().clone();
         // What this host last reported live for this pod, if anything.
-        let previous = hosts
+        let previous = self
+            .pods
+            .hosts()
             .live(task_id)
             .filter(|l| l.pod_id == pod.pod_id && l.host_id == host_id);
         match event.kind {
-            Some(pod_event::Kind::Started(_)) => {
+            PodEventKind::Started { .. } => {
                 let live = LivePod {
                     host_id: host_id.to_owned(),
                     pod_id: pod.pod_id.clone(),
@@ -269,60 +286,82 @@ impl Supervisor {
                     phase: None,
                     version: 0,
                 };
-                if !hosts.set_live(task_id, live) {
+                if !self.pods.hosts().set_live(task_id, live) {
                     rejected(host_id, &pod, "start of a pod another host reports");
                 }
                 EventAction::Nothing
             }
-            Some(pod_event::Kind::StateChanged(s)) => {
-                let phase = phase_from_pb(s.phase);
-                let live = LivePod {
-                    host_id: host_id.to_owned(),
-                    pod_id: pod.pod_id.clone(),
-                    generation: pod.generation,
-                    phase: phase.or(previous.as_ref().and_then(|p| p.phase)),
-                    version: s.version,
-                };
-                if !hosts.set_live(task_id, live) {
-                    rejected(host_id, &pod, "state of a pod another host reports");
-                    return EventAction::Nothing;
-                }
-                let changed = phase.is_some() && previous.and_then(|p| p.phase) != phase;
-                let (true, Some(phase)) = (changed, phase) else {
-                    return EventAction::Nothing;
-                };
-                let change = PhaseRecord {
-                    pod: pod.clone(),
-                    host_id: host_id.to_owned(),
+            PodEventKind::StateChanged {
+                phase,
+                message,
+                version,
+            } => {
+                let state = ReportedState {
                     phase,
-                    version: s.version,
-                    message: crate::hosts::hello::clip(&s.message),
+                    message,
+                    version,
                 };
-                match self.phases.offer(&pod.pod_id, change, Instant::now()) {
-                    Some(r) => EventAction::Phase(r),
-                    None => EventAction::Nothing,
-                }
+                self.on_state(host_id, pod, previous, state)
             }
-            Some(pod_event::Kind::Exited(exit)) => {
+            PodEventKind::Exited(exit) => {
                 let last_phase = previous.and_then(|l| l.phase);
                 // A phase change still held by the rate limit goes first, so
                 // the trail shows the last phase before the end.
                 if let Some(r) = self.phases.forget(&pod.pod_id) {
                     self.jobs.push(Job::Phase(r));
                 }
-                hosts.clear_live_of(task_id, &pod.pod_id, host_id);
-                hosts.release(host_id);
+                let hosts = self.pods.hosts();
+                hosts.exited_on_stream(task_id, &pod.pod_id, host_id);
                 EventAction::End {
                     pod,
                     report: end_report(&exit, last_phase),
                 }
             }
+            PodEventKind::Unknown => EventAction::Nothing,
+        }
+    }
+
+    /// A status line of a running pod: the live view always, a recorded
+    /// `phase_changed` when the phase changed (within the rate limit).
+    fn on_state(
+        &mut self,
+        host_id: &str,
+        pod: PodRef,
+        previous: Option<LivePod>,
+        state: ReportedState,
+    ) -> EventAction {
+        let live = LivePod {
+            host_id: host_id.to_owned(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            phase: state.phase.or(previous.as_ref().and_then(|p| p.phase)),
+            version: state.version,
+        };
+        if !self.pods.hosts().set_live(pod.task_id, live) {
+            rejected(host_id, &pod, "state of a pod another host reports");
+            return EventAction::Nothing;
+        }
+        let phase = state.phase;
+        let changed = phase.is_some() && previous.and_then(|p| p.phase) != phase;
+        let (true, Some(phase)) = (changed, phase) else {
+            return EventAction::Nothing;
+        };
+        let change = PhaseRecord {
+            pod: pod.clone(),
+            host_id: host_id.to_owned(),
+            phase,
+            version: state.version,
+            message: clip(&state.message),
+        };
+        let now = self.clock().now();
+        match self.phases.offer(&pod.pod_id, change, now) {
+            Some(r) => EventAction::Phase(r),
             None => EventAction::Nothing,
         }
     }
 
     fn fire_restarts(&mut self) {
-        let now = ipa_proto::time::now_micros();
+        let now = self.clock().wall_micros();
         while let Some(Reverse((at, task))) = self.due.peek().copied() {
             if at > now {
                 break;
@@ -335,7 +374,8 @@ impl Supervisor {
                     let retry = |why: &str| {
                         tracing::warn!(task_id = %task, %why, "automatic restart not done yet; retrying");
                         let delay = i64::try_from(RESTART_RETRY.as_micros()).unwrap_or(i64::MAX);
-                        queue.schedule(task, ipa_proto::time::now_micros().saturating_add(delay));
+                        let now = pods.ports().clock.wall_micros();
+                        queue.schedule(task, now.saturating_add(delay));
                     };
                     match pods.start(task, Cause::system(), true).await {
                         Ok(Some(pod)) => tracing::info!(task_id = %task, pod_id = %pod.pod_id, "automatic restart"),
@@ -353,17 +393,9 @@ impl Supervisor {
     }
 }
 
-/// The monotonic instant of a unix-µs time (past times map to now).
-fn instant_of(at_us: i64) -> Instant {
-    let now_us = ipa_proto::time::now_micros();
-    let ahead = u64::try_from(at_us.saturating_sub(now_us)).unwrap_or(0);
-    Instant::now() + Duration::from_micros(ahead)
-}
-
-/// A phase reported by a host; an unknown value is ignored (a newer host
-/// may know phases this central does not).
-pub fn phase_from_pb(v: i32) -> Option<Phase> {
-    crate::api::convert::phase_from_pb(v, "phase")
-        .ok()
-        .flatten()
+/// A pod's status line, as its host reported it.
+struct ReportedState {
+    phase: Option<crate::domain::Phase>,
+    message: String,
+    version: u64,
 }

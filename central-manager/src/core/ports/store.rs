@@ -1,0 +1,272 @@
+//! The store port: everything the core asks of the database, and the
+//! vocabulary of its writes.
+//!
+//! Writes are [`Command`]s (task commands) and [`PodCommand`]s (pod
+//! supervision): each names the row it decides on, and an adapter runs it
+//! atomically, deciding races by conditional updates (a claim applies only
+//! to an inactive task; a pod command only while the row still has that
+//! pod), appending its events and updating the `tasks` row in the same
+//! transaction. Reads are the queries the core and the API need.
+//!
+//! Adapters: `store::Store` (SQLite, the single group-committing writer and
+//! a read pool: production) and `store::memory::MemoryStore` (the same SQL
+//! run inline on one connection, no threads: the simulator and unit
+//! tests). A PostgreSQL adapter implements this trait with its own SQL for
+//! the same commands.
+//!
+//! Store health is part of the port: while the store cannot be written
+//! (its circuit breaker is open), [`TaskStore::writable`] is false, writes
+//! fail at once with EVENT_STORE_UNAVAILABLE, and
+//! [`TaskStore::until_writable`] resolves when it takes writes again.
+
+use futures::future::BoxFuture;
+
+use crate::domain::{
+    ActorId, Cause, CorrelationId, EndReport, EventRecord, EventsQuery, Finish, ListQuery, NewTask,
+    Page, Phase, PodInfo, PodRef, PodStatus, RestartDefaults, TaskFilter, TaskId, TaskRecord,
+};
+use crate::error::{Error, Result};
+
+/// The database, as the core uses it.
+pub trait TaskStore: Send + Sync + 'static {
+    /// Runs a write and returns its outcome once it is durable.
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<Outcome>>;
+
+    /// Whether writes are taken (false while the store is known to be
+    /// unwritable: writes then fail at once).
+    fn writable(&self) -> bool;
+
+    /// Resolves once the store takes writes again (at once if it does).
+    fn until_writable(&self) -> BoxFuture<'static, ()>;
+
+    /// One task.
+    fn task(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>>>;
+
+    /// ListTasks (one page, at most 4 MiB).
+    fn list_tasks<'a>(&'a self, q: &'a ListQuery) -> BoxFuture<'a, Result<Page<TaskRecord>>>;
+
+    /// CountTasks.
+    fn count_tasks<'a>(&'a self, f: &'a TaskFilter) -> BoxFuture<'a, Result<u64>>;
+
+    /// Whether the task exists.
+    fn task_exists(&self, id: TaskId) -> BoxFuture<'_, Result<bool>>;
+
+    /// GetTaskEvents (one page, at most 4 MiB).
+    fn task_events<'a>(&'a self, q: &'a EventsQuery) -> BoxFuture<'a, Result<Page<EventRecord>>>;
+
+    /// Events after position `after` (of one task, or all), oldest first,
+    /// at most `limit`.
+    fn events_after(
+        &self,
+        after: u64,
+        task: Option<TaskId>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>>>;
+
+    /// Tasks with a pod starting, running or unknown, after `after` by task
+    /// id (one page, at most 4 MiB).
+    fn active_pods(&self, after: Option<TaskId>) -> BoxFuture<'_, Result<Page<(TaskId, PodInfo)>>>;
+
+    /// How many tasks have a pod starting, running or unknown.
+    fn count_active_pods(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// The current pods the rows place on `host_id`.
+    fn pods_on_host<'a>(
+        &'a self,
+        host_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(PodRef, PodStatus)>>>;
+
+    /// Hosts that run pods according to the database.
+    fn hosts_with_pods(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+
+    /// Scheduled automatic restarts: (task, due at unix µs).
+    fn scheduled_restarts(&self) -> BoxFuture<'_, Result<Vec<(TaskId, i64)>>>;
+}
+
+impl dyn TaskStore {
+    /// EVENT_STORE_UNAVAILABLE at once while the store is known to be
+    /// unwritable: for operations that act before they write.
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.writable() {
+            Ok(())
+        } else {
+            Err(Error::StoreUnavailable(
+                "circuit breaker open: the database could not be written".into(),
+            ))
+        }
+    }
+
+    /// Runs a pod supervision command.
+    pub async fn pod(&self, command: PodCommand) -> Result<PodOutcome> {
+        match self.write(Command::Pod(command)).await? {
+            Outcome::Pod(o) => Ok(o),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
+
+/// A write, as sent to the writer.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// CreateTask with a pre-generated id.
+    CreateTask {
+        /// Id for the new task.
+        task_id: TaskId,
+        /// The validated request.
+        task: Box<NewTask>,
+        /// Initial `pod_message` (why an auto_start did not start a pod).
+        pod_message: String,
+    },
+    /// CompleteTask / CancelTask.
+    Finish {
+        /// The task.
+        task_id: TaskId,
+        /// Which terminal command.
+        finish: Finish,
+        /// Caller.
+        actor: ActorId,
+        /// Correlation id.
+        correlation: CorrelationId,
+        /// CancelTask's reason.
+        reason: Option<String>,
+    },
+    /// Pod supervision (see `store::pods`).
+    Pod(PodCommand),
+    /// Forget idempotency keys created at or before this time.
+    PruneIdempotency {
+        /// Unix micros.
+        up_to: i64,
+    },
+    /// The circuit breaker's probe: rewrites one small row, so it fails
+    /// exactly when real writes would (full disk, read-only file, lock).
+    Probe,
+}
+
+impl Command {
+    /// Whether this is the breaker's probe (the only write let through
+    /// while the breaker is open).
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Self::Probe)
+    }
+}
+
+/// What a successful command returns to its caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// CreateTask: the task, and whether it was created by this call (false
+    /// for an idempotent repeat).
+    Task {
+        /// The task.
+        task: Box<TaskRecord>,
+        /// Created now (false: the first call's task was returned).
+        created: bool,
+    },
+    /// Finish: the pod that must be stopped, if one was starting, running
+    /// or unknown.
+    Finished {
+        /// The pod to stop, with its host.
+        stop_pod: Option<(PodRef, String)>,
+    },
+    /// A pod supervision command's result.
+    Pod(PodOutcome),
+    /// PruneIdempotency: rows removed.
+    Pruned(u64),
+    /// Probe: the database took a write.
+    Probed,
+}
+
+/// A pod supervision write.
+#[derive(Debug, Clone)]
+pub enum PodCommand {
+    /// StartPod's claim: the conditional update that decides races. Bumps
+    /// the generation and records the placement; no event yet.
+    Claim {
+        task_id: TaskId,
+        pod_id: String,
+        host_id: String,
+        cause: Cause,
+        /// An automatic restart: applies only while one is still scheduled,
+        /// and counts in `restart_count`.
+        automatic: bool,
+    },
+    /// The pod-host confirmed the start: `pod_started`.
+    Started {
+        pod: PodRef,
+        pid: u32,
+        started_at: i64,
+        host_id: String,
+        cause: Cause,
+    },
+    /// The pod-host refused or failed the start: back to inactive, no event
+    /// (nothing ran). `retry_at` (an automatic restart's) keeps the restart
+    /// scheduled for then, so a refused restart is tried again.
+    AbortStart {
+        pod: PodRef,
+        message: String,
+        retry_at: Option<i64>,
+    },
+    /// The pod ended (exit, stop, loss): the ending's event, then the
+    /// restart policy. `host_id` is the host that reported or stopped it.
+    Ended {
+        pod: PodRef,
+        host_id: String,
+        report: EndReport,
+        cause: Cause,
+        defaults: RestartDefaults,
+        jitter: f64,
+    },
+    /// The pod reported a new phase: `phase_changed`. `coalesced` counts
+    /// the phase changes folded into this one by the rate limit.
+    PhaseChanged {
+        pod: PodRef,
+        host_id: String,
+        phase: Phase,
+        version: u64,
+        message: String,
+        coalesced: u32,
+    },
+    /// The host of these pods went silent: their status becomes UNKNOWN.
+    HostUnreachable { host_id: String },
+    /// The current pod is confirmed alive (host back): RUNNING again,
+    /// `pod_recovered` if it was UNKNOWN, `pod_started` if still STARTING.
+    Recovered {
+        pod: PodRef,
+        pid: u32,
+        started_at: i64,
+        host_id: String,
+    },
+    /// A stale pod was killed: `pod_fenced` on its task.
+    Fenced {
+        pod: PodRef,
+        host_id: String,
+        reason: String,
+    },
+    /// Forget crashes at or before this time (unix micros).
+    PruneCrashes { up_to: i64 },
+}
+
+/// What the task needs to start a pod, returned by a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedPod {
+    pub generation: u64,
+    pub correlation: String,
+    pub title: String,
+    pub description: String,
+    pub metadata_json: String,
+    pub template: String,
+}
+
+/// Result of a [`PodCommand`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodOutcome {
+    /// Claim succeeded.
+    Claimed(ClaimedPod),
+    /// Applied. `restart_at`: an automatic restart is due then (unix µs).
+    Applied { restart_at: Option<i64> },
+    /// The row no longer has that pod (or nothing to do): no change.
+    Ignored,
+    /// Rows changed (HostUnreachable, PruneCrashes).
+    Count(u64),
+    /// The reporting host does not own that pod: nothing changed.
+    NotOwner,
+}

@@ -1,0 +1,81 @@
+//! Assembles the supervision core on its ports: the host directory, one
+//! session per pod-host endpoint, the task service and the supervisor. The
+//! server (production adapters) and the simulator (simulated ones) both
+//! start the core through [`start`], so the simulator runs exactly the
+//! wiring production runs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::TaskService;
+use super::ports::{Dialer, Ports};
+use super::supervisor::runner::Supervisor;
+use crate::domain::RestartDefaults;
+use crate::hosts::directory::HostDirectory;
+use crate::hosts::registry::HostTimeouts;
+use crate::hosts::session::{SessionConfig, SessionEnv};
+use crate::watch::EventHub;
+
+/// The core's settings (from central-manager's flags).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub timeouts: HostTimeouts,
+    pub restart_defaults: RestartDefaults,
+    pub session: SessionConfig,
+    /// `--watch-lag-limit-ms`.
+    pub watch_lag_limit: Duration,
+}
+
+/// Starts the core on `tracker`: sessions to every endpoint `endpoints`
+/// publishes (reached through `dialer`), the supervisor, and the task
+/// service the API calls. Everything stops on `shutdown`.
+pub fn start(
+    config: CoreConfig,
+    ports: Ports,
+    dialer: Arc<dyn Dialer>,
+    endpoints: watch::Receiver<BTreeSet<String>>,
+    hub: EventHub,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Arc<TaskService> {
+    let hosts = HostDirectory::new(config.timeouts).with_bugs(ports.bugs);
+    // Unbounded so a session never waits on the supervisor (its pings
+    // must go on); sessions bound their own in-flight pod events.
+    let (updates_tx, updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let env = SessionEnv {
+        config: config.session,
+        dialer,
+        hosts: hosts.clone(),
+        updates: updates_tx,
+        clock: ports.clock.clone(),
+        entropy: ports.entropy.clone(),
+    };
+    tracker.spawn(tracing::Instrument::instrument(
+        crate::hosts::connector::run(endpoints, env, tracker.clone(), shutdown.clone()),
+        tracing::info_span!("connector"),
+    ));
+    let service = Arc::new(
+        TaskService::new(
+            ports,
+            hub,
+            hosts,
+            config.restart_defaults,
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .with_watch_lag_limit(config.watch_lag_limit),
+    );
+    Supervisor::new(
+        service.pods().clone(),
+        updates_rx,
+        tracker.clone(),
+        shutdown,
+    )
+    .start();
+    service
+}

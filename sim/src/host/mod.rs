@@ -1,0 +1,622 @@
+//! A simulated pod-host, faithful to the real one (`pod-host/`) in what
+//! central-manager can observe: one supervision session at a time (a new
+//! Connect replaces the old), a hello with a snapshot of every pod
+//! (exited-but-unacknowledged ones included), events with a per-boot
+//! sequence number kept until acknowledged and replayed after the
+//! central's resume point, heartbeats at the interval central asks for,
+//! generations per task (older commands refused, a newer start kills the
+//! older pod first), capacity, graceful stops with a grace period, and
+//! self-fencing and the lease with the real rules (`pod_host::fence`:
+//! heartbeats and the hello carry the host's clock, only a ping's or a
+//! StartPod's echo of it moves the lease, a StartPod under an expired lease
+//! or for another boot is refused with LEASE_EXPIRED, and a message read
+//! after the deadline passed unnoticed fences first).
+//!
+//! Pods are scripted processes (`plan::Behaviour`): they run, report
+//! phases, end on their own, or ignore SIGTERM. A frozen host (SIGSTOP)
+//! processes nothing, but its pods keep running and may end; it notices on
+//! waking. A reboot kills every pod at once (no exit is reported: the
+//! events die with the process) and comes back with a new boot id.
+//!
+//! The actor's loop is in this file; the pod table's rules in [`pods`].
+
+mod pods;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use central_manager::domain::host::{
+    CentralMessage, Hello, HostCallError, HostMessage, PodEvent, PodEventKind, Refusal,
+    StartRequest,
+};
+use pod_host::fence::{Contact, Proof};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::{HostBugs, Timing};
+use crate::ledger::Ledger;
+use crate::net::{ConnId, HostCall, HostInput, Net, Reply};
+use crate::plan::HostSpec;
+use crate::trace::Trace;
+use pods::Pod;
+
+/// Faults applied to a host from outside.
+#[derive(Debug)]
+pub enum Control {
+    Freeze(Duration),
+    Reboot(Duration),
+}
+
+/// A host-level timer (the host process must be running to act on it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Heartbeat(ConnId),
+    /// A pod's spawn completes.
+    Spawned(String),
+    /// A pod reports its next phase.
+    Phase(String),
+    /// A SIGTERMed pod that ignores it is SIGKILLed.
+    GraceOver(String),
+    /// The reboot is over.
+    Up,
+}
+
+/// A process-level event (happens whether or not the host runs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum ProcTimer {
+    /// The pod's process ends on its own.
+    NaturalEnd(String),
+    /// A SIGTERMed pod exits.
+    TermExit(String),
+}
+
+/// The current session.
+struct Session {
+    conn: ConnId,
+    /// Set by the central's first message.
+    hello_seen: bool,
+    /// Last event sequence sent on this session.
+    cursor: u64,
+    heartbeat: Duration,
+}
+
+/// Per task: the highest generation any command carried, and its newest
+/// pod.
+struct TaskEntry {
+    generation: u64,
+    newest: Option<String>,
+}
+
+/// A simulated pod-host.
+pub struct SimHost {
+    idx: usize,
+    host_id: String,
+    spec: HostSpec,
+    timing: Timing,
+    bugs: HostBugs,
+    net: Net,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+    rng: StdRng,
+    inbox: mpsc::UnboundedReceiver<HostInput>,
+    control: mpsc::UnboundedReceiver<Control>,
+    // Process state (lost on reboot).
+    boot: u32,
+    boot_id: String,
+    /// This boot's clock origin: heartbeats and the hello carry the time
+    /// since (`host_clock_ms`), central echoes it back (the lease).
+    clock0: Instant,
+    up: bool,
+    frozen_until: Option<Instant>,
+    pods: BTreeMap<String, Pod>,
+    tasks: BTreeMap<String, TaskEntry>,
+    /// Unacknowledged events, oldest first.
+    log: VecDeque<PodEvent>,
+    last_seq: u64,
+    contact: Contact,
+    self_fenced: bool,
+    session: Option<Session>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    proc_timers: BTreeMap<(Instant, u64), ProcTimer>,
+    timer_seq: u64,
+    next_pid: u32,
+}
+
+impl SimHost {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        idx: usize,
+        spec: HostSpec,
+        timing: Timing,
+        bugs: HostBugs,
+        net: Net,
+        ledger: Arc<Mutex<Ledger>>,
+        trace: Trace,
+        seed: u64,
+        inbox: mpsc::UnboundedReceiver<HostInput>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ (0x686f_7374 + idx as u64));
+        let boot_id = boot_id(&mut rng, idx, 1);
+        Self {
+            idx,
+            host_id: format!("host-{idx}"),
+            spec,
+            timing,
+            bugs,
+            net,
+            ledger,
+            trace,
+            rng,
+            inbox,
+            control,
+            boot: 1,
+            boot_id,
+            clock0: Instant::now(),
+            up: true,
+            frozen_until: None,
+            pods: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            log: VecDeque::new(),
+            last_seq: 0,
+            contact: Contact::new(spec.fence),
+            self_fenced: false,
+            session: None,
+            timers: BTreeMap::new(),
+            proc_timers: BTreeMap::new(),
+            timer_seq: 0,
+            next_pid: 1000,
+        }
+    }
+
+    fn frozen(&self) -> bool {
+        self.frozen_until.is_some()
+    }
+
+    fn at(&mut self, at: Instant, t: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), t);
+    }
+
+    fn proc_at(&mut self, at: Instant, t: ProcTimer) {
+        self.timer_seq += 1;
+        self.proc_timers.insert((at, self.timer_seq), t);
+    }
+
+    /// Runs until every sender of its inbox and control is gone.
+    pub async fn run(mut self) {
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        loop {
+            let host_timer = if self.frozen() {
+                None
+            } else {
+                self.timers.keys().next().map(|k| k.0)
+            };
+            let fence_at = if self.frozen() || !self.up {
+                None
+            } else {
+                self.fence_deadline()
+            };
+            let proc_timer = self.proc_timers.keys().next().map(|k| k.0);
+            let wake = self.frozen_until;
+            let can_read = self.up && !self.frozen();
+            tokio::select! {
+                biased;
+                c = self.control.recv() => match c {
+                    Some(c) => self.on_control(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(proc_timer.unwrap_or(far)), if proc_timer.is_some() => {
+                    self.on_proc_timer();
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => self.wake(),
+                _ = tokio::time::sleep_until(fence_at.unwrap_or(far)), if fence_at.is_some() => {
+                    self.fence_if_due();
+                }
+                _ = tokio::time::sleep_until(host_timer.unwrap_or(far)), if host_timer.is_some() => {
+                    self.on_timer();
+                }
+                i = self.inbox.recv(), if can_read => match i {
+                    Some(i) => self.on_input(i),
+                    None => return,
+                },
+            }
+            self.publish_facts();
+            let mut l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            l.check_overlap(Instant::now());
+        }
+    }
+
+    /// Tells the ledger what the checks need about this host.
+    fn publish_facts(&self) {
+        let mut l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        if l.hosts.len() <= self.idx {
+            l.hosts.resize(self.idx + 1, Default::default());
+        }
+        let f = &mut l.hosts[self.idx];
+        f.frozen = self.frozen();
+        f.fence_deadline = self.contact.deadline();
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Freeze(d) => {
+                if self.up {
+                    let until = Instant::now() + d;
+                    self.frozen_until = Some(self.frozen_until.map_or(until, |u| u.max(until)));
+                    self.trace.note(format!("host-{} frozen", self.idx));
+                }
+            }
+            Control::Reboot(down) => self.crash(down),
+        }
+    }
+
+    /// Back from a freeze: what queued up is read (a stale ping among it)
+    /// and the fence timer fires, in an order the real host does not fix
+    /// either (either may come first after SIGCONT).
+    fn wake(&mut self) {
+        self.frozen_until = None;
+        self.trace.note(format!("host-{} woke", self.idx));
+        let inbox_first = self.rng.random_bool(0.5);
+        if !inbox_first {
+            self.fence_if_due();
+        }
+        while let Ok(i) = self.inbox.try_recv() {
+            self.on_input(i);
+        }
+        self.fence_if_due();
+        // Exits that happened while frozen are noticed now.
+        let ended: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.dead_unnoticed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            self.notice_exit(&id);
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let Some(((_, _), t)) = self.timers.pop_first() else {
+            return;
+        };
+        match t {
+            Timer::Heartbeat(conn) => self.heartbeat(conn),
+            Timer::Spawned(pod) => self.spawned(&pod),
+            Timer::Phase(pod) => self.report_phase(&pod),
+            Timer::GraceOver(pod) => self.kill(&pod, 9),
+            Timer::Up => self.come_up(),
+        }
+    }
+
+    fn on_proc_timer(&mut self) {
+        let Some(((_, _), t)) = self.proc_timers.pop_first() else {
+            return;
+        };
+        match t {
+            ProcTimer::NaturalEnd(pod) => self.natural_end(&pod),
+            ProcTimer::TermExit(pod) => self.term_exit(&pod),
+        }
+    }
+
+    fn on_input(&mut self, i: HostInput) {
+        match i {
+            HostInput::Open { conn } => self.open(conn),
+            HostInput::Msg { conn, msg } => self.on_message(conn, msg),
+            HostInput::Call { conn, id, call } => match call {
+                HostCall::Start(req) => {
+                    self.touch(self.proof(req.echo_host_clock_ms));
+                    match self.start_lease(&req) {
+                        Ok(()) => self.start(conn, id, req),
+                        Err(why) => {
+                            self.trace
+                                .note(format!("host-{} refuses a start: {why}", self.idx));
+                            let e = HostCallError::Refused {
+                                refusal: Refusal::LeaseExpired,
+                                message: format!("LEASE_EXPIRED: {why}"),
+                            };
+                            self.net.reply(conn, id, Reply::Start(Err(e)));
+                        }
+                    }
+                }
+                HostCall::Stop(req) => {
+                    self.touch(Proof::Arrival);
+                    self.stop(conn, id, req)
+                }
+            },
+            HostInput::Closed { conn } => {
+                if self.session.as_ref().is_some_and(|s| s.conn == conn) {
+                    self.session = None;
+                }
+            }
+        }
+    }
+
+    // ---- the supervision session ----
+
+    /// A new Connect replaces the current one; the hello goes first.
+    fn open(&mut self, conn: ConnId) {
+        if let Some(old) = self.session.take() {
+            self.net.close_from_host(old.conn);
+        }
+        self.session = Some(Session {
+            conn,
+            hello_seen: false,
+            cursor: 0,
+            heartbeat: Duration::from_millis(500),
+        });
+        let hello = self.hello();
+        self.net.send_to_central(conn, HostMessage::Hello(hello));
+    }
+
+    fn hello(&mut self) -> Hello {
+        let pods = self
+            .pods
+            .values()
+            .filter(|p| !p.archived)
+            .map(Pod::snapshot)
+            .collect();
+        Hello {
+            host_id: self.host_id.clone(),
+            boot_id: self.boot_id.clone(),
+            capacity: self.spec.capacity,
+            templates: vec!["default".into()],
+            pods,
+            fence_timeout_ms: self.spec.fence.as_millis() as u32,
+            last_seq: self.last_seq,
+            self_fenced: std::mem::take(&mut self.self_fenced),
+            draining: false,
+            host_clock_ms: self.host_clock_ms(),
+        }
+    }
+
+    fn on_message(&mut self, conn: ConnId, msg: CentralMessage) {
+        if self.session.as_ref().is_none_or(|s| s.conn != conn) {
+            // The replaced session's stream is no longer read.
+            return;
+        }
+        // Only a ping's echo moves the lease (pod_host::fence).
+        let proof = match &msg {
+            CentralMessage::Ping { echo_host_clock_ms } => self.proof(*echo_host_clock_ms),
+            _ => Proof::Arrival,
+        };
+        self.touch(proof);
+        match msg {
+            CentralMessage::Hello {
+                heartbeat_interval_ms,
+                known_boot_id,
+                acked_seq,
+                ..
+            } => {
+                let already = self.session.as_ref().is_some_and(|s| s.hello_seen);
+                if already {
+                    return;
+                }
+                let cursor = if known_boot_id == self.boot_id {
+                    let acked = acked_seq.min(self.last_seq);
+                    self.ack(acked);
+                    acked
+                } else {
+                    0
+                };
+                let interval = Duration::from_millis(u64::from(heartbeat_interval_ms))
+                    .clamp(Duration::from_millis(10), Duration::from_secs(60));
+                if let Some(s) = self.session.as_mut() {
+                    s.hello_seen = true;
+                    s.cursor = cursor;
+                    s.heartbeat = interval;
+                }
+                self.at(Instant::now() + interval, Timer::Heartbeat(conn));
+                self.flush_events();
+            }
+            CentralMessage::Ack(seq) => self.ack(seq),
+            CentralMessage::Ping { .. } => {}
+        }
+    }
+
+    fn heartbeat(&mut self, conn: ConnId) {
+        let Some(s) = self.session.as_ref().filter(|s| s.conn == conn) else {
+            return;
+        };
+        let interval = s.heartbeat;
+        let running = self.pods.values().filter(|p| p.is_live()).count() as u32;
+        self.net.send_to_central(
+            conn,
+            HostMessage::Heartbeat {
+                running_pods: running,
+                draining: false,
+                last_seq: self.last_seq,
+                host_clock_ms: self.host_clock_ms(),
+            },
+        );
+        self.at(Instant::now() + interval, Timer::Heartbeat(conn));
+    }
+
+    /// Issues an event (sent at once on a session past its hello).
+    fn push_event(
+        &mut self,
+        task_id: &str,
+        pod_id: &str,
+        generation: u64,
+        kind: PodEventKind,
+    ) -> u64 {
+        self.last_seq += 1;
+        self.log.push_back(PodEvent {
+            seq: self.last_seq,
+            task_id: task_id.to_owned(),
+            pod_id: pod_id.to_owned(),
+            generation,
+            kind,
+        });
+        self.flush_events();
+        self.last_seq
+    }
+
+    fn flush_events(&mut self) {
+        let Some(s) = self.session.as_mut().filter(|s| s.hello_seen) else {
+            return;
+        };
+        let from = s.cursor;
+        for e in self.log.iter().filter(|e| e.seq > from) {
+            self.net
+                .send_to_central(s.conn, HostMessage::PodEvent(e.clone()));
+            s.cursor = e.seq;
+        }
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while self.log.front().is_some_and(|e| e.seq <= seq) {
+            self.log.pop_front();
+        }
+        for p in self.pods.values_mut() {
+            if p.exit_seq.is_some_and(|s| s <= seq) {
+                p.archived = true;
+            }
+        }
+        // Archived pods are kept only for their logs; the simulation has
+        // none, so they go (their task's generation stays).
+        self.pods.retain(|_, p| !p.archived);
+    }
+
+    // ---- self-fencing and the lease (pod_host::fence) ----
+
+    /// Milliseconds on this boot's clock (the real host's `host_clock_ms`).
+    fn host_clock_ms(&self) -> u64 {
+        u64::try_from(self.clock0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The proof a message echoing `echo_ms` carries (0: none), as the
+    /// real host's `Supervisor::proof`.
+    fn proof(&self, echo_ms: u64) -> Proof {
+        if echo_ms == 0 {
+            return Proof::Arrival;
+        }
+        Proof::Echo(self.clock0 + Duration::from_millis(echo_ms))
+    }
+
+    /// The real host's `start_lease_valid`: a StartPod must come from this
+    /// boot's session and have been issued less than a fence timeout ago
+    /// by this host's clock; a start held up in the network past central's
+    /// fence deadline is refused (LEASE_EXPIRED).
+    fn start_lease(&self, req: &StartRequest) -> Result<(), String> {
+        if self.bugs.host_ignores_lease {
+            return Ok(());
+        }
+        if !req.host_boot_id.is_empty() && req.host_boot_id != self.boot_id {
+            return Err(format!("issued for boot {}", req.host_boot_id));
+        }
+        if req.echo_host_clock_ms == 0 {
+            return Ok(());
+        }
+        let at = self.clock0 + Duration::from_millis(req.echo_host_clock_ms);
+        if self.contact.lease_valid(at, Instant::now()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "issued under a lease from {} ms ago",
+                Instant::now().saturating_duration_since(at).as_millis()
+            ))
+        }
+    }
+
+    /// A message or command from central: contact, with what it proves.
+    /// If the gap since the previous contact already reached the fence
+    /// timeout (the host was frozen and this message may be stale), fence
+    /// first.
+    fn touch(&mut self, proof: Proof) {
+        let now = Instant::now();
+        // The pre-lease host: a message's arrival is fresh contact.
+        let proof = if self.bugs.host_ignores_lease {
+            Proof::Echo(now)
+        } else {
+            proof
+        };
+        let missed = self
+            .contact
+            .last()
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.contact.timeout());
+        if missed && self.bugs.stale_ping_cancels_fence {
+            // The stale message read on waking counts as fresh contact and
+            // the missed deadline goes unnoticed.
+            self.contact.touch(Proof::Echo(now), now);
+            return;
+        }
+        if self.contact.touch(proof, now) {
+            self.self_fence("contact noticed late");
+        }
+    }
+
+    fn fence_deadline(&self) -> Option<Instant> {
+        let any = self
+            .pods
+            .values()
+            .any(|p| p.is_live() && p.kill_cause.is_none());
+        if any { self.contact.deadline() } else { None }
+    }
+
+    fn fence_if_due(&mut self) {
+        let unfenced = self
+            .pods
+            .values()
+            .filter(|p| p.is_live() && p.kill_cause.is_none())
+            .count();
+        if pod_host::fence::should_fence(
+            self.contact.last(),
+            Instant::now(),
+            self.contact.timeout(),
+            unfenced,
+        ) {
+            self.self_fence("nothing heard from central");
+        }
+    }
+
+    // ---- reboot ----
+
+    /// The process dies: every pod with it (no exit reported), every
+    /// connection breaks.
+    fn crash(&mut self, down: Duration) {
+        if !self.up {
+            return;
+        }
+        self.trace.note(format!("host-{} died", self.idx));
+        {
+            let mut l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, p) in &self.pods {
+                if p.process_alive {
+                    l.died(id);
+                }
+            }
+        }
+        self.net.host_down(self.idx);
+        self.up = false;
+        self.frozen_until = None;
+        self.pods.clear();
+        self.tasks.clear();
+        self.log.clear();
+        self.last_seq = 0;
+        self.contact = Contact::new(self.spec.fence);
+        self.self_fenced = false;
+        self.session = None;
+        self.timers.clear();
+        self.proc_timers.clear();
+        while self.inbox.try_recv().is_ok() {}
+        self.at(Instant::now() + down, Timer::Up);
+    }
+
+    fn come_up(&mut self) {
+        self.boot += 1;
+        self.boot_id = boot_id(&mut self.rng, self.idx, self.boot);
+        self.clock0 = Instant::now();
+        self.up = true;
+        self.net.host_up(self.idx);
+        self.trace.note(format!("host-{} up again", self.idx));
+    }
+}
+
+fn boot_id(rng: &mut StdRng, idx: usize, boot: u32) -> String {
+    format!("boot-{idx}-{boot}-{:08x}", rng.random::<u32>())
+}
