@@ -8,6 +8,9 @@
 //! directory, so run `cargo build --workspace --bins` first (the README's
 //! test command does).
 //!
+//! [`simhost`] is a simulated pod-host (the real protocol, no processes)
+//! for the scale benchmark and its tests.
+//!
 //! [`ipactl`] runs the real `ipactl` client against them (to completion,
 //! streaming, or in a pseudo-terminal).
 //!
@@ -20,6 +23,7 @@ pub mod ledger;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod simhost;
 pub mod tmpfs;
 pub mod tools;
 pub mod wait;
@@ -58,4 +62,13 @@ pub const BENCH_METRICS: &[&str] = &[
     "Schedule fire lateness (interval schedule)",
     "GetStats, 1 client",
     "CreateTask, 1 client, during ArchiveTasks",
+    "Scale: central CPU at rest, 100 pod-hosts / 10,000 pods",
+    "Scale: central memory per supervised pod",
+    "Scale: central restart → every pod re-adopted (10,000 pods)",
+    "Scale: crash storm, 1,000 pods at once → all restarted",
+    "Scale: host storm, 10 pod-hosts lost → their pods restarted",
+    "Scale: ListActivePods at 10,000 pods",
+    "Scale: ListPodHosts at 100 pod-hosts",
+    "Scale: WatchEvents, 100 watchers during a crash storm",
+    "Scale: real pod-hosts vs simulated (cross-check)",
 ];

@@ -14,7 +14,7 @@
 //!
 //! **It is also the fence's backstop.** The pod-host sends `L<ms>` whenever
 //! its self-fencing deadline moves (`crate::fence`): "my lease ends this
-//! many ms from now" (plus a small delay, [`BACKSTOP_DELAY`]). If that
+//! many ms from now" (plus a small delay, [`backstop_delay`]). If that
 //! moment passes with no newer lease, the reaper SIGKILLs every registered
 //! group. A healthy host has fenced its pods itself by then; this catches a
 //! host that is alive but cannot act (its runtime stalled, a lock held

@@ -14,10 +14,17 @@
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
 //! the current directory), `--no-peer` (skip supervisord), `--only
 //! retention` (run only the schedules/archiving/statistics phase and
-//! replace its rows in an existing `--out` file, keeping the others).
+//! replace its rows in an existing `--out` file, keeping the others),
+//! `--scale-only` (only the scale phase, printed, nothing written),
+//! `--scale-configs sim:100x10000,real:10x1000` (the scale phase's
+//! configurations). With `BENCH_SCALE_PAUSE=SECONDS` each scale
+//! configuration pauses at rest, before it is measured, with central's pid
+//! printed (for a profiler); `BENCH_KEEP=1` keeps the work dir (logs,
+//! databases).
 //!
 //! The binary is also the crashing program of the crash-loop comparison:
-//! `bench crash-pod LEDGER DELAY_MS` (see `peer`).
+//! `bench crash-pod LEDGER DELAY_MS` (see `peer`), and the stand-in
+//! process of simulated pod-hosts: `bench sim-hosts …` (see `scale`).
 
 mod api;
 mod baseline;
@@ -28,6 +35,7 @@ mod proc;
 mod report;
 mod retention;
 mod rows;
+mod scale;
 mod secure;
 mod stats;
 
@@ -63,6 +71,8 @@ pub struct Scale {
     pub archive_table: usize,
     /// GetStats calls per grouping.
     pub stats: usize,
+    /// The scale phase (100 pod-hosts, 10,000 pods in the full run).
+    pub scale: scale::ScaleSpec,
 }
 
 impl Scale {
@@ -88,6 +98,17 @@ impl Scale {
             fires: 60,
             archive_table: 100_000,
             stats: 100,
+            scale: scale::ScaleSpec {
+                configs: scale_configs(
+                    &[(10, 1000), (100, 1000), (10, 10_000), (100, 10_000)],
+                    (10, 1000),
+                ),
+                rest: Duration::from_secs(20),
+                list_active: 50,
+                list_hosts: 200,
+                watchers: 100,
+                timings: scale::Timings::defaults(),
+            },
         }
     }
 
@@ -113,6 +134,14 @@ impl Scale {
             fires: 10,
             archive_table: 10_000,
             stats: 30,
+            scale: scale::ScaleSpec {
+                configs: scale_configs(&[(5, 250), (20, 1000)], (5, 250)),
+                rest: Duration::from_secs(3),
+                list_active: 20,
+                list_hosts: 50,
+                watchers: 100,
+                timings: scale::Timings::short(),
+            },
         }
     }
 
@@ -138,8 +167,26 @@ impl Scale {
         self.fires = s(self.fires, 3);
         self.archive_table = s(self.archive_table, 1000);
         self.stats = s(self.stats, 5);
+        for c in &mut self.scale.configs {
+            c.hosts = s(c.hosts, 2);
+            c.pods = s(c.pods, 20);
+        }
+        self.scale.rest = self.scale.rest.mul_f64(f.clamp(0.3, 1.0));
+        self.scale.list_active = s(self.scale.list_active, 5);
+        self.scale.list_hosts = s(self.scale.list_hosts, 5);
+        self.scale.watchers = s(self.scale.watchers, 5);
         self
     }
+}
+
+/// Simulated pod-hosts at every `(hosts, pods)`, then real ones at `real`.
+fn scale_configs(sim: &[(usize, usize)], real: (usize, usize)) -> Vec<scale::Config> {
+    use scale::fleet::Kind;
+    sim.iter()
+        .map(|&(hosts, pods)| (Kind::Simulated, hosts, pods))
+        .chain(std::iter::once((Kind::Real, real.0, real.1)))
+        .map(|(kind, hosts, pods)| scale::Config { kind, hosts, pods })
+        .collect()
 }
 
 struct Options {
@@ -148,6 +195,7 @@ struct Options {
     peer: bool,
     /// `--only retention`: that phase alone.
     only_retention: bool,
+    scale_only: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -156,6 +204,8 @@ fn parse_args() -> Result<Options, String> {
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut peer = true;
     let mut only_retention = false;
+    let mut scale_only = false;
+    let mut configs: Option<Vec<scale::Config>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -173,9 +223,16 @@ fn parse_args() -> Result<Options, String> {
                 Some("retention") => only_retention = true,
                 _ => return Err("--only takes: retention".into()),
             },
+            "--scale-only" => scale_only = true,
+            "--scale-configs" => {
+                let v = args.next().ok_or("--scale-configs needs a list")?;
+                configs = Some(scale::parse_configs(&v).ok_or(
+                    "--scale-configs takes KIND:HOSTSxPODS,… with KIND sim or real, e.g. sim:100x10000",
+                )?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention] [--scale-only] [--scale-configs LIST]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -183,7 +240,10 @@ fn parse_args() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    let base = if quick { Scale::quick() } else { Scale::full() };
+    let mut base = if quick { Scale::quick() } else { Scale::full() };
+    if let Some(c) = configs {
+        base.scale.configs = c;
+    }
     let scale = if factor == 1.0 {
         base
     } else {
@@ -194,6 +254,7 @@ fn parse_args() -> Result<Options, String> {
         out,
         peer,
         only_retention,
+        scale_only,
     })
 }
 
@@ -204,6 +265,9 @@ fn main() -> std::process::ExitCode {
             argv.get(2).map(String::as_str).unwrap_or("crash-ledger"),
             argv.get(3).map(String::as_str).unwrap_or("100"),
         );
+    }
+    if argv.get(1).map(String::as_str) == Some("sim-hosts") {
+        return scale::standin::main(&argv[2..]);
     }
     let opts = match parse_args() {
         Ok(o) => o,
@@ -238,8 +302,10 @@ fn command_line(argv: &[String]) -> String {
 async fn run(opts: Options, argv: Vec<String>) {
     let t_all = Instant::now();
     let scale = opts.scale.clone();
+    // BENCH_KEEP=1 keeps the work dir (logs, databases) for a look after.
     let root = tempfile::Builder::new()
         .prefix("ipa-bench-")
+        .disable_cleanup(std::env::var_os("BENCH_KEEP").is_some())
         .tempdir()
         .expect("temp dir");
     let sub = |name: &str| {
@@ -258,7 +324,19 @@ async fn run(opts: Options, argv: Vec<String>) {
         return;
     }
 
-    eprintln!("[1/9] baselines: process spawn/reap, SQLite commit per write");
+    if opts.scale_only {
+        eprintln!("[scale] 100 pod-hosts, 10,000 pods (this mode: see the table)");
+        let results = scale::run(&sub("scale"), &scale.scale).await;
+        let rows = scale::report::rows(&results);
+        println!(
+            "{}\n{}",
+            report::table(&rows),
+            scale::report::tables(&results, &scale.scale)
+        );
+        return;
+    }
+
+    eprintln!("[1/10] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -267,23 +345,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/9] task API");
+    eprintln!("[2/10] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/9] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/10] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/9] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/10] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/9] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/10] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/9] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/10] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -300,13 +378,16 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/9] the cost of security: TLS + token against plaintext");
+    eprintln!("[7/10] the cost of security: TLS + token against plaintext");
     let secure = secure::run(&sub("secure"), &scale).await;
 
-    eprintln!("[8/9] schedules, archiving, statistics");
+    eprintln!("[8/10] schedules, archiving, statistics");
     let retention = retention::run(&sub("retention"), &scale).await;
 
-    eprintln!("[9/9] report");
+    eprintln!("[9/10] scale: simulated pod-hosts (and a real cross-check)");
+    let scale_results = scale::run(&sub("scale"), &scale.scale).await;
+
+    eprintln!("[10/10] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -321,6 +402,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         ours: &ours,
         sup: &sup,
         retention: &retention,
+        scale_results: &scale_results,
     };
     let table_rows = rows::build(&all);
     let table = report::table(&table_rows);

@@ -53,6 +53,16 @@ pub fn task_req(
 
 /// Creates `n` tasks with 16 clients; returns their ids.
 pub async fn create_tasks(central: &Server, n: usize, template: &str) -> Vec<String> {
+    create_tasks_with(central, n, template, None).await
+}
+
+/// [`create_tasks`] with a restart policy.
+pub async fn create_tasks_with(
+    central: &Server,
+    n: usize,
+    template: &str,
+    restart: Option<pb::RestartPolicy>,
+) -> Vec<String> {
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let out = ids.clone();
     let template = template.to_owned();
@@ -66,7 +76,7 @@ pub async fn create_tasks(central: &Server, n: usize, template: &str) -> Vec<Str
             let template = template.clone();
             async move {
                 let mut c = CentralClient::new(ch.clone());
-                let r = c.create_task(task_req(i, &template, None)).await;
+                let r = c.create_task(task_req(i, &template, restart)).await;
                 let r = r.map(|r| out.lock().expect("ids").push(r.into_inner().task_id));
                 (ch, r)
             }

@@ -54,7 +54,12 @@ impl Server {
     /// Starts `bin_dir()/name` with `args` in `dir`, stderr to
     /// `dir/<name>-<tag>.log`, and waits for its `listening on` line.
     pub async fn start(name: &str, tag: &str, args: &[OsString], dir: &Path) -> Self {
-        let log = std::fs::File::create(dir.join(format!("{name}-{tag}.log"))).expect("log file");
+        // Appended to: a restarted server keeps the log of the one before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}-{tag}.log")))
+            .expect("log file");
         let mut cmd = Command::new(bin(name));
         cmd.args(args)
             .current_dir(dir)
@@ -138,6 +143,16 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits for the process to exit after a signal sent with
+    /// [`Server::signal`] (reaps it; nothing is signalled again).
+    pub async fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait().await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -176,6 +191,13 @@ pub async fn pod_host(dir: &Path, host_id: &str, config: &Path, extra: &[&str]) 
 
 /// Starts central-manager with its database in `dir/central.db`.
 pub async fn central(dir: &Path, hosts: &[&Server], extra: &[&str]) -> Server {
+    let urls: Vec<String> = hosts.iter().map(|h| h.url()).collect();
+    central_at(dir, &urls, extra).await
+}
+
+/// Starts central-manager with its database in `dir/central.db`, pointed
+/// at the pod-hosts at `urls`.
+pub async fn central_at(dir: &Path, urls: &[String], extra: &[&str]) -> Server {
     let db = format!("sqlite://{}", dir.join("central.db").display());
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
@@ -183,9 +205,9 @@ pub async fn central(dir: &Path, hosts: &[&Server], extra: &[&str]) -> Server {
         "--database-url".into(),
         db.into(),
     ];
-    for h in hosts {
+    for u in urls {
         args.push("--pod-host".into());
-        args.push(h.url().into());
+        args.push(u.into());
     }
     args.extend(extra.iter().map(OsString::from));
     Server::start("central-manager", "central", &args, dir).await

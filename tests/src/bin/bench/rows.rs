@@ -34,6 +34,7 @@ pub struct All<'a> {
     pub ours: &'a Samples,
     pub sup: &'a Peer,
     pub retention: &'a crate::retention::RetentionResults,
+    pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -303,6 +304,7 @@ pub fn build(a: &All) -> Vec<Row> {
         ),
     ));
     rows.extend(crate::retention::rows(a.retention));
+    rows.extend(crate::scale::report::rows(a.scale_results));
     rows
 }
 
@@ -398,6 +400,11 @@ pub fn details(a: &All) -> String {
     } else {
         let _ = writeln!(d, "- Goals missed in this run: {}.", missed.join("; "));
     }
+    let _ = writeln!(d);
+    d.push_str(&crate::scale::report::tables(
+        a.scale_results,
+        &a.scale.scale,
+    ));
     d
 }
 

@@ -85,7 +85,6 @@ pub async fn all_tasks(client: &mut Client) -> Result<Vec<pb::Task>, tonic::Stat
     }
 }
 
-/// Every event of `task_id`, oldest first (paged).
 /// Whether `pod` of `task` is, read now, its current pod or has a recorded
 /// end (asked a few times, a second apart).
 async fn ended_or_current_now(client: &mut Client, task: &str, pod: &str) -> bool {
@@ -118,6 +117,7 @@ async fn ended_or_current_now(client: &mut Client, task: &str, pod: &str) -> boo
     false
 }
 
+/// Every event of `task_id`, oldest first (paged).
 pub async fn task_events(
     client: &mut Client,
     task_id: &str,

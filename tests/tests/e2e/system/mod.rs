@@ -14,4 +14,5 @@ mod partition;
 mod races;
 mod rpcs;
 mod shutdown;
+mod simulated_hosts;
 pub(crate) mod support;

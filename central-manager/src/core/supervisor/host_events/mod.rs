@@ -1,21 +1,29 @@
-//! The supervisor's database side: one task that applies, strictly in the
-//! order they were queued, everything the [`runner`](super::runner) decided
-//! must be written: what hosts reported (pod ends, phase changes), hello
-//! reconciliations, host loss, fenced pods.
+//! The supervisor's database side: one task that applies everything the
+//! [`runner`](super::runner) decided must be written: what hosts reported
+//! (pod ends, phase changes), hello reconciliations ([`reconcile`]), host
+//! loss, fenced pods, pod operations settled after a store outage.
 //!
+//! - Jobs about one task are applied in the order they were queued. Jobs
+//!   about different tasks are written together ([`group`]), so a storm of
+//!   pod events shares the writer's transactions instead of paying one
+//!   commit each; a job about many tasks (a reconciliation, a host's
+//!   silence or loss, a fenced pod, pruning, a settled operation) is
+//!   applied alone, after everything queued before it and before anything
+//!   queued after it.
 //! - A pod event is acknowledged to its host only after its effects are
-//!   committed, so the host keeps (and on reconnect replays) whatever is not
-//!   durable here yet. Replays of events already applied are skipped by
-//!   their per-boot sequence number.
-//! - When the database cannot be written, the job at the head of the queue
-//!   waits (for the store's circuit breaker to close, or a short backoff)
-//!   and is tried again; nothing behind it overtakes it, so on recovery the
-//!   queued events are applied in order. Liveness does not wait with it:
-//!   pings, contact and the silence rules run in the sessions and the
-//!   runner, which never touch the database.
+//!   committed (a group's once all of them are), so the host keeps (and on
+//!   reconnect replays) whatever is not durable here yet. Replays of events
+//!   already applied are skipped by their per-boot sequence number.
+//! - When the database cannot be written, the job (or group) at the head of
+//!   the queue waits (for the store's circuit breaker to close, or a short
+//!   backoff) and what is not committed is tried again; nothing behind it
+//!   overtakes it, so on recovery the queued events are applied in order.
+//!   Liveness does not wait with it: pings, contact and the silence rules
+//!   run in the sessions and the runner, which never touch the database.
 //! - A job that fails for any other reason (a bug) is logged and dropped,
 //!   so it cannot wedge the queue.
 
+mod group;
 mod reconcile;
 
 use std::collections::BTreeMap;
@@ -27,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use self::group::{Group, slot};
 use super::coalesce::Recorded;
 use super::runner::RestartQueue;
 use crate::core::pods::Pods;
@@ -133,6 +142,9 @@ impl JobQueue {
 /// The applier task's state.
 pub struct HostEvents {
     rx: mpsc::UnboundedReceiver<Job>,
+    /// A job taken from the queue that did not fit in the last group: the
+    /// next head.
+    held: Option<Job>,
     queue: JobQueue,
     pods: Pods,
     restarts: RestartQueue,
@@ -152,6 +164,7 @@ impl HostEvents {
     ) -> Self {
         Self {
             rx,
+            held: None,
             queue,
             pods,
             restarts,
@@ -173,41 +186,76 @@ impl HostEvents {
 
     async fn run(mut self) {
         loop {
-            let job = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => break,
-                j = self.rx.recv() => match j {
-                    Some(j) => j,
-                    None => break,
+            let head = match self.held.take() {
+                Some(j) => j,
+                None => tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => break,
+                    j = self.rx.recv() => match j {
+                        Some(j) => j,
+                        None => break,
+                    },
                 },
             };
-            let mut attempt: u32 = 0;
-            loop {
-                match self.apply(&job).await {
-                    Ok(()) => break,
-                    Err(Error::ShuttingDown) => return,
-                    Err(e) => {
-                        if attempt == 0 {
-                            tracing::warn!(error = %e, job = job.kind(),
-                                "supervision write failed; holding this and every later job until the store is back");
-                        }
-                        if !self.wait_for_store(attempt).await {
-                            return;
-                        }
-                        attempt = attempt.saturating_add(1);
+            let mut group = Group::default();
+            let mut jobs = vec![head];
+            let applied = if group.admit(slot(&jobs[0])) {
+                while let Ok(j) = self.rx.try_recv() {
+                    if group.admit(slot(&j)) {
+                        jobs.push(j);
+                    } else {
+                        self.held = Some(j);
+                        break;
                     }
                 }
+                self.apply_group(&jobs).await
+            } else {
+                self.apply_alone(&jobs[0]).await
+            };
+            if !applied {
+                return;
             }
-            crate::metrics::supervision_backlog(-1);
-            if attempt > 0 {
-                tracing::info!(
-                    attempts = attempt + 1,
-                    job = job.kind(),
-                    "supervision write applied after the store came back"
-                );
-            }
+            crate::metrics::supervision_backlog(-i64::try_from(jobs.len()).unwrap_or(i64::MAX));
         }
         tracing::debug!("host event applier stopped");
+    }
+
+    /// Applies a barrier job, trying again while the store is unavailable.
+    /// False when shutting down.
+    async fn apply_alone(&mut self, job: &Job) -> bool {
+        let mut attempt: u32 = 0;
+        loop {
+            match self.apply(job).await {
+                Ok(()) => break,
+                Err(Error::ShuttingDown) => return false,
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, job = job.kind(),
+                            "supervision write failed; holding this and every later job until the store is back");
+                    }
+                    if !self.wait_for_store(attempt).await {
+                        return false;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        if attempt > 0 {
+            tracing::info!(
+                attempts = attempt + 1,
+                job = job.kind(),
+                "supervision write applied after the store came back"
+            );
+        }
+        true
+    }
+
+    /// The event `seq` of `host_id`'s boot is applied: its replays are
+    /// skipped, and the host may drop it.
+    fn acknowledge(&mut self, host_id: &str, boot_id: &str, seq: u64) {
+        self.applied
+            .insert(host_id.to_owned(), (boot_id.to_owned(), seq));
+        self.pods.hosts().ack(host_id, boot_id, seq);
     }
 
     /// Waits before trying again: until the breaker closes when it is open,
@@ -254,26 +302,11 @@ impl HostEvents {
                 host_id,
                 boot_id,
                 seq,
-                action,
-                in_flight: _,
+                ..
             } => {
-                let replayed = self
-                    .applied
-                    .get(host_id)
-                    .is_some_and(|(b, s)| b == boot_id && *seq <= *s);
-                if replayed {
-                    return Ok(());
+                if self.write(job).await? {
+                    self.acknowledge(host_id, boot_id, *seq);
                 }
-                match action {
-                    EventAction::Nothing => {}
-                    EventAction::Phase(r) => self.phase(r).await?,
-                    EventAction::End { pod, report } => {
-                        self.end_reported(host_id, pod, report).await?
-                    }
-                }
-                self.applied
-                    .insert(host_id.clone(), (boot_id.clone(), *seq));
-                self.pods.hosts().ack(host_id, boot_id, *seq);
                 Ok(())
             }
             Job::Phase(r) => self.phase(r).await,
@@ -288,15 +321,15 @@ impl HostEvents {
                     self.store().pods_on_host(host_id).await,
                     "reading pods of a lost host",
                 )?;
-                for (pod, _) in rows.unwrap_or_default() {
-                    self.lose(
-                        pod,
-                        host_id,
-                        "its pod-host was unreachable past the fence deadline",
-                    )
-                    .await?;
-                }
-                Ok(())
+                // Every pod of the host at once: they share the writer's
+                // transactions. What is not committed is read again and
+                // lost on the next try (a lost pod is no longer listed).
+                let why = "its pod-host was unreachable past the fence deadline";
+                let lost = rows.unwrap_or_default().into_iter();
+                futures::future::join_all(lost.map(|(pod, _)| self.lose(pod, host_id, why)))
+                    .await
+                    .into_iter()
+                    .collect()
             }
             Job::Fenced {
                 pod,

@@ -2,7 +2,17 @@
 //! pods on that host, carrying out what the pure rules of
 //! [`super::super::reconcile`] decide: current pods kept (recovered if they
 //! were UNKNOWN), missing ones lost, stale ones killed on the host.
+//!
+//! A host with thousands of pods says hello after every central restart:
+//! its snapshot and rows are indexed once by pod id (not searched per pod),
+//! and the writes of all its recovered and lost pods go to the store
+//! together, sharing the writer's transactions. They concern one pod each,
+//! so their order does not matter; if some are not committed (the store is
+//! unavailable), the whole reconciliation runs again, and what was
+//! committed is then already settled (a recovered pod is RUNNING, a lost
+//! one is no longer on the host).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -55,13 +65,29 @@ impl HostEvents {
                 alive: p.alive,
             })
             .collect();
+        let by_pod: HashMap<&str, &PodSnapshot> = hello
+            .snapshot
+            .iter()
+            .map(|p| (p.pod_id.as_str(), p))
+            .collect();
+        let row_of: HashMap<&str, &PodRef> =
+            rows.iter().map(|(p, _)| (p.pod_id.as_str(), p)).collect();
+        let mut recovered = Vec::new();
+        let mut lost = Vec::new();
         for action in reconcile::reconcile(&db, &host, hello.new_boot) {
             match action {
                 Action::Keep {
                     task_id,
                     pod_id,
-                    recovered,
-                } => self.keep(&hello, &task_id, &pod_id, recovered).await?,
+                    recovered: was_unknown,
+                } => {
+                    let Some(snap) = by_pod.get(pod_id.as_str()) else {
+                        continue;
+                    };
+                    if let Some(cmd) = self.keep(&hello, snap, &task_id, was_unknown) {
+                        recovered.push(cmd);
+                    }
+                }
                 Action::Fence {
                     task_id,
                     pod_id,
@@ -80,29 +106,43 @@ impl HostEvents {
                     self.fence(hello.client.clone(), pod, hello.host_id.to_owned());
                 }
                 Action::Lost { task_id, pod_id } => {
-                    self.missing(&hello, &rows, &task_id, &pod_id).await?
+                    if let Some(pod) = self.missing(&row_of, &task_id, &pod_id) {
+                        lost.push(pod);
+                    }
                 }
             }
         }
-        Ok(())
+        let why = if hello.new_boot {
+            "its pod-host restarted"
+        } else {
+            "its pod-host no longer has it"
+        };
+        let recover = recovered.into_iter().map(|cmd| async move {
+            settle(self.store().pod(cmd).await, "recording pod_recovered").map(drop)
+        });
+        let lose = lost
+            .into_iter()
+            .map(|pod| self.lose(pod, hello.host_id, why));
+        let (a, b) = futures::future::join(
+            futures::future::join_all(recover),
+            futures::future::join_all(lose),
+        )
+        .await;
+        a.into_iter().chain(b).collect()
     }
 
-    /// A current pod the host still runs: live again, and `pod_recovered`
-    /// (or `pod_started`, if its start had not been confirmed) when its row
-    /// had gone UNKNOWN.
-    async fn keep(
+    /// A current pod the host still runs: live again; when its row had
+    /// gone UNKNOWN, the `pod_recovered` to write (`pod_started`, if its
+    /// start had not been confirmed).
+    fn keep(
         &self,
         hello: &Hello<'_>,
+        snap: &PodSnapshot,
         task_id: &str,
-        pod_id: &str,
         recovered: bool,
-    ) -> Result<()> {
-        let Some(snap) = hello.snapshot.iter().find(|p| p.pod_id == pod_id) else {
-            return Ok(());
-        };
-        let Ok(task) = TaskId::from_db(task_id) else {
-            return Ok(());
-        };
+    ) -> Option<PodCommand> {
+        let task = TaskId::from_db(task_id).ok()?;
+        let pod_id = snap.pod_id.as_str();
         self.pods.hosts().set_live(
             task,
             LivePod {
@@ -113,50 +153,38 @@ impl HostEvents {
                 version: snap.version,
             },
         );
-        if recovered {
-            let now = self.pods.ports().clock.wall_micros();
-            let cmd = PodCommand::Recovered {
-                pod: PodRef {
-                    task_id: task,
-                    pod_id: pod_id.to_owned(),
-                    generation: snap.generation,
-                },
-                pid: snap.pid,
-                started_at: plausible_time(snap.started_at, now, now),
-                host_id: hello.host_id.to_owned(),
-            };
-            settle(self.store().pod(cmd).await, "recording pod_recovered")?;
+        if !recovered {
+            return None;
         }
-        Ok(())
+        let now = self.pods.ports().clock.wall_micros();
+        Some(PodCommand::Recovered {
+            pod: PodRef {
+                task_id: task,
+                pod_id: pod_id.to_owned(),
+                generation: snap.generation,
+            },
+            pid: snap.pid,
+            started_at: plausible_time(snap.started_at, now, now),
+            host_id: hello.host_id.to_owned(),
+        })
     }
 
-    /// The row's pod is not on the host: lost, unless its StartPod is
-    /// still on the way there (the start path settles it).
-    async fn missing(
+    /// The row's pod is not on the host: to be lost, unless its StartPod
+    /// is still on the way there (the start path settles it).
+    fn missing(
         &self,
-        hello: &Hello<'_>,
-        rows: &[(PodRef, PodStatus)],
+        row_of: &HashMap<&str, &PodRef>,
         task_id: &str,
         pod_id: &str,
-    ) -> Result<()> {
-        let Ok(task) = TaskId::from_db(task_id) else {
-            return Ok(());
-        };
+    ) -> Option<PodRef> {
+        let task = TaskId::from_db(task_id).ok()?;
         if self.pods.hosts().is_starting(pod_id) {
-            return Ok(());
+            return None;
         }
-        let Some((pod, _)) = rows
-            .iter()
-            .find(|(p, _)| p.task_id == task && p.pod_id == pod_id)
-        else {
-            return Ok(());
-        };
-        let why = if hello.new_boot {
-            "its pod-host restarted"
-        } else {
-            "its pod-host no longer has it"
-        };
-        self.lose(pod.clone(), hello.host_id, why).await
+        row_of
+            .get(pod_id)
+            .filter(|p| p.task_id == task)
+            .map(|p| (*p).clone())
     }
 
     /// Kills a stale pod on its host in the background; `pod_fenced` is
