@@ -104,7 +104,10 @@ async fn create_running(client: &Client) -> pb::Task {
 async fn task(client: &Client, id: &str) -> pb::Task {
     client
         .clone()
-        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .get_task(pb::GetTaskRequest {
+            task_id: id.into(),
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner()
