@@ -62,8 +62,10 @@ fn processes(sys: &System) -> usize {
 /// Waits until nothing is STARTING and central, hosts and processes agree.
 async fn settled(sys: &System, tasks: &[pb::Task]) -> usize {
     for t in tasks {
-        sys.wait_task(&t.task_id, "not STARTING", |t| {
-            t.pod_status() != pb::PodStatus::Starting
+        // Nor about to restart: a pod a cut-short call had fenced may have
+        // an automatic restart due, which would start it after a later stop.
+        sys.wait_task(&t.task_id, "not STARTING, no restart due", |t| {
+            t.pod_status() != pb::PodStatus::Starting && t.next_restart_at.is_none()
         })
         .await;
     }
