@@ -123,16 +123,30 @@ fn host_state_to_pb(s: HostState) -> pb::PodHostState {
 pub struct WithCaller<'a, T>(pub T, pub Option<&'a Caller>);
 
 /// Mutating requests convert with or without a caller; without one is the
-/// auth-off behaviour.
+/// auth-off behaviour (used here and by the admin conversions).
 macro_rules! without_caller {
     ($($req:ty => $domain:ty),* $(,)?) => {$(
         impl TryFrom<$req> for $domain {
-            type Error = Error;
-            fn try_from(r: $req) -> Result<Self> {
-                Self::try_from(WithCaller(r, None))
+            type Error = $crate::error::Error;
+            fn try_from(r: $req) -> $crate::error::Result<Self> {
+                Self::try_from($crate::api::convert::WithCaller(r, None))
             }
         }
     )*};
+}
+pub(crate) use without_caller;
+
+/// A request's restart policy, validated (unset: the server's defaults).
+pub fn restart_policy(p: Option<pb::RestartPolicy>) -> Result<RestartPolicySpec> {
+    p.map(|p| RestartPolicySpec {
+        auto_restart: p.auto_restart,
+        max_restarts: p.max_restarts,
+        window_seconds: p.window_seconds,
+        initial_backoff_ms: p.initial_backoff_ms,
+        max_backoff_ms: p.max_backoff_ms,
+    })
+    .unwrap_or_default()
+    .validate()
 }
 
 without_caller! {
@@ -154,17 +168,7 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
         let correlation = CorrelationId::parse_or_new(&r.correlation_id)?;
         let metadata = Metadata::parse(r.metadata)?;
         let template = TemplateName::parse(&r.template)?;
-        let restart_policy = r
-            .restart_policy
-            .map(|p| RestartPolicySpec {
-                auto_restart: p.auto_restart,
-                max_restarts: p.max_restarts,
-                window_seconds: p.window_seconds,
-                initial_backoff_ms: p.initial_backoff_ms,
-                max_backoff_ms: p.max_backoff_ms,
-            })
-            .unwrap_or_default()
-            .validate()?;
+        let restart_policy = restart_policy(r.restart_policy)?;
         let request_id = RequestId::parse(&r.request_id)?;
         Ok(Self {
             title,
@@ -477,192 +481,4 @@ pub fn after_task_id(s: &str) -> Result<Option<TaskId>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn create(title: &str, actor: &str) -> pb::CreateTaskRequest {
-        pb::CreateTaskRequest {
-            title: title.into(),
-            actor_id: actor.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn create_checks_fields_in_proto_order() {
-        // Both title and actor bad: title (field 1) wins.
-        assert!(matches!(
-            NewTask::try_from(create("", "")),
-            Err(Error::InvalidTitle(_))
-        ));
-        assert!(matches!(
-            NewTask::try_from(create("t", "")),
-            Err(Error::MissingActorId)
-        ));
-        let mut r = create("t", "");
-        r.description = "d".repeat(10_001);
-        assert!(matches!(
-            NewTask::try_from(r),
-            Err(Error::InvalidArgument {
-                field: "description",
-                ..
-            })
-        ));
-        let mut r = create("t", "a");
-        r.template = "bad name".into();
-        r.request_id = "x".repeat(300);
-        assert!(matches!(
-            NewTask::try_from(r),
-            Err(Error::InvalidArgument {
-                field: "template",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn create_defaults() {
-        let t = NewTask::try_from(create("  t ", "alice")).unwrap();
-        assert_eq!(t.title.as_str(), "t");
-        assert_eq!(t.template.as_str(), "default");
-        assert_eq!(t.restart_policy, RestartPolicySpec::default());
-        assert!(t.request_id.is_none());
-        assert!(!t.correlation.as_str().is_empty());
-    }
-
-    #[test]
-    fn cancel_order_and_reason() {
-        let r = pb::CancelTaskRequest {
-            task_id: "nope".into(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            CancelTask::try_from(r),
-            Err(Error::InvalidArgument {
-                field: "task_id",
-                ..
-            })
-        ));
-        let id = TaskId::new().to_string();
-        let r = pb::CancelTaskRequest {
-            task_id: id.clone(),
-            reason: "  ".into(),
-            actor_id: "a".into(),
-            ..Default::default()
-        };
-        assert!(matches!(CancelTask::try_from(r), Err(Error::MissingReason)));
-        let r = pb::CancelTaskRequest {
-            task_id: id,
-            reason: "dup".into(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            CancelTask::try_from(r),
-            Err(Error::MissingActorId)
-        ));
-    }
-
-    #[test]
-    fn list_rules() {
-        let q = ListQuery::try_from(pb::ListTasksRequest::default()).unwrap();
-        assert_eq!(q.limit, 100);
-        assert_eq!(q.order_by, OrderBy::UpdatedAt);
-        assert_eq!(q.order, Order::Desc);
-        assert_eq!(q.filter, TaskFilter::default());
-        let bad = |r: pb::ListTasksRequest| match ListQuery::try_from(r) {
-            Err(Error::InvalidArgument { field, .. }) => field,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                limit: 1001,
-                ..Default::default()
-            }),
-            "limit"
-        );
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                status: 99,
-                ..Default::default()
-            }),
-            "status"
-        );
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                phase: -1,
-                ..Default::default()
-            }),
-            "phase"
-        );
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                order_by: 7,
-                ..Default::default()
-            }),
-            "order_by"
-        );
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                order: 3,
-                ..Default::default()
-            }),
-            "order"
-        );
-        let ts = prost_types::Timestamp {
-            seconds: 1,
-            nanos: -5,
-        };
-        assert_eq!(
-            bad(pb::ListTasksRequest {
-                created_after: Some(ts),
-                ..Default::default()
-            }),
-            "created_after"
-        );
-    }
-
-    #[test]
-    fn logs_check_task_id_then_tail_lines() {
-        let id = TaskId::new().to_string();
-        let q = LogsQuery::try_from(pb::GetPodLogsRequest {
-            task_id: id.clone(),
-            follow: true,
-            tail_lines: 10_000,
-        })
-        .unwrap();
-        assert_eq!((q.follow, q.tail_lines), (true, 10_000));
-        let field = |r: pb::GetPodLogsRequest| match LogsQuery::try_from(r) {
-            Err(Error::InvalidArgument { field, .. }) => field,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            field(pb::GetPodLogsRequest {
-                task_id: id,
-                follow: false,
-                tail_lines: 10_001,
-            }),
-            "tail_lines"
-        );
-        assert_eq!(
-            field(pb::GetPodLogsRequest {
-                task_id: "x".into(),
-                follow: false,
-                tail_lines: u32::MAX,
-            }),
-            "task_id"
-        );
-    }
-
-    #[test]
-    fn watch_task_id_optional_but_validated() {
-        let q = WatchQuery::try_from(pb::WatchEventsRequest::default()).unwrap();
-        assert_eq!(q.task_id, None);
-        assert!(
-            WatchQuery::try_from(pb::WatchEventsRequest {
-                after_position: 0,
-                task_id: "x".into()
-            })
-            .is_err()
-        );
-    }
-}
+mod tests;

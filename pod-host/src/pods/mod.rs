@@ -26,6 +26,7 @@ mod dirs;
 mod fencing;
 mod run;
 mod status_reader;
+mod stop;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

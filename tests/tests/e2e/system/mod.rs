@@ -6,6 +6,7 @@
 //! checks the invariant on the ledger: never two running pods of one task.
 
 mod central_restart;
+mod clock_procs;
 mod crashes;
 mod discovery;
 mod freeze;
