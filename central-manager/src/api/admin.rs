@@ -51,20 +51,9 @@ pub struct DeleteTask {
     pub correlation: CorrelationId,
 }
 
-/// The admin requests convert with or without an authenticated caller
-/// (without: auth is off, `actor_id` is taken as given).
-macro_rules! without_caller {
-    ($($req:ty => $domain:ty),* $(,)?) => {$(
-        impl TryFrom<$req> for $domain {
-            type Error = Error;
-            fn try_from(r: $req) -> Result<Self> {
-                Self::try_from(WithCaller(r, None))
-            }
-        }
-    )*};
-}
-
-without_caller! {
+// The admin requests convert with or without an authenticated caller
+// (without: auth is off, `actor_id` is taken as given).
+super::convert::without_caller! {
     pb::DeleteTaskRequest => DeleteTask,
     pb::CancelTasksRequest => CancelMany,
     pb::ArchiveTasksRequest => ArchiveTasks,

@@ -16,9 +16,7 @@ use crate::domain::schedule::{
     NewSchedule, Overlap, ScheduleCommand, ScheduleId, ScheduleKey, ScheduleName, ScheduleRecord,
     ScheduleTask, Timetable,
 };
-use crate::domain::{
-    CorrelationId, Description, Metadata, RestartPolicySpec, TemplateName, Title, page_limit,
-};
+use crate::domain::{CorrelationId, Description, Metadata, TemplateName, Title, page_limit};
 use crate::error::{Error, Result};
 
 fn overlap_from_pb(v: i32) -> Result<Overlap> {
@@ -68,17 +66,7 @@ fn schedule_task(t: Option<pb::ScheduleTask>) -> Result<ScheduleTask> {
             "task priorities are not available in this version; leave it unset",
         ));
     }
-    let restart_policy = t
-        .restart_policy
-        .map(|p| RestartPolicySpec {
-            auto_restart: p.auto_restart,
-            max_restarts: p.max_restarts,
-            window_seconds: p.window_seconds,
-            initial_backoff_ms: p.initial_backoff_ms,
-            max_backoff_ms: p.max_backoff_ms,
-        })
-        .unwrap_or_default()
-        .validate()?;
+    let restart_policy = super::convert::restart_policy(t.restart_policy)?;
     if t.timeout_seconds.is_some() {
         return Err(Error::invalid(
             "task.timeout_seconds",
