@@ -80,17 +80,104 @@ pub struct StatsGroup {
     pub restarts_max: u32,
 }
 
-/// Nearest-rank percentile `q` (0..=1) of `v`, in seconds; 0 for none.
-fn percentile(v: &mut [i64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    let (_, x, _) = v.select_nth_unstable(rank - 1);
-    *x as f64 / 1e6
+/// Summary rows cover one hour of creation each (unix micros).
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// The hour (of [`HOUR_US`]) a task created at `created_at` counts in:
+/// floored, as the summary triggers compute it.
+pub fn hour_of(created_at: i64) -> i64 {
+    created_at.div_euclid(HOUR_US)
 }
 
-fn percentiles(v: &mut [i64]) -> Percentiles {
+/// A duration (micros) rounded to 3 significant digits, as the summary
+/// triggers store it (at most 0.5 % off; whole seconds up to 999 s, and
+/// round figures such as 10 s or 1 h, stay exact).
+pub fn round_duration(v: i64) -> i64 {
+    if v < 1000 {
+        return v;
+    }
+    let digits = v.ilog10() + 1;
+    let step = 10i64.pow(digits - 3);
+    v.saturating_add(step / 2) / step * step
+}
+
+/// Which duration: 0 is creation → completion, 1.. the
+/// [`TIMED_PHASES`] in order.
+pub const METRICS: usize = 1 + TIMED_PHASES.len();
+
+/// Tasks of one group in one status, phase and restart count (a summary
+/// row, or one task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub key: String,
+    pub status: TaskStatus,
+    pub phase: Phase,
+    pub restart_count: u32,
+    pub tasks: u64,
+}
+
+/// Tasks of one group with one (rounded) duration of one metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationTally {
+    pub key: String,
+    /// Below [`METRICS`].
+    pub metric: usize,
+    /// Micros.
+    pub value: i64,
+    pub tasks: u64,
+}
+
+impl StatsRow {
+    /// The row as summary rows: its tally and its rounded durations.
+    pub fn into_tallies(self) -> (Tally, Vec<DurationTally>) {
+        let mut durations = Vec::new();
+        let mut push = |metric, value| {
+            durations.push(DurationTally {
+                key: self.key.clone(),
+                metric,
+                value: round_duration(value),
+                tasks: 1,
+            })
+        };
+        if let Some(d) = self.completed_in {
+            push(0, d.max(0));
+        }
+        for (i, us) in self.phase_us.iter().enumerate() {
+            if *us > 0 {
+                push(i + 1, *us);
+            }
+        }
+        let tally = Tally {
+            key: self.key,
+            status: self.status,
+            phase: self.phase,
+            restart_count: self.restart_count,
+            tasks: 1,
+        };
+        (tally, durations)
+    }
+}
+
+/// Nearest-rank percentile `q` (0..=1) of the values with their counts, in
+/// seconds; 0 for none. Sorts `v` by value.
+fn percentile(v: &mut [(i64, u64)], q: f64) -> f64 {
+    let n: u64 = v.iter().map(|(_, c)| c).sum();
+    if n == 0 {
+        return 0.0;
+    }
+    v.sort_unstable_by_key(|(x, _)| *x);
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    let mut seen = 0;
+    for (x, c) in v.iter() {
+        seen += c;
+        if seen >= rank {
+            return *x as f64 / 1e6;
+        }
+    }
+    0.0
+}
+
+fn percentiles(v: &mut [(i64, u64)]) -> Percentiles {
     Percentiles {
         p50: percentile(v, 0.50),
         p95: percentile(v, 0.95),
@@ -102,8 +189,7 @@ struct Acc {
     total: u64,
     status: [u64; 5],
     phase: [u64; 6],
-    completed: Vec<i64>,
-    phases: [Vec<i64>; 4],
+    durations: [Vec<(i64, u64)>; METRICS],
     restarts: u64,
     restarts_max: u32,
 }
@@ -116,27 +202,46 @@ fn phase_index(p: Phase) -> usize {
     Phase::ALL.iter().position(|x| *x == p).unwrap_or(0)
 }
 
-/// Aggregates rows into groups, ordered by key.
+/// Aggregates single tasks into groups, ordered by key (durations rounded
+/// as the summary rows hold them).
 pub fn aggregate(rows: impl IntoIterator<Item = StatsRow>) -> Vec<StatsGroup> {
-    let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut tallies = Vec::new();
+    let mut durations = Vec::new();
     for r in rows {
-        let a = groups.entry(r.key).or_default();
-        a.total += 1;
-        a.status[status_index(r.status)] += 1;
-        a.phase[phase_index(r.phase)] += 1;
-        if let Some(d) = r.completed_in {
-            a.completed.push(d.max(0));
+        let (t, d) = r.into_tallies();
+        tallies.push(t);
+        durations.extend(d);
+    }
+    aggregate_tallies(tallies, durations)
+}
+
+/// Aggregates tallies into groups, ordered by key. A group is one with
+/// tasks.
+pub fn aggregate_tallies(
+    tallies: impl IntoIterator<Item = Tally>,
+    durations: impl IntoIterator<Item = DurationTally>,
+) -> Vec<StatsGroup> {
+    let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
+    for t in tallies {
+        let a = groups.entry(t.key).or_default();
+        a.total += t.tasks;
+        a.status[status_index(t.status)] += t.tasks;
+        a.phase[phase_index(t.phase)] += t.tasks;
+        a.restarts += u64::from(t.restart_count) * t.tasks;
+        if t.tasks > 0 {
+            a.restarts_max = a.restarts_max.max(t.restart_count);
         }
-        for (i, us) in r.phase_us.iter().enumerate() {
-            if *us > 0 {
-                a.phases[i].push(*us);
-            }
+    }
+    for d in durations {
+        if let Some(a) = groups.get_mut(&d.key)
+            && let Some(v) = a.durations.get_mut(d.metric)
+        {
+            v.push((d.value, d.tasks));
         }
-        a.restarts += u64::from(r.restart_count);
-        a.restarts_max = a.restarts_max.max(r.restart_count);
     }
     groups
         .into_iter()
+        .filter(|(_, a)| a.total > 0)
         .map(|(key, mut a)| {
             let count = |s: TaskStatus| a.status[status_index(s)];
             let terminal = count(TaskStatus::Completed)
@@ -149,6 +254,7 @@ pub fn aggregate(rows: impl IntoIterator<Item = StatsRow>) -> Vec<StatsGroup> {
                     n as f64 / terminal as f64
                 }
             };
+            let [completed, phases @ ..] = &mut a.durations;
             StatsGroup {
                 total: a.total,
                 by_status: TaskStatus::ALL.iter().map(|s| (*s, count(*s))).collect(),
@@ -158,10 +264,10 @@ pub fn aggregate(rows: impl IntoIterator<Item = StatsRow>) -> Vec<StatsGroup> {
                     .collect(),
                 completion_rate: rate(count(TaskStatus::Completed)),
                 failure_rate: rate(count(TaskStatus::Failed)),
-                time_to_complete: percentiles(&mut a.completed),
+                time_to_complete: percentiles(completed),
                 phase_durations: TIMED_PHASES
                     .iter()
-                    .zip(a.phases.iter_mut())
+                    .zip(phases.iter_mut())
                     .map(|(p, v)| (*p, percentiles(v)))
                     .collect(),
                 restarts_mean: if a.total == 0 {
@@ -199,14 +305,75 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let mut v: Vec<i64> = (1..=100).map(|s| s * S).collect();
+        let mut v: Vec<(i64, u64)> = (1..=100).rev().map(|s| (s * S, 1)).collect();
         assert_eq!(percentile(&mut v, 0.5), 50.0);
         assert_eq!(percentile(&mut v, 0.95), 95.0);
-        let mut one = vec![7 * S];
+        let mut one = vec![(7 * S, 1)];
         assert_eq!(percentiles(&mut one), Percentiles { p50: 7.0, p95: 7.0 });
         assert_eq!(percentiles(&mut []), Percentiles::default());
-        let mut two = vec![2 * S, S];
+        let mut two = vec![(2 * S, 1), (S, 1)];
         assert_eq!(percentiles(&mut two), Percentiles { p50: 1.0, p95: 2.0 });
+        // Counted values: 1 s × 94, 2 s × 5, 3 s × 1 (100 tasks).
+        let mut counted = vec![(3 * S, 1), (S, 94), (2 * S, 5)];
+        assert_eq!(percentile(&mut counted, 0.5), 1.0);
+        assert_eq!(percentile(&mut counted, 0.95), 2.0);
+        assert_eq!(percentile(&mut counted, 1.0), 3.0);
+        assert_eq!(percentile(&mut [(S, 0)], 0.5), 0.0);
+    }
+
+    #[test]
+    fn durations_round_to_three_significant_digits() {
+        assert_eq!(round_duration(0), 0);
+        assert_eq!(round_duration(999), 999);
+        assert_eq!(round_duration(1234), 1230);
+        assert_eq!(round_duration(1235), 1240);
+        assert_eq!(round_duration(99_950), 100_000);
+        assert_eq!(round_duration(10 * S), 10 * S);
+        assert_eq!(round_duration(123_456_789), 123_000_000);
+        assert_eq!(round_duration(3600 * S), 3600 * S);
+        assert_eq!(round_duration(i64::MAX / 2), 4_610_000_000_000_000_000);
+    }
+
+    #[test]
+    fn hours_are_floored() {
+        assert_eq!(hour_of(0), 0);
+        assert_eq!(hour_of(HOUR_US - 1), 0);
+        assert_eq!(hour_of(HOUR_US), 1);
+        assert_eq!(hour_of(-1), -1);
+        assert_eq!(hour_of(-HOUR_US), -1);
+        assert_eq!(hour_of(-HOUR_US - 1), -2);
+    }
+
+    #[test]
+    fn counted_tallies_weigh_like_single_tasks() {
+        let tally = |status, restart_count, tasks| Tally {
+            key: "k".into(),
+            status,
+            phase: Phase::Planning,
+            restart_count,
+            tasks,
+        };
+        let g = aggregate_tallies(
+            [
+                tally(TaskStatus::Completed, 1, 3),
+                tally(TaskStatus::Failed, 4, 1),
+                // A row that reached 0 adds nothing, not even its maximum.
+                tally(TaskStatus::Failed, 9, 0),
+            ],
+            [DurationTally {
+                key: "k".into(),
+                metric: 0,
+                value: 5 * S,
+                tasks: 3,
+            }],
+        );
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].total, 4);
+        assert_eq!((g[0].restarts_max, g[0].restarts_mean), (4, 7.0 / 4.0));
+        assert_eq!(g[0].completion_rate, 0.75);
+        assert_eq!(g[0].time_to_complete, Percentiles { p50: 5.0, p95: 5.0 });
+        // Nothing but a zero row: no group.
+        assert!(aggregate_tallies([tally(TaskStatus::Active, 0, 0)], []).is_empty());
     }
 
     #[test]
