@@ -23,10 +23,13 @@ CREATE TABLE stats_hours (
 
 -- Durations for the percentiles: metric 0 is creation → completion
 -- (completed tasks), 1–4 the time spent in spec_clarification, planning,
--- development and review (tasks that left the phase). Values are micros
--- rounded to 3 significant digits (at most 0.5 % off), so tasks of similar
--- durations share a row: the rows per hour are bounded by the distinct
--- rounded values, not by the tasks.
+-- development and review (tasks that left the phase). `value` is the
+-- duration (micros) cut to 3 significant digits: the lower end of a bucket
+-- [value, value + 10^(digits - 3)), so tasks of similar durations share a
+-- row and the rows per hour are bounded by the buckets, not by the tasks.
+-- The counts find the bucket a percentile falls in and its rank there;
+-- the exact value is then read from the indexes below (GetStats' figures
+-- are exact).
 CREATE TABLE stats_durations (
     hour            INTEGER NOT NULL,
     template        TEXT    NOT NULL,
@@ -37,9 +40,23 @@ CREATE TABLE stats_durations (
     PRIMARY KEY (hour, template, created_by, metric, value)
 ) WITHOUT ROWID;
 
+-- The exact durations of one bucket, in order, per metric (only tasks that
+-- have the duration): a percentile's value is the k-th entry of its
+-- bucket among the tasks of the range and group.
+CREATE INDEX stats_time_to_complete ON tasks (MAX(finished_at - created_at, 0), created_at, template, created_by)
+    WHERE status = 'completed' AND finished_at IS NOT NULL;
+CREATE INDEX stats_spec_clarification ON tasks (spec_clarification_us, created_at, template, created_by)
+    WHERE spec_clarification_us > 0;
+CREATE INDEX stats_planning ON tasks (planning_us, created_at, template, created_by)
+    WHERE planning_us > 0;
+CREATE INDEX stats_development ON tasks (development_us, created_at, template, created_by)
+    WHERE development_us > 0;
+CREATE INDEX stats_review ON tasks (review_us, created_at, template, created_by)
+    WHERE review_us > 0;
+
 -- One task's contribution, added (+1) or removed (-1). A trigger cannot
--- call a function of ours, so the hour and the rounding are spelled out:
--- hour = floor(created_at / 3600e6); a value of d digits rounds to a step
+-- call a function of ours, so the hour and the bucket are spelled out:
+-- hour = floor(created_at / 3600e6); a value of d digits is cut to a step
 -- of 10^(d-3) (the digits of the step taken from a string of zeros).
 -- Rust computes the same (store/stats.rs, tested against this SQL).
 
@@ -52,7 +69,7 @@ BEGIN
     INSERT INTO stats_durations (hour, template, created_by, metric, value, tasks)
     SELECT (NEW.created_at - ((NEW.created_at % 3600000000) + 3600000000) % 3600000000) / 3600000000,
            NEW.template, NEW.created_by, m,
-           (v + s / 2) / s * s, 1
+           v / s * s, 1
     FROM (SELECT m, v, CAST(substr('100000000000000000000', 1, MAX(length(v) - 2, 1)) AS INTEGER) AS s
           FROM (SELECT 0 AS m, CASE WHEN NEW.status = 'completed' AND NEW.finished_at IS NOT NULL
                                     THEN MAX(NEW.finished_at - NEW.created_at, 0) END AS v
@@ -79,7 +96,7 @@ BEGIN
     WHERE hour = (OLD.created_at - ((OLD.created_at % 3600000000) + 3600000000) % 3600000000) / 3600000000
       AND template = OLD.template AND created_by = OLD.created_by
       AND (metric, value) IN (
-          SELECT m, (v + s / 2) / s * s
+          SELECT m, v / s * s
           FROM (SELECT m, v, CAST(substr('100000000000000000000', 1, MAX(length(v) - 2, 1)) AS INTEGER) AS s
                 FROM (SELECT 0 AS m, CASE WHEN OLD.status = 'completed' AND OLD.finished_at IS NOT NULL
                                           THEN MAX(OLD.finished_at - OLD.created_at, 0) END AS v
@@ -119,7 +136,7 @@ BEGIN
     ON CONFLICT DO UPDATE SET tasks = tasks + 1;
     INSERT INTO stats_durations (hour, template, created_by, metric, value, tasks)
     SELECT (OLD.created_at - ((OLD.created_at % 3600000000) + 3600000000) % 3600000000) / 3600000000,
-           OLD.template, OLD.created_by, m, (v + s / 2) / s * s, -1
+           OLD.template, OLD.created_by, m, v / s * s, -1
     FROM (SELECT m, v, CAST(substr('100000000000000000000', 1, MAX(length(v) - 2, 1)) AS INTEGER) AS s
           FROM (SELECT 0 AS m, CASE WHEN OLD.status = 'completed' AND OLD.finished_at IS NOT NULL
                                     THEN MAX(OLD.finished_at - OLD.created_at, 0) END AS v
@@ -132,7 +149,7 @@ BEGIN
     ON CONFLICT DO UPDATE SET tasks = tasks - 1;
     INSERT INTO stats_durations (hour, template, created_by, metric, value, tasks)
     SELECT (NEW.created_at - ((NEW.created_at % 3600000000) + 3600000000) % 3600000000) / 3600000000,
-           NEW.template, NEW.created_by, m, (v + s / 2) / s * s, 1
+           NEW.template, NEW.created_by, m, v / s * s, 1
     FROM (SELECT m, v, CAST(substr('100000000000000000000', 1, MAX(length(v) - 2, 1)) AS INTEGER) AS s
           FROM (SELECT 0 AS m, CASE WHEN NEW.status = 'completed' AND NEW.finished_at IS NOT NULL
                                     THEN MAX(NEW.finished_at - NEW.created_at, 0) END AS v
@@ -159,7 +176,7 @@ SELECT (created_at - ((created_at % 3600000000) + 3600000000) % 3600000000) / 36
        template, created_by, status, phase, restart_count, COUNT(*)
 FROM tasks GROUP BY h, template, created_by, status, phase, restart_count;
 INSERT INTO stats_durations (hour, template, created_by, metric, value, tasks)
-SELECT h, template, created_by, m, (v + s / 2) / s * s AS q, COUNT(*)
+SELECT h, template, created_by, m, v / s * s AS q, COUNT(*)
 FROM (SELECT h, template, created_by, m, v,
              CAST(substr('100000000000000000000', 1, MAX(length(v) - 2, 1)) AS INTEGER) AS s
       FROM (SELECT (created_at - ((created_at % 3600000000) + 3600000000) % 3600000000) / 3600000000 AS h,

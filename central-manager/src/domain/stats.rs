@@ -89,16 +89,15 @@ pub fn hour_of(created_at: i64) -> i64 {
     created_at.div_euclid(HOUR_US)
 }
 
-/// A duration (micros) rounded to 3 significant digits, as the summary
-/// triggers store it (at most 0.5 % off; whole seconds up to 999 s, and
-/// round figures such as 10 s or 1 h, stay exact).
-pub fn round_duration(v: i64) -> i64 {
+/// The bucket of a duration (micros) in the summary rows: cut to 3
+/// significant digits, as the summary triggers do. Returns the bucket's
+/// lower end and width; durations below 1 ms are their own bucket.
+pub fn duration_bucket(v: i64) -> (i64, i64) {
     if v < 1000 {
-        return v;
+        return (v, 1);
     }
-    let digits = v.ilog10() + 1;
-    let step = 10i64.pow(digits - 3);
-    v.saturating_add(step / 2) / step * step
+    let step = 10i64.pow(v.ilog10() + 1 - 3);
+    (v / step * step, step)
 }
 
 /// Which duration: 0 is creation → completion, 1.. the
@@ -116,7 +115,8 @@ pub struct Tally {
     pub tasks: u64,
 }
 
-/// Tasks of one group with one (rounded) duration of one metric.
+/// Tasks of one group whose duration of one metric lies in
+/// `[value, value + width)` (width 1: exactly `value`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurationTally {
     pub key: String,
@@ -124,18 +124,26 @@ pub struct DurationTally {
     pub metric: usize,
     /// Micros.
     pub value: i64,
+    pub width: i64,
     pub tasks: u64,
 }
 
+/// Finds the exact value of a percentile inside a bucket: the `k`-th
+/// (from 1, in order) duration of `metric` in `[lo, hi)` among the group
+/// `key`'s tasks. `None` when there is none (the bucket's lower end is
+/// used then).
+pub type Resolve<'a> = dyn FnMut(&str, usize, i64, i64, u64) -> Option<i64> + 'a;
+
 impl StatsRow {
-    /// The row as summary rows: its tally and its rounded durations.
+    /// The row as tallies: its own and its exact durations.
     pub fn into_tallies(self) -> (Tally, Vec<DurationTally>) {
         let mut durations = Vec::new();
         let mut push = |metric, value| {
             durations.push(DurationTally {
                 key: self.key.clone(),
                 metric,
-                value: round_duration(value),
+                value,
+                width: 1,
                 tasks: 1,
             })
         };
@@ -158,29 +166,50 @@ impl StatsRow {
     }
 }
 
-/// Nearest-rank percentile `q` (0..=1) of the values with their counts, in
-/// seconds; 0 for none. Sorts `v` by value.
-fn percentile(v: &mut [(i64, u64)], q: f64) -> f64 {
-    let n: u64 = v.iter().map(|(_, c)| c).sum();
+/// Nearest-rank percentile `q` (0..=1) of the counted values
+/// `(lower end, width, tasks)`, in seconds; 0 for none. Sorts `v`. A
+/// bucket wider than one value asks `exact` for the value of that rank
+/// within it.
+fn percentile(
+    v: &mut [(i64, i64, u64)],
+    q: f64,
+    exact: &mut dyn FnMut(i64, i64, u64) -> Option<i64>,
+) -> f64 {
+    let n: u64 = v.iter().map(|(_, _, c)| c).sum();
     if n == 0 {
         return 0.0;
     }
-    v.sort_unstable_by_key(|(x, _)| *x);
+    v.sort_unstable();
     let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
     let mut seen = 0;
-    for (x, c) in v.iter() {
-        seen += c;
-        if seen >= rank {
-            return *x as f64 / 1e6;
+    for (lo, width, c) in merged(v) {
+        if seen + c >= rank {
+            let x = if width <= 1 {
+                lo
+            } else {
+                exact(lo, lo.saturating_add(width), rank - seen).unwrap_or(lo)
+            };
+            return x as f64 / 1e6;
         }
+        seen += c;
     }
     0.0
 }
 
-fn percentiles(v: &mut [(i64, u64)]) -> Percentiles {
+/// Sorted values with the counts of equal buckets added up (the summary
+/// has a row per hour; a rank inside a bucket counts from its start).
+fn merged(v: &[(i64, i64, u64)]) -> impl Iterator<Item = (i64, i64, u64)> + '_ {
+    v.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .map(|same| (same[0].0, same[0].1, same.iter().map(|x| x.2).sum()))
+}
+
+fn percentiles(
+    v: &mut [(i64, i64, u64)],
+    exact: &mut dyn FnMut(i64, i64, u64) -> Option<i64>,
+) -> Percentiles {
     Percentiles {
-        p50: percentile(v, 0.50),
-        p95: percentile(v, 0.95),
+        p50: percentile(v, 0.50, exact),
+        p95: percentile(v, 0.95, exact),
     }
 }
 
@@ -189,7 +218,7 @@ struct Acc {
     total: u64,
     status: [u64; 5],
     phase: [u64; 6],
-    durations: [Vec<(i64, u64)>; METRICS],
+    durations: [Vec<(i64, i64, u64)>; METRICS],
     restarts: u64,
     restarts_max: u32,
 }
@@ -202,8 +231,7 @@ fn phase_index(p: Phase) -> usize {
     Phase::ALL.iter().position(|x| *x == p).unwrap_or(0)
 }
 
-/// Aggregates single tasks into groups, ordered by key (durations rounded
-/// as the summary rows hold them).
+/// Aggregates single tasks into groups, ordered by key.
 pub fn aggregate(rows: impl IntoIterator<Item = StatsRow>) -> Vec<StatsGroup> {
     let mut tallies = Vec::new();
     let mut durations = Vec::new();
@@ -212,14 +240,16 @@ pub fn aggregate(rows: impl IntoIterator<Item = StatsRow>) -> Vec<StatsGroup> {
         tallies.push(t);
         durations.extend(d);
     }
-    aggregate_tallies(tallies, durations)
+    // Every duration is exact: nothing to look up.
+    aggregate_tallies(tallies, durations, &mut |_, _, _, _, _| None)
 }
 
 /// Aggregates tallies into groups, ordered by key. A group is one with
-/// tasks.
+/// tasks. A percentile that falls in a bucket is looked up with `exact`.
 pub fn aggregate_tallies(
     tallies: impl IntoIterator<Item = Tally>,
     durations: impl IntoIterator<Item = DurationTally>,
+    exact: &mut Resolve<'_>,
 ) -> Vec<StatsGroup> {
     let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
     for t in tallies {
@@ -236,7 +266,7 @@ pub fn aggregate_tallies(
         if let Some(a) = groups.get_mut(&d.key)
             && let Some(v) = a.durations.get_mut(d.metric)
         {
-            v.push((d.value, d.tasks));
+            v.push((d.value, d.width, d.tasks));
         }
     }
     groups
@@ -255,6 +285,19 @@ pub fn aggregate_tallies(
                 }
             };
             let [completed, phases @ ..] = &mut a.durations;
+            let mut time_to_complete =
+                percentiles(completed, &mut |lo, hi, k| exact(&key, 0, lo, hi, k));
+            let phase_durations = TIMED_PHASES
+                .iter()
+                .zip(phases.iter_mut())
+                .enumerate()
+                .map(|(i, (p, v))| {
+                    (
+                        *p,
+                        percentiles(v, &mut |lo, hi, k| exact(&key, i + 1, lo, hi, k)),
+                    )
+                })
+                .collect();
             StatsGroup {
                 total: a.total,
                 by_status: TaskStatus::ALL.iter().map(|s| (*s, count(*s))).collect(),
@@ -264,12 +307,8 @@ pub fn aggregate_tallies(
                     .collect(),
                 completion_rate: rate(count(TaskStatus::Completed)),
                 failure_rate: rate(count(TaskStatus::Failed)),
-                time_to_complete: percentiles(completed),
-                phase_durations: TIMED_PHASES
-                    .iter()
-                    .zip(phases.iter_mut())
-                    .map(|(p, v)| (*p, percentiles(v)))
-                    .collect(),
+                time_to_complete: std::mem::take(&mut time_to_complete),
+                phase_durations,
                 restarts_mean: if a.total == 0 {
                     0.0
                 } else {
@@ -303,35 +342,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let mut v: Vec<(i64, u64)> = (1..=100).rev().map(|s| (s * S, 1)).collect();
-        assert_eq!(percentile(&mut v, 0.5), 50.0);
-        assert_eq!(percentile(&mut v, 0.95), 95.0);
-        let mut one = vec![(7 * S, 1)];
-        assert_eq!(percentiles(&mut one), Percentiles { p50: 7.0, p95: 7.0 });
-        assert_eq!(percentiles(&mut []), Percentiles::default());
-        let mut two = vec![(2 * S, 1), (S, 1)];
-        assert_eq!(percentiles(&mut two), Percentiles { p50: 1.0, p95: 2.0 });
-        // Counted values: 1 s × 94, 2 s × 5, 3 s × 1 (100 tasks).
-        let mut counted = vec![(3 * S, 1), (S, 94), (2 * S, 5)];
-        assert_eq!(percentile(&mut counted, 0.5), 1.0);
-        assert_eq!(percentile(&mut counted, 0.95), 2.0);
-        assert_eq!(percentile(&mut counted, 1.0), 3.0);
-        assert_eq!(percentile(&mut [(S, 0)], 0.5), 0.0);
+    fn none(_: i64, _: i64, _: u64) -> Option<i64> {
+        None
     }
 
     #[test]
-    fn durations_round_to_three_significant_digits() {
-        assert_eq!(round_duration(0), 0);
-        assert_eq!(round_duration(999), 999);
-        assert_eq!(round_duration(1234), 1230);
-        assert_eq!(round_duration(1235), 1240);
-        assert_eq!(round_duration(99_950), 100_000);
-        assert_eq!(round_duration(10 * S), 10 * S);
-        assert_eq!(round_duration(123_456_789), 123_000_000);
-        assert_eq!(round_duration(3600 * S), 3600 * S);
-        assert_eq!(round_duration(i64::MAX / 2), 4_610_000_000_000_000_000);
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<(i64, i64, u64)> = (1..=100).rev().map(|s| (s * S, 1, 1)).collect();
+        assert_eq!(percentile(&mut v, 0.5, &mut none), 50.0);
+        assert_eq!(percentile(&mut v, 0.95, &mut none), 95.0);
+        let mut one = vec![(7 * S, 1, 1)];
+        assert_eq!(
+            percentiles(&mut one, &mut none),
+            Percentiles { p50: 7.0, p95: 7.0 }
+        );
+        assert_eq!(percentiles(&mut [], &mut none), Percentiles::default());
+        let mut two = vec![(2 * S, 1, 1), (S, 1, 1)];
+        assert_eq!(
+            percentiles(&mut two, &mut none),
+            Percentiles { p50: 1.0, p95: 2.0 }
+        );
+        // Counted values: 1 s × 94, 2 s × 5, 3 s × 1 (100 tasks).
+        let mut counted = vec![(3 * S, 1, 1), (S, 1, 94), (2 * S, 1, 5)];
+        assert_eq!(percentile(&mut counted, 0.5, &mut none), 1.0);
+        assert_eq!(percentile(&mut counted, 0.95, &mut none), 2.0);
+        assert_eq!(percentile(&mut counted, 1.0, &mut none), 3.0);
+        assert_eq!(percentile(&mut [(S, 1, 0)], 0.5, &mut none), 0.0);
+    }
+
+    /// A percentile in a bucket asks for the exact value of its rank
+    /// inside the bucket.
+    #[test]
+    fn a_bucket_is_resolved_to_the_exact_value_of_the_rank() {
+        // 10 tasks in [1.00 s, 1.01 s), 10 in [2.00 s, 2.01 s).
+        let mut v = vec![(2 * S, 10_000, 10), (S, 10_000, 10)];
+        let mut asked = Vec::new();
+        let mut exact = |lo: i64, hi: i64, k: u64| {
+            asked.push((lo, hi, k));
+            Some(lo + k as i64)
+        };
+        // p50: rank 10, the 10th of the first bucket.
+        assert_eq!(percentile(&mut v, 0.5, &mut exact), (S + 10) as f64 / 1e6);
+        // p95: rank 19, the 9th of the second.
+        assert_eq!(
+            percentile(&mut v, 0.95, &mut exact),
+            (2 * S + 9) as f64 / 1e6
+        );
+        assert_eq!(asked, [(S, S + 10_000, 10), (2 * S, 2 * S + 10_000, 9)]);
+        // Nothing found: the bucket's lower end.
+        assert_eq!(percentile(&mut v, 0.5, &mut none), 1.0);
+    }
+
+    #[test]
+    fn buckets_cut_durations_to_three_significant_digits() {
+        assert_eq!(duration_bucket(0), (0, 1));
+        assert_eq!(duration_bucket(999), (999, 1));
+        assert_eq!(duration_bucket(1000), (1000, 10));
+        assert_eq!(duration_bucket(1239), (1230, 10));
+        assert_eq!(duration_bucket(99_999), (99_900, 100));
+        assert_eq!(duration_bucket(10 * S), (10 * S, 100_000));
+        assert_eq!(duration_bucket(123_456_789), (123_000_000, 1_000_000));
+        assert_eq!(
+            duration_bucket(i64::MAX),
+            (9_220_000_000_000_000_000, 10_000_000_000_000_000)
+        );
     }
 
     #[test]
@@ -364,8 +438,10 @@ mod tests {
                 key: "k".into(),
                 metric: 0,
                 value: 5 * S,
+                width: 1,
                 tasks: 3,
             }],
+            &mut |_, _, _, _, _| None,
         );
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].total, 4);
@@ -373,7 +449,14 @@ mod tests {
         assert_eq!(g[0].completion_rate, 0.75);
         assert_eq!(g[0].time_to_complete, Percentiles { p50: 5.0, p95: 5.0 });
         // Nothing but a zero row: no group.
-        assert!(aggregate_tallies([tally(TaskStatus::Active, 0, 0)], []).is_empty());
+        assert!(
+            aggregate_tallies(
+                [tally(TaskStatus::Active, 0, 0)],
+                [],
+                &mut |_, _, _, _, _| None
+            )
+            .is_empty()
+        );
     }
 
     #[test]

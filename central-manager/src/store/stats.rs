@@ -3,17 +3,38 @@
 //! call reads a few rows per hour and group instead of every task. An
 //! hour the requested range only partly covers is read from `tasks`
 //! itself (one range scan of the `tasks_stats` covering index), and its
-//! tasks are counted the way the summary counts them.
+//! tasks are counted the way the summary counts them. Durations are
+//! counted per bucket (3 significant digits); a percentile's exact value
+//! is the k-th entry of its bucket in that duration's index. All of it in
+//! one read transaction, so the counts and the lookups agree.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Store;
 use crate::domain::stats::{
     DurationTally, GroupBy, HOUR_US, METRICS, StatsGroup, StatsQuery, StatsRow, Tally,
-    aggregate_tallies,
+    aggregate_tallies, duration_bucket,
 };
 use crate::domain::{Phase, TaskStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Per metric (see `stats_durations`): the duration's expression, the
+/// condition for a task to have it, and the index that holds it in order.
+const DURATIONS: [(&str, &str, &str); METRICS] = [
+    (
+        "MAX(finished_at - created_at, 0)",
+        "status = 'completed' AND finished_at IS NOT NULL",
+        "stats_time_to_complete",
+    ),
+    (
+        "spec_clarification_us",
+        "spec_clarification_us > 0",
+        "stats_spec_clarification",
+    ),
+    ("planning_us", "planning_us > 0", "stats_planning"),
+    ("development_us", "development_us > 0", "stats_development"),
+    ("review_us", "review_us > 0", "stats_review"),
+];
 
 /// Where a range's figures come from: summary rows for the whole hours
 /// `hours` (start inclusive, end exclusive), and `tasks` for the
@@ -73,20 +94,83 @@ pub fn stats(c: &Connection, q: &StatsQuery) -> Result<Vec<StatsGroup>> {
         GroupBy::Template => "template",
         GroupBy::CreatedBy => "created_by",
     };
+    let tx = c.unchecked_transaction()?;
     let plan = plan(q.created_after, q.created_before);
     let mut tallies = Vec::new();
     let mut durations = Vec::new();
     if let Some((first, end)) = plan.hours {
-        summary(c, key, first, end, &mut tallies, &mut durations)?;
+        summary(&tx, key, first, end, &mut tallies, &mut durations)?;
     }
     for (from, to) in plan.edges {
-        for row in task_rows(c, key, from, to)? {
+        for row in task_rows(&tx, key, from, to)? {
             let (t, d) = row.into_tallies();
             tallies.push(t);
-            durations.extend(d);
+            durations.extend(d.into_iter().map(|mut d| {
+                (d.value, d.width) = duration_bucket(d.value);
+                d
+            }));
         }
     }
-    Ok(aggregate_tallies(tallies, durations))
+    let range = (
+        q.created_after.unwrap_or(i64::MIN),
+        q.created_before.unwrap_or(i64::MAX),
+    );
+    let mut failed: Option<Error> = None;
+    let groups = aggregate_tallies(
+        tallies,
+        durations,
+        &mut |k, metric, lo, hi, rank| match exact(
+            &tx,
+            q.group_by,
+            k,
+            metric,
+            (lo, hi),
+            range,
+            rank,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                failed.get_or_insert(e);
+                None
+            }
+        },
+    );
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(groups),
+    }
+}
+
+/// The `rank`-th (from 1) duration of `metric` in `[lo, hi)` among the
+/// tasks of group `key` created in `range`: a walk of the bucket's part
+/// of the duration's index.
+fn exact(
+    c: &Connection,
+    group_by: GroupBy,
+    key: &str,
+    metric: usize,
+    (lo, hi): (i64, i64),
+    (from, to): (i64, i64),
+    rank: u64,
+) -> Result<Option<i64>> {
+    let Some((expr, has, index)) = DURATIONS.get(metric) else {
+        return Ok(None);
+    };
+    // The key column comes from an enum, never from the request.
+    let group = match group_by {
+        GroupBy::None => "?6 = ''",
+        GroupBy::Template => "template = ?6",
+        GroupBy::CreatedBy => "created_by = ?6",
+    };
+    let sql = format!(
+        "SELECT {expr} FROM tasks INDEXED BY {index} WHERE {has} \
+         AND {expr} >= ?1 AND {expr} < ?2 AND created_at >= ?3 AND created_at < ?4 \
+         AND {group} ORDER BY {expr} LIMIT 1 OFFSET ?5"
+    );
+    let skip = i64::try_from(rank.saturating_sub(1)).unwrap_or(i64::MAX);
+    Ok(c.prepare_cached(&sql)?
+        .query_row(params![lo, hi, from, to, skip, key], |r| r.get(0))
+        .optional()?)
 }
 
 /// The summary rows of hours `[first, end)`.
@@ -142,6 +226,7 @@ fn summary(
             key,
             metric,
             value,
+            width: duration_bucket(value).1,
             tasks: u64::try_from(tasks).unwrap_or(0),
         });
     }
@@ -377,7 +462,7 @@ mod tests {
         ] {
             let (q, h): (i64, i64) = c
                 .query_row(
-                    "SELECT CASE WHEN ?1 > 0 THEN (?1 + s / 2) / s * s ELSE ?1 END, \
+                    "SELECT CASE WHEN ?1 > 0 THEN ?1 / s * s ELSE ?1 END, \
                      (?1 - ((?1 % 3600000000) + 3600000000) % 3600000000) / 3600000000 \
                      FROM (SELECT CAST(substr('100000000000000000000', 1, \
                      MAX(length(?1) - 2, 1)) AS INTEGER) AS s)",
@@ -386,7 +471,7 @@ mod tests {
                 )
                 .unwrap();
             if v > 0 {
-                assert_eq!(q, crate::domain::stats::round_duration(v), "{v}");
+                assert_eq!(q, crate::domain::stats::duration_bucket(v).0, "{v}");
             }
             assert_eq!(h, crate::domain::stats::hour_of(v), "{v}");
         }
@@ -426,9 +511,11 @@ mod tests {
                 created,
             )];
             if i % 2 == 0 {
+                // Many in one bucket [3.00 s, 3.01 s), in no order: the
+                // percentiles need the exact value of a rank inside it.
                 steps.push((
                     "UPDATE tasks SET phase = 'planning', updated_at = ?2 WHERE task_id = ?1",
-                    created + (i + 1) * 3 * s,
+                    created + 3 * s + (i * 7919) % 10_000,
                 ));
             }
             if i % 4 == 0 {
