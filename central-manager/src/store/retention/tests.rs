@@ -347,3 +347,56 @@ async fn archive_batches_read_by_index_without_sorting_the_table() {
     drop(c);
     db.shutdown().await;
 }
+
+/// "The tasks of schedule X" page through the metadata index in creation
+/// order (newest or oldest first), skipping the others' tasks, with the
+/// same order and pages as the tasks' own columns give.
+#[tokio::test]
+async fn metadata_pages_follow_creation_order() {
+    let db = TestDb::open().await;
+    let mut mine = Vec::new();
+    for i in 0..7 {
+        let mut n = new_task(&format!("t{i}"), "alice");
+        if i % 3 != 1 {
+            n.metadata =
+                crate::domain::Metadata::parse([("ipa.schedule_id".into(), "x".into())].into())
+                    .unwrap();
+        }
+        let (t, _) = create(&db.store, n).await.unwrap();
+        if i % 3 != 1 {
+            mine.push((t.created_at, t.task_id));
+        }
+    }
+    mine.sort();
+    let page = |order, limit, offset| {
+        let store = db.store.clone();
+        async move {
+            store
+                .list_tasks(&ListQuery {
+                    filter: TaskFilter {
+                        metadata_equals: [("ipa.schedule_id".to_owned(), "x".to_owned())].into(),
+                        ..Default::default()
+                    },
+                    order_by: crate::domain::OrderBy::CreatedAt,
+                    order,
+                    limit,
+                    offset,
+                })
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|t| t.task_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let asc: Vec<TaskId> = mine.iter().map(|(_, id)| *id).collect();
+    let desc: Vec<TaskId> = asc.iter().rev().copied().collect();
+    assert_eq!(page(crate::domain::Order::Asc, 10, 0).await, asc);
+    assert_eq!(page(crate::domain::Order::Desc, 10, 0).await, desc);
+    assert_eq!(
+        page(crate::domain::Order::Desc, 2, 1).await,
+        desc[1..3].to_vec()
+    );
+    db.shutdown().await;
+}
