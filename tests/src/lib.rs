@@ -62,6 +62,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "Schedule fire lateness (interval schedule)",
     "GetStats, 1 client",
     "CreateTask, 1 client, during ArchiveTasks",
+    "ListTasks limit 100, metadata_equals (tasks of one schedule)",
     "Scale: central CPU at rest, 100 pod-hosts / 10,000 pods",
     "Scale: central memory per supervised pod",
     "Scale: central restart → every pod re-adopted (10,000 pods)",

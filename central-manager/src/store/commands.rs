@@ -297,11 +297,13 @@ fn insert_task_row(
         PodStatus::Stopped.as_db(),
         pod_message,
     ])?;
-    // One row per entry, for `metadata_equals` (an index lookup).
-    let mut meta =
-        conn.prepare_cached("INSERT INTO task_metadata (task_id, key, value) VALUES (?, ?, ?)")?;
+    // One row per entry, for `metadata_equals` (an index lookup, in
+    // creation order).
+    let mut meta = conn.prepare_cached(
+        "INSERT INTO task_metadata (task_id, key, value, task_created_at) VALUES (?, ?, ?, ?)",
+    )?;
     for (k, v) in t.metadata.entries() {
-        meta.execute(params![id, k, v])?;
+        meta.execute(params![id, k, v, now])?;
     }
     Ok(())
 }

@@ -128,9 +128,18 @@ pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Page<TaskRecord>> {
         Order::Desc => "DESC",
         Order::Asc => "ASC",
     };
-    sql.push_str(&format!(
-        " ORDER BY {col} {dir}, task_id {dir} LIMIT ? OFFSET ?"
-    ));
+    // Newest (or oldest) first among one metadata entry's tasks: in the
+    // order of `task_metadata_by_value`, which holds the creation time, so
+    // a page reads its own rows and no sort of every match is needed.
+    let by_entry = !q.filter.include_archived
+        && !q.filter.metadata_equals.is_empty()
+        && q.order_by == OrderBy::CreatedAt;
+    let order = if by_entry {
+        format!("m.task_created_at {dir}, m.task_id {dir}")
+    } else {
+        format!("{col} {dir}, task_id {dir}")
+    };
+    sql.push_str(&format!(" ORDER BY {order} LIMIT ? OFFSET ?"));
     args.push(Value::Integer(i64::from(q.limit)));
     args.push(Value::Integer(i64::from(q.offset)));
     let mut st = c.prepare_cached(&sql)?;

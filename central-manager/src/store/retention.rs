@@ -37,6 +37,35 @@ pub const ARCHIVED_TASK_COLUMNS: &str = "task_id, title, description, status, ph
 const EVENT_COLUMNS: &str =
     "position, stream_id, version, type, data_json, actor_id, correlation_id, occurred_at";
 
+/// The next tasks to archive: the oldest finished first, read in
+/// `tasks_finished` order so a batch costs its own size. Left to itself the
+/// planner picks `tasks_by_status_created` for the `status IN` term and
+/// sorts every terminal task for each batch (a profile over 100,000 tasks:
+/// 158 ms a batch against 1 ms; it made ArchiveTasks move 12 tasks/s).
+const ARCHIVABLE: &str = "SELECT task_id FROM tasks INDEXED BY tasks_finished \
+     WHERE finished_at IS NOT NULL AND finished_at < ? \
+     AND status IN ('completed', 'cancelled', 'failed') AND pod_status = 'stopped' \
+     ORDER BY finished_at LIMIT ?";
+
+/// The statements that move one batch (its ids as a JSON array; the first
+/// also binds `archived_at` before it): each looks its rows up by key.
+fn batch_statements() -> [String; 5] {
+    const IDS: &str = "IN (SELECT value FROM json_each(?))";
+    [
+        format!(
+            "INSERT INTO tasks_archive ({ARCHIVED_TASK_COLUMNS}, archived_at) \
+             SELECT {ARCHIVED_TASK_COLUMNS}, ? FROM tasks WHERE task_id {IDS}"
+        ),
+        format!(
+            "INSERT INTO events_archive ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_id {IDS}"
+        ),
+        format!("DELETE FROM events WHERE stream_id {IDS}"),
+        format!("DELETE FROM crash_history WHERE task_id {IDS}"),
+        format!("DELETE FROM tasks WHERE task_id {IDS}"),
+    ]
+}
+
 /// Runs one retention write.
 pub fn apply(
     c: &Connection,
@@ -125,11 +154,7 @@ fn archive_batch(
 ) -> Result<RetentionOutcome> {
     let started = Instant::now();
     let ids: Vec<String> = c
-        .prepare_cached(
-            "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
-             AND status IN ('completed', 'cancelled', 'failed') AND pod_status = 'stopped' \
-             ORDER BY finished_at LIMIT ?",
-        )?
+        .prepare_cached(ARCHIVABLE)?
         .query_map(params![finished_before, limit], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     if ids.is_empty() {
@@ -140,24 +165,12 @@ fn archive_batch(
     }
     let batch = serde_json::to_string(&ids)
         .map_err(|e| Error::Internal(format!("archive batch ids: {e}")))?;
+    let [move_tasks, rest @ ..] = batch_statements();
     let moved = c
-        .prepare_cached(&format!(
-            "INSERT INTO tasks_archive ({ARCHIVED_TASK_COLUMNS}, archived_at) \
-             SELECT {ARCHIVED_TASK_COLUMNS}, ? FROM tasks \
-             WHERE task_id IN (SELECT value FROM json_each(?))"
-        ))?
+        .prepare_cached(&move_tasks)?
         .execute(params![now, &batch])?;
-    c.prepare_cached(&format!(
-        "INSERT INTO events_archive ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events \
-         WHERE stream_id IN (SELECT value FROM json_each(?))"
-    ))?
-    .execute([&batch])?;
-    for sql in [
-        "DELETE FROM events WHERE stream_id IN (SELECT value FROM json_each(?))",
-        "DELETE FROM crash_history WHERE task_id IN (SELECT value FROM json_each(?))",
-        "DELETE FROM tasks WHERE task_id IN (SELECT value FROM json_each(?))",
-    ] {
-        c.prepare_cached(sql)?.execute([&batch])?;
+    for sql in rest {
+        c.prepare_cached(&sql)?.execute([&batch])?;
     }
     c.prepare_cached("UPDATE archive_runs SET tasks = tasks + ? WHERE id = ?")?
         .execute(params![moved as i64, run_id])?;

@@ -155,6 +155,16 @@ impl Command {
     pub fn is_probe(&self) -> bool {
         matches!(self, Self::Probe)
     }
+
+    /// Whether this is background bulk work (an archive batch) that runs
+    /// in a transaction of its own, so the commands queued with it neither
+    /// wait for its statements inside their transaction nor make it wait.
+    pub fn is_bulk(&self) -> bool {
+        matches!(
+            self,
+            Self::Retention(crate::core::ports::retention::RetentionWrite::ArchiveBatch { .. })
+        )
+    }
 }
 
 /// What a successful command returns to its caller.

@@ -5,6 +5,8 @@
 //! - fire lateness of an interval schedule: from each fire time to the
 //!   commit of its task (`schedule_fires.fired_at − scheduled_for`);
 //! - GetStats over a table of `archive_table` terminal tasks;
+//! - "the tasks of schedule X": ListTasks with `metadata_equals
+//!   {ipa.schedule_id: X}` over that table, X on 1 task in 100;
 //! - CreateTask from 1 client, idle and then while ArchiveTasks moves those
 //!   tasks to the archive (its batches must not stall the writer).
 
@@ -24,6 +26,10 @@ pub struct RetentionResults {
     pub table: usize,
     pub stats_none: Samples,
     pub stats_by_template: Samples,
+    /// ListTasks limit 100 of the tasks of one schedule.
+    pub list_schedule: Samples,
+    /// Tasks of that schedule in the table.
+    pub schedule_tasks: usize,
     /// CreateTask from 1 client with nothing else running.
     pub create_idle: Samples,
     /// CreateTask from 1 client while ArchiveTasks runs.
@@ -36,6 +42,12 @@ pub struct RetentionResults {
     pub archive_error: Option<String>,
 }
 
+/// The metadata a schedule puts on its tasks, and the schedule one fill
+/// task in [`SCHEDULE_EVERY`] carries.
+const SCHEDULE_KEY: &str = "ipa.schedule_id";
+const SCHEDULE_ID: &str = "bench-schedule";
+const SCHEDULE_EVERY: usize = 100;
+
 fn create_req(i: usize, actor: &str) -> pb::CreateTaskRequest {
     pb::CreateTaskRequest {
         title: format!("bench task {i}"),
@@ -43,6 +55,15 @@ fn create_req(i: usize, actor: &str) -> pb::CreateTaskRequest {
         actor_id: actor.into(),
         ..Default::default()
     }
+}
+
+/// A fill task; one in [`SCHEDULE_EVERY`] as if its schedule made it.
+fn fill_req(i: usize) -> pb::CreateTaskRequest {
+    let mut r = create_req(i, "bench-fill");
+    if i.is_multiple_of(SCHEDULE_EVERY) {
+        r.metadata.insert(SCHEDULE_KEY.into(), SCHEDULE_ID.into());
+    }
+    r
 }
 
 pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
@@ -62,7 +83,7 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
         |_| central.channel(),
         |ch, i| async move {
             let mut c = CentralClient::new(ch.clone());
-            let r = c.create_task(create_req(i, "bench-fill")).await.map(|_| ());
+            let r = c.create_task(fill_req(i)).await.map(|_| ());
             (ch, r)
         },
     )
@@ -84,6 +105,13 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
         }
     }
     crate::baseline::settle().await;
+
+    let schedule_tasks = fill.ok.div_ceil(SCHEDULE_EVERY);
+    eprintln!(
+        "  ListTasks of one schedule ({schedule_tasks} of {} tasks)",
+        fill.ok
+    );
+    let list_schedule = list_of_schedule(&mut client, scale.list100, schedule_tasks).await;
 
     eprintln!("  GetStats over {} tasks", fill.ok);
     let stats_none = get_stats(&mut client, pb::GroupBy::None, scale.stats).await;
@@ -149,6 +177,8 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
         table: fill.ok,
         stats_none,
         stats_by_template,
+        list_schedule,
+        schedule_tasks,
         create_idle,
         create_during,
         archived,
@@ -246,6 +276,35 @@ async fn fires(db: &Path) -> Vec<(i64, i64)> {
         .expect("read schedule_fires")
 }
 
+/// ListTasks limit 100, newest first, of the tasks with
+/// `ipa.schedule_id = X`: `n` calls.
+async fn list_of_schedule(client: &mut CentralClient, n: usize, matching: usize) -> Samples {
+    let req = pb::ListTasksRequest {
+        limit: 100,
+        order_by: pb::OrderBy::CreatedAt as i32,
+        order: pb::Order::Desc as i32,
+        metadata_equals: [(SCHEDULE_KEY.to_owned(), SCHEDULE_ID.to_owned())].into(),
+        ..Default::default()
+    };
+    // Warm-up.
+    client.list_tasks(req.clone()).await.expect("ListTasks");
+    let mut s = Samples::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let r = client.list_tasks(req.clone()).await.expect("ListTasks");
+        s.push(t0.elapsed());
+        let tasks = r.into_inner().tasks;
+        assert_eq!(tasks.len(), matching.min(100), "ListTasks of one schedule");
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.metadata.get(SCHEDULE_KEY).map(String::as_str) == Some(SCHEDULE_ID)),
+            "ListTasks of one schedule returned another task"
+        );
+    }
+    s
+}
+
 async fn get_stats(client: &mut CentralClient, group_by: pb::GroupBy, n: usize) -> Samples {
     let req = pb::GetStatsRequest {
         group_by: group_by as i32,
@@ -263,7 +322,7 @@ async fn get_stats(client: &mut CentralClient, group_by: pb::GroupBy, n: usize) 
     s
 }
 
-/// The table rows of this phase (metrics 19–21 of [`crate::report::METRICS`]).
+/// The table rows of this phase (metrics 19–22 of [`crate::report::METRICS`]).
 pub fn rows(r: &RetentionResults) -> Vec<crate::report::Row> {
     use crate::report::{METRICS, Row, ratio};
     use crate::stats::{ms, p50_p99};
@@ -319,6 +378,24 @@ pub fn rows(r: &RetentionResults) -> Vec<crate::report::Row> {
             r.create_during.p99() <= 2 * r.create_idle.p99()
                 && r.archived >= 100_000
                 && r.archive_error.is_none(),
+        ),
+    );
+    rows.push(
+        Row::new(
+            METRICS[22],
+            "< 100 ms",
+            "p50 ≤ 3 ms (as ListTasks limit 100)",
+        )
+        .measured(format!(
+            "{} listing 100 of the {} tasks of one schedule among {} tasks",
+            p50_p99(&r.list_schedule),
+            r.schedule_tasks,
+            r.table
+        ))
+        .met(
+            r.list_schedule.len() > 0
+                && r.list_schedule.p50() <= Duration::from_millis(3)
+                && r.table >= 100_000,
         ),
     );
     rows

@@ -258,3 +258,99 @@ async fn cancel_tasks_by_filter_with_a_dry_run_first() {
         .unwrap_err();
     assert_eq!(reason(&e), Some("MISSING_REASON"));
 }
+
+/// `--archive-after-days` archives by itself, as `system`, what finished
+/// more than that many days ago, and nothing newer. A day is not waited
+/// for: the finish time of one task is moved two days back in the
+/// database, and a central restarted with the flag runs its first archive
+/// pass at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_after_days_archives_old_tasks_by_itself() {
+    let mut spec = Spec::relaxed();
+    spec.central_extra = vec!["--archive-after-days".into(), "1".into()];
+    let mut sys = System::start(spec).await;
+    let mut c = sys.client();
+    let old = sys.ledger_task(&[]).await;
+    let recent = sys.ledger_task(&[]).await;
+    let open = sys.ledger_task(&[]).await;
+    for id in [&old.task_id, &recent.task_id] {
+        c.complete_task(pb::CompleteTaskRequest {
+            task_id: id.clone(),
+            actor_id: "tester".into(),
+            correlation_id: String::new(),
+        })
+        .await
+        .expect("CompleteTask");
+    }
+    let db = sys.dir().join("central.db");
+    {
+        let mut side = open_db(&db).await;
+        sqlx::query("UPDATE tasks SET finished_at = ? WHERE task_id = ?")
+            .bind(now_micros() - 2 * 24 * 3600 * 1_000_000)
+            .bind(&old.task_id)
+            .execute(&mut side)
+            .await
+            .expect("age the task");
+    }
+    sys.kill_and_restart_central().await;
+    let mut c = sys.client();
+
+    let gone = ipa_tests::wait_for_async(
+        "the old task archived by --archive-after-days",
+        ipa_tests::DEADLINE,
+        || {
+            let mut c = c.clone();
+            let id = old.task_id.clone();
+            async move {
+                match c
+                    .get_task(pb::GetTaskRequest {
+                        task_id: id,
+                        include_archived: false,
+                    })
+                    .await
+                {
+                    Err(e) if reason(&e) == Some("TASK_NOT_FOUND") => Some(e),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(reason(&gone), Some("TASK_NOT_FOUND"));
+    let t = c
+        .get_task(pb::GetTaskRequest {
+            task_id: old.task_id.clone(),
+            include_archived: true,
+        })
+        .await
+        .expect("GetTask include_archived")
+        .into_inner();
+    assert!(t.archived);
+    // Finished an instant ago, or not finished: left alone.
+    for id in [&recent.task_id, &open.task_id] {
+        let t = c
+            .get_task(pb::GetTaskRequest {
+                task_id: id.clone(),
+                include_archived: false,
+            })
+            .await
+            .expect("a newer task stays live")
+            .into_inner();
+        assert!(!t.archived);
+    }
+    // The run is on record, by central itself.
+    let mut side = open_db(&db).await;
+    let runs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT actor_id, tasks FROM archive_runs WHERE tasks > 0")
+            .fetch_all(&mut side)
+            .await
+            .expect("archive_runs");
+    assert_eq!(runs, vec![("system".to_owned(), 1)]);
+}
+
+async fn open_db(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open central's database")
+}
