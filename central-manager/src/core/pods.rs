@@ -430,6 +430,22 @@ impl Pods {
         cause: Cause,
         reason: &str,
     ) -> Result<()> {
+        self.stop_as(pod, host_id, cause, reason, Ending::Stopped)
+            .await
+    }
+
+    /// Stops `pod` on `host_id` (the host's grace, then kill) and commits
+    /// its end as `ending`: a requested stop, or a run timeout, which the
+    /// restart policy judges as a crash (the restart it schedules is handed
+    /// to the supervisor).
+    pub(crate) async fn stop_as(
+        &self,
+        pod: &PodRef,
+        host_id: &str,
+        cause: Cause,
+        reason: &str,
+        ending: Ending,
+    ) -> Result<()> {
         let host = self
             .hosts
             .client(host_id)
@@ -439,6 +455,7 @@ impl Pods {
             PendingStop {
                 cause: cause.clone(),
                 reason: reason.to_owned(),
+                ending,
             },
         );
         let req = stop_request(pod, 0, reason, false);
@@ -466,27 +483,44 @@ impl Pods {
             o.insert("reason".into(), serde_json::json!(reason));
         }
         let report = EndReport {
-            ending: Ending::Stopped,
+            ending,
             detail,
-            message: String::new(),
+            message: if ending.is_failure() {
+                reason.to_owned()
+            } else {
+                String::new()
+            },
             last_phase: None,
+        };
+        let jitter = if ending.is_failure() {
+            self.ports.entropy.jitter()
+        } else {
+            0.0
         };
         self.hosts.stop_confirmed(pod.task_id, &pod.pod_id, host_id);
         // If this commit fails (the store went down meanwhile), the pending
         // stop stays: the host's own exit event for the pod, applied once
         // the store is back, is then recorded as this caller's stop, never
         // as a crash or a loss.
-        self.store()
+        let outcome = self
+            .store()
             .pod(PodCommand::Ended {
                 pod: pod.clone(),
                 host_id: host_id.to_owned(),
                 report,
                 cause,
                 defaults: self.defaults,
-                jitter: 0.0,
+                jitter,
             })
             .await?;
         self.hosts.take_stop(&pod.pod_id);
+        if let PodOutcome::Applied {
+            restart_at: Some(at),
+        } = outcome
+            && let Some(q) = self.restarts.get()
+        {
+            q.schedule(pod.task_id, at);
+        }
         Ok(())
     }
 

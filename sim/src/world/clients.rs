@@ -149,6 +149,8 @@ impl Clients {
                     template: TemplateName::from_db("default".into()),
                     restart_policy,
                     request_id: None,
+                    timeout_seconds: None,
+                    deadline: None,
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks
