@@ -181,3 +181,185 @@ pub(super) fn deadline_exceeded(
         stop_pod,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::pods::{Cause, EndReport, PodCommand, PodOutcome};
+    use super::super::tests::{TestDb, create, new_task};
+    use super::*;
+    use crate::core::ports::store::Command;
+    use crate::domain::{Ending, NewTask, RestartDefaults};
+
+    const S: i64 = 1_000_000;
+
+    /// A task with a pod started at `started_at` on host `h`.
+    async fn running(db: &TestDb, t: NewTask, started_at: i64) -> PodRef {
+        let (t, _) = create(&db.store, t).await.unwrap();
+        let pod_id = format!("pod-{}", t.task_id);
+        let claim = PodCommand::Claim {
+            task_id: t.task_id,
+            pod_id: pod_id.clone(),
+            host_id: "h".into(),
+            cause: Cause::system(),
+            automatic: false,
+        };
+        let PodOutcome::Claimed(c) = db.store.pod(claim).await.unwrap() else {
+            panic!("claim")
+        };
+        let pod = PodRef {
+            task_id: t.task_id,
+            pod_id,
+            generation: c.generation,
+        };
+        let started = PodCommand::Started {
+            pod: pod.clone(),
+            pid: 42,
+            started_at,
+            host_id: "h".into(),
+            cause: Cause::system(),
+        };
+        db.store.pod(started).await.unwrap();
+        pod
+    }
+
+    fn with(timeout: Option<u32>, deadline: Option<i64>) -> NewTask {
+        NewTask {
+            timeout_seconds: timeout,
+            deadline,
+            ..new_task("t", "alice")
+        }
+    }
+
+    #[tokio::test]
+    async fn timers_come_from_stored_start_times_and_deadlines() {
+        let db = TestDb::open().await;
+        assert_eq!(db.store.earliest_timer().await.unwrap(), None);
+        // No timer: never due.
+        running(&db, with(None, None), 10 * S).await;
+        let a = running(&db, with(Some(5), None), 10 * S).await;
+        let (b, _) = create(&db.store, with(None, Some(12 * S))).await.unwrap();
+        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(12 * S));
+        assert!(db.store.due_timers(11 * S, 10).await.unwrap().is_empty());
+        let due = db.store.due_timers(20 * S, 10).await.unwrap();
+        assert_eq!(
+            due,
+            vec![
+                Timer::PodTimeout {
+                    pod: a.clone(),
+                    host_id: "h".into(),
+                    timeout_seconds: 5,
+                    at: 15 * S,
+                },
+                Timer::Deadline {
+                    task_id: b.task_id,
+                    at: 12 * S,
+                },
+            ]
+        );
+        // The pod's end disarms its timeout.
+        let end = PodCommand::Ended {
+            pod: a,
+            host_id: "h".into(),
+            report: EndReport {
+                ending: Ending::TimedOut,
+                detail: json!({}),
+                message: "timed out after 5 s".into(),
+                last_phase: None,
+            },
+            cause: Cause::system(),
+            defaults: RestartDefaults {
+                auto_restart: false,
+                max_restarts: 3,
+                window_seconds: 600,
+                initial_backoff_ms: 100,
+                max_backoff_ms: 1000,
+            },
+            jitter: 0.0,
+        };
+        db.store.pod(end).await.unwrap();
+        let due = db.store.due_timers(20 * S, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(12 * S));
+        db.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_deadline_fails_a_live_task_once_and_names_its_pod() {
+        let db = TestDb::open().await;
+        // The writer's clock is real time: a deadline already past.
+        let at = 5 * S;
+        let pod = running(&db, with(None, Some(at)), 1).await;
+        let task_id = pod.task_id;
+        // A different deadline than the task's changes nothing.
+        let o = db
+            .store
+            .write(Command::Deadline {
+                task_id,
+                at: at + 1,
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
+            "{o:?}"
+        );
+        let o = db
+            .store
+            .write(Command::Deadline { task_id, at })
+            .await
+            .unwrap();
+        assert_eq!(
+            o,
+            Outcome::DeadlineExceeded {
+                failed: true,
+                stop_pod: Some((pod.clone(), "h".into())),
+            }
+        );
+        let t = db.store.task(task_id).await.unwrap().unwrap();
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(t.deadline, Some(at));
+        // Terminal now: not due any more, and a second fire does nothing.
+        assert!(
+            db.store
+                .due_timers(i64::MAX / 2, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let o = db
+            .store
+            .write(Command::Deadline { task_id, at })
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                o,
+                Outcome::DeadlineExceeded {
+                    failed: false,
+                    stop_pod: None
+                }
+            ),
+            "{o:?}"
+        );
+        let page = db
+            .store
+            .task_events(&crate::domain::EventsQuery {
+                task_id,
+                after_version: 0,
+                limit: 100,
+                include_archived: false,
+            })
+            .await
+            .unwrap();
+        let failed: Vec<_> = page
+            .items
+            .iter()
+            .filter(|e| e.event_type == "task_failed")
+            .collect();
+        assert_eq!(failed.len(), 1);
+        let data: serde_json::Value = serde_json::from_str(&failed[0].data_json).unwrap();
+        assert_eq!(data["reason"], "deadline_exceeded");
+        assert_eq!(data["pod_id"], pod.pod_id.as_str());
+        db.shutdown().await;
+    }
+}
