@@ -460,8 +460,6 @@ fn start_leader_duties(
     shutdown: CancellationToken,
 ) {
     Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown.clone());
-    crate::core::timeouts::Timeouts::new(schedules.tasks().clone(), hub.clone())
-        .start(tracker, shutdown.clone());
     if archive_after_days > 0 {
         retention.start_archiver(archive_after_days, tracker, shutdown);
     }

@@ -6,7 +6,7 @@
 //!
 //! Like the schedule firing loop, it is driven by timers computed from
 //! stored times, never by polling the table: it reads the earliest timer
-//! (two index lookups: `pod_started_at + timeout_seconds` of running pods,
+//! (two index lookups: `pod_running_since + timeout_seconds` of running pods,
 //! `deadline` of live tasks), sleeps on the [`Clock`](super::ports::Clock)
 //! until then, handles what is due, and computes the next wake-up. A
 //! timer is armed when a pod starts or is recovered and when a task is
@@ -22,7 +22,8 @@
 //! StopPod, ends the pod once. A timer whose handling failed (its host
 //! unreachable, the store down) is retried after [`RETRY`].
 //!
-//! This is a leader duty (see `server::start_leader_duties`).
+//! It is started with the supervisor (`core::wiring::start`), so the
+//! simulator runs it as production does.
 
 use std::collections::HashMap;
 use std::sync::Arc;

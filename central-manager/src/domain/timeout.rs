@@ -1,7 +1,7 @@
 //! Run timeouts and task deadlines: the limits on the inputs and the pure
-//! computation of when each timer is due, from stored times (a pod's start
-//! plus its task's `timeout_seconds`; a task's `deadline`). Nothing here
-//! sleeps: the loop in `core::timeouts` arms its sleep from these.
+//! computation of when each timer is due, from stored times (when central
+//! saw the pod running plus its task's `timeout_seconds`; a task's
+//! `deadline`). Nothing here sleeps: the loop in `core::timeouts` arms its sleep from these.
 
 use super::{PodRef, TaskId};
 use crate::error::{Error, Result};

@@ -1,6 +1,6 @@
 //! Run timeouts and deadlines in the database: the timers read from stored
-//! times (a running pod's `pod_started_at + timeout_seconds`, a live task's
-//! `deadline`), each served by a partial index of migration
+//! times (a running pod's `pod_running_since + timeout_seconds`, a live
+//! task's `deadline`), each served by a partial index of migration
 //! `20260401000001_timeouts`, and the deadline's write (`task_failed` with
 //! `{"reason":"deadline_exceeded"}`), conditional like every command: a
 //! task that became terminal, or whose deadline is not the one the timer
@@ -20,7 +20,7 @@ use crate::error::Result;
 pub fn earliest_timer(c: &Connection) -> Result<Option<i64>> {
     let timeout: Option<i64> = c
         .prepare_cached(
-            "SELECT MIN(pod_started_at + timeout_seconds * 1000000) FROM tasks \
+            "SELECT MIN(pod_running_since + timeout_seconds * 1000000) FROM tasks \
              WHERE timeout_seconds IS NOT NULL AND pod_status = 'running'",
         )?
         .query_row([], |r| r.get(0))?;
@@ -41,9 +41,9 @@ pub fn due_timers(c: &Connection, now: i64, limit: u32) -> Result<Vec<Timer>> {
     let mut out = Vec::new();
     let mut st = c.prepare_cached(
         "SELECT task_id, pod_id, pod_host, pod_generation, timeout_seconds, \
-         pod_started_at + timeout_seconds * 1000000 AS due FROM tasks \
+         pod_running_since + timeout_seconds * 1000000 AS due FROM tasks \
          WHERE timeout_seconds IS NOT NULL AND pod_status = 'running' \
-         AND pod_started_at + timeout_seconds * 1000000 <= ? ORDER BY due LIMIT ?",
+         AND pod_running_since + timeout_seconds * 1000000 <= ? ORDER BY due LIMIT ?",
     )?;
     type Row = (String, Option<String>, Option<String>, i64, i64, i64);
     let rows = st.query_map(params![now, limit], |r| {
@@ -192,7 +192,7 @@ mod tests {
 
     const S: i64 = 1_000_000;
 
-    /// A task with a pod started at `started_at` on host `h`.
+    /// A task with a pod the host says started at `started_at`, on host `h`.
     async fn running(db: &TestDb, t: NewTask, started_at: i64) -> PodRef {
         let (t, _) = create(&db.store, t).await.unwrap();
         let pod_id = format!("pod-{}", t.task_id);
@@ -230,31 +230,47 @@ mod tests {
         }
     }
 
+    fn wall_now() -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        i64::try_from(d.as_micros()).unwrap()
+    }
+
     #[tokio::test]
     async fn timers_come_from_stored_start_times_and_deadlines() {
         let db = TestDb::open().await;
         assert_eq!(db.store.earliest_timer().await.unwrap(), None);
         // No timer: never due.
-        running(&db, with(None, None), 10 * S).await;
-        let a = running(&db, with(Some(5), None), 10 * S).await;
-        let (b, _) = create(&db.store, with(None, Some(12 * S))).await.unwrap();
-        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(12 * S));
-        assert!(db.store.due_timers(11 * S, 10).await.unwrap().is_empty());
-        let due = db.store.due_timers(20 * S, 10).await.unwrap();
+        running(&db, with(None, None), 1).await;
+        let before = wall_now();
+        // The host's start time (1 µs after the epoch here) is not what
+        // counts: the timeout runs from when central saw the pod running.
+        let a = running(&db, with(Some(5), None), 1).await;
+        let after = wall_now();
+        let deadline = after + S;
+        let (b, _) = create(&db.store, with(None, Some(deadline))).await.unwrap();
+        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(deadline));
+        assert!(db.store.due_timers(after, 10).await.unwrap().is_empty());
+        let due = db.store.due_timers(after + 10 * S, 10).await.unwrap();
+        assert_eq!(due.len(), 2, "{due:?}");
+        let Timer::PodTimeout {
+            pod,
+            host_id,
+            timeout_seconds,
+            at,
+        } = &due[0]
+        else {
+            panic!("{due:?}")
+        };
+        assert_eq!((pod, host_id.as_str(), *timeout_seconds), (&a, "h", 5));
+        assert!((before + 5 * S..=after + 5 * S).contains(at), "{at}");
         assert_eq!(
-            due,
-            vec![
-                Timer::PodTimeout {
-                    pod: a.clone(),
-                    host_id: "h".into(),
-                    timeout_seconds: 5,
-                    at: 15 * S,
-                },
-                Timer::Deadline {
-                    task_id: b.task_id,
-                    at: 12 * S,
-                },
-            ]
+            due[1],
+            Timer::Deadline {
+                task_id: b.task_id,
+                at: deadline,
+            }
         );
         // The pod's end disarms its timeout.
         let end = PodCommand::Ended {
@@ -277,9 +293,9 @@ mod tests {
             jitter: 0.0,
         };
         db.store.pod(end).await.unwrap();
-        let due = db.store.due_timers(20 * S, 10).await.unwrap();
+        let due = db.store.due_timers(after + 10 * S, 10).await.unwrap();
         assert_eq!(due.len(), 1, "{due:?}");
-        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(12 * S));
+        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(deadline));
         db.shutdown().await;
     }
 
