@@ -58,6 +58,8 @@ pub enum Action {
         /// `Some`: auto-restart with this policy; `None`: the default
         /// (off).
         restart: Option<Policy>,
+        /// The task's run timeout and deadline, if any.
+        timers: Timers,
     },
     /// An operation on the `task`-th task created so far (modulo the
     /// number created; skipped while there is none).
@@ -308,11 +310,26 @@ fn create(r: &mut StdRng) -> Action {
         initial_backoff_ms: r.random_range(0..=300),
         max_backoff_ms: r.random_range(300..=1000),
     });
+    let auto_start = r.random_bool(0.6);
+    // Short enough to fire within a run, often while faults are on.
+    let timers = Timers {
+        timeout_s: r.random_bool(0.25).then(|| r.random_range(1..=3)),
+        deadline_ms: r.random_bool(0.2).then(|| r.random_range(300..=6000)),
+    };
     Action::Create {
-        auto_start: r.random_bool(0.6),
+        auto_start,
         behaviour,
         restart,
+        timers,
     }
+}
+
+/// A created task's run timeout (`timeout_seconds`) and deadline (this long
+/// after the CreateTask is sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timers {
+    pub timeout_s: Option<u32>,
+    pub deadline_ms: Option<u32>,
 }
 
 impl fmt::Display for Step {
@@ -324,9 +341,10 @@ impl fmt::Display for Step {
                 auto_start,
                 behaviour,
                 restart,
+                timers,
             } => write!(
                 f,
-                "t={t:.3}s create auto_start={auto_start} pods={behaviour:?} restart={restart:?}"
+                "t={t:.3}s create auto_start={auto_start} pods={behaviour:?} restart={restart:?} timers={timers:?}"
             ),
             Action::Start { task } => write!(f, "t={t:.3}s start task#{task}"),
             Action::Stop { task } => write!(f, "t={t:.3}s stop task#{task}"),

@@ -86,7 +86,7 @@ fn arms(e: &EventRecord) -> bool {
 enum State {
     /// Being handled.
     InFlight,
-    /// Its handling failed; not before this time (unix µs).
+    /// Handled, or its handling failed: not again before this time (unix µs).
     RetryAt(i64),
 }
 
@@ -119,13 +119,13 @@ impl Book {
         out
     }
 
-    /// A handling ended; a failed one is retried at `retry_at`.
-    fn done(&mut self, k: Key, failed: bool, retry_at: i64) {
-        if failed {
-            self.states.insert(k, State::RetryAt(retry_at));
-        } else {
-            self.states.remove(&k);
-        }
+    /// A handling ended. If the timer is still due afterwards (it failed,
+    /// or it was handled and the store still shows it, e.g. a stop the
+    /// host answered but whose end a newer write overtook), it is handled
+    /// again at `retry_at`, never at once: the loop cannot spin on it. A
+    /// timer no longer due is forgotten at the next [`Book::take`].
+    fn done(&mut self, k: Key, retry_at: i64) {
+        self.states.insert(k, State::RetryAt(retry_at));
     }
 
     /// The earliest retry, if any.
@@ -157,8 +157,8 @@ pub struct Timeouts {
     tasks: Arc<TaskService>,
     hub: EventHub,
     book: Book,
-    done_tx: mpsc::UnboundedSender<(Key, bool)>,
-    done_rx: mpsc::UnboundedReceiver<(Key, bool)>,
+    done_tx: mpsc::UnboundedSender<Key>,
+    done_rx: mpsc::UnboundedReceiver<Key>,
 }
 
 impl Timeouts {
@@ -204,9 +204,9 @@ impl Timeouts {
                     biased;
                     () = shutdown.cancelled() => return,
                     d = self.done_rx.recv() => {
-                        if let Some((k, failed)) = d {
+                        if let Some(k) = d {
                             let retry_at = clock.wall_micros().saturating_add(micros(RETRY));
-                            self.book.done(k, failed, retry_at);
+                            self.book.done(k, retry_at);
                         }
                         break;
                     }
@@ -239,14 +239,10 @@ impl Timeouts {
             let tasks = self.tasks.clone();
             let done = self.done_tx.clone();
             drop(self.tasks.spawn_operation(async move {
-                let failed = match fire(&tasks, &t).await {
-                    Ok(()) => false,
-                    Err(e) => {
-                        tracing::warn!(task_id = %t.task_id(), error = %e, "timer not handled yet; retrying");
-                        true
-                    }
-                };
-                let _ = done.send((k, failed));
+                if let Err(e) = fire(&tasks, &t).await {
+                    tracing::warn!(task_id = %t.task_id(), error = %e, "timer not handled yet; retrying");
+                }
+                let _ = done.send(k);
                 Ok(())
             }));
         }
@@ -339,10 +335,12 @@ mod tests {
         assert_eq!(book.take(due.clone(), 30).len(), 2);
         // Seen again while in flight: not handled twice.
         assert!(book.take(due.clone(), 31).is_empty());
-        book.done(Key::Pod(a, 1), false, 0);
-        // Done and still (momentarily) due: handled again, the write is
-        // conditional and finds nothing to do.
-        assert_eq!(book.take(due, 32).len(), 1);
+        book.done(Key::Pod(a, 1), 1_032);
+        // Done and still due (the store has not caught up, or the handling
+        // could not settle it): handled again only at the retry, never in
+        // a tight loop; the write is conditional.
+        assert!(book.take(due.clone(), 32).is_empty());
+        assert_eq!(book.take(due, 1_032).len(), 1);
     }
 
     #[test]
@@ -351,7 +349,7 @@ mod tests {
         let mut book = Book::default();
         let due = vec![pod_timer(a, 1, 10)];
         assert_eq!(book.take(due.clone(), 10).len(), 1);
-        book.done(Key::Pod(a, 1), true, 1_010);
+        book.done(Key::Pod(a, 1), 1_010);
         assert_eq!(book.next_retry(), Some(1_010));
         assert!(book.take(due.clone(), 500).is_empty());
         assert_eq!(book.take(due, 1_010).len(), 1);
@@ -363,7 +361,7 @@ mod tests {
         let a = TaskId::new();
         let mut book = Book::default();
         assert_eq!(book.take(vec![pod_timer(a, 1, 10)], 10).len(), 1);
-        book.done(Key::Pod(a, 1), true, 2_000);
+        book.done(Key::Pod(a, 1), 2_000);
         // The pod was restarted: generation 2 has its own timer, and the
         // retry of generation 1 (no longer due) is dropped.
         assert_eq!(book.take(vec![pod_timer(a, 2, 50)], 60).len(), 1);
