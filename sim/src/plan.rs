@@ -188,6 +188,9 @@ impl Plan {
     /// The plan of `seed`.
     pub fn generate(seed: u64, knobs: &Knobs, central_fence: Duration) -> Self {
         let mut r = StdRng::seed_from_u64(seed);
+        // Timers are drawn from a stream of their own, so adding them left
+        // every other choice of a seed's plan as it was.
+        let mut timers = StdRng::seed_from_u64(seed ^ TIMER_STREAM);
         let n_hosts = r.random_range(knobs.hosts.clone()).max(1);
         let central_fence_ms = central_fence.as_millis() as u64;
         let hosts = (0..n_hosts)
@@ -208,7 +211,7 @@ impl Plan {
                 ms(&mut r, 0, active)
             };
             let action = match r.random_range(0..100) {
-                0..30 => create(&mut r),
+                0..30 => create(&mut r, &mut timers),
                 30..48 => Action::Start {
                     task: r.random_range(0..1024),
                 },
@@ -224,12 +227,16 @@ impl Plan {
                 80..86 => Action::Cancel {
                     task: r.random_range(0..1024),
                 },
-                _ if i % 2 == 0 => create(&mut r),
+                _ if i % 2 == 0 => create(&mut r, &mut timers),
                 _ => Action::Start {
                     task: r.random_range(0..1024),
                 },
             };
-            let action = if i < 2 { create(&mut r) } else { action };
+            let action = if i < 2 {
+                create(&mut r, &mut timers)
+            } else {
+                action
+            };
             steps.push(Step { at, action });
         }
         let n_faults = r.random_range(knobs.faults.clone());
@@ -291,7 +298,10 @@ impl Plan {
     }
 }
 
-fn create(r: &mut StdRng) -> Action {
+/// Mixed into the seed of the timers' random stream.
+const TIMER_STREAM: u64 = 0x7469_6d65_7273_0001;
+
+fn create(r: &mut StdRng, t: &mut StdRng) -> Action {
     let life_ms = r.random_bool(0.6).then(|| r.random_range(50..=4000));
     let end = match r.random_range(0..10) {
         0..4 => PodEnd::Crash,
@@ -313,8 +323,8 @@ fn create(r: &mut StdRng) -> Action {
     let auto_start = r.random_bool(0.6);
     // Short enough to fire within a run, often while faults are on.
     let timers = Timers {
-        timeout_s: r.random_bool(0.25).then(|| r.random_range(1..=3)),
-        deadline_ms: r.random_bool(0.2).then(|| r.random_range(300..=6000)),
+        timeout_s: t.random_bool(0.25).then(|| t.random_range(1..=3)),
+        deadline_ms: t.random_bool(0.2).then(|| t.random_range(300..=6000)),
     };
     Action::Create {
         auto_start,

@@ -31,9 +31,8 @@ const OPEN_FINDINGS: &[(u64, &str)] = &[
     // call. The host never disconnects, so no hello reconciliation comes
     // to settle the claim, and nothing else asks the host again
     // (docs/architecture.md, "Open findings").
-    // (Plans changed when clients began to give tasks run timeouts and
-    // deadlines; this seed is where the finding shows now.)
-    (83, "is still unknown after the faults stopped"),
+    (65, "is still unknown after the faults stopped"),
+    (169, "is still unknown after the faults stopped"),
 ];
 
 fn open_finding(f: &ipa_sim::Failure) -> bool {
