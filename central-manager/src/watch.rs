@@ -118,6 +118,30 @@ impl Follower {
             }
         }
     }
+
+    /// The next committed event, or `None` for one too big for the hub
+    /// (a follower that must not miss any kind of event re-reads its state
+    /// then: the timeout loop).
+    pub async fn recv_or_big(
+        &mut self,
+    ) -> std::result::Result<Option<Arc<EventRecord>>, broadcast::error::RecvError> {
+        Ok(match self.0.recv().await? {
+            Live::Event(e) => Some(e),
+            Live::Fetch(_) => None,
+        })
+    }
+
+    /// Drops every event already received (a follower about to re-read
+    /// its state needs none of them). False when the hub is gone.
+    pub fn drain(&mut self) -> bool {
+        loop {
+            match self.0.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Empty) => return true,
+                Err(broadcast::error::TryRecvError::Closed) => return false,
+            }
+        }
+    }
 }
 
 impl Default for EventHub {

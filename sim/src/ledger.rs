@@ -15,6 +15,8 @@ pub struct Proc {
     pub host: usize,
     pub generation: u64,
     pub alive: bool,
+    /// When it died (virtual time).
+    pub died_at: Option<Instant>,
 }
 
 /// What the checks need to know of a host.
@@ -27,6 +29,9 @@ pub struct HostFacts {
     /// When the host would fence its pods if nothing arrives (its own last
     /// contact + its fence timeout); `None` before any contact.
     pub fence_deadline: Option<Instant>,
+    /// Its whole machine was frozen at some time in the run (its pods'
+    /// lifetimes then include time they did not run).
+    pub machine_frozen_ever: bool,
 }
 
 /// The ledger.
@@ -47,13 +52,17 @@ impl Ledger {
                 host,
                 generation,
                 alive: true,
+                died_at: None,
             },
         );
     }
 
     pub fn died(&mut self, pod_id: &str) {
-        if let Some(p) = self.procs.get_mut(pod_id) {
+        if let Some(p) = self.procs.get_mut(pod_id)
+            && p.alive
+        {
             p.alive = false;
+            p.died_at = Some(Instant::now());
         }
     }
 

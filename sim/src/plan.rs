@@ -58,6 +58,8 @@ pub enum Action {
         /// `Some`: auto-restart with this policy; `None`: the default
         /// (off).
         restart: Option<Policy>,
+        /// The task's run timeout and deadline, if any.
+        timers: Timers,
     },
     /// An operation on the `task`-th task created so far (modulo the
     /// number created; skipped while there is none).
@@ -186,6 +188,9 @@ impl Plan {
     /// The plan of `seed`.
     pub fn generate(seed: u64, knobs: &Knobs, central_fence: Duration) -> Self {
         let mut r = StdRng::seed_from_u64(seed);
+        // Timers are drawn from a stream of their own, so adding them left
+        // every other choice of a seed's plan as it was.
+        let mut timers = StdRng::seed_from_u64(seed ^ TIMER_STREAM);
         let n_hosts = r.random_range(knobs.hosts.clone()).max(1);
         let central_fence_ms = central_fence.as_millis() as u64;
         let hosts = (0..n_hosts)
@@ -206,7 +211,7 @@ impl Plan {
                 ms(&mut r, 0, active)
             };
             let action = match r.random_range(0..100) {
-                0..30 => create(&mut r),
+                0..30 => create(&mut r, &mut timers),
                 30..48 => Action::Start {
                     task: r.random_range(0..1024),
                 },
@@ -222,12 +227,16 @@ impl Plan {
                 80..86 => Action::Cancel {
                     task: r.random_range(0..1024),
                 },
-                _ if i % 2 == 0 => create(&mut r),
+                _ if i % 2 == 0 => create(&mut r, &mut timers),
                 _ => Action::Start {
                     task: r.random_range(0..1024),
                 },
             };
-            let action = if i < 2 { create(&mut r) } else { action };
+            let action = if i < 2 {
+                create(&mut r, &mut timers)
+            } else {
+                action
+            };
             steps.push(Step { at, action });
         }
         let n_faults = r.random_range(knobs.faults.clone());
@@ -289,7 +298,10 @@ impl Plan {
     }
 }
 
-fn create(r: &mut StdRng) -> Action {
+/// Mixed into the seed of the timers' random stream.
+const TIMER_STREAM: u64 = 0x7469_6d65_7273_0001;
+
+fn create(r: &mut StdRng, t: &mut StdRng) -> Action {
     let life_ms = r.random_bool(0.6).then(|| r.random_range(50..=4000));
     let end = match r.random_range(0..10) {
         0..4 => PodEnd::Crash,
@@ -308,11 +320,26 @@ fn create(r: &mut StdRng) -> Action {
         initial_backoff_ms: r.random_range(0..=300),
         max_backoff_ms: r.random_range(300..=1000),
     });
+    let auto_start = r.random_bool(0.6);
+    // Short enough to fire within a run, often while faults are on.
+    let timers = Timers {
+        timeout_s: t.random_bool(0.25).then(|| t.random_range(1..=3)),
+        deadline_ms: t.random_bool(0.2).then(|| t.random_range(300..=6000)),
+    };
     Action::Create {
-        auto_start: r.random_bool(0.6),
+        auto_start,
         behaviour,
         restart,
+        timers,
     }
+}
+
+/// A created task's run timeout (`timeout_seconds`) and deadline (this long
+/// after the CreateTask is sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timers {
+    pub timeout_s: Option<u32>,
+    pub deadline_ms: Option<u32>,
 }
 
 impl fmt::Display for Step {
@@ -324,9 +351,10 @@ impl fmt::Display for Step {
                 auto_start,
                 behaviour,
                 restart,
+                timers,
             } => write!(
                 f,
-                "t={t:.3}s create auto_start={auto_start} pods={behaviour:?} restart={restart:?}"
+                "t={t:.3}s create auto_start={auto_start} pods={behaviour:?} restart={restart:?} timers={timers:?}"
             ),
             Action::Start { task } => write!(f, "t={t:.3}s start task#{task}"),
             Action::Stop { task } => write!(f, "t={t:.3}s stop task#{task}"),

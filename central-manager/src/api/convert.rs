@@ -15,6 +15,7 @@ use ipa_proto::v1 as pb;
 use crate::auth::Caller;
 use crate::auth::actor::bind;
 use crate::domain::limits::MAX_PAGE_BYTES;
+use crate::domain::timeout::check_timeout;
 use crate::domain::{
     CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery, LogsQuery,
     MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
@@ -170,6 +171,18 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
         let template = TemplateName::parse(&r.template)?;
         let restart_policy = restart_policy(r.restart_policy)?;
         let request_id = RequestId::parse(&r.request_id)?;
+        let timeout_seconds = r
+            .timeout_seconds
+            .map(|s| check_timeout("timeout_seconds", s))
+            .transpose()?;
+        // Whether it is in the future is judged by the core, on its clock.
+        let deadline = r
+            .deadline
+            .map(|ts| {
+                micros_from_timestamp(&ts)
+                    .ok_or_else(|| Error::invalid("deadline", "is not a valid timestamp"))
+            })
+            .transpose()?;
         Ok(Self {
             title,
             description,
@@ -180,6 +193,8 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
             template,
             restart_policy,
             request_id,
+            timeout_seconds,
+            deadline,
         })
     }
 }
@@ -409,6 +424,8 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         pod_message: t.pod_message.clone(),
         next_restart_at: t.next_restart_at.map(timestamp_from_micros),
         archived: t.archived,
+        timeout_seconds: t.timeout_seconds,
+        deadline: t.deadline.map(timestamp_from_micros),
     }
 }
 

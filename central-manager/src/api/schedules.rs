@@ -16,6 +16,7 @@ use crate::domain::schedule::{
     NewSchedule, Overlap, ScheduleCommand, ScheduleId, ScheduleKey, ScheduleName, ScheduleRecord,
     ScheduleTask, Timetable,
 };
+use crate::domain::timeout::check_timeout;
 use crate::domain::{CorrelationId, Description, Metadata, TemplateName, Title, page_limit};
 use crate::error::{Error, Result};
 
@@ -39,9 +40,10 @@ fn overlap_to_pb(o: Overlap) -> pb::Overlap {
     }
 }
 
-/// The task fields of a schedule. Priority and timeout belong to task
-/// priorities and timeouts (issue 13), which tasks do not have yet: a value
-/// is refused rather than stored and silently ignored.
+/// The task fields of a schedule. Priority belongs to task priorities
+/// (issue 13), which tasks do not have yet: a value is refused rather than
+/// stored and silently ignored. The run timeout is passed to every task a
+/// fire makes.
 fn schedule_task(t: Option<pb::ScheduleTask>) -> Result<ScheduleTask> {
     let t = t.ok_or_else(|| Error::invalid("task", "is required (at least its title)"))?;
     let title = Title::parse(&t.title)?;
@@ -67,13 +69,13 @@ fn schedule_task(t: Option<pb::ScheduleTask>) -> Result<ScheduleTask> {
         ));
     }
     let restart_policy = super::convert::restart_policy(t.restart_policy)?;
-    if t.timeout_seconds.is_some() {
-        return Err(Error::invalid(
-            "task.timeout_seconds",
-            "task timeouts are not available in this version; leave it unset",
-        ));
-    }
-    ScheduleTask::new(title, description, metadata, template, restart_policy)
+    let timeout_seconds = t
+        .timeout_seconds
+        .map(|s| check_timeout("task.timeout_seconds", s))
+        .transpose()?;
+    let mut task = ScheduleTask::new(title, description, metadata, template, restart_policy)?;
+    task.timeout_seconds = timeout_seconds;
+    Ok(task)
 }
 
 impl TryFrom<pb::CreateScheduleRequest> for NewSchedule {
@@ -192,7 +194,7 @@ pub fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
                 initial_backoff_ms: p.initial_backoff_ms,
                 max_backoff_ms: p.max_backoff_ms,
             }),
-            timeout_seconds: None,
+            timeout_seconds: s.task.timeout_seconds,
         }),
         overlap: overlap_to_pb(s.overlap) as i32,
         catchup_window_seconds: s.catchup_window_seconds,
@@ -301,6 +303,7 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::timeout::MAX_TIMEOUT_SECONDS;
 
     fn create(name: &str, cron: &str, every: u64) -> pb::CreateScheduleRequest {
         pb::CreateScheduleRequest {
@@ -343,8 +346,15 @@ mod tests {
         r.task.as_mut().unwrap().priority = pb::Priority::High as i32;
         assert_eq!(field(NewSchedule::try_from(r)), "task.priority");
         let mut r = create("n", "", 60);
-        r.task.as_mut().unwrap().timeout_seconds = Some(5);
+        r.task.as_mut().unwrap().timeout_seconds = Some(0);
         assert_eq!(field(NewSchedule::try_from(r)), "task.timeout_seconds");
+        let mut r = create("n", "", 60);
+        r.task.as_mut().unwrap().timeout_seconds = Some(MAX_TIMEOUT_SECONDS + 1);
+        assert_eq!(field(NewSchedule::try_from(r)), "task.timeout_seconds");
+        let mut r = create("n", "", 60);
+        r.task.as_mut().unwrap().timeout_seconds = Some(5);
+        let s = NewSchedule::try_from(r).unwrap();
+        assert_eq!(s.task.timeout_seconds, Some(5), "passed to the fired tasks");
         let mut r = create("n", "", 60);
         r.task.as_mut().unwrap().template = "a b".into();
         assert_eq!(field(NewSchedule::try_from(r)), "task.template");

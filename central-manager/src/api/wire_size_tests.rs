@@ -52,6 +52,8 @@ prop_compose! {
             pod_message,
             next_restart_at: times.2,
             archived: false,
+            timeout_seconds: policy.map(|p| p.1),
+            deadline: times.2,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod schedules;
 pub mod supervisor;
+pub mod timeouts;
 pub mod wiring;
 
 use std::future::Future;
@@ -163,6 +164,10 @@ impl TaskService {
     }
 
     async fn create_task_now(&self, task: NewTask) -> Result<TaskRecord> {
+        // A deadline is judged on the core's clock (time is an input).
+        if let Some(d) = task.deadline {
+            crate::domain::timeout::check_deadline("deadline", d, self.ports.clock.wall_micros())?;
+        }
         // Fail fast, before a placement check that may wait for a host.
         self.store().ensure_writable()?;
         // A placement that fails already is recorded with the task, in the

@@ -1,6 +1,6 @@
 //! Starting and stopping pods through their pod-hosts: StartPod, StopPod,
 //! RestartPod, the stop half of CompleteTask/CancelTask and automatic
-//! restarts (GetPodLogs is in `logs`).
+//! restarts (the stops are in [`stop`]; GetPodLogs is in `logs`).
 //!
 //! StartPod, step by step (docs/architecture.md "the database is the arbiter"):
 //! 1. read the task for the fast refusals (ALREADY_*, ALREADY_STARTED,
@@ -18,6 +18,8 @@
 //! row stays STARTING on that host, which the host-loss rules then settle
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
+mod stop;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,11 +28,11 @@ use super::supervisor::host_events::{Job, JobQueue};
 use super::supervisor::runner::RestartQueue;
 use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
 use crate::domain::{
-    ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults,
-    TaskId, decide_start, decide_stop, ending::exit_detail,
+    Cause, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults, TaskId, decide_start,
+    ending::exit_detail,
 };
 use crate::error::{Error, Result};
-use crate::hosts::directory::{HostDirectory, PendingStop};
+use crate::hosts::directory::HostDirectory;
 use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
 
@@ -392,162 +394,6 @@ impl Pods {
             self.write_or_queue(fenced, s.pod.task_id).await?;
         }
         Ok(fence.confirmed())
-    }
-
-    /// StopPod: graceful stop through the host, then `pod_stopped` with the
-    /// caller as actor.
-    pub async fn stop(
-        &self,
-        task_id: TaskId,
-        actor: &ActorId,
-        correlation: &CorrelationId,
-        reason: &str,
-    ) -> Result<()> {
-        // The stop's end must be recorded: refuse at once (touching
-        // nothing) while the store is known to be unwritable.
-        self.store().ensure_writable()?;
-        let task = self
-            .store()
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
-        decide_stop(task_id, task.status, task.pod_status)?;
-        let pod_info = task.pod.ok_or(Error::NotRunning(task_id))?;
-        let pod = PodRef {
-            task_id,
-            pod_id: pod_info.pod_id.clone(),
-            generation: pod_info.generation,
-        };
-        let cause = Cause::by(actor, correlation);
-        self.stop_pod(&pod, &pod_info.pod_host, cause, reason).await
-    }
-
-    /// Stops `pod` on `host_id` and commits its end as a requested stop.
-    async fn stop_pod(
-        &self,
-        pod: &PodRef,
-        host_id: &str,
-        cause: Cause,
-        reason: &str,
-    ) -> Result<()> {
-        let host = self
-            .hosts
-            .client(host_id)
-            .ok_or(Error::PodStateUnknown(pod.task_id))?;
-        self.hosts.begin_stop(
-            &pod.pod_id,
-            PendingStop {
-                cause: cause.clone(),
-                reason: reason.to_owned(),
-            },
-        );
-        let req = stop_request(pod, 0, reason, false);
-        let exit = match tokio::time::timeout(HOST_STOP_TIMEOUT, host.stop_pod(req)).await {
-            Ok(Ok(exit)) => exit,
-            // The host does not have it (any more): it is not running.
-            Ok(Err(e)) if e.refusal() == Some(Refusal::PodNotFound) => None,
-            Ok(Err(e)) => {
-                self.hosts.take_stop(&pod.pod_id);
-                tracing::warn!(task_id = %pod.task_id, error = %e.message(), "pod-host failed to stop the pod");
-                return Err(Error::PodStateUnknown(pod.task_id));
-            }
-            Err(_) => {
-                self.hosts.take_stop(&pod.pod_id);
-                return Err(Error::PodStateUnknown(pod.task_id));
-            }
-        };
-        // Whatever way it ended while being stopped, the caller asked for it:
-        // a requested stop is never a crash.
-        let mut detail = exit
-            .as_ref()
-            .map(exit_detail)
-            .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(o) = detail.as_object_mut() {
-            o.insert("reason".into(), serde_json::json!(reason));
-        }
-        let report = EndReport {
-            ending: Ending::Stopped,
-            detail,
-            message: String::new(),
-            last_phase: None,
-        };
-        self.hosts.stop_confirmed(pod.task_id, &pod.pod_id, host_id);
-        // If this commit fails (the store went down meanwhile), the pending
-        // stop stays: the host's own exit event for the pod, applied once
-        // the store is back, is then recorded as this caller's stop, never
-        // as a crash or a loss.
-        self.store()
-            .pod(PodCommand::Ended {
-                pod: pod.clone(),
-                host_id: host_id.to_owned(),
-                report,
-                cause,
-                defaults: self.defaults,
-                jitter: 0.0,
-            })
-            .await?;
-        self.hosts.take_stop(&pod.pod_id);
-        Ok(())
-    }
-
-    /// RestartPod: stop the running pod (if any), then start a new
-    /// generation.
-    pub async fn restart(
-        &self,
-        task_id: TaskId,
-        actor: &ActorId,
-        correlation: &CorrelationId,
-    ) -> Result<PodInfo> {
-        self.store().ensure_writable()?;
-        let task = self
-            .store()
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
-        crate::domain::ensure_not_terminal(task_id, task.status)?;
-        let cause = Cause::by(actor, correlation);
-        match task.pod_status {
-            PodStatus::Unknown => return Err(Error::PodStateUnknown(task_id)),
-            PodStatus::Starting | PodStatus::Running => {
-                let p = task
-                    .pod
-                    .ok_or(Error::Internal("running task without pod".into()))?;
-                let pod = PodRef {
-                    task_id,
-                    pod_id: p.pod_id,
-                    generation: p.generation,
-                };
-                self.stop_pod(&pod, &p.pod_host, cause.clone(), "restart")
-                    .await?;
-            }
-            PodStatus::Stopped => {}
-        }
-        self.start(task_id, cause, false)
-            .await?
-            .ok_or(Error::AlreadyStarted(task_id))
-    }
-
-    /// After CompleteTask/CancelTask: kill the task's pod, which is no
-    /// longer current. Best effort: if its host is unreachable, the pod is
-    /// fenced when the host returns, or the host fences itself.
-    pub async fn stop_after_finish(&self, pod: PodRef, host_id: String, reason: &str) {
-        let Some(host) = self.hosts.client(&host_id) else {
-            self.hosts.clear_live(pod.task_id, &pod.pod_id);
-            return;
-        };
-        let req = stop_request(&pod, 0, reason, false);
-        match tokio::time::timeout(HOST_STOP_TIMEOUT, host.stop_pod(req)).await {
-            Ok(Ok(_)) => self
-                .hosts
-                .stop_confirmed(pod.task_id, &pod.pod_id, &host_id),
-            Ok(Err(e)) if e.refusal() == Some(Refusal::PodNotFound) => {
-                self.hosts.clear_live(pod.task_id, &pod.pod_id);
-            }
-            other => {
-                self.hosts.clear_live(pod.task_id, &pod.pod_id);
-                tracing::warn!(task_id = %pod.task_id, ?other, "could not stop the pod of a finished task; it will be fenced")
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Assembles the supervision core on its ports: the host directory, one
-//! session per pod-host endpoint, the task service and the supervisor. The
+//! session per pod-host endpoint, the task service, the supervisor and the
+//! run-timeout and deadline loop. The
 //! server (production adapters) and the simulator (simulated ones) both
 //! start the core through [`start`], so the simulator runs exactly the
 //! wiring production runs.
@@ -15,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::TaskService;
 use super::ports::{Dialer, Ports};
 use super::supervisor::runner::Supervisor;
+use super::timeouts::Timeouts;
 use crate::domain::RestartDefaults;
 use crate::hosts::directory::HostDirectory;
 use crate::hosts::registry::HostTimeouts;
@@ -62,7 +64,7 @@ pub fn start(
     let service = Arc::new(
         TaskService::new(
             ports,
-            hub,
+            hub.clone(),
             hosts,
             config.restart_defaults,
             tracker.clone(),
@@ -74,8 +76,12 @@ pub fn start(
         service.pods().clone(),
         updates_rx,
         tracker.clone(),
-        shutdown,
+        shutdown.clone(),
     )
     .start();
+    // With the supervisor: like its restarts, timeouts act on pods, and the
+    // simulator then runs them too. With replicas it moves with the
+    // supervisor to the leader.
+    Timeouts::new(service.clone(), hub).start(tracker, shutdown);
     service
 }

@@ -31,6 +31,10 @@ pub enum Ending {
     /// Its pod-host is shutting down (drain): `pod_stopped` with that
     /// reason; the task may be placed elsewhere at once (not a crash).
     HostShutdown,
+    /// Stopped by central-manager because it ran longer than its task's
+    /// `timeout_seconds`: `pod_timed_out`, task inactive, and the restart
+    /// policy decides as for a crash.
+    TimedOut,
 }
 
 impl Ending {
@@ -42,12 +46,16 @@ impl Ending {
             Self::Crashed | Self::SpawnFailed => EventType::PodCrashed,
             Self::Stopped | Self::HostShutdown => EventType::PodStopped,
             Self::Lost => EventType::PodLost,
+            Self::TimedOut => EventType::PodTimedOut,
         }
     }
 
     /// Whether the ending counts against the restart budget.
     pub fn is_failure(self) -> bool {
-        matches!(self, Self::Crashed | Self::SpawnFailed | Self::Lost)
+        matches!(
+            self,
+            Self::Crashed | Self::SpawnFailed | Self::Lost | Self::TimedOut
+        )
     }
 }
 
@@ -178,6 +186,8 @@ mod tests {
         assert_eq!(Ending::SpawnFailed.event_type(), EventType::PodCrashed);
         assert!(Ending::SpawnFailed.is_failure());
         assert!(Ending::Lost.is_failure() && Ending::Crashed.is_failure());
+        assert!(Ending::TimedOut.is_failure());
+        assert_eq!(Ending::TimedOut.event_type().as_str(), "pod_timed_out");
         assert!(!Ending::Stopped.is_failure() && !Ending::HostShutdown.is_failure());
     }
 

@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod stats;
 mod status;
 mod task;
+pub mod timeout;
 
 pub use ending::Ending;
 pub use fields::{Description, Metadata, TemplateName, Title};

@@ -48,6 +48,10 @@ pub struct NewTask {
     pub restart_policy: RestartPolicySpec,
     /// Idempotency key.
     pub request_id: Option<RequestId>,
+    /// Run timeout of each pod, in seconds (validated: 1..=MAX).
+    pub timeout_seconds: Option<u32>,
+    /// The task's deadline, unix µs.
+    pub deadline: Option<i64>,
 }
 
 /// A call on one task by an actor: CompleteTask, StartPod, RestartPod.

@@ -45,6 +45,10 @@ pub struct TaskRecord {
     pub next_restart_at: Option<i64>,
     /// Read from the archive (ArchiveTasks).
     pub archived: bool,
+    /// Run timeout of each pod, in seconds.
+    pub timeout_seconds: Option<u32>,
+    /// Deadline, unix µs.
+    pub deadline: Option<i64>,
 }
 
 /// A pod of a task.
@@ -81,6 +85,9 @@ pub enum EventType {
     PodRecovered,
     /// A stale pod was killed.
     PodFenced,
+    /// A pod ran longer than its task's `timeout_seconds` and was stopped
+    /// (counts as a crash for the restart policy).
+    PodTimedOut,
     /// The running pod reported a new phase.
     PhaseChanged,
     /// An automatic restart is scheduled.
@@ -105,6 +112,7 @@ impl EventType {
         Self::PodLost,
         Self::PodRecovered,
         Self::PodFenced,
+        Self::PodTimedOut,
         Self::PhaseChanged,
         Self::RestartScheduled,
         Self::TaskCompleted,
@@ -123,6 +131,7 @@ impl EventType {
             Self::PodLost => "pod_lost",
             Self::PodRecovered => "pod_recovered",
             Self::PodFenced => "pod_fenced",
+            Self::PodTimedOut => "pod_timed_out",
             Self::PhaseChanged => "phase_changed",
             Self::RestartScheduled => "restart_scheduled",
             Self::TaskCompleted => "task_completed",
@@ -170,15 +179,16 @@ mod tests {
             EventType::PodLost => 5,
             EventType::PodRecovered => 6,
             EventType::PodFenced => 7,
-            EventType::PhaseChanged => 8,
-            EventType::RestartScheduled => 9,
-            EventType::TaskCompleted => 10,
-            EventType::TaskCancelled => 11,
-            EventType::TaskFailed => 12,
+            EventType::PodTimedOut => 8,
+            EventType::PhaseChanged => 9,
+            EventType::RestartScheduled => 10,
+            EventType::TaskCompleted => 11,
+            EventType::TaskCancelled => 12,
+            EventType::TaskFailed => 13,
         };
         for (i, e) in EventType::ALL.iter().enumerate() {
             assert_eq!(index(*e), i, "{}", e.as_str());
         }
-        assert_eq!(EventType::ALL.len(), 13);
+        assert_eq!(EventType::ALL.len(), 14);
     }
 }

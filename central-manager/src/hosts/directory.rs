@@ -78,6 +78,8 @@ pub struct LivePod {
 pub struct PendingStop {
     pub cause: Cause,
     pub reason: String,
+    /// How the end is recorded: `Stopped`, or `TimedOut` for a run timeout.
+    pub ending: crate::domain::Ending,
 }
 
 #[derive(Debug)]

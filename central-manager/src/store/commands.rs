@@ -61,6 +61,9 @@ pub fn apply(
                 .execute([up_to])?;
             Ok(Outcome::Pruned(done as u64))
         }
+        Command::Deadline { task_id, at } => {
+            super::timeouts::deadline_exceeded(conn, *task_id, *at, now, events)
+        }
         Command::Probe => {
             conn.prepare_cached(
                 "INSERT INTO store_probe (id, probed_at) VALUES (1, ?) \
@@ -184,6 +187,12 @@ pub(super) fn create_task(
         "restart_policy": t.restart_policy,
         "auto_start": t.auto_start,
     });
+    if let Some(s) = t.timeout_seconds {
+        data["timeout_seconds"] = json!(s);
+    }
+    if let Some(d) = t.deadline {
+        data["deadline"] = json!(d);
+    }
     note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
@@ -219,6 +228,8 @@ pub(super) fn create_task(
         pod_message: pod_message.to_owned(),
         next_restart_at: None,
         archived: false,
+        timeout_seconds: t.timeout_seconds,
+        deadline: t.deadline,
     };
     Ok(Outcome::Task {
         task: Box::new(task),
@@ -275,8 +286,8 @@ fn insert_task_row(
     conn.prepare_cached(
         "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
          created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
-         initial_backoff_ms, max_backoff_ms, pod_status, pod_message) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         id,
@@ -296,6 +307,8 @@ fn insert_task_row(
         rp.max_backoff_ms,
         PodStatus::Stopped.as_db(),
         pod_message,
+        t.timeout_seconds,
+        t.deadline,
     ])?;
     // One row per entry, for `metadata_equals` (an index lookup, in
     // creation order).

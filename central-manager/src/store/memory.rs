@@ -286,6 +286,18 @@ impl TaskStore for MemoryStore {
     fn scheduled_restarts(&self) -> BoxFuture<'_, Result<Vec<(TaskId, i64)>>> {
         Box::pin(async move { self.read(queries::scheduled_restarts) })
     }
+
+    fn earliest_timer(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move { self.read(super::timeouts::earliest_timer) })
+    }
+
+    fn due_timers(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
+        Box::pin(async move { self.read(move |c| super::timeouts::due_timers(c, now, limit)) })
+    }
 }
 
 #[cfg(test)]

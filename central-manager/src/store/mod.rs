@@ -17,6 +17,7 @@ pub mod retention;
 mod rows;
 pub mod schedules;
 pub mod stats;
+mod timeouts;
 mod writer;
 
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
@@ -201,6 +202,22 @@ impl Store {
         self.readers.run(queries::scheduled_restarts).await
     }
 
+    /// The earliest run timeout or deadline.
+    pub async fn earliest_timer(&self) -> Result<Option<i64>> {
+        self.readers.run(timeouts::earliest_timer).await
+    }
+
+    /// Run timeouts and deadlines due at `now`.
+    pub async fn due_timers(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::timeout::Timer>> {
+        self.readers
+            .run(move |c| timeouts::due_timers(c, now, limit))
+            .await
+    }
+
     /// Closes the read pool (the writer closes its own connection when it
     /// stops).
     pub async fn close(&self) {
@@ -277,6 +294,18 @@ impl TaskStore for Store {
 
     fn scheduled_restarts(&self) -> BoxFuture<'_, Result<Vec<(TaskId, i64)>>> {
         Box::pin(Store::scheduled_restarts(self))
+    }
+
+    fn earliest_timer(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(Store::earliest_timer(self))
+    }
+
+    fn due_timers(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
+        Box::pin(Store::due_timers(self, now, limit))
     }
 }
 

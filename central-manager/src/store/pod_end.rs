@@ -127,7 +127,7 @@ fn record_end(
 fn decide(conn: &Connection, end: &End<'_>, policy: &RestartPolicy, now: i64) -> Result<Decision> {
     let id = end.pod.task_id.to_string();
     Ok(match end.report.ending {
-        Ending::Crashed | Ending::SpawnFailed | Ending::Lost => {
+        Ending::Crashed | Ending::SpawnFailed | Ending::Lost | Ending::TimedOut => {
             let history = crashes_in_window(conn, &id, policy, now)?;
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO crash_history (task_id, crashed_at) VALUES (?, ?)",

@@ -461,7 +461,10 @@ fn set_pid(conn: &Connection, pod: &PodRef, pid: u32, started_at: i64, now: i64)
     Ok(())
 }
 
-/// RUNNING, with the pid and start time (0 keeps what the row has).
+/// RUNNING, with the pid and start time (0 keeps what the row has). The
+/// first time a generation runs is also kept on central's clock
+/// (`pod_running_since`, what its run timeout counts from): a recovered
+/// pod keeps it.
 fn mark_running(
     conn: &Connection,
     pod: &PodRef,
@@ -471,11 +474,13 @@ fn mark_running(
 ) -> Result<()> {
     conn.prepare_cached(
         "UPDATE tasks SET pod_status = 'running', pod_pid = COALESCE(NULLIF(?, 0), pod_pid), \
-         pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), updated_at = ? WHERE task_id = ?",
+         pod_started_at = COALESCE(NULLIF(?, 0), pod_started_at), \
+         pod_running_since = COALESCE(pod_running_since, ?), updated_at = ? WHERE task_id = ?",
     )?
     .execute(params![
         i64::from(pid),
         started_at,
+        now,
         now,
         pod.task_id.to_string()
     ])?;
@@ -552,7 +557,7 @@ fn claim(
         u64::try_from(generation).map_err(|_| Error::Internal("negative generation".into()))? + 1;
     conn.prepare_cached(
         "UPDATE tasks SET status = 'active', pod_status = 'starting', pod_generation = ?, pod_id = ?, \
-         pod_host = ?, pod_pid = NULL, pod_started_at = NULL, live_version = 0, pod_message = '', \
+         pod_host = ?, pod_pid = NULL, pod_started_at = NULL, pod_running_since = NULL, live_version = 0, pod_message = '', \
          next_restart_at = NULL, pod_correlation_id = ?, restart_count = restart_count + ?, updated_at = ? \
          WHERE task_id = ?",
     )?

@@ -9,7 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::pods::PodRef;
-use super::rows::{EventRow, TaskRow, event_columns, task_columns};
+use super::rows::{EventRow, TASK_COLUMN_COUNT, TaskRow, event_columns, task_columns};
 use crate::domain::limits::{MAX_PAGE_BYTES, fill_page};
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Order, OrderBy, Page, PodInfo, PodStatus, TaskFilter,
@@ -53,7 +53,7 @@ fn archived(t: Result<TaskRecord>) -> Result<TaskRecord> {
 /// A task row with the `archived` flag that the listing queries select
 /// after the task columns.
 fn flagged_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TaskRow, bool)> {
-    Ok((TaskRow::from_row(r)?, r.get::<_, bool>(25)?))
+    Ok((TaskRow::from_row(r)?, r.get::<_, bool>(TASK_COLUMN_COUNT)?))
 }
 
 /// The WHERE clause of a filter and its parameters. Only the shape of the

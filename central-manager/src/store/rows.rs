@@ -16,10 +16,14 @@ macro_rules! task_columns {
          metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
          initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, pod_pid, \
          pod_generation, pod_started_at, live_version, restart_count, pod_message, \
-         next_restart_at"
+         next_restart_at, timeout_seconds, deadline"
     };
 }
 pub(super) use task_columns;
+
+/// How many columns [`task_columns`] lists (a flag selected after them is
+/// at this index).
+pub(super) const TASK_COLUMN_COUNT: usize = 27;
 
 /// The columns of an `events` row, in [`EventRow::from_row`] order.
 macro_rules! event_columns {
@@ -57,6 +61,8 @@ pub struct TaskRow {
     restart_count: i64,
     pod_message: String,
     next_restart_at: Option<i64>,
+    timeout_seconds: Option<i64>,
+    deadline: Option<i64>,
 }
 
 impl TaskRow {
@@ -88,6 +94,8 @@ impl TaskRow {
             restart_count: r.get(22)?,
             pod_message: r.get(23)?,
             next_restart_at: r.get(24)?,
+            timeout_seconds: r.get(25)?,
+            deadline: r.get(26)?,
         })
     }
 }
@@ -147,6 +155,11 @@ impl TryFrom<TaskRow> for TaskRecord {
             pod_message: r.pod_message,
             next_restart_at: r.next_restart_at,
             archived: false,
+            timeout_seconds: r
+                .timeout_seconds
+                .map(|v| u32_col("timeout_seconds", v))
+                .transpose()?,
+            deadline: r.deadline,
         })
     }
 }

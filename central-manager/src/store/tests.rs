@@ -78,6 +78,8 @@ pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
             ..Default::default()
         },
         request_id: None,
+        timeout_seconds: None,
+        deadline: None,
     }
 }
 

@@ -126,6 +126,14 @@ pub struct CreateArgs {
     /// Cap of the restart delay.
     #[arg(long, value_name = "MS")]
     pub max_backoff_ms: Option<u32>,
+    /// Stop a pod running longer than this (`timeout_seconds`; whole
+    /// seconds, 1s to 7d), e.g. `--timeout 10m`. Counts as a crash.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Fail the task if it is not finished by then: an RFC 3339 time, or a
+    /// duration from now (`--deadline 2h`).
+    #[arg(long, value_name = "TIME")]
+    pub deadline: Option<super::TimeArg>,
     /// Print only the new task's id.
     #[arg(short, long)]
     pub quiet: bool,

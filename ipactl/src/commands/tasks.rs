@@ -20,6 +20,18 @@ pub async fn create(conn: &Conn, out: &Output, a: CreateArgs) -> Result<(), CliE
         max_backoff_ms: a.max_backoff_ms,
     };
     let any_policy = policy != pb::RestartPolicy::default();
+    let timeout_seconds = a
+        .timeout
+        .map(|d| {
+            u32::try_from(d.as_secs())
+                .map_err(|_| CliError::Invalid("--timeout is too long".into()))
+        })
+        .transpose()?;
+    // A duration is from now here (a deadline lies ahead).
+    let deadline = a.deadline.map(|t| match t {
+        crate::cli::TimeArg::At(t) => ipa_proto::time::timestamp(t),
+        crate::cli::TimeArg::Ago(d) => ipa_proto::time::timestamp(SystemTime::now() + d),
+    });
     let req = pb::CreateTaskRequest {
         title: a.title,
         description: a.description,
@@ -30,6 +42,8 @@ pub async fn create(conn: &Conn, out: &Output, a: CreateArgs) -> Result<(), CliE
         template: a.template,
         restart_policy: any_policy.then_some(policy),
         request_id: a.request_id,
+        timeout_seconds,
+        deadline,
         ..Default::default()
     };
     let r = conn

@@ -101,6 +101,15 @@ pub fn task_detail(task: &pb::Task, ctx: &Ctx) -> String {
             Cell::new(restart_policy(task.restart_policy.as_ref())),
         ),
     ]);
+    if let Some(s) = task.timeout_seconds {
+        rows.push(("Run timeout", Cell::new(format!("{s}s"))));
+    }
+    if task.deadline.is_some() {
+        rows.push((
+            "Deadline",
+            Cell::new(fmt::time(ctx, task.deadline.as_ref())),
+        ));
+    }
     if !task.metadata.is_empty() {
         let mut entries: Vec<_> = task.metadata.iter().collect();
         entries.sort();

@@ -273,6 +273,7 @@ impl SimHost {
         let f = &mut l.hosts[self.idx];
         f.frozen = self.frozen();
         f.machine_frozen = self.machine_frozen_since.is_some();
+        f.machine_frozen_ever |= f.machine_frozen;
         f.fence_deadline = self.contact.deadline();
     }
 

@@ -12,6 +12,9 @@
 //!   ([`trails`], at the end);
 //! - restarts as the policy says ([`trails`]);
 //! - every task converges once faults stop ([`convergence`], at the end);
+//! - no pod outlives its task's run timeout by more than the stop grace
+//!   and the model's tolerance, and a task past its deadline ends FAILED
+//!   unless it finished before ([`timers`], at the end);
 //! - the registry's view of a host matches the timeouts ([`registry`],
 //!   periodically): READY only while silent for less than the unreachable
 //!   timeout, UNREACHABLE only after it, never central's contact ahead of
@@ -48,6 +51,8 @@ struct Row {
     auto_restart: Option<bool>,
     max_restarts: Option<i64>,
     window_seconds: Option<i64>,
+    timeout_seconds: Option<i64>,
+    deadline: Option<i64>,
 }
 
 /// An event, as the checks read it.
@@ -66,8 +71,8 @@ fn rows(store: &MemoryStore) -> Vec<Row> {
         .read(|c| {
             let mut st = c.prepare(
                 "SELECT task_id, status, pod_status, pod_id, pod_host, pod_generation, \
-                 next_restart_at, auto_restart, max_restarts, restart_window_seconds \
-                 FROM tasks ORDER BY task_id",
+                 next_restart_at, auto_restart, max_restarts, restart_window_seconds, \
+                 timeout_seconds, deadline FROM tasks ORDER BY task_id",
             )?;
             let r = st
                 .query_map([], |r| {
@@ -82,6 +87,8 @@ fn rows(store: &MemoryStore) -> Vec<Row> {
                         auto_restart: r.get(7)?,
                         max_restarts: r.get(8)?,
                         window_seconds: r.get(9)?,
+                        timeout_seconds: r.get(10)?,
+                        deadline: r.get(11)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -302,6 +309,7 @@ fn durability(
                             "pod_exited",
                             "pod_crashed",
                             "pod_lost",
+                            "pod_timed_out",
                             "task_completed",
                         ]
                         .contains(&e.kind.as_str())
@@ -352,7 +360,87 @@ pub(super) async fn at_end(w: &World) -> Vec<String> {
     durability(&rows, &events, &acked, &mut found);
     convergence(w, &rows, &mut found);
     trails(w, &rows, &events, &mut found);
+    timers(w, &rows, &events, &mut found);
     found
+}
+
+/// How late a timer's effect may be beyond its time (and a timed-out
+/// pod's stop grace): a StopPod to a host that central cannot reach is
+/// retried every second, and the host fences its pods by itself once its
+/// lease runs out (unreachable + fence after the last contact); a second
+/// more for the hops in between.
+fn timer_tolerance(w: &World) -> Duration {
+    let t = &w.config.timing;
+    t.unreachable + t.fence + central_manager::core::timeouts::RETRY + Duration::from_secs(1)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Run timeouts and deadlines: each pod of a task with `timeout_seconds`
+/// is gone by its `pod_started` (central's clock, what the timeout counts
+/// from) + the timeout + the stop grace + [`timer_tolerance`]; a task
+/// whose deadline passed more than the tolerance ago is terminal, and it
+/// was never failed for its deadline before the deadline. Times are
+/// compared on the virtual wall clock.
+fn timers(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
+    let now = Instant::now();
+    let now_us = w.service.pods().ports().clock.wall_micros();
+    let tolerance = micros(timer_tolerance(w));
+    let grace = micros(w.config.timing.stop_grace);
+    let l = w.ledger.lock().unwrap_or_else(|e| e.into_inner());
+    for r in rows {
+        let t = &r.task_id;
+        if let Some(secs) = r.timeout_seconds {
+            let started = events
+                .iter()
+                .filter(|e| e.task_id == *t && e.kind == "pod_started");
+            for e in started {
+                let Some(pod) = e.data.get("pod_id").and_then(Value::as_str) else {
+                    continue;
+                };
+                let Some(p) = l.procs.get(pod) else { continue };
+                // A frozen machine's pods were not running while it slept.
+                if l.hosts.get(p.host).is_some_and(|h| h.machine_frozen_ever) {
+                    continue;
+                }
+                let limit = e.at + secs * 1_000_000 + grace + tolerance;
+                let end = now_us - micros(now - p.died_at.unwrap_or(now));
+                if end > limit {
+                    push(
+                        found,
+                        format!(
+                            "timeout: task {t}'s pod {pod} ran {:.3}s past its {secs} s timeout (+ grace and tolerance)",
+                            (end - limit) as f64 / 1e6
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(d) = r.deadline {
+            if d.saturating_add(tolerance) < now_us
+                && !["completed", "cancelled", "failed"].contains(&r.status.as_str())
+            {
+                push(
+                    found,
+                    format!("deadline: task {t} is {} past its deadline", r.status),
+                );
+            }
+            let early = events.iter().any(|e| {
+                e.task_id == *t
+                    && e.kind == "task_failed"
+                    && e.data.get("reason").and_then(Value::as_str) == Some("deadline_exceeded")
+                    && e.at < d
+            });
+            if early {
+                push(
+                    found,
+                    format!("deadline: task {t} was failed before its deadline"),
+                );
+            }
+        }
+    }
 }
 
 /// Once faults stop, every task settles: nothing STARTING or UNKNOWN, a
@@ -437,7 +525,13 @@ fn trails(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
     for e in events {
         by_task.entry(e.task_id.as_str()).or_default().push(e);
     }
-    let ends = ["pod_stopped", "pod_exited", "pod_crashed", "pod_lost"];
+    let ends = [
+        "pod_stopped",
+        "pod_exited",
+        "pod_crashed",
+        "pod_lost",
+        "pod_timed_out",
+    ];
     for r in rows {
         let trail = by_task.get(r.task_id.as_str()).cloned().unwrap_or_default();
         let t = &r.task_id;
@@ -468,7 +562,9 @@ fn trails(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
                     started.insert(p.clone());
                     current = Some(p);
                 }
-            } else if ends.contains(&kind) || (kind == "task_completed" && pod_of(e).is_some()) {
+            } else if ends.contains(&kind)
+                || (matches!(kind, "task_completed" | "task_failed") && pod_of(e).is_some())
+            {
                 if let Some(p) = pod_of(e) {
                     if !ended.insert(p.clone()) {
                         push(
@@ -503,7 +599,7 @@ fn trails(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
     let _ = w;
 }
 
-/// After each failure (`pod_crashed`, `pod_lost`): with auto-restart, the
+/// After each failure (`pod_crashed`, `pod_lost`, `pod_timed_out`): with auto-restart, the
 /// very next event is `restart_scheduled` while the failures in the window
 /// are at most `max_restarts`, `task_failed` beyond; without, neither.
 fn restart_policy(r: &Row, trail: &[&Ev], found: &mut Vec<String>) {
@@ -513,12 +609,20 @@ fn restart_policy(r: &Row, trail: &[&Ev], found: &mut Vec<String>) {
     let window_us = r.window_seconds.unwrap_or(60) * 1_000_000;
     let mut failures: Vec<i64> = Vec::new();
     for (i, e) in trail.iter().enumerate() {
-        if e.kind != "pod_crashed" && e.kind != "pod_lost" {
+        if !matches!(
+            e.kind.as_str(),
+            "pod_crashed" | "pod_lost" | "pod_timed_out"
+        ) {
             continue;
         }
         failures.push(e.at);
         let in_window = failures.iter().filter(|&&f| f > e.at - window_us).count() as i64;
-        let next = trail.get(i + 1).map(|n| n.kind.as_str());
+        // The decision commits with the failure, so it is the next event;
+        // a deadline's `task_failed` after a failure is no decision.
+        let next = trail
+            .get(i + 1)
+            .filter(|n| n.data.get("reason").and_then(Value::as_str) != Some("deadline_exceeded"))
+            .map(|n| n.kind.as_str());
         let expected = if !auto {
             None
         } else if in_window > max {

@@ -128,6 +128,7 @@ impl Clients {
                 auto_start,
                 behaviour,
                 restart,
+                timers,
             } => {
                 let restart_policy = match restart {
                     Some(p) => RestartPolicySpec {
@@ -149,6 +150,10 @@ impl Clients {
                     template: TemplateName::from_db("default".into()),
                     restart_policy,
                     request_id: None,
+                    timeout_seconds: timers.timeout_s,
+                    deadline: timers
+                        .deadline_ms
+                        .map(|ms| s.pods().ports().clock.wall_micros() + i64::from(ms) * 1000),
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks

@@ -21,6 +21,7 @@
 
 use futures::future::BoxFuture;
 
+use crate::domain::timeout::Timer;
 use crate::domain::{
     ActorId, Cause, CorrelationId, EndReport, EventRecord, EventsQuery, Finish, ListQuery, NewTask,
     Page, Phase, PodInfo, PodRef, PodStatus, RestartDefaults, TaskFilter, TaskId, TaskRecord,
@@ -84,6 +85,13 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Scheduled automatic restarts: (task, due at unix µs).
     fn scheduled_restarts(&self) -> BoxFuture<'_, Result<Vec<(TaskId, i64)>>>;
+
+    /// The earliest run timeout or deadline (unix µs), if any.
+    fn earliest_timer(&self) -> BoxFuture<'_, Result<Option<i64>>>;
+
+    /// Run timeouts and deadlines due at `now`, earliest first, at most
+    /// `limit` of each kind.
+    fn due_timers(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Timer>>>;
 }
 
 impl dyn TaskStore {
@@ -144,6 +152,14 @@ pub enum Command {
         /// Unix micros.
         up_to: i64,
     },
+    /// A task's deadline passed: fails it if it is still live with that
+    /// deadline (see `store::timeouts`).
+    Deadline {
+        /// The task.
+        task_id: TaskId,
+        /// The deadline the timer saw, unix µs.
+        at: i64,
+    },
     /// The circuit breaker's probe: rewrites one small row, so it fails
     /// exactly when real writes would (full disk, read-only file, lock).
     Probe,
@@ -194,6 +210,14 @@ pub enum Outcome {
     Pruned(u64),
     /// Probe: the database took a write.
     Probed,
+    /// Deadline: whether it failed the task (false: terminal already, or
+    /// the deadline changed), and the pod to stop with its host.
+    DeadlineExceeded {
+        /// The task was failed by this command.
+        failed: bool,
+        /// The pod to stop, with its host.
+        stop_pod: Option<(PodRef, String)>,
+    },
 }
 
 /// A pod supervision write.

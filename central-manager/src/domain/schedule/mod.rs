@@ -125,6 +125,9 @@ pub struct ScheduleTask {
     pub template: TemplateName,
     /// Restart policy as requested (defaults apply when used).
     pub restart_policy: RestartPolicySpec,
+    /// Run timeout of each task's pods, in seconds (checked by the api
+    /// layer as CreateTask's); `None` by [`ScheduleTask::new`].
+    pub timeout_seconds: Option<u32>,
 }
 
 impl ScheduleTask {
@@ -176,6 +179,7 @@ impl ScheduleTask {
             metadata,
             template,
             restart_policy,
+            timeout_seconds: None,
         })
     }
 }

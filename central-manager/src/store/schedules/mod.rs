@@ -431,6 +431,9 @@ fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTas
         template: s.task.template.clone(),
         restart_policy: s.task.restart_policy,
         request_id: None,
+        timeout_seconds: s.task.timeout_seconds,
+        // A schedule's tasks have no absolute deadline (each would share it).
+        deadline: None,
     })
 }
 

@@ -32,6 +32,9 @@ pub(super) struct TaskJson {
     metadata: BTreeMap<String, String>,
     template: String,
     restart_policy: RestartPolicySpec,
+    /// Absent in rows written before run timeouts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_seconds: Option<u32>,
 }
 
 impl TaskJson {
@@ -42,6 +45,7 @@ impl TaskJson {
             metadata: t.metadata.entries().clone(),
             template: t.template.as_str().to_owned(),
             restart_policy: t.restart_policy,
+            timeout_seconds: t.timeout_seconds,
         };
         serde_json::to_string(&j).map_err(|e| Error::Internal(format!("task_json: {e}")))
     }
@@ -56,6 +60,7 @@ impl TaskJson {
             metadata: Metadata::from_map(j.metadata),
             template: TemplateName::from_db(j.template),
             restart_policy: j.restart_policy,
+            timeout_seconds: j.timeout_seconds,
         })
     }
 }

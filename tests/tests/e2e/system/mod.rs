@@ -17,3 +17,4 @@ mod rpcs;
 mod shutdown;
 mod simulated_hosts;
 pub(crate) mod support;
+mod timeouts;

@@ -417,6 +417,11 @@ impl HostEvents {
                 if let Some(o) = report.detail.as_object_mut() {
                     o.insert("reason".into(), serde_json::json!(stop.reason));
                 }
+                // A run timeout's stop is recorded as the timeout it was.
+                if stop.ending.is_failure() {
+                    report.ending = stop.ending;
+                    report.message = stop.reason.clone();
+                }
                 stop.cause.clone()
             }
             None => Cause::system(),
