@@ -24,6 +24,7 @@ use std::time::Duration;
 use super::ports::{HostCommands, Ports, TaskStore};
 use super::supervisor::host_events::{Job, JobQueue};
 use super::supervisor::runner::RestartQueue;
+use super::supervisor::unsettled::Unsettled;
 use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
 use crate::domain::{
     ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults,
@@ -58,6 +59,8 @@ pub struct Pods {
     /// The supervisor's ordered writer, for a start's outcome that could
     /// not be written (see [`Pods::write_or_queue`]); set once it runs.
     supervision: Arc<OnceLock<JobQueue>>,
+    /// Hosts to ask again about rows left unsettled on them.
+    unsettled: Unsettled,
 }
 
 /// Where a claimed pod is being started.
@@ -82,6 +85,7 @@ impl Pods {
             defaults,
             restarts: Arc::default(),
             supervision: Arc::default(),
+            unsettled: Unsettled::default(),
         }
     }
 
@@ -117,6 +121,12 @@ impl Pods {
     /// Hands automatic restarts scheduled here to the supervisor.
     pub fn attach_restarts(&self, queue: RestartQueue) {
         let _ = self.restarts.set(queue);
+    }
+
+    /// The hosts to ask again about unsettled rows (read by the
+    /// supervisor).
+    pub fn unsettled(&self) -> &Unsettled {
+        &self.unsettled
     }
 
     /// The shared host state.
@@ -300,6 +310,10 @@ impl Pods {
             .fence_unrecorded_start(s, "start outcome unknown")
             .await?
         {
+            // Nothing may answer for this pod again on this call, and a
+            // host that stays connected sends no hello: ask it later.
+            self.unsettled
+                .mark_host(&self.hosts, host_id, self.ports.clock.now());
             return Err(Error::PodStateUnknown(pod.task_id));
         }
         let message = format!("pod-host {host_id} failed to start the pod: {why}");

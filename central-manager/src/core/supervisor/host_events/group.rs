@@ -48,6 +48,7 @@ pub fn slot(job: &Job) -> Slot {
         },
         Job::Phase(r) => Slot::Task(r.change.pod.task_id),
         Job::Reconcile { .. }
+        | Job::Requery { .. }
         | Job::HostUnreachable { .. }
         | Job::HostLost { .. }
         | Job::Fenced { .. }

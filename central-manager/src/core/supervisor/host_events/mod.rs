@@ -83,6 +83,16 @@ pub enum Job {
         snapshot: Vec<PodSnapshot>,
         client: Arc<dyn HostCommands>,
     },
+    /// A connected host's ListPods answer, reconciled like a hello's
+    /// snapshot but only for `suspects`, the rows that were unsettled
+    /// (STARTING with no start in flight, or UNKNOWN) before it was asked
+    /// (`supervisor::requery`).
+    Requery {
+        host_id: String,
+        suspects: Vec<PodRef>,
+        snapshot: Vec<PodSnapshot>,
+        client: Arc<dyn HostCommands>,
+    },
     /// A pod event, acknowledged once applied.
     Event {
         host_id: String,
@@ -293,10 +303,26 @@ impl HostEvents {
                     new_boot: *new_boot,
                     snapshot,
                     client,
+                    only: None,
                 };
                 self.reconcile(hello).await?;
                 self.pods.hosts().mark_reconciled(host_id, boot_id);
                 Ok(())
+            }
+            Job::Requery {
+                host_id,
+                suspects,
+                snapshot,
+                client,
+            } => {
+                let hello = reconcile::Hello {
+                    host_id,
+                    new_boot: false,
+                    snapshot,
+                    client,
+                    only: Some(suspects),
+                };
+                self.reconcile(hello).await
             }
             Job::Event {
                 host_id,
@@ -471,6 +497,7 @@ impl Job {
     fn kind(&self) -> &'static str {
         match self {
             Self::Reconcile { .. } => "reconcile",
+            Self::Requery { .. } => "requery",
             Self::Event { .. } => "pod event",
             Self::Phase(_) => "phase change",
             Self::HostUnreachable { .. } => "host unreachable",
