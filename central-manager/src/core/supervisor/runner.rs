@@ -383,6 +383,11 @@ impl Supervisor {
         let now = self.clock().now();
         for (host_id, epoch) in self.pods.unsettled().take_due(now) {
             let state = self.pods.hosts().state(&host_id);
+            if state.is_none() {
+                // Forgotten (LOST past the retention): its rows are settled.
+                self.pods.unsettled().settled(&host_id, epoch);
+                continue;
+            }
             if !matches!(state, Some(HostState::Ready | HostState::Draining)) {
                 continue;
             }
