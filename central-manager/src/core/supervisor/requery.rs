@@ -36,11 +36,6 @@ pub(super) async fn ask(
             return;
         }
     };
-    // Read before the rows, a late mark could name a start still on the
-    // wire: wait for its lease to pass (the next backoff).
-    if !unsettled.quiet(&host_id, pods.ports().clock.now()) {
-        return;
-    }
     let suspects: Vec<PodRef> = rows
         .into_iter()
         .filter(|(p, s)| {
@@ -49,6 +44,13 @@ pub(super) async fn ask(
         })
         .map(|(p, _)| p)
         .collect();
+    // A start abandoned since the rows were read is marked before it stops
+    // counting as in flight, so it is either left out above or seen here:
+    // then its StartPod may still be on the wire, and the host is asked
+    // once its lease has passed (the next backoff).
+    if !unsettled.quiet(&host_id, pods.ports().clock.now()) {
+        return;
+    }
     if suspects.is_empty() {
         unsettled.settled(&host_id, epoch);
         return;
