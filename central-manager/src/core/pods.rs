@@ -181,6 +181,13 @@ impl Pods {
             }
             Err(e) => {
                 self.hosts.start_done(&placement.host_id, None);
+                if matches!(e, Error::StoreUnavailable(_)) {
+                    // The claim may have committed with its reply lost: a
+                    // row STARTING there with no start on its way.
+                    let now = self.ports.clock.now();
+                    self.unsettled
+                        .mark_host(&self.hosts, &placement.host_id, now);
+                }
                 return Err(e);
             }
         };

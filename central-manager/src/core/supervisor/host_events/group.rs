@@ -121,6 +121,7 @@ impl HostEvents {
                 jobs = jobs.len(),
                 "supervision writes applied after the store came back"
             );
+            self.reschedule_restarts().await;
         }
         for (job, ack) in jobs.iter().zip(done) {
             if let (

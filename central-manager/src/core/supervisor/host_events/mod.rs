@@ -256,8 +256,28 @@ impl HostEvents {
                 job = job.kind(),
                 "supervision write applied after the store came back"
             );
+            self.reschedule_restarts().await;
         }
         true
+    }
+
+    /// After writes that failed and were applied again: a failed write may
+    /// have committed with its reply lost, so applying it again changed
+    /// nothing and did not hand over the restart it scheduled. Every
+    /// restart the store has due goes to the supervisor again (a second
+    /// timer for one is harmless: a restart is claimed only once, when
+    /// due). Found by the simulator with lost replies (seed 6658).
+    async fn reschedule_restarts(&self) {
+        match self.store().scheduled_restarts().await {
+            Ok(due) => {
+                for (task, at) in due {
+                    self.restarts.schedule(task, at);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the scheduled restarts again");
+            }
+        }
     }
 
     /// The event `seq` of `host_id`'s boot is applied: its replays are
