@@ -18,6 +18,8 @@
 //! row stays STARTING on that host, which the host-loss rules then settle
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
+mod answers;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use super::ports::{HostCommands, Ports, TaskStore};
 use super::supervisor::host_events::{Job, JobQueue};
 use super::supervisor::runner::RestartQueue;
 use super::supervisor::unsettled::Unsettled;
-use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
+use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest};
 use crate::domain::{
     ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults,
     TaskId, decide_start, decide_stop, ending::exit_detail,
@@ -34,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::hosts::directory::{HostDirectory, PendingStop};
 use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
+use answers::{Fence, is_refusal, stop_request};
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
 /// milliseconds; this only bounds a host that stopped answering.
@@ -570,52 +573,4 @@ impl Pods {
             }
         }
     }
-}
-
-/// A StopPod for `pod` by its generation. `grace_ms` 0 takes the host's
-/// `--stop-grace-ms`; `fence` reports the exit as FENCED.
-fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> StopRequest {
-    StopRequest {
-        task_id: pod.task_id.to_string(),
-        pod_id: pod.pod_id.clone(),
-        generation: pod.generation,
-        grace_ms,
-        reason: reason.to_owned(),
-        fence,
-    }
-}
-
-/// A host answer that means "definitely not started".
-/// How fencing a pod on its host went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fence {
-    /// The host had the pod and its process ran; it is dead now.
-    Ran,
-    /// The host has no such pod (or only a newer generation of the task),
-    /// or had it but never started its process.
-    NotThere,
-    /// No answer, or an error: the pod may still run (the host's own fence
-    /// or a later reconciliation deals with it).
-    Unconfirmed,
-}
-
-impl Fence {
-    /// The pod is known not to run any more.
-    fn confirmed(self) -> bool {
-        !matches!(self, Self::Unconfirmed)
-    }
-}
-
-fn is_refusal(e: &HostCallError) -> bool {
-    matches!(
-        e.refusal(),
-        Some(
-            Refusal::NoCapacity
-                | Refusal::InvalidArgument
-                | Refusal::ShuttingDown
-                | Refusal::StaleGeneration
-                // The host checked the lease before spawning anything.
-                | Refusal::LeaseExpired
-        )
-    )
 }
