@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use central_manager::core::ports::{Dialer, HostCommands, HostLogStream, Link};
 use central_manager::domain::host::{
-    CentralMessage, HostCallError, HostMessage, LogsRequest, PodExit, StartRequest, StartedPod,
-    StopRequest,
+    CentralMessage, HostCallError, HostMessage, LogsRequest, PodExit, PodSnapshot, StartRequest,
+    StartedPod, StopRequest,
 };
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
@@ -51,6 +51,7 @@ pub type ConnId = u64;
 pub enum HostCall {
     Start(StartRequest),
     Stop(StopRequest),
+    List,
 }
 
 /// A host's answer to a call.
@@ -58,6 +59,7 @@ pub enum HostCall {
 pub enum Reply {
     Start(Result<StartedPod, HostCallError>),
     Stop(Result<Option<PodExit>, HostCallError>),
+    List(Vec<PodSnapshot>),
 }
 
 /// What a simulated pod-host receives.
@@ -508,6 +510,16 @@ impl HostCommands for SimHostCommands {
         Box::pin(async move {
             match net.call(conn, HostCall::Stop(req)).await {
                 Some(Reply::Stop(r)) => r,
+                _ => Err(reset()),
+            }
+        })
+    }
+
+    fn list_pods(&self) -> BoxFuture<'static, Result<Vec<PodSnapshot>, HostCallError>> {
+        let (net, conn) = (self.net.clone(), self.conn);
+        Box::pin(async move {
+            match net.call(conn, HostCall::List).await {
+                Some(Reply::List(pods)) => Ok(pods),
                 _ => Err(reset()),
             }
         })

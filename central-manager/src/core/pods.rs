@@ -18,6 +18,7 @@
 //! row stays STARTING on that host, which the host-loss rules then settle
 //! safely: the caller gets POD_STATE_UNKNOWN.
 
+mod answers;
 mod stop;
 
 use std::sync::{Arc, OnceLock};
@@ -26,7 +27,8 @@ use std::time::Duration;
 use super::ports::{HostCommands, Ports, TaskStore};
 use super::supervisor::host_events::{Job, JobQueue};
 use super::supervisor::runner::RestartQueue;
-use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest, StopRequest};
+use super::supervisor::unsettled::Unsettled;
+use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest};
 use crate::domain::{
     Cause, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults, TaskId, decide_start,
     ending::exit_detail,
@@ -35,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::hosts::directory::HostDirectory;
 use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
+use answers::{Fence, is_refusal, stop_request};
 
 /// How long a pod-host may take to spawn a pod. Spawning takes
 /// milliseconds; this only bounds a host that stopped answering.
@@ -60,6 +63,8 @@ pub struct Pods {
     /// The supervisor's ordered writer, for a start's outcome that could
     /// not be written (see [`Pods::write_or_queue`]); set once it runs.
     supervision: Arc<OnceLock<JobQueue>>,
+    /// Hosts to ask again about rows left unsettled on them.
+    unsettled: Unsettled,
 }
 
 /// Where a claimed pod is being started.
@@ -84,6 +89,7 @@ impl Pods {
             defaults,
             restarts: Arc::default(),
             supervision: Arc::default(),
+            unsettled: Unsettled::default(),
         }
     }
 
@@ -119,6 +125,12 @@ impl Pods {
     /// Hands automatic restarts scheduled here to the supervisor.
     pub fn attach_restarts(&self, queue: RestartQueue) {
         let _ = self.restarts.set(queue);
+    }
+
+    /// The hosts to ask again about unsettled rows (read by the
+    /// supervisor).
+    pub fn unsettled(&self) -> &Unsettled {
+        &self.unsettled
     }
 
     /// The shared host state.
@@ -173,6 +185,13 @@ impl Pods {
             }
             Err(e) => {
                 self.hosts.start_done(&placement.host_id, None);
+                if matches!(e, Error::StoreUnavailable(_)) {
+                    // The claim may have committed with its reply lost: a
+                    // row STARTING there with no start on its way.
+                    let now = self.ports.clock.now();
+                    self.unsettled
+                        .mark_host(&self.hosts, &placement.host_id, now);
+                }
                 return Err(e);
             }
         };
@@ -302,6 +321,10 @@ impl Pods {
             .fence_unrecorded_start(s, "start outcome unknown")
             .await?
         {
+            // Nothing may answer for this pod again on this call, and a
+            // host that stays connected sends no hello: ask it later.
+            self.unsettled
+                .mark_host(&self.hosts, host_id, self.ports.clock.now());
             return Err(Error::PodStateUnknown(pod.task_id));
         }
         let message = format!("pod-host {host_id} failed to start the pod: {why}");
@@ -395,52 +418,4 @@ impl Pods {
         }
         Ok(fence.confirmed())
     }
-}
-
-/// A StopPod for `pod` by its generation. `grace_ms` 0 takes the host's
-/// `--stop-grace-ms`; `fence` reports the exit as FENCED.
-fn stop_request(pod: &PodRef, grace_ms: u32, reason: &str, fence: bool) -> StopRequest {
-    StopRequest {
-        task_id: pod.task_id.to_string(),
-        pod_id: pod.pod_id.clone(),
-        generation: pod.generation,
-        grace_ms,
-        reason: reason.to_owned(),
-        fence,
-    }
-}
-
-/// A host answer that means "definitely not started".
-/// How fencing a pod on its host went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fence {
-    /// The host had the pod and its process ran; it is dead now.
-    Ran,
-    /// The host has no such pod (or only a newer generation of the task),
-    /// or had it but never started its process.
-    NotThere,
-    /// No answer, or an error: the pod may still run (the host's own fence
-    /// or a later reconciliation deals with it).
-    Unconfirmed,
-}
-
-impl Fence {
-    /// The pod is known not to run any more.
-    fn confirmed(self) -> bool {
-        !matches!(self, Self::Unconfirmed)
-    }
-}
-
-fn is_refusal(e: &HostCallError) -> bool {
-    matches!(
-        e.refusal(),
-        Some(
-            Refusal::NoCapacity
-                | Refusal::InvalidArgument
-                | Refusal::ShuttingDown
-                | Refusal::StaleGeneration
-                // The host checked the lease before spawning anything.
-                | Refusal::LeaseExpired
-        )
-    )
 }

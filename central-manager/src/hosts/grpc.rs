@@ -21,8 +21,8 @@ use super::TracedChannel as Channel;
 use super::wire;
 use crate::core::ports::{Dialer, HostCommands, HostLogStream, Link};
 use crate::domain::host::{
-    CentralMessage, HostCallError, LogsRequest, PodExit, Refusal, StartRequest, StartedPod,
-    StopRequest,
+    CentralMessage, HostCallError, LogsRequest, PodExit, PodSnapshot, Refusal, StartRequest,
+    StartedPod, StopRequest,
 };
 
 /// Dial timeout: a black-holed host must not hold a session for long.
@@ -188,6 +188,17 @@ impl HostCommands for GrpcHost {
                 .pod
                 .and_then(|p| p.exit)
                 .map(|e| wire::exit(&e)))
+        })
+    }
+
+    fn list_pods(&self) -> BoxFuture<'static, Result<Vec<PodSnapshot>, HostCallError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let resp = client
+                .list_pods(ipa_proto::v1::HostListPodsRequest {})
+                .await
+                .map_err(|s| call_error(&s))?;
+            Ok(resp.into_inner().pods.iter().map(wire::snapshot).collect())
         })
     }
 

@@ -45,7 +45,8 @@ pub fn exit(e: &pb::PodExit) -> PodExit {
     }
 }
 
-fn snapshot(p: &pb::PodInfo) -> PodSnapshot {
+/// One pod as a host reports it (in a hello or a ListPods answer).
+pub fn snapshot(p: &pb::PodInfo) -> PodSnapshot {
     PodSnapshot {
         task_id: p.task_id.clone(),
         pod_id: p.pod_id.clone(),

@@ -1,7 +1,8 @@
 //! Store tests for what issue 12 hardened: the circuit breaker against a
 //! database that cannot be written (a lock held by another connection),
 //! ownership checks of host reports, the crash-history window read and a
-//! refused automatic restart staying due.
+//! refused automatic restart staying due, and an automatic restart never
+//! claimed before it is due.
 
 use std::time::{Duration, Instant};
 
@@ -158,7 +159,12 @@ async fn a_store_that_cannot_be_written_at_start_opens_the_breaker_at_once() {
 
 /// A task with a running pod on `host`.
 async fn running_on(db: &TestDb, host: &str) -> PodRef {
-    let (t, _) = create(&db.store, new_task("t", "alice")).await.unwrap();
+    running_task(db, host, new_task("t", "alice")).await
+}
+
+/// `task` created, with a running pod on `host`.
+async fn running_task(db: &TestDb, host: &str, task: crate::domain::NewTask) -> PodRef {
+    let (t, _) = create(&db.store, task).await.unwrap();
     let claim = PodCommand::Claim {
         task_id: t.task_id,
         pod_id: format!("pod-{}", t.task_id),
@@ -337,6 +343,57 @@ async fn a_refused_automatic_restart_stays_due() {
         db.store.scheduled_restarts().await.unwrap(),
         vec![(pod.task_id, retry_at)]
     );
+    db.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_automatic_restart_is_not_claimed_before_it_is_due() {
+    // A restart timer left over from an earlier failure (a user's start
+    // overtook that restart, then failed itself) must not start the task
+    // before the new failure's backoff: its claim is refused until the
+    // row's restart is due, whatever timer asks.
+    let db = TestDb::open().await;
+    let mut task = new_task("t", "alice");
+    task.restart_policy.max_restarts = Some(3);
+    let pod = running_task(&db, "host-a", task).await;
+    let crash = PodCommand::Ended {
+        pod: pod.clone(),
+        host_id: "host-a".into(),
+        report: exit_report(Ending::Crashed),
+        cause: Cause::system(),
+        defaults: DEFAULTS,
+        jitter: 1.0,
+    };
+    let PodOutcome::Applied {
+        restart_at: Some(at),
+    } = db.store.pod(crash).await.unwrap()
+    else {
+        panic!("a restart is scheduled")
+    };
+    assert!(at > ipa_proto::time::now_micros(), "due in the future");
+    let early = PodCommand::Claim {
+        task_id: pod.task_id,
+        pod_id: "early".into(),
+        host_id: "host-a".into(),
+        cause: Cause::system(),
+        automatic: true,
+    };
+    assert_eq!(db.store.pod(early).await.unwrap(), PodOutcome::Ignored);
+    let t = db.store.task(pod.task_id).await.unwrap().unwrap();
+    assert_eq!(t.pod_status, PodStatus::Stopped);
+    assert_eq!(t.next_restart_at, Some(at), "still due at its time");
+    // A user's start is not held back by the backoff.
+    let user = PodCommand::Claim {
+        task_id: pod.task_id,
+        pod_id: "user".into(),
+        host_id: "host-a".into(),
+        cause: Cause::system(),
+        automatic: false,
+    };
+    assert!(matches!(
+        db.store.pod(user).await.unwrap(),
+        PodOutcome::Claimed(_)
+    ));
     db.shutdown().await;
 }
 

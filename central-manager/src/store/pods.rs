@@ -549,8 +549,12 @@ fn claim(
         TaskStatus::from_db(&status)?,
         PodStatus::from_db(&pod_status)?,
     )?;
-    if automatic && next_restart_at.is_none() {
-        // A user action (StartPod, Complete, Cancel) overtook the restart.
+    if automatic && next_restart_at.is_none_or(|at| at > now) {
+        // A user action (StartPod, Complete, Cancel) overtook the restart;
+        // or it did and then a new failure scheduled a later one: this
+        // restart is not due yet (its own timer fires it), and starting
+        // now would cut the new failure's backoff short (found by the
+        // simulator's restart-policy check, seed 741).
         return Ok(PodOutcome::Ignored);
     }
     let generation =

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use central_manager::domain::host::{
-    CentralMessage, Hello, HostCallError, HostMessage, PodEvent, PodEventKind, Refusal,
+    CentralMessage, Hello, HostCallError, HostMessage, PodEvent, PodEventKind, PodSnapshot, Refusal,
 };
 use pod_host::fence::{Contact, Proof};
 use rand::rngs::StdRng;
@@ -384,6 +384,15 @@ impl SimHost {
                     self.touch(Proof::Arrival);
                     self.stop(conn, id, req)
                 }
+                HostCall::List => {
+                    // As the real pod-host's ListPods: contact, and what a
+                    // hello's snapshot would hold.
+                    self.touch(Proof::Arrival);
+                    self.trace
+                        .note(format!("host-{} lists its pods for central", self.idx));
+                    let pods = self.snapshot();
+                    self.net.reply(conn, id, Reply::List(pods));
+                }
             },
             HostInput::Closed { conn } => {
                 if self.session.as_ref().is_some_and(|s| s.conn == conn) {
@@ -410,13 +419,17 @@ impl SimHost {
         self.net.send_to_central(conn, HostMessage::Hello(hello));
     }
 
-    fn hello(&mut self) -> Hello {
-        let pods = self
-            .pods
+    /// The pods a hello or a ListPods answer reports.
+    fn snapshot(&self) -> Vec<PodSnapshot> {
+        self.pods
             .values()
             .filter(|p| !p.archived)
             .map(Pod::snapshot)
-            .collect();
+            .collect()
+    }
+
+    fn hello(&mut self) -> Hello {
+        let pods = self.snapshot();
         Hello {
             host_id: self.host_id.clone(),
             boot_id: self.boot_id.clone(),

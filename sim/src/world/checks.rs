@@ -10,7 +10,9 @@
 //!   at the end);
 //! - every pod's end recorded exactly once, and every recorded start ends
 //!   ([`trails`], at the end);
-//! - restarts as the policy says ([`trails`]);
+//! - restarts as the policy says: each failure decided as the policy
+//!   says, and each automatic restart within the budget and no earlier than
+//!   its backoff allows (`restarts`, from [`trails`]);
 //! - every task converges once faults stop ([`convergence`], at the end);
 //! - no pod outlives its task's run timeout by more than the stop grace
 //!   and the model's tolerance, and a task past its deadline ends FAILED
@@ -40,30 +42,33 @@ use central_manager::store::memory::MemoryStore;
 
 /// A row of `tasks`, as the checks read it.
 #[derive(Debug, Clone)]
-struct Row {
-    task_id: String,
-    status: String,
-    pod_status: String,
-    pod_id: Option<String>,
-    pod_host: Option<String>,
-    generation: i64,
-    next_restart_at: Option<i64>,
-    auto_restart: Option<bool>,
-    max_restarts: Option<i64>,
-    window_seconds: Option<i64>,
-    timeout_seconds: Option<i64>,
-    deadline: Option<i64>,
+pub(super) struct Row {
+    pub(super) task_id: String,
+    pub(super) status: String,
+    pub(super) pod_status: String,
+    pub(super) pod_id: Option<String>,
+    pub(super) pod_host: Option<String>,
+    pub(super) generation: i64,
+    pub(super) next_restart_at: Option<i64>,
+    pub(super) auto_restart: Option<bool>,
+    pub(super) max_restarts: Option<i64>,
+    pub(super) window_seconds: Option<i64>,
+    pub(super) initial_backoff_ms: Option<i64>,
+    pub(super) max_backoff_ms: Option<i64>,
+    pub(super) timeout_seconds: Option<i64>,
+    pub(super) deadline: Option<i64>,
 }
 
 /// An event, as the checks read it.
 #[derive(Debug, Clone)]
-struct Ev {
-    task_id: String,
-    version: i64,
-    kind: String,
-    data: Value,
-    correlation: String,
-    at: i64,
+pub(super) struct Ev {
+    pub(super) task_id: String,
+    pub(super) version: i64,
+    pub(super) kind: String,
+    pub(super) data: Value,
+    pub(super) correlation: String,
+    pub(super) actor: String,
+    pub(super) at: i64,
 }
 
 fn rows(store: &MemoryStore) -> Vec<Row> {
@@ -72,7 +77,8 @@ fn rows(store: &MemoryStore) -> Vec<Row> {
             let mut st = c.prepare(
                 "SELECT task_id, status, pod_status, pod_id, pod_host, pod_generation, \
                  next_restart_at, auto_restart, max_restarts, restart_window_seconds, \
-                 timeout_seconds, deadline FROM tasks ORDER BY task_id",
+                 initial_backoff_ms, max_backoff_ms, timeout_seconds, deadline \
+                 FROM tasks ORDER BY task_id",
             )?;
             let r = st
                 .query_map([], |r| {
@@ -87,8 +93,10 @@ fn rows(store: &MemoryStore) -> Vec<Row> {
                         auto_restart: r.get(7)?,
                         max_restarts: r.get(8)?,
                         window_seconds: r.get(9)?,
-                        timeout_seconds: r.get(10)?,
-                        deadline: r.get(11)?,
+                        initial_backoff_ms: r.get(10)?,
+                        max_backoff_ms: r.get(11)?,
+                        timeout_seconds: r.get(12)?,
+                        deadline: r.get(13)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -101,7 +109,7 @@ fn events(store: &MemoryStore) -> Vec<Ev> {
     store
         .read(|c| {
             let mut st = c.prepare(
-                "SELECT stream_id, version, type, data_json, correlation_id, occurred_at \
+                "SELECT stream_id, version, type, data_json, correlation_id, occurred_at, actor_id \
                  FROM events ORDER BY position",
             )?;
             let r = st
@@ -114,6 +122,7 @@ fn events(store: &MemoryStore) -> Vec<Ev> {
                         data: serde_json::from_str(&data).unwrap_or(Value::Null),
                         correlation: r.get(4)?,
                         at: r.get(5)?,
+                        actor: r.get(6)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -177,7 +186,7 @@ pub(super) async fn periodic(mut p: Periodic, cancel: CancellationToken) -> Vec<
     found
 }
 
-fn push(found: &mut Vec<String>, v: String) {
+pub(super) fn push(found: &mut Vec<String>, v: String) {
     if !found.contains(&v) {
         found.push(v);
     }
@@ -594,63 +603,7 @@ fn trails(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
                 );
             }
         }
-        restart_policy(r, &trail, found);
-    }
-    let _ = w;
-}
-
-/// After each failure (`pod_crashed`, `pod_lost`, `pod_timed_out`): with auto-restart, the
-/// very next event is `restart_scheduled` while the failures in the window
-/// are at most `max_restarts`, `task_failed` beyond; without, neither.
-fn restart_policy(r: &Row, trail: &[&Ev], found: &mut Vec<String>) {
-    let t = &r.task_id;
-    let auto = r.auto_restart.unwrap_or(false);
-    let max = r.max_restarts.unwrap_or(3);
-    let window_us = r.window_seconds.unwrap_or(60) * 1_000_000;
-    let mut failures: Vec<i64> = Vec::new();
-    for (i, e) in trail.iter().enumerate() {
-        if !matches!(
-            e.kind.as_str(),
-            "pod_crashed" | "pod_lost" | "pod_timed_out"
-        ) {
-            continue;
-        }
-        failures.push(e.at);
-        let in_window = failures.iter().filter(|&&f| f > e.at - window_us).count() as i64;
-        // The decision commits with the failure, so it is the next event;
-        // a deadline's `task_failed` after a failure is no decision.
-        let next = trail
-            .get(i + 1)
-            .filter(|n| n.data.get("reason").and_then(Value::as_str) != Some("deadline_exceeded"))
-            .map(|n| n.kind.as_str());
-        let expected = if !auto {
-            None
-        } else if in_window > max {
-            Some("task_failed")
-        } else {
-            Some("restart_scheduled")
-        };
-        let decided = next.filter(|k| *k == "task_failed" || *k == "restart_scheduled");
-        if decided != expected {
-            push(
-                found,
-                format!(
-                    "restart policy: task {t} failure #{in_window} at version {} (auto_restart {auto}, max {max}) was followed by {next:?}, expected {expected:?}",
-                    e.version
-                ),
-            );
-        }
-        if let (Some(_), Some(n)) = (decided, trail.get(i + 1)) {
-            let said = n.data.get("crashes_in_window").and_then(Value::as_i64);
-            if said != Some(in_window) {
-                push(
-                    found,
-                    format!(
-                        "restart policy: task {t} counted {said:?} failures in the window, the trail shows {in_window}"
-                    ),
-                );
-            }
-        }
+        super::restarts::restart_policy(r, &trail, w.service.restart_defaults(), found);
     }
 }
 

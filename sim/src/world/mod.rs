@@ -17,6 +17,7 @@
 
 mod checks;
 mod clients;
+mod restarts;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

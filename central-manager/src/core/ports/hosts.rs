@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::domain::host::{
-    CentralMessage, HostCallError, HostMessage, LogChunk, LogsRequest, PodExit, StartRequest,
-    StartedPod, StopRequest,
+    CentralMessage, HostCallError, HostMessage, LogChunk, LogsRequest, PodExit, PodSnapshot,
+    StartRequest, StartedPod, StopRequest,
 };
 
 /// A host's log stream, relayed as it comes.
@@ -38,6 +38,11 @@ pub trait HostCommands: Send + Sync + 'static {
         &self,
         req: StopRequest,
     ) -> BoxFuture<'static, Result<Option<PodExit>, HostCallError>>;
+
+    /// The pods the host holds now (running, starting, or exited with
+    /// their exit not yet acknowledged): the same view as a hello's
+    /// snapshot, asked for without reconnecting.
+    fn list_pods(&self) -> BoxFuture<'static, Result<Vec<PodSnapshot>, HostCallError>>;
 
     /// A pod's output.
     fn pod_logs(

@@ -9,4 +9,6 @@
 pub mod coalesce;
 pub mod host_events;
 pub mod reconcile;
+pub mod requery;
 pub mod runner;
+pub mod unsettled;

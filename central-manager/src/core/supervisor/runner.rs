@@ -149,6 +149,11 @@ impl Supervisor {
                     r.on_hello(placeholder, now, wall);
                 }
             });
+            // Its rows may be UNKNOWN from before the restart: a hello
+            // settles them, and if none comes the host is asked.
+            self.pods
+                .unsettled()
+                .mark_host(self.pods.hosts(), &host, now);
             tracing::info!(host_id = %host, "waiting for pod-host that runs pods");
         }
         for (task, at) in self.store().scheduled_restarts().await? {
@@ -173,12 +178,15 @@ impl Supervisor {
                 .peek()
                 .map(|Reverse((at, _))| self.clock().instant_of(*at));
             let phase_due = self.phases.next_due(now);
+            let requery_due = self.pods.unsettled().next_due();
             let hosts = self.pods.hosts().clone();
+            let unsettled = self.pods.unsettled().clone();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 // A deadline moved earlier: compute them again.
                 () = hosts.deadlines_moved() => {}
+                () = unsettled.moved() => {}
                 u = self.updates.recv() => match u {
                     Some(u) => self.on_update(u),
                     None => break,
@@ -193,6 +201,7 @@ impl Supervisor {
                         self.jobs.push(Job::Phase(r));
                     }
                 }
+                _ = tokio::time::sleep_until(requery_due.unwrap_or(far)) => self.fire_requeries(),
                 _ = prune.tick() => {
                     let retention = i64::try_from(HISTORY_RETENTION.as_micros()).unwrap_or(i64::MAX);
                     let up_to = self.clock().wall_micros().saturating_sub(retention);
@@ -242,6 +251,13 @@ impl Supervisor {
             tracing::info!(host_id = %t.host_id, from = ?t.from, to = ?t.to, "pod-host state");
             match t.to {
                 HostState::Unreachable => {
+                    // Its rows go UNKNOWN; a hello normally settles them,
+                    // but one reconciled while a start was in flight there
+                    // may not: ask the host again if they stay so.
+                    let now = self.clock().now();
+                    self.pods
+                        .unsettled()
+                        .mark_host(self.pods.hosts(), &t.host_id, now);
                     self.jobs.push(Job::HostUnreachable { host_id: t.host_id })
                 }
                 HostState::Lost => {
@@ -357,6 +373,31 @@ impl Supervisor {
         match self.phases.offer(&pod.pod_id, change, now) {
             Some(r) => EventAction::Phase(r),
             None => EventAction::Nothing,
+        }
+    }
+
+    /// Asks the connected hosts due for it about their unsettled rows
+    /// (`super::unsettled`); a host not connected is asked at its next
+    /// backoff (or settled by its hello).
+    fn fire_requeries(&mut self) {
+        let now = self.clock().now();
+        for (host_id, epoch) in self.pods.unsettled().take_due(now) {
+            let state = self.pods.hosts().state(&host_id);
+            if state.is_none() {
+                // Forgotten (LOST past the retention): its rows are settled.
+                self.pods.unsettled().settled(&host_id, epoch);
+                continue;
+            }
+            if !matches!(state, Some(HostState::Ready | HostState::Draining)) {
+                continue;
+            }
+            let Some(client) = self.pods.hosts().client(&host_id) else {
+                continue;
+            };
+            let span = tracing::info_span!("requery", %host_id);
+            let ask =
+                super::requery::ask(self.pods.clone(), self.jobs.clone(), host_id, epoch, client);
+            self.tracker.spawn(ask.instrument(span));
         }
     }
 

@@ -48,6 +48,7 @@ pub fn slot(job: &Job) -> Slot {
         },
         Job::Phase(r) => Slot::Task(r.change.pod.task_id),
         Job::Reconcile { .. }
+        | Job::Requery { .. }
         | Job::HostUnreachable { .. }
         | Job::HostLost { .. }
         | Job::Fenced { .. }
@@ -120,6 +121,7 @@ impl HostEvents {
                 jobs = jobs.len(),
                 "supervision writes applied after the store came back"
             );
+            self.reschedule_restarts().await;
         }
         for (job, ack) in jobs.iter().zip(done) {
             if let (

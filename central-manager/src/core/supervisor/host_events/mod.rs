@@ -83,6 +83,16 @@ pub enum Job {
         snapshot: Vec<PodSnapshot>,
         client: Arc<dyn HostCommands>,
     },
+    /// A connected host's ListPods answer, reconciled like a hello's
+    /// snapshot but only for `suspects`, the rows that were unsettled
+    /// (STARTING with no start in flight, or UNKNOWN) before it was asked
+    /// (`supervisor::requery`).
+    Requery {
+        host_id: String,
+        suspects: Vec<PodRef>,
+        snapshot: Vec<PodSnapshot>,
+        client: Arc<dyn HostCommands>,
+    },
     /// A pod event, acknowledged once applied.
     Event {
         host_id: String,
@@ -246,8 +256,28 @@ impl HostEvents {
                 job = job.kind(),
                 "supervision write applied after the store came back"
             );
+            self.reschedule_restarts().await;
         }
         true
+    }
+
+    /// After writes that failed and were applied again: a failed write may
+    /// have committed with its reply lost, so applying it again changed
+    /// nothing and did not hand over the restart it scheduled. Every
+    /// restart the store has due goes to the supervisor again (a second
+    /// timer for one is harmless: a restart is claimed only once, when
+    /// due). Found by the simulator with lost replies (seed 6658).
+    async fn reschedule_restarts(&self) {
+        match self.store().scheduled_restarts().await {
+            Ok(due) => {
+                for (task, at) in due {
+                    self.restarts.schedule(task, at);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the scheduled restarts again");
+            }
+        }
     }
 
     /// The event `seq` of `host_id`'s boot is applied: its replays are
@@ -293,10 +323,26 @@ impl HostEvents {
                     new_boot: *new_boot,
                     snapshot,
                     client,
+                    only: None,
                 };
                 self.reconcile(hello).await?;
                 self.pods.hosts().mark_reconciled(host_id, boot_id);
                 Ok(())
+            }
+            Job::Requery {
+                host_id,
+                suspects,
+                snapshot,
+                client,
+            } => {
+                let hello = reconcile::Hello {
+                    host_id,
+                    new_boot: false,
+                    snapshot,
+                    client,
+                    only: Some(suspects),
+                };
+                self.reconcile(hello).await
             }
             Job::Event {
                 host_id,
@@ -476,6 +522,7 @@ impl Job {
     fn kind(&self) -> &'static str {
         match self {
             Self::Reconcile { .. } => "reconcile",
+            Self::Requery { .. } => "requery",
             Self::Event { .. } => "pod event",
             Self::Phase(_) => "phase change",
             Self::HostUnreachable { .. } => "host unreachable",

@@ -12,7 +12,7 @@
 //! committed is then already settled (a recovered pod is RUNNING, a lost
 //! one is no longer on the host).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -33,6 +33,9 @@ pub(super) struct Hello<'a> {
     pub new_boot: bool,
     pub snapshot: &'a [PodSnapshot],
     pub client: &'a Arc<dyn HostCommands>,
+    /// A requery: only these rows (if still unsettled) and the host's pods
+    /// of their tasks are reconciled; a hello reconciles everything.
+    pub only: Option<&'a [PodRef]>,
 }
 
 impl HostEvents {
@@ -46,6 +49,10 @@ impl HostEvents {
         else {
             return Ok(());
         };
+        let (rows, snapshot) = match hello.only {
+            None => (rows, hello.snapshot.to_vec()),
+            Some(only) => self.restrict(rows, hello.snapshot, only),
+        };
         let db: Vec<DbPod> = rows
             .iter()
             .map(|(p, s)| DbPod {
@@ -55,8 +62,7 @@ impl HostEvents {
                 was_unknown: *s != PodStatus::Running,
             })
             .collect();
-        let host: Vec<HostPod> = hello
-            .snapshot
+        let host: Vec<HostPod> = snapshot
             .iter()
             .map(|p| HostPod {
                 task_id: p.task_id.clone(),
@@ -65,11 +71,8 @@ impl HostEvents {
                 alive: p.alive,
             })
             .collect();
-        let by_pod: HashMap<&str, &PodSnapshot> = hello
-            .snapshot
-            .iter()
-            .map(|p| (p.pod_id.as_str(), p))
-            .collect();
+        let by_pod: HashMap<&str, &PodSnapshot> =
+            snapshot.iter().map(|p| (p.pod_id.as_str(), p)).collect();
         let row_of: HashMap<&str, &PodRef> =
             rows.iter().map(|(p, _)| (p.pod_id.as_str(), p)).collect();
         let mut recovered = Vec::new();
@@ -129,6 +132,33 @@ impl HostEvents {
         )
         .await;
         a.into_iter().chain(b).collect()
+    }
+
+    /// A requery's rows: those among `only` that are still unsettled (the
+    /// same pod, STARTING with no start in flight or UNKNOWN), and the
+    /// host's pods of their tasks.
+    fn restrict(
+        &self,
+        rows: Vec<(PodRef, PodStatus)>,
+        snapshot: &[PodSnapshot],
+        only: &[PodRef],
+    ) -> (Vec<(PodRef, PodStatus)>, Vec<PodSnapshot>) {
+        let only: HashSet<&PodRef> = only.iter().collect();
+        let rows: Vec<(PodRef, PodStatus)> = rows
+            .into_iter()
+            .filter(|(p, s)| {
+                matches!(s, PodStatus::Starting | PodStatus::Unknown)
+                    && only.contains(p)
+                    && !self.pods.hosts().is_starting(&p.pod_id)
+            })
+            .collect();
+        let tasks: HashSet<String> = rows.iter().map(|(p, _)| p.task_id.to_string()).collect();
+        let snapshot = snapshot
+            .iter()
+            .filter(|p| tasks.contains(&p.task_id))
+            .cloned()
+            .collect();
+        (rows, snapshot)
     }
 
     /// A current pod the host still runs: live again; when its row had
