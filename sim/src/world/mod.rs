@@ -18,6 +18,7 @@
 mod checks;
 mod clients;
 mod restarts;
+mod timers;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
