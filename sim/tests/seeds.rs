@@ -142,6 +142,16 @@ const FIXED_WITH_LOST_REPLIES: &[(u64, &str)] = &[
     // timer. Fixed: after writes applied again, the scheduled restarts
     // are read back (host_events, reschedule_restarts).
     (6658, "automatic restart overdue"),
+    // A task's terminal write (a CancelTask in 20829, a deadline's
+    // task_failed in 20083) committed with its reply lost: the caller was
+    // told EVENT_STORE_UNAVAILABLE, so nobody stopped the pod (a retried
+    // cancel is ALREADY_CANCELLED; a terminal task's deadline is no longer
+    // due), and the host stayed connected, so no hello fenced it. Fixed:
+    // such a failed write marks the hosts to be asked again, and the
+    // requery fences the pods no row places on the host
+    // (Pods::after_ambiguous_write, supervisor/requery.rs).
+    (20083, "but its pod"),
+    (20829, "but its pod"),
 ];
 
 #[test]
@@ -162,18 +172,7 @@ fn fixed_findings_with_lost_replies_hold() {
 /// COMMIT reply would on a networked database). Pinned so a fix must
 /// unpin them: `open_findings_with_lost_replies_still_fail` fails once one
 /// passes.
-const OPEN_WITH_LOST_REPLIES: &[(u64, &str)] = &[
-    // A task's terminal write (CancelTask here; a deadline's task_failed in
-    // 20083) commits with its reply lost: the caller is told
-    // EVENT_STORE_UNAVAILABLE, so the pod is not stopped after the commit,
-    // and nothing stops it later (a retried cancel is ALREADY_CANCELLED;
-    // the deadline is no longer due on a terminal task). The host stays
-    // connected, so no hello reconciliation fences the orphan. Fix to come:
-    // mark the pod's host when such a write fails, and let the requery
-    // fence pods no row places on the host, as a hello does.
-    (20083, "but its pod"),
-    (20829, "but its pod"),
-];
+const OPEN_WITH_LOST_REPLIES: &[(u64, &str)] = &[];
 
 fn lost_replies() -> SimConfig {
     SimConfig {

@@ -300,7 +300,8 @@ impl TaskService {
                 correlation: c.correlation,
                 reason,
             })
-            .await?;
+            .await
+            .inspect_err(|e| self.pods.after_ambiguous_write(e))?;
         match outcome {
             // The task is terminal now; its pod is no longer current and is
             // stopped before replying. An unreachable host's pod is fenced

@@ -133,6 +133,22 @@ impl Pods {
         &self.unsettled
     }
 
+    /// A write that ends a task (or decides its pod's fate) failed with
+    /// EVENT_STORE_UNAVAILABLE: it may still have committed, with the pod
+    /// then stopped by nobody. Every known host is asked again (ListPods)
+    /// once the store answers, and the pods no row places on it are fenced
+    /// (`supervisor::requery`); found by the simulator with lost replies.
+    pub fn after_ambiguous_write(&self, e: &Error) {
+        if !matches!(e, Error::StoreUnavailable(_)) {
+            return;
+        }
+        let now = self.ports.clock.now();
+        for h in self.hosts.list() {
+            self.unsettled
+                .mark_host_for_orphans(&self.hosts, &h.host_id, now);
+        }
+    }
+
     /// The shared host state.
     pub fn hosts(&self) -> &HostDirectory {
         &self.hosts

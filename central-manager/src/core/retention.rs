@@ -132,7 +132,8 @@ impl Retention {
                             actor: c.actor.clone(),
                             correlation: c.correlation.clone(),
                         })
-                        .await?;
+                        .await
+                        .inspect_err(|e| this.tasks.pods().after_ambiguous_write(e))?;
                     let RetentionOutcome::Cancelled(cancelled) = out else {
                         return Err(Error::Internal(format!("unexpected outcome {out:?}")));
                     };

@@ -193,7 +193,10 @@ impl ScheduleService {
             correlation: correlation.clone(),
             pod_message: pod_message.clone(),
         };
-        let outcome = match store.schedule(ScheduleWrite::Fire(Box::new(fire))).await? {
+        let written = store.schedule(ScheduleWrite::Fire(Box::new(fire))).await;
+        // A fire may cancel the previous task (OVERLAP_CANCEL_PREVIOUS).
+        let written = written.inspect_err(|e| self.tasks.pods().after_ambiguous_write(e));
+        let outcome = match written? {
             ScheduleOutcome::Fired(o) => o,
             other => return Err(Error::Internal(format!("unexpected outcome {other:?}"))),
         };

@@ -290,7 +290,8 @@ async fn fire(tasks: &TaskService, t: &Timer) -> Result<()> {
                 task_id: *task_id,
                 at: *at,
             };
-            match store.write(cmd).await? {
+            let written = store.write(cmd).await;
+            match written.inspect_err(|e| tasks.pods().after_ambiguous_write(e))? {
                 Outcome::DeadlineExceeded { failed, stop_pod } => {
                     if failed {
                         tracing::info!(%task_id, "task failed: deadline exceeded");

@@ -6,8 +6,13 @@
 //! asked: a pod still there is kept (RUNNING with its real pid), one that
 //! is not is lost (and the restart policy decides), a stale generation is
 //! fenced. Rows that moved on meanwhile are left alone (every pod command
-//! is conditional on its pod).
+//! is conditional on its pod). Pods the host runs that no row places there
+//! (orphans: their task's terminal write committed while its caller was
+//! told it failed, so nobody stopped them) are fenced as a hello's
+//! reconciliation fences them; a host is marked for this after such an
+//! ambiguous write ([`crate::core::pods::Pods::after_ambiguous_write`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +41,7 @@ pub(super) async fn ask(
             return;
         }
     };
+    let owned: HashSet<String> = rows.iter().map(|(p, _)| p.pod_id.clone()).collect();
     let suspects: Vec<PodRef> = rows
         .into_iter()
         .filter(|(p, s)| {
@@ -51,7 +57,8 @@ pub(super) async fn ask(
     if !unsettled.quiet(&host_id, pods.ports().clock.now()) {
         return;
     }
-    if suspects.is_empty() {
+    let orphan_check = unsettled.wants_orphans(&host_id);
+    if suspects.is_empty() && !orphan_check {
         unsettled.settled(&host_id, epoch);
         return;
     }
@@ -66,11 +73,22 @@ pub(super) async fn ask(
             return;
         }
     };
-    tracing::info!(%host_id, pods = suspects.len(), "asked a connected pod-host again about unsettled pods");
+    // Only a hint: the applier reads the rows again before fencing any
+    // pod (one claimed since the read above is owned by then).
+    let orphans = snapshot
+        .iter()
+        .filter(|p| orphan_check && !owned.contains(&p.pod_id))
+        .count();
+    if suspects.is_empty() && orphans == 0 {
+        unsettled.settled(&host_id, epoch);
+        return;
+    }
+    tracing::info!(%host_id, pods = suspects.len(), orphans, "asked a connected pod-host again about unsettled pods");
     queue.push(Job::Requery {
         host_id,
         suspects,
         snapshot,
         client,
+        orphans: orphan_check,
     });
 }

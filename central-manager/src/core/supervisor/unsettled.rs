@@ -39,6 +39,9 @@ struct Entry {
     /// Bumped by every mark: a "settled" from an ask begun before a later
     /// mark does not clear it.
     epoch: u64,
+    /// A write that ends a task failed ambiguously: the host may run a pod
+    /// no row places there, so it is asked even with no row unsettled.
+    orphans: bool,
 }
 
 #[derive(Default)]
@@ -68,6 +71,12 @@ impl Unsettled {
     /// `host_id` may hold a row central cannot settle by itself; a start
     /// sent to it before `now` may still arrive within `lease`.
     pub fn mark(&self, host_id: &str, now: Instant, lease: Duration) {
+        self.mark_for(host_id, now, lease, false);
+    }
+
+    /// [`Unsettled::mark`], and with `orphans` the host is asked even when
+    /// no row on it is unsettled (see [`Unsettled::wants_orphans`]).
+    fn mark_for(&self, host_id: &str, now: Instant, lease: Duration, orphans: bool) {
         let quiet_after = now + lease;
         let first = now + REQUERY_FIRST.max(lease);
         let mut g = self.lock();
@@ -77,6 +86,7 @@ impl Unsettled {
                 e.due = e.due.min(first).max(e.quiet_after);
                 e.backoff = REQUERY_FIRST;
                 e.epoch = e.epoch.wrapping_add(1);
+                e.orphans |= orphans;
             }
             None => {
                 g.insert(
@@ -86,6 +96,7 @@ impl Unsettled {
                         backoff: REQUERY_FIRST,
                         quiet_after,
                         epoch: 0,
+                        orphans,
                     },
                 );
             }
@@ -97,12 +108,27 @@ impl Unsettled {
     /// [`Unsettled::mark`] with the host's lease: its own fence timeout
     /// plus the margin central allows it.
     pub fn mark_host(&self, hosts: &HostDirectory, host_id: &str, now: Instant) {
-        let lease = hosts.with_registry(|r| {
+        self.mark_for(host_id, now, Self::lease(hosts, host_id), false);
+    }
+
+    /// [`Unsettled::mark_host`] after a write that ends a task failed
+    /// ambiguously: the host is asked even with no row unsettled, for pods
+    /// no row places there.
+    pub fn mark_host_for_orphans(&self, hosts: &HostDirectory, host_id: &str, now: Instant) {
+        self.mark_for(host_id, now, Self::lease(hosts, host_id), true);
+    }
+
+    fn lease(hosts: &HostDirectory, host_id: &str) -> Duration {
+        hosts.with_registry(|r| {
             r.get(host_id).map_or(Duration::ZERO, |h| {
                 h.host_fence_timeout + HostTimeouts::default_margin(h.host_fence_timeout)
             })
-        });
-        self.mark(host_id, now, lease);
+        })
+    }
+
+    /// Whether `host_id` is to be asked for orphans too.
+    pub fn wants_orphans(&self, host_id: &str) -> bool {
+        self.lock().get(host_id).is_some_and(|e| e.orphans)
     }
 
     /// When the next ask is due.

@@ -92,6 +92,8 @@ pub enum Job {
         suspects: Vec<PodRef>,
         snapshot: Vec<PodSnapshot>,
         client: Arc<dyn HostCommands>,
+        /// Also fence the pods no row places on the host.
+        orphans: bool,
     },
     /// A pod event, acknowledged once applied.
     Event {
@@ -334,13 +336,14 @@ impl HostEvents {
                 suspects,
                 snapshot,
                 client,
+                orphans,
             } => {
                 let hello = reconcile::Hello {
                     host_id,
                     new_boot: false,
                     snapshot,
                     client,
-                    only: Some(suspects),
+                    only: Some((suspects, *orphans)),
                 };
                 self.reconcile(hello).await
             }

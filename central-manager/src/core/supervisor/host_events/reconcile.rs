@@ -34,8 +34,9 @@ pub(super) struct Hello<'a> {
     pub snapshot: &'a [PodSnapshot],
     pub client: &'a Arc<dyn HostCommands>,
     /// A requery: only these rows (if still unsettled) and the host's pods
-    /// of their tasks are reconciled; a hello reconciles everything.
-    pub only: Option<&'a [PodRef]>,
+    /// of their tasks are reconciled, and with `true` the pods no row
+    /// places on the host; a hello reconciles everything.
+    pub only: Option<(&'a [PodRef], bool)>,
 }
 
 impl HostEvents {
@@ -51,7 +52,7 @@ impl HostEvents {
         };
         let (rows, snapshot) = match hello.only {
             None => (rows, hello.snapshot.to_vec()),
-            Some(only) => self.restrict(rows, hello.snapshot, only),
+            Some((only, orphans)) => self.restrict(rows, hello.snapshot, only, orphans),
         };
         let db: Vec<DbPod> = rows
             .iter()
@@ -136,14 +137,17 @@ impl HostEvents {
 
     /// A requery's rows: those among `only` that are still unsettled (the
     /// same pod, STARTING with no start in flight or UNKNOWN), and the
-    /// host's pods of their tasks.
+    /// host's pods of their tasks, and with `orphans` the pods no row
+    /// places on this host (which the rules then fence, as after a hello).
     fn restrict(
         &self,
         rows: Vec<(PodRef, PodStatus)>,
         snapshot: &[PodSnapshot],
         only: &[PodRef],
+        orphans: bool,
     ) -> (Vec<(PodRef, PodStatus)>, Vec<PodSnapshot>) {
         let only: HashSet<&PodRef> = only.iter().collect();
+        let owned: HashSet<String> = rows.iter().map(|(p, _)| p.pod_id.clone()).collect();
         let rows: Vec<(PodRef, PodStatus)> = rows
             .into_iter()
             .filter(|(p, s)| {
@@ -155,7 +159,7 @@ impl HostEvents {
         let tasks: HashSet<String> = rows.iter().map(|(p, _)| p.task_id.to_string()).collect();
         let snapshot = snapshot
             .iter()
-            .filter(|p| tasks.contains(&p.task_id))
+            .filter(|p| tasks.contains(&p.task_id) || (orphans && !owned.contains(&p.pod_id)))
             .cloned()
             .collect();
         (rows, snapshot)
