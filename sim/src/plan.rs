@@ -284,7 +284,9 @@ impl Plan {
             };
             steps.push(Step { at, action });
         }
-        steps.extend(schedule_ops::generate(seed, knobs));
+        if knobs.schedules {
+            steps.extend(schedule_ops::generate(seed, knobs));
+        }
         steps.sort_by_key(|s| s.at);
         Self { seed, hosts, steps }
     }

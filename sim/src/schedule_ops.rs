@@ -125,3 +125,34 @@ impl fmt::Display for ScheduleOp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    #[test]
+    fn schedules_leave_every_other_choice_of_a_plan_as_it_was() {
+        let with = Knobs::default();
+        let without = Knobs {
+            schedules: false,
+            ..Knobs::default()
+        };
+        let mut seen = 0;
+        for seed in 0..50 {
+            let a = Plan::generate(seed, &with, Duration::from_secs(2));
+            let b = Plan::generate(seed, &without, Duration::from_secs(2));
+            let others: Vec<_> = a
+                .steps
+                .iter()
+                .filter(|s| !matches!(s.action, Action::Schedule(_)))
+                .cloned()
+                .collect();
+            assert_eq!(others, b.steps, "seed {seed}");
+            assert_eq!(a.hosts, b.hosts);
+            seen += usize::from(a.has_schedules());
+        }
+        // About half the seeds have schedules.
+        assert!((10..=40).contains(&seen), "{seen} of 50");
+    }
+}

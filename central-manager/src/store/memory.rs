@@ -31,7 +31,7 @@ use super::breaker::{Breaker, Probe, Prober};
 use super::schedules::rows;
 use super::writer::REPLY_TIMEOUT;
 use super::{Command, MIGRATOR, Outcome, commands, queries};
-use crate::core::ports::schedules::ScheduleStore;
+use crate::core::ports::schedules::{Buffered, ScheduleStore};
 use crate::core::ports::{Clock, TaskStore};
 use crate::domain::schedule::{ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord};
 use crate::domain::{
@@ -334,7 +334,7 @@ impl ScheduleStore for MemoryStore {
         Box::pin(async move { self.read(rows::earliest_fire) })
     }
 
-    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<(ScheduleId, Option<TaskId>)>>> {
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>> {
         Box::pin(async move { self.read(rows::buffered) })
     }
 

@@ -14,6 +14,9 @@ use crate::domain::schedule::{
 use crate::domain::{ActorId, CorrelationId, PodRef, TaskId, TaskRecord};
 use crate::error::{Error, Result};
 
+/// A schedule with a buffered fire, and the task it waits for.
+pub type Buffered = (ScheduleId, Option<TaskId>);
+
 /// The store as the schedule operations and the firing loop use it: the
 /// task store plus the schedule reads. Writes go through
 /// [`TaskStore::write`] as [`Command::Schedule`] (see
@@ -37,7 +40,7 @@ pub trait ScheduleStore: TaskStore {
     fn earliest_fire(&self) -> BoxFuture<'_, Result<Option<i64>>>;
 
     /// Schedules with a buffered fire, and the task it waits for.
-    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<(ScheduleId, Option<TaskId>)>>>;
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>>;
 
     /// Tasks fired since `since` that never got a start attempt.
     fn unstarted_fires(&self, since: i64) -> BoxFuture<'_, Result<Vec<TaskId>>>;

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::Store;
 use super::commands::{Command, Outcome, create_task, finish_task};
-use crate::core::ports::schedules::ScheduleStore;
+use crate::core::ports::schedules::{Buffered, ScheduleStore};
 use crate::domain::schedule::{
     FireAction, Lateness, META_SCHEDULE_ID, META_SCHEDULED_FOR, NewSchedule, ScheduleCommand,
     ScheduleEventType, ScheduleId, ScheduleKey, ScheduleRecord, decide_overlap, lateness,
@@ -535,7 +535,7 @@ impl ScheduleStore for Store {
         Box::pin(Store::earliest_fire(self))
     }
 
-    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<(ScheduleId, Option<TaskId>)>>> {
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>> {
         Box::pin(Store::buffered_schedules(self))
     }
 
