@@ -257,8 +257,18 @@ fn finds_beside(bug: &str, base: Bugs, knobs: Knobs) {
 #[test]
 fn finds_placement_ignoring_starts_in_flight() {
     // Busier plans: the bug needs a host's hello to be reconciled while a
-    // start to it is in flight.
-    finds("placement-ignores-starts-in-flight", Knobs::busy());
+    // start to it is in flight. Run on plans without schedules, as when
+    // the hunt was written (found at seed 256): seed 256's busy plan has
+    // schedules now, their fired tasks change what its hosts run, and no
+    // other of the 1,000 busy seeds hits the window with schedules on.
+    // The other hunts find their bugs with schedules on.
+    finds(
+        "placement-ignores-starts-in-flight",
+        Knobs {
+            schedules: false,
+            ..Knobs::busy()
+        },
+    );
 }
 
 #[test]
