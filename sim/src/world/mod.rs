@@ -212,7 +212,11 @@ impl World {
             config: config.clone(),
             service,
             schedules,
-            schedule_watch: Arc::new(schedules::Watch::new(store.clone(), clock)),
+            schedule_watch: Arc::new(schedules::Watch::new(
+                plan.has_schedules(),
+                store.clone(),
+                clock,
+            )),
             store,
             faults,
             net,

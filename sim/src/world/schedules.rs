@@ -175,6 +175,8 @@ pub(super) async fn pause_all(s: &ScheduleService, created: &Created) {
 
 /// The periodic schedule checks' state.
 pub(super) struct Watch {
+    /// Whether the run has schedules (no reads otherwise).
+    enabled: bool,
     store: MemoryStore,
     clock: Arc<dyn Clock>,
     /// Wall micros from which due fires must be on time (`i64::MAX`:
@@ -183,8 +185,9 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    pub(super) fn new(store: MemoryStore, clock: Arc<dyn Clock>) -> Self {
+    pub(super) fn new(enabled: bool, store: MemoryStore, clock: Arc<dyn Clock>) -> Self {
         Self {
+            enabled,
             store,
             clock,
             on_time_from: Arc::new(AtomicI64::new(i64::MAX)),
@@ -193,6 +196,9 @@ impl Watch {
 
     /// The periodic checks.
     pub(super) fn check(&self, found: &mut Vec<String>) {
+        if !self.enabled {
+            return;
+        }
         let now = self.clock.wall_micros();
         let from = self.on_time_from.load(Ordering::Relaxed);
         let late = (now >= from).then(|| now - micros(LATE_TOLERANCE));
