@@ -236,11 +236,12 @@ impl Application {
             &tracker,
             shutdown.clone(),
         );
-        // Schedules and retention use the SQLite adapter directly (their
-        // reads are not on the `TaskStore` port yet), with the core's clock.
+        // Retention uses the SQLite adapter directly (its reads are not on
+        // the store port yet); schedules use the port, with the core's
+        // clock.
         let schedules = Arc::new(ScheduleService::new(
             service.clone(),
-            store.clone(),
+            Arc::new(store.clone()),
             clock.clone(),
         ));
         let retention = Arc::new(Retention::new(service.clone(), store.clone(), clock));

@@ -106,6 +106,10 @@ pub struct Knobs {
     /// Whether a write may commit and still fail for its caller (a reply
     /// lost after the commit).
     pub lost_replies: bool,
+    /// Whether plans may have schedule operations (and the firing loop
+    /// runs); off only to compare costs (`scripts/simulate
+    /// --no-schedules`).
+    pub schedules: bool,
 }
 
 impl Default for Knobs {
@@ -117,6 +121,7 @@ impl Default for Knobs {
             active: Duration::from_secs(8),
             settle: Duration::from_secs(12),
             lost_replies: false,
+            schedules: true,
         }
     }
 }

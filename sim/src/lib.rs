@@ -48,6 +48,7 @@ pub mod host;
 pub mod ledger;
 pub mod net;
 pub mod plan;
+pub mod schedule_ops;
 pub mod shrink;
 pub mod trace;
 pub mod world;

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Knobs;
+use crate::schedule_ops::{self, ScheduleOp};
 
 /// How a task's pods behave (carried in the task's metadata, read by the
 /// simulated pod-host when it spawns a pod).
@@ -118,6 +119,8 @@ pub enum Action {
     },
     /// The next write commits but its caller gets EVENT_STORE_UNAVAILABLE.
     LostReply,
+    /// A schedule operation (see [`crate::schedule_ops`]).
+    Schedule(ScheduleOp),
 }
 
 impl Action {
@@ -131,6 +134,7 @@ impl Action {
                 | Self::Restart { .. }
                 | Self::Complete { .. }
                 | Self::Cancel { .. }
+                | Self::Schedule(_)
         )
     }
 
@@ -151,6 +155,7 @@ impl Action {
             Self::StoreOutage { .. } => "store-outage",
             Self::StoreStall { .. } => "store-stall",
             Self::LostReply => "lost-reply",
+            Self::Schedule(op) => op.kind(),
         }
     }
 }
@@ -279,6 +284,9 @@ impl Plan {
             };
             steps.push(Step { at, action });
         }
+        if knobs.schedules {
+            steps.extend(schedule_ops::generate(seed, knobs));
+        }
         steps.sort_by_key(|s| s.at);
         Self { seed, hosts, steps }
     }
@@ -290,6 +298,14 @@ impl Plan {
             hosts: self.hosts.clone(),
             steps: keep.iter().map(|&i| self.steps[i].clone()).collect(),
         }
+    }
+
+    /// Whether any step is a schedule operation (the firing loop runs
+    /// only then, so plans without schedules run as before it existed).
+    pub fn has_schedules(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Schedule(_)))
     }
 
     /// When the last fault or operation happens.
@@ -397,6 +413,7 @@ impl fmt::Display for Step {
             Action::StoreOutage { lasts } => write!(f, "t={t:.3}s store outage for {}", d(lasts)),
             Action::StoreStall { lasts } => write!(f, "t={t:.3}s store stall of {}", d(lasts)),
             Action::LostReply => write!(f, "t={t:.3}s next write's reply lost after commit"),
+            Action::Schedule(op) => write!(f, "t={t:.3}s {op}"),
         }
     }
 }

@@ -47,6 +47,13 @@ const FIXED_FINDINGS: &[(u64, &str)] = &[
     // Fixed: an automatic restart's claim is refused until the row's
     // restart is due (store/pods.rs, claim).
     (741, "automatic restart earlier than its backoff"),
+    // Found by the schedule checks (sim/src/world/schedules.rs): a
+    // BUFFER_ONE fire left waiting after its previous task ended (a store
+    // stall held up the buffered start) was overtaken by the next
+    // timetable fire and counted in skipped_count without a
+    // schedule_skipped event. Fixed: the superseded fire time is recorded
+    // (reason `superseded`, store/schedules/mod.rs).
+    (67, "skipped_count"),
 ];
 
 fn open_finding(f: &ipa_sim::Failure) -> bool {
@@ -81,7 +88,14 @@ fn assert_clean(n: u64) {
         b.wall_time.as_secs_f64()
     );
     // The runs did exercise the system: starts, exits, restarts.
-    for kind in ["pod_started", "pod_exited", "restart_scheduled"] {
+    for kind in [
+        "pod_started",
+        "pod_exited",
+        "restart_scheduled",
+        "schedule_fired",
+        "schedule_skipped/overlap",
+        "schedule_buffered",
+    ] {
         assert!(b.coverage.events.contains(kind), "no {kind} in 250 runs");
     }
 }
@@ -199,7 +213,8 @@ fn open_findings_with_lost_replies_still_fail() {
 #[test]
 fn a_seed_replays_exactly() {
     let config = SimConfig::default();
-    for seed in [7, 1234] {
+    // Seed 67's plan has schedules (their firing loop and ids replay too).
+    for seed in [7, 67, 1234] {
         let (plan_a, a) = run_seed(seed, &config, None);
         let (plan_b, b) = run_seed(seed, &config, None);
         assert_eq!(plan_a.steps.len(), plan_b.steps.len());
@@ -275,8 +290,18 @@ fn finds_beside(bug: &str, base: Bugs, knobs: Knobs) {
 #[test]
 fn finds_placement_ignoring_starts_in_flight() {
     // Busier plans: the bug needs a host's hello to be reconciled while a
-    // start to it is in flight.
-    finds("placement-ignores-starts-in-flight", Knobs::busy());
+    // start to it is in flight. Run on plans without schedules, as when
+    // the hunt was written (found at seed 256): seed 256's busy plan has
+    // schedules now, their fired tasks change what its hosts run, and no
+    // other of the 1,000 busy seeds hits the window with schedules on.
+    // The other hunts find their bugs with schedules on.
+    finds(
+        "placement-ignores-starts-in-flight",
+        Knobs {
+            schedules: false,
+            ..Knobs::busy()
+        },
+    );
 }
 
 #[test]

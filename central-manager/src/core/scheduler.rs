@@ -30,12 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::ports::schedules::{FireKind, FireOutcome, ScheduleWrite};
 use super::schedules::ScheduleService;
 use crate::domain::schedule::ScheduleId;
-use crate::domain::{EventRecord, EventType, TaskId};
+use crate::domain::{Cause, EventRecord, EventType, TaskId};
 use crate::error::Result;
-use crate::store::pods::Cause;
-use crate::store::schedules::{FireKind, FireOutcome, ScheduleWrite};
 use crate::watch::EventHub;
 
 /// Longest sleep between looks at the schedules: bounds how late a fire

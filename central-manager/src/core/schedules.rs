@@ -11,22 +11,21 @@ use tokio::sync::Notify;
 
 use super::TaskService;
 use super::ports::Clock;
-use crate::domain::schedule::{
-    NewSchedule, ScheduleCommand, ScheduleId, ScheduleKey, ScheduleRecord,
+use super::ports::schedules::{
+    Fire, FireKind, FireOutcome, ScheduleOutcome, ScheduleStore, ScheduleWrite,
 };
-use crate::domain::{ActorId, CorrelationId, TaskId};
+use crate::domain::schedule::{
+    NewSchedule, ScheduleCommand, ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord,
+};
+use crate::domain::{ActorId, Cause, CorrelationId, TaskId};
 use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::store::pods::Cause;
-use crate::store::schedules::rows::ScheduleEventRecord;
-use crate::store::schedules::{Fire, FireKind, FireOutcome, ScheduleOutcome, ScheduleWrite};
 
 /// The schedule operations. Cheap to share (`Arc`).
 pub struct ScheduleService {
     tasks: Arc<TaskService>,
-    /// The SQLite adapter: schedule and retention reads are not on the
-    /// `TaskStore` port yet.
-    store: Store,
+    /// The store port (SQLite in production, the simulator's in-memory
+    /// store under simulation).
+    store: Arc<dyn ScheduleStore>,
     clock: Arc<dyn Clock>,
     /// Wakes the firing loop when a schedule's timetable changed (created,
     /// resumed, deleted) or a fire was buffered.
@@ -35,7 +34,11 @@ pub struct ScheduleService {
 
 impl ScheduleService {
     /// Schedules over `tasks`' store, on `clock`.
-    pub fn new(tasks: Arc<TaskService>, store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        tasks: Arc<TaskService>,
+        store: Arc<dyn ScheduleStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             tasks,
             store,
@@ -54,14 +57,19 @@ impl ScheduleService {
         &self.changed
     }
 
-    /// The store (SQLite adapter).
-    pub fn store(&self) -> &Store {
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ScheduleStore> {
         &self.store
     }
 
     /// The task operations.
     pub fn tasks(&self) -> &Arc<TaskService> {
         &self.tasks
+    }
+
+    /// Ids come from the entropy port, so a simulated run replays.
+    fn new_id(&self) -> uuid::Uuid {
+        self.tasks.pods().ports().entropy.new_id()
     }
 
     fn record(o: ScheduleOutcome) -> Result<ScheduleRecord> {
@@ -75,7 +83,7 @@ impl ScheduleService {
     /// for a timetable without a fire time after now.
     pub async fn create(&self, s: NewSchedule) -> Result<ScheduleRecord> {
         let w = ScheduleWrite::Create {
-            schedule_id: ScheduleId::new(),
+            schedule_id: ScheduleId::from_uuid(self.new_id()),
             schedule: Box::new(s),
             now: self.clock.wall_micros(),
         };
@@ -188,7 +196,7 @@ impl ScheduleService {
             schedule_id: id,
             kind,
             now: self.clock.wall_micros(),
-            task_id: TaskId::new(),
+            task_id: TaskId::from_uuid(self.new_id()),
             actor: actor.clone(),
             correlation: correlation.clone(),
             pod_message: pod_message.clone(),

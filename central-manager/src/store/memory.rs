@@ -28,9 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::breaker::{Breaker, Probe, Prober};
+use super::schedules::rows;
 use super::writer::REPLY_TIMEOUT;
 use super::{Command, MIGRATOR, Outcome, commands, queries};
+use crate::core::ports::schedules::{Buffered, ScheduleStore};
 use crate::core::ports::{Clock, TaskStore};
+use crate::domain::schedule::{ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord};
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, TaskFilter, TaskId,
     TaskRecord,
@@ -297,6 +300,55 @@ impl TaskStore for MemoryStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
         Box::pin(async move { self.read(move |c| super::timeouts::due_timers(c, now, limit)) })
+    }
+}
+
+/// The schedule reads: the production queries (`store::schedules::rows`)
+/// on the one connection.
+impl ScheduleStore for MemoryStore {
+    fn get_schedule<'a>(
+        &'a self,
+        key: &'a ScheduleKey,
+    ) -> BoxFuture<'a, Result<Option<ScheduleRecord>>> {
+        Box::pin(async move {
+            self.read(|c| match key {
+                ScheduleKey::Id(id) => rows::get(c, *id),
+                ScheduleKey::Name(n) => rows::get_by_name(c, n),
+            })
+        })
+    }
+
+    fn list_schedules(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> BoxFuture<'_, Result<Vec<ScheduleRecord>>> {
+        Box::pin(async move { self.read(|c| rows::list(c, limit, offset)) })
+    }
+
+    fn due_schedules(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<(ScheduleId, i64)>>> {
+        Box::pin(async move { self.read(|c| rows::due(c, now, limit)) })
+    }
+
+    fn earliest_fire(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move { self.read(rows::earliest_fire) })
+    }
+
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>> {
+        Box::pin(async move { self.read(rows::buffered) })
+    }
+
+    fn unstarted_fires(&self, since: i64) -> BoxFuture<'_, Result<Vec<TaskId>>> {
+        Box::pin(async move { self.read(|c| rows::unstarted_fires(c, since)) })
+    }
+
+    fn schedule_events(
+        &self,
+        id: ScheduleId,
+        after_id: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ScheduleEventRecord>>> {
+        Box::pin(async move { self.read(|c| rows::events(c, id, after_id, limit)) })
     }
 }
 

@@ -43,6 +43,9 @@ struct Args {
     /// Longer, busier plans (see `Knobs::busy`).
     #[arg(long)]
     busy: bool,
+    /// Plans without schedule operations (to compare costs).
+    #[arg(long)]
+    no_schedules: bool,
     /// Stop after this many failing seeds.
     #[arg(long, default_value_t = 3)]
     max_failures: usize,
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         config.knobs = ipa_sim::config::Knobs::busy();
     }
     config.knobs.lost_replies = args.lost_replies;
+    config.knobs.schedules = !args.no_schedules;
     if let Some(name) = &args.bug {
         match Bugs::named(name) {
             Some(b) => config.bugs = b,

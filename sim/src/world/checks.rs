@@ -141,6 +141,7 @@ pub(super) struct Periodic {
     coverage: Arc<Mutex<Coverage>>,
     n_hosts: usize,
     last_state: Vec<Option<HostState>>,
+    schedules: Arc<super::schedules::Watch>,
 }
 
 impl Periodic {
@@ -154,6 +155,7 @@ impl Periodic {
             coverage: w.coverage.clone(),
             n_hosts,
             last_state: vec![None; n_hosts],
+            schedules: w.schedule_watch.clone(),
         }
     }
 }
@@ -171,6 +173,7 @@ pub(super) async fn periodic(mut p: Periodic, cancel: CancellationToken) -> Vec<
         tick += 1;
         registry(&mut p, &mut found);
         if tick.is_multiple_of(5) {
+            p.schedules.check(&mut found);
             let rows = rows(&p.store);
             let mut cov = p.coverage.lock().unwrap_or_else(|e| e.into_inner());
             for r in &rows {
@@ -370,6 +373,7 @@ pub(super) async fn at_end(w: &World) -> Vec<String> {
     convergence(w, &rows, &mut found);
     trails(w, &rows, &events, &mut found);
     super::timers::timers(w, &rows, &events, &mut found);
+    super::schedules::at_end(&w.store, &mut found);
     found
 }
 
@@ -530,6 +534,7 @@ fn trails(w: &World, rows: &[Row], events: &[Ev], found: &mut Vec<String>) {
 
 /// Coverage from the final trails: event types and exit causes reached.
 pub(super) fn cover_trails(w: &World, cov: &mut Coverage) {
+    super::schedules::cover(&w.store, cov);
     for e in events(&w.store) {
         cov.events.insert(e.kind.clone());
         if let Some(c) = e.data.get("cause").and_then(Value::as_str) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use central_manager::core::TaskService;
+use central_manager::core::schedules::ScheduleService;
 use central_manager::domain::{
     ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, RestartPolicySpec, StopPod,
     TaskCommand, TaskId, TemplateName, Title,
@@ -43,7 +44,11 @@ pub enum Acked {
 #[derive(Clone)]
 pub struct Clients {
     service: Arc<TaskService>,
-    trace: Trace,
+    pub(super) trace: Trace,
+    /// The schedule operations (when the plan has any).
+    pub(super) schedules: Option<Arc<ScheduleService>>,
+    /// Schedules created so far, in creation order.
+    pub(super) schedule_ids: super::schedules::Created,
     /// Tasks created so far, in creation order.
     tasks: Arc<Mutex<Vec<TaskId>>>,
     /// Acknowledged operations by correlation id.
@@ -53,17 +58,17 @@ pub struct Clients {
     tracker: TaskTracker,
 }
 
-fn actor() -> ActorId {
+pub(super) fn actor() -> ActorId {
     ActorId::parse("client").unwrap_or_else(|_| ActorId::system())
 }
 
-fn correlation(n: usize) -> Option<CorrelationId> {
+pub(super) fn correlation(n: usize) -> Option<CorrelationId> {
     // "op-N" is always a valid correlation id.
     CorrelationId::parse_or_new(&format!("op-{n}")).ok()
 }
 
 /// The metadata carrying a task's pod behaviour to the simulated hosts.
-fn metadata(b: &Behaviour) -> Metadata {
+pub(super) fn metadata(b: &Behaviour) -> Metadata {
     let mut m = BTreeMap::new();
     if let Some(life) = b.life_ms {
         m.insert("sim.life_ms".to_owned(), life.to_string());
@@ -84,10 +89,16 @@ fn metadata(b: &Behaviour) -> Metadata {
 }
 
 impl Clients {
-    pub fn new(service: Arc<TaskService>, trace: Trace) -> Self {
+    pub fn new(
+        service: Arc<TaskService>,
+        schedules: Option<Arc<ScheduleService>>,
+        trace: Trace,
+    ) -> Self {
         Self {
             service,
             trace,
+            schedules,
+            schedule_ids: Arc::default(),
             tasks: Arc::default(),
             acked: Arc::default(),
             errors: Arc::default(),
@@ -113,6 +124,9 @@ impl Clients {
     }
 
     async fn run(&self, n: usize, action: Action) {
+        if let Action::Schedule(op) = action {
+            return self.schedule_op(n, op).await;
+        }
         let Some(corr) = correlation(n) else {
             return;
         };
@@ -234,15 +248,18 @@ impl Clients {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, a);
             }
-            Err(e) => {
-                let msg = e.public_message();
-                let reason = msg.split(':').next().unwrap_or("").to_owned();
-                self.trace.note(format!("op-{n} {what}: {msg}"));
-                self.errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(reason);
-            }
+            Err(e) => self.note_error(n, &what, &e),
         }
+    }
+
+    /// Traces an operation's error and counts its reason (coverage).
+    pub(super) fn note_error(&self, n: usize, what: &str, e: &Error) {
+        let msg = e.public_message();
+        let reason = msg.split(':').next().unwrap_or("").to_owned();
+        self.trace.note(format!("op-{n} {what}: {msg}"));
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reason);
     }
 }

@@ -18,6 +18,7 @@
 mod checks;
 mod clients;
 mod restarts;
+mod schedules;
 mod timers;
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ use std::time::Duration;
 
 use central_manager::core::TaskService;
 use central_manager::core::ports::{Clock, DerivedClock, Ports};
+use central_manager::core::scheduler::Scheduler;
+use central_manager::core::schedules::ScheduleService;
 use central_manager::core::wiring::{CoreConfig, start};
 use central_manager::domain::RestartDefaults;
 use central_manager::hosts::registry::HostTimeouts;
@@ -91,6 +94,11 @@ pub fn run(plan: &Plan, config: &SimConfig) -> Outcome {
 struct World {
     config: SimConfig,
     service: Arc<TaskService>,
+    /// The schedule operations and their firing loop (when the plan has
+    /// schedule operations).
+    schedules: Option<Arc<ScheduleService>>,
+    /// The periodic schedule checks' state.
+    schedule_watch: Arc<schedules::Watch>,
     store: MemoryStore,
     faults: Arc<StoreFaults>,
     net: Net,
@@ -175,7 +183,7 @@ impl World {
         let (_endpoints_tx, endpoints_rx) = watch::channel(endpoints);
         let ports = Ports {
             store: Arc::new(store.clone()),
-            clock,
+            clock: clock.clone(),
             entropy,
             bugs: config.bugs.core,
         };
@@ -184,14 +192,31 @@ impl World {
             ports,
             Arc::new(SimDialer(net.clone())),
             endpoints_rx,
-            hub,
+            hub.clone(),
             &tracker,
             shutdown.clone(),
         );
-        let clients = Clients::new(service.clone(), trace.clone());
+        // The firing loop runs only for plans with schedules: a plan
+        // without runs exactly as before it existed.
+        let schedules = plan.has_schedules().then(|| {
+            let s = Arc::new(ScheduleService::new(
+                service.clone(),
+                Arc::new(store.clone()),
+                clock.clone(),
+            ));
+            Scheduler::new(s.clone(), hub).start(&tracker, shutdown.clone());
+            s
+        });
+        let clients = Clients::new(service.clone(), schedules.clone(), trace.clone());
         Self {
             config: config.clone(),
             service,
+            schedules,
+            schedule_watch: Arc::new(schedules::Watch::new(
+                plan.has_schedules(),
+                store.clone(),
+                clock,
+            )),
             store,
             faults,
             net,
@@ -228,7 +253,24 @@ impl World {
         self.faults.heal();
         self.trace.note("every fault healed");
         self.clients.drain(OPS_DRAIN).await;
-        tokio::time::sleep(self.config.knobs.settle).await;
+        let settle = self.config.knobs.settle;
+        if let Some(s) = &self.schedules {
+            // Due fires must be on time from a little after the quiet
+            // period began; the schedules are paused before the end so
+            // their last tasks settle too.
+            let from = s.clock().wall_micros()
+                + i64::try_from(schedules::LATE_GRACE.as_micros()).unwrap_or(i64::MAX);
+            self.schedule_watch
+                .on_time_from
+                .store(from, std::sync::atomic::Ordering::Relaxed);
+            let pause_at = settle.saturating_sub(schedules::PAUSE_BEFORE_END);
+            tokio::time::sleep(pause_at).await;
+            schedules::pause_all(s, &self.clients.schedule_ids).await;
+            self.trace.note("every schedule paused");
+            tokio::time::sleep(settle - pause_at).await;
+        } else {
+            tokio::time::sleep(settle).await;
+        }
         self.trace.note("settled; final checks");
         let mut violations = checker_stop(checker, &self.shutdown).await;
         violations.extend(checks::at_end(&self).await);
@@ -268,7 +310,8 @@ impl World {
             | Action::Stop { .. }
             | Action::Restart { .. }
             | Action::Complete { .. }
-            | Action::Cancel { .. } => {
+            | Action::Cancel { .. }
+            | Action::Schedule(_) => {
                 self.clients.spawn(n, action.clone());
                 Duration::ZERO
             }

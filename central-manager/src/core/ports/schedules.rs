@@ -1,10 +1,75 @@
-//! The schedule writes of the store port: what the core asks the store to
-//! do to schedules (create, pause, resume, delete, fire) and what each
-//! returns. The adapter (`store::schedules`) runs each inside the writer's
-//! transaction, a fire together with the task it makes.
+//! The schedule part of the store port: the reads ScheduleService and the
+//! firing loop make ([`ScheduleStore`]), the schedule writes (create,
+//! pause, resume, delete, fire) and what each returns. The adapters
+//! (`store::Store`, and `store::memory::MemoryStore` for the simulator)
+//! run each write inside the writer's transaction, a fire together with
+//! the task it makes, with the same SQL (`store::schedules`).
 
-use crate::domain::schedule::{NewSchedule, ScheduleCommand, ScheduleId, ScheduleRecord};
+use futures::future::BoxFuture;
+
+use super::store::{Command, Outcome, TaskStore};
+use crate::domain::schedule::{
+    NewSchedule, ScheduleCommand, ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord,
+};
 use crate::domain::{ActorId, CorrelationId, PodRef, TaskId, TaskRecord};
+use crate::error::{Error, Result};
+
+/// A schedule with a buffered fire, and the task it waits for.
+pub type Buffered = (ScheduleId, Option<TaskId>);
+
+/// The store as the schedule operations and the firing loop use it: the
+/// task store plus the schedule reads. Writes go through
+/// [`TaskStore::write`] as [`Command::Schedule`] (see
+/// [`ScheduleStore::schedule`]).
+pub trait ScheduleStore: TaskStore {
+    /// GetSchedule by id or name.
+    fn get_schedule<'a>(
+        &'a self,
+        key: &'a ScheduleKey,
+    ) -> BoxFuture<'a, Result<Option<ScheduleRecord>>>;
+
+    /// ListSchedules, by name.
+    fn list_schedules(&self, limit: u32, offset: u32)
+    -> BoxFuture<'_, Result<Vec<ScheduleRecord>>>;
+
+    /// Active schedules whose `next_fire_at` is at or before `now`, with
+    /// it, earliest first, at most `limit`.
+    fn due_schedules(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<(ScheduleId, i64)>>>;
+
+    /// The earliest `next_fire_at` of any active schedule.
+    fn earliest_fire(&self) -> BoxFuture<'_, Result<Option<i64>>>;
+
+    /// Schedules with a buffered fire, and the task it waits for.
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>>;
+
+    /// Tasks fired since `since` that never got a start attempt.
+    fn unstarted_fires(&self, since: i64) -> BoxFuture<'_, Result<Vec<TaskId>>>;
+
+    /// A schedule's audit trail after `after_id`, oldest first.
+    fn schedule_events(
+        &self,
+        id: ScheduleId,
+        after_id: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ScheduleEventRecord>>>;
+}
+
+impl dyn ScheduleStore {
+    /// Runs a schedule write.
+    pub async fn schedule(&self, w: ScheduleWrite) -> Result<ScheduleOutcome> {
+        match self.write(Command::Schedule(w)).await? {
+            Outcome::Schedule(o) => Ok(o),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// EVENT_STORE_UNAVAILABLE at once while the store is known to be
+    /// unwritable.
+    pub fn ensure_writable(&self) -> Result<()> {
+        let tasks: &dyn TaskStore = self;
+        tasks.ensure_writable()
+    }
+}
 
 /// Which fire time a fire is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

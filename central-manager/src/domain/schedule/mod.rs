@@ -38,6 +38,11 @@ impl ScheduleId {
         Self(Uuid::now_v7())
     }
 
+    /// An id minted elsewhere (the core's entropy port).
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
     /// Parses a client-supplied id; `field` names it in the error.
     pub fn parse(s: &str, field: &'static str) -> Result<Self> {
         // The same rules as task ids.
@@ -305,6 +310,25 @@ impl ScheduleEventType {
             Self::Skipped => "schedule_skipped",
         }
     }
+}
+
+/// One entry of the schedule audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEventRecord {
+    /// Order of recording (global across schedules).
+    pub id: i64,
+    /// The schedule.
+    pub schedule_id: ScheduleId,
+    /// `schedule_*`.
+    pub event_type: String,
+    /// A JSON object.
+    pub data_json: String,
+    /// Who.
+    pub actor_id: String,
+    /// Which request.
+    pub correlation_id: String,
+    /// When (unix micros).
+    pub occurred_at: i64,
 }
 
 #[cfg(test)]

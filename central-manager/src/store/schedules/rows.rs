@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::schedule::ScheduleEventRecord;
 use crate::domain::schedule::{
     Overlap, ScheduleEventType, ScheduleId, ScheduleName, ScheduleRecord, ScheduleTask, Timetable,
 };
@@ -256,25 +257,6 @@ pub fn task_running(c: &Connection, id: TaskId) -> Result<bool> {
         .query_row([id.to_string()], |r| r.get(0))
         .optional()?;
     Ok(matches!(status.as_deref(), Some("inactive" | "active")))
-}
-
-/// One entry of the schedule audit trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleEventRecord {
-    /// Order of recording (global across schedules).
-    pub id: i64,
-    /// The schedule.
-    pub schedule_id: ScheduleId,
-    /// `schedule_*`.
-    pub event_type: String,
-    /// A JSON object.
-    pub data_json: String,
-    /// Who.
-    pub actor_id: String,
-    /// Which request.
-    pub correlation_id: String,
-    /// When (unix micros).
-    pub occurred_at: i64,
 }
 
 /// Appends to the schedule audit trail (with `authenticated_as` in the data

@@ -235,6 +235,47 @@ async fn buffer_one_keeps_one_fire_for_when_the_previous_ends() {
 }
 
 #[tokio::test]
+async fn a_buffer_superseded_by_the_next_fire_is_a_skip_in_the_trail() {
+    let db = TestDb::open().await;
+    let s = create_at(&db, new_schedule("s", 10, Overlap::BufferOne), T0)
+        .await
+        .unwrap();
+    let id = s.schedule_id;
+    let t1 = T0 + 10 * S;
+    let first = started(fire(&db, id, FireKind::Due { at: t1 }, t1).await);
+    let t2 = t1 + 10 * S;
+    assert!(matches!(
+        fire(&db, id, FireKind::Due { at: t2 }, t2).await,
+        FireOutcome::Buffered { .. }
+    ));
+    // The previous task ends, but the next timetable fire comes before
+    // the buffered one is started: it gives way.
+    complete(&db, first.task_id).await;
+    let t3 = t2 + 10 * S;
+    let third = started(fire(&db, id, FireKind::Due { at: t3 }, t3).await);
+    assert_eq!(third.metadata.entries()[META_SCHEDULED_FOR], rfc3339(t3));
+    let after = get(&db, id).await;
+    assert_eq!((after.fired_count, after.skipped_count), (2, 1));
+    assert_eq!(after.buffered_fire_at, None);
+    // The skip is in the audit trail, as every skipped fire time is
+    // (found by the simulator: the count had no event).
+    let skipped: Vec<_> = db
+        .store
+        .schedule_events(id, 0, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "schedule_skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    let data: serde_json::Value = serde_json::from_str(&skipped[0].data_json).unwrap();
+    assert_eq!(data["reason"], "superseded");
+    assert_eq!(data["count"], 1);
+    assert_eq!(data["scheduled_for"], rfc3339(t2).as_str());
+    db.shutdown().await;
+}
+
+#[tokio::test]
 async fn cancel_previous_cancels_as_system_then_starts() {
     let db = TestDb::open().await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::CancelPrevious), T0)
