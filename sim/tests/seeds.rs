@@ -166,6 +166,12 @@ const FIXED_WITH_LOST_REPLIES: &[(u64, &str)] = &[
     // (Pods::after_ambiguous_write, supervisor/requery.rs).
     (20083, "but its pod"),
     (20829, "but its pod"),
+    // A schedule's create committed with its reply lost: the firing loop
+    // was woken only on success, so it never looked at the new schedule
+    // and its fires were overdue for good. Fixed: every schedule write
+    // wakes the loop, whatever its answer (core/schedules.rs, write).
+    (40035, "overdue"),
+    (40480, "overdue"),
 ];
 
 #[test]

@@ -72,6 +72,15 @@ impl ScheduleService {
         self.tasks.pods().ports().entropy.new_id()
     }
 
+    /// A schedule write; the firing loop looks again whatever the answer,
+    /// since a write reported failed may still have committed (a lost
+    /// reply; found by the simulator with `--lost-replies`).
+    async fn write(&self, w: ScheduleWrite) -> Result<ScheduleOutcome> {
+        let written = self.store.schedule(w).await;
+        self.changed.notify_one();
+        written
+    }
+
     fn record(o: ScheduleOutcome) -> Result<ScheduleRecord> {
         match o {
             ScheduleOutcome::Schedule(s) => Ok(*s),
@@ -87,9 +96,7 @@ impl ScheduleService {
             schedule: Box::new(s),
             now: self.clock.wall_micros(),
         };
-        let s = Self::record(self.store.schedule(w).await?)?;
-        self.changed.notify_one();
-        Ok(s)
+        Self::record(self.write(w).await?)
     }
 
     /// GetSchedule.
@@ -109,9 +116,7 @@ impl ScheduleService {
 
     /// PauseSchedule (a no-op on a paused schedule).
     pub async fn pause(&self, c: ScheduleCommand) -> Result<ScheduleRecord> {
-        let s = Self::record(self.store.schedule(ScheduleWrite::Pause(c)).await?)?;
-        self.changed.notify_one();
-        Ok(s)
+        Self::record(self.write(ScheduleWrite::Pause(c)).await?)
     }
 
     /// ResumeSchedule: the next fire is the first after now; fire times
@@ -121,15 +126,12 @@ impl ScheduleService {
             cmd: c,
             now: self.clock.wall_micros(),
         };
-        let s = Self::record(self.store.schedule(w).await?)?;
-        self.changed.notify_one();
-        Ok(s)
+        Self::record(self.write(w).await?)
     }
 
     /// DeleteSchedule: its tasks and audit trail stay.
     pub async fn delete(&self, c: ScheduleCommand) -> Result<()> {
-        self.store.schedule(ScheduleWrite::Delete(c)).await?;
-        self.changed.notify_one();
+        self.write(ScheduleWrite::Delete(c)).await?;
         Ok(())
     }
 
