@@ -30,8 +30,8 @@ use super::supervisor::runner::RestartQueue;
 use super::supervisor::unsettled::Unsettled;
 use crate::domain::host::{HostCallError, PodExit, Refusal, StartRequest};
 use crate::domain::{
-    Cause, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults, TaskId, decide_start,
-    ending::exit_detail,
+    Cause, EndReport, Ending, PodInfo, PodRef, PodStatus, RestartDefaults, TaskId, TaskRecord,
+    decide_start, ending::exit_detail,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::HostDirectory;
@@ -122,6 +122,17 @@ impl Pods {
         self.ports.store.as_ref()
     }
 
+    /// The task a pod operation acts on, refused at once (touching
+    /// nothing) while the store is known to be unwritable, since the
+    /// operation's outcome must be recorded.
+    async fn writable_task(&self, task_id: TaskId) -> Result<TaskRecord> {
+        self.store().ensure_writable()?;
+        self.store()
+            .task(task_id)
+            .await?
+            .ok_or(Error::TaskNotFound(task_id))
+    }
+
     /// Hands automatic restarts scheduled here to the supervisor.
     pub fn attach_restarts(&self, queue: RestartQueue) {
         let _ = self.restarts.set(queue);
@@ -174,12 +185,7 @@ impl Pods {
     ) -> Result<Option<PodInfo>> {
         // Fail fast rather than wait for a placement whose claim cannot be
         // written.
-        self.store().ensure_writable()?;
-        let task = self
-            .store()
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
+        let task = self.writable_task(task_id).await?;
         decide_start(task_id, task.status, task.pod_status)?;
         let placement = self.hosts.place(&task.template).await?;
         let pod_id = self.ports.entropy.new_id().to_string();

@@ -46,16 +46,7 @@ pub fn due_timers(c: &Connection, now: i64, limit: u32) -> Result<Vec<Timer>> {
          AND pod_running_since + timeout_seconds * 1000000 <= ? ORDER BY due LIMIT ?",
     )?;
     type Row = (String, Option<String>, Option<String>, i64, i64, i64);
-    let rows = st.query_map(params![now, limit], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ))
-    })?;
+    let rows = st.query_map(params![now, limit], |r| Row::try_from(r))?;
     for r in rows {
         let (task, pod_id, host, generation, timeout, at): Row = r?;
         // A running row always names its pod and host; one that does not
@@ -116,17 +107,7 @@ pub(super) fn deadline_exceeded(
             "SELECT status, deadline, pod_status, pod_id, pod_host, pod_generation, \
              pod_correlation_id FROM tasks WHERE task_id = ?",
         )?
-        .query_row([&id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
+        .query_row([&id], |r| Row::try_from(r))
         .optional()?;
     let Some((status, deadline, pod_status, pod_id, pod_host, generation, corr)) = row else {
         return Ok(Outcome::DeadlineExceeded {

@@ -23,14 +23,8 @@ impl Pods {
         correlation: &CorrelationId,
         reason: &str,
     ) -> Result<()> {
-        // The stop's end must be recorded: refuse at once (touching
-        // nothing) while the store is known to be unwritable.
-        self.store().ensure_writable()?;
-        let task = self
-            .store()
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
+        // The stop's end must be recorded.
+        let task = self.writable_task(task_id).await?;
         decide_stop(task_id, task.status, task.pod_status)?;
         let pod_info = task.pod.ok_or(Error::NotRunning(task_id))?;
         let pod = PodRef {
@@ -152,12 +146,7 @@ impl Pods {
         actor: &ActorId,
         correlation: &CorrelationId,
     ) -> Result<PodInfo> {
-        self.store().ensure_writable()?;
-        let task = self
-            .store()
-            .task(task_id)
-            .await?
-            .ok_or(Error::TaskNotFound(task_id))?;
+        let task = self.writable_task(task_id).await?;
         crate::domain::ensure_not_terminal(task_id, task.status)?;
         let cause = Cause::by(actor, correlation);
         match task.pod_status {
