@@ -93,6 +93,9 @@ fn pod_status_filter(v: i32) -> Result<Option<PodStatus>> {
         pb::PodStatus::Starting => Some(PodStatus::Starting),
         pb::PodStatus::Running => Some(PodStatus::Running),
         pb::PodStatus::Unknown => Some(PodStatus::Unknown),
+        pb::PodStatus::Queued => {
+            return Err(Error::invalid("pod_status", "queueing is not built yet"));
+        }
     })
 }
 

@@ -426,6 +426,7 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         archived: t.archived,
         timeout_seconds: t.timeout_seconds,
         deadline: t.deadline.map(timestamp_from_micros),
+        ..Default::default()
     }
 }
 

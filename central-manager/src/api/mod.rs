@@ -148,6 +148,7 @@ impl CentralManager for CentralManagerApi {
         let pod = self.service.start_pod(c).await?;
         Ok(Response::new(pb::StartPodResponse {
             pod: Some(pod_to_pb(&pod)),
+            queued: false,
         }))
     }
 
