@@ -24,8 +24,8 @@ use futures::StreamExt;
 use ipa_tests::pb;
 
 use crate::Scale;
-use crate::report::METRICS;
 use crate::proc::{self, CentralClient, Server};
+use crate::report::METRICS;
 use crate::stats::{self, Samples};
 
 /// How long the event stream may stay silent before a phase gives up.
@@ -106,14 +106,20 @@ pub async fn run(dir: &Path, scale: &Scale) -> QueueResults {
         std::fs::create_dir_all(&p).expect("phase dir");
         p
     };
-    eprintln!("  dispatch latency: {} short pods through 1 slot", scale.queue_hops + 1);
+    eprintln!(
+        "  dispatch latency: {} short pods through 1 slot",
+        scale.queue_hops + 1
+    );
     let dispatch = dispatch_latency(&sub("dispatch"), scale.queue_hops).await;
     eprintln!(
         "  draining {} queued tasks through 2 pod-hosts × 50",
         scale.queue_drain
     );
     let drain = drain(&sub("drain"), scale.queue_drain).await;
-    eprintln!("  CreateTask/GetTask with {} queued tasks", scale.queue_deep);
+    eprintln!(
+        "  CreateTask/GetTask with {} queued tasks",
+        scale.queue_deep
+    );
     let deep = deep_queue(&sub("deep"), scale).await;
     QueueResults {
         dispatch,
@@ -253,11 +259,12 @@ async fn drain(dir: &Path, n: usize) -> Drain {
             .await
             .expect("CreateTask (blocker)")
             .into_inner();
+        let task = t.task.unwrap_or_default();
         assert_eq!(
-            t.pod_status,
+            task.pod_status,
             pb::PodStatus::Running as i32,
             "blocker {i} did not start: {}",
-            t.pod_message
+            task.pod_message
         );
         blockers.push(t.task_id);
     }
@@ -362,7 +369,11 @@ fn order_figures(
     }
     // Strict priority, then FIFO: the order the dispatcher owes.
     enqueued.sort_by_key(|(id, pos)| (-priorities[*id], *pos));
-    let owed: HashMap<&str, usize> = enqueued.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    let owed: HashMap<&str, usize> = enqueued
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
     let mut max_displacement = 0;
     let mut inversions = 0u64;
     // Starts so far per priority (1..=4), to count inversions in one pass.
@@ -412,7 +423,11 @@ async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
         .await
         .expect("CreateTask (blocker)")
         .into_inner();
-    assert_eq!(blocker.pod_status, pb::PodStatus::Running as i32);
+    assert_eq!(
+        blocker.task.map(|t| t.pod_status),
+        Some(pb::PodStatus::Running as i32),
+        "the blocker did not start"
+    );
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(scale.queue_deep)));
     let out = ids.clone();
     let fill = stats::drive(
@@ -482,7 +497,11 @@ async fn create_queued(c: &mut CentralClient, n: usize, tag: &str) -> (Samples, 
             .unwrap_or_else(|e| panic!("CreateTask (queued, {tag}): {e}"))
             .into_inner();
         s.push(t0.elapsed());
-        assert_eq!(t.pod_status, pb::PodStatus::Queued as i32, "not queued");
+        assert_eq!(
+            t.task.as_ref().map(|t| t.pod_status),
+            Some(pb::PodStatus::Queued as i32),
+            "not queued"
+        );
         ids.push(t.task_id);
     }
     (s, ids)
@@ -504,7 +523,10 @@ async fn get_queued(c: &mut CentralClient, ids: &[String], n: usize) -> Samples 
             .expect("GetTask (queued)")
             .into_inner();
         s.push(t0.elapsed());
-        assert!(t.queue_position > 0, "a queued task without a queue_position");
+        assert!(
+            t.queue_position > 0,
+            "a queued task without a queue_position"
+        );
     }
     s
 }
@@ -530,61 +552,53 @@ pub fn rows(r: &QueueResults) -> Vec<crate::report::Row> {
     let dr = &r.drain;
     let rate = dr.started as f64 / dr.span.as_secs_f64().max(1e-9);
     rows.push(
-        Row::new(
-            metric(1),
-            "—",
-            "≥ 500 starts/s, strict priority order held",
-        )
-        .measured(format!(
-            "{}/{} started in {:.2} s: {rate:.0} starts/s; {} priority inversions, \
+        Row::new(metric(1), "—", "≥ 500 starts/s, strict priority order held")
+            .measured(format!(
+                "{}/{} started in {:.2} s: {rate:.0} starts/s; {} priority inversions, \
              largest displacement {} starts (≤ {} slots in flight){}",
-            dr.started,
-            dr.queued,
-            dr.span.as_secs_f64(),
-            dr.inversions,
-            dr.max_displacement,
-            dr.slots,
-            dr.note
-                .as_ref()
-                .map(|n| format!("; {n}"))
-                .unwrap_or_default()
-        ))
-        .met(
-            dr.queued > 0
-                && dr.started == dr.queued
-                && rate >= 500.0
-                && dr.max_displacement <= dr.slots,
-        ),
+                dr.started,
+                dr.queued,
+                dr.span.as_secs_f64(),
+                dr.inversions,
+                dr.max_displacement,
+                dr.slots,
+                dr.note
+                    .as_ref()
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
+            ))
+            .met(
+                dr.queued > 0
+                    && dr.started == dr.queued
+                    && rate >= 500.0
+                    && dr.max_displacement <= dr.slots,
+            ),
     );
     let q = &r.deep;
     let s = |d: Duration| d.as_secs_f64();
     let create_ratio = s(q.create_deep.p50()) / s(q.create_empty.p50()).max(1e-9);
     let get_ratio = s(q.get_deep.p50()) / s(q.get_empty.p50()).max(1e-9);
     rows.push(
-        Row::new(
-            metric(2),
-            "—",
-            "p50 within 10 % of an empty queue",
-        )
-        .measured(format!(
-            "{} queued: CreateTask {}; GetTask {}",
-            q.queued,
-            p50_p99(&q.create_deep),
-            p50_p99(&q.get_deep)
-        ))
-        .baseline(format!(
-            "queue emptied, same table: CreateTask {}; GetTask {}",
-            p50_p99(&q.create_empty),
-            p50_p99(&q.get_empty)
-        ))
-        .ratio(format!(
-            "{} / {} (p99 {} / {})",
-            ratio(s(q.create_deep.p50()), s(q.create_empty.p50())),
-            ratio(s(q.get_deep.p50()), s(q.get_empty.p50())),
-            ratio(s(q.create_deep.p99()), s(q.create_empty.p99())),
-            ratio(s(q.get_deep.p99()), s(q.get_empty.p99())),
-        ))
-        .met(q.queued >= 100_000 && create_ratio <= 1.10 && get_ratio <= 1.10),
+        Row::new(metric(2), "—", "p50 within 10 % of an empty queue")
+            .measured(format!(
+                "{} queued: CreateTask {}; GetTask {}",
+                q.queued,
+                p50_p99(&q.create_deep),
+                p50_p99(&q.get_deep)
+            ))
+            .baseline(format!(
+                "queue emptied, same table: CreateTask {}; GetTask {}",
+                p50_p99(&q.create_empty),
+                p50_p99(&q.get_empty)
+            ))
+            .ratio(format!(
+                "{} / {} (p99 {} / {})",
+                ratio(s(q.create_deep.p50()), s(q.create_empty.p50())),
+                ratio(s(q.get_deep.p50()), s(q.get_empty.p50())),
+                ratio(s(q.create_deep.p99()), s(q.create_empty.p99())),
+                ratio(s(q.get_deep.p99()), s(q.get_empty.p99())),
+            ))
+            .met(q.queued >= 100_000 && create_ratio <= 1.10 && get_ratio <= 1.10),
     );
     rows
 }
