@@ -54,6 +54,9 @@ prop_compose! {
             archived: false,
             timeout_seconds: policy.map(|p| p.1),
             deadline: times.2,
+            priority: crate::domain::Priority::Critical,
+            queue_timeout_seconds: policy.map(|p| p.1),
+            queue: times.2.map(|t| crate::domain::QueueEntry { seq: t, queued_at: t, position: u32::MAX }),
         }
     }
 }

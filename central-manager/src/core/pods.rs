@@ -65,6 +65,8 @@ pub struct Pods {
     supervision: Arc<OnceLock<JobQueue>>,
     /// Hosts to ask again about rows left unsettled on them.
     unsettled: Unsettled,
+    /// Wakes the queue's dispatcher (`core::queue`).
+    queue: super::queue::QueueSignal,
 }
 
 /// Where a claimed pod is being started.
@@ -79,6 +81,9 @@ struct Starting<'a> {
     cause: &'a Cause,
     /// An automatic restart's retry time: a refused restart stays due.
     retry_at: Option<i64>,
+    /// The queue entry the claim took the task out of: a refused start
+    /// puts it back.
+    requeue: Option<crate::domain::QueueEntry>,
 }
 
 impl Pods {
@@ -90,7 +95,13 @@ impl Pods {
             restarts: Arc::default(),
             supervision: Arc::default(),
             unsettled: Unsettled::default(),
+            queue: super::queue::QueueSignal::default(),
         }
+    }
+
+    /// The dispatcher's wake-up for queue changes.
+    pub fn queue_signal(&self) -> &super::queue::QueueSignal {
+        &self.queue
     }
 
     /// Hands a start's outcome that could not be written to the
@@ -125,7 +136,7 @@ impl Pods {
     /// The task a pod operation acts on, refused at once (touching
     /// nothing) while the store is known to be unwritable, since the
     /// operation's outcome must be recorded.
-    async fn writable_task(&self, task_id: TaskId) -> Result<TaskRecord> {
+    pub(super) async fn writable_task(&self, task_id: TaskId) -> Result<TaskRecord> {
         self.store().ensure_writable()?;
         self.store()
             .task(task_id)
@@ -187,6 +198,29 @@ impl Pods {
         // written.
         let task = self.writable_task(task_id).await?;
         decide_start(task_id, task.status, task.pod_status)?;
+        self.place_and_start(&task, cause, automatic).await
+    }
+
+    /// The dispatcher's start of a queued task (`core::queue`): the same
+    /// placement and the same conditional claim as StartPod, so racing a
+    /// StartPod on the task starts one pod. `Ok(None)` when the task left
+    /// the queue meanwhile.
+    pub async fn start_queued(&self, task_id: TaskId, cause: Cause) -> Result<Option<PodInfo>> {
+        let task = self.writable_task(task_id).await?;
+        if task.pod_status != PodStatus::Queued || task.status.is_terminal() {
+            return Ok(None);
+        }
+        self.place_and_start(&task, cause, false).await
+    }
+
+    /// Places `task` on a host with room, claims it and starts its pod.
+    async fn place_and_start(
+        &self,
+        task: &TaskRecord,
+        cause: Cause,
+        automatic: bool,
+    ) -> Result<Option<PodInfo>> {
+        let task_id = task.task_id;
         let placement = self.hosts.place(&task.template).await?;
         let pod_id = self.ports.entropy.new_id().to_string();
         let claim = self
@@ -237,6 +271,7 @@ impl Pods {
             pod: &pod,
             cause: &cause,
             retry_at,
+            requeue: claimed.queued,
         };
         let result = self.start_on_host(&starting, &claimed).await;
         self.hosts.set_starting(&pod.pod_id, false);
@@ -280,6 +315,7 @@ impl Pods {
                     pod: s.pod.clone(),
                     message: message.clone(),
                     retry_at: s.retry_at,
+                    requeue: s.requeue,
                 };
                 self.write_or_queue(abort, s.pod.task_id).await?;
                 Err(Error::NoPodHost(message))
@@ -354,6 +390,7 @@ impl Pods {
             pod: pod.clone(),
             message,
             retry_at: s.retry_at,
+            requeue: s.requeue,
         };
         self.write_or_queue(abort, pod.task_id).await?;
         Err(Error::NoPodHost(format!(

@@ -49,6 +49,7 @@ pub fn apply(
             events,
         ),
         Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
+        Command::Queue(w) => Ok(Outcome::Queue(super::queue::apply(conn, w, now, events)?)),
         Command::Schedule(w) => Ok(Outcome::Schedule(super::schedules::apply(
             conn, w, now, events,
         )?)),
@@ -193,6 +194,13 @@ pub(super) fn create_task(
     if let Some(d) = t.deadline {
         data["deadline"] = json!(d);
     }
+    data["priority"] = json!(t.priority.name());
+    if let Some(s) = t.queue_timeout_seconds {
+        data["queue_timeout_seconds"] = json!(s);
+    }
+    if t.queue {
+        data["queue"] = json!(true);
+    }
     note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
@@ -230,6 +238,9 @@ pub(super) fn create_task(
         archived: false,
         timeout_seconds: t.timeout_seconds,
         deadline: t.deadline,
+        priority: t.priority,
+        queue_timeout_seconds: t.queue_timeout_seconds,
+        queue: None,
     };
     Ok(Outcome::Task {
         task: Box::new(task),
@@ -286,8 +297,9 @@ fn insert_task_row(
     conn.prepare_cached(
         "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
          created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
-         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline, \
+         priority, queue_timeout_seconds) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         id,
@@ -309,6 +321,8 @@ fn insert_task_row(
         pod_message,
         t.timeout_seconds,
         t.deadline,
+        t.priority.as_db(),
+        t.queue_timeout_seconds,
     ])?;
     // One row per entry, for `metadata_equals` (an index lookup, in
     // creation order).
@@ -352,7 +366,7 @@ pub(super) fn finish_task(
     )?;
     conn.prepare_cached(
         "UPDATE tasks SET status = ?, phase = ?, pod_status = ?, updated_at = ?, \
-         next_restart_at = NULL WHERE task_id = ?",
+         next_restart_at = NULL, queued_seq = NULL, queued_at = NULL WHERE task_id = ?",
     )?
     .execute(params![
         tr.status.as_db(),

@@ -13,6 +13,7 @@ mod pod_end;
 pub mod pods;
 mod pool;
 mod queries;
+pub mod queue;
 pub mod retention;
 mod rows;
 pub mod schedules;
@@ -306,6 +307,22 @@ impl TaskStore for Store {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
         Box::pin(Store::due_timers(self, now, limit))
+    }
+
+    fn queue_heads(&self) -> BoxFuture<'_, Result<Vec<(String, crate::domain::QueueHead)>>> {
+        Box::pin(self.readers.run(queue::queue_heads))
+    }
+
+    fn queue_head<'a>(
+        &'a self,
+        template: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::domain::QueueHead>>> {
+        let template = template.to_owned();
+        Box::pin(self.readers.run(move |c| queue::queue_head(c, &template)))
+    }
+
+    fn queue_stats(&self) -> BoxFuture<'_, Result<crate::core::ports::store::QueueStats>> {
+        Box::pin(self.readers.run(queue::queue_stats))
     }
 }
 

@@ -80,6 +80,9 @@ pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
         request_id: None,
         timeout_seconds: None,
         deadline: None,
+        priority: crate::domain::Priority::default(),
+        queue: false,
+        queue_timeout_seconds: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use central_manager::core::TaskService;
+use central_manager::core::queue::StartOrQueue;
 use central_manager::core::schedules::ScheduleService;
 use central_manager::domain::{
     ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, RestartPolicySpec, StopPod,
@@ -168,6 +169,9 @@ impl Clients {
                     deadline: timers
                         .deadline_ms
                         .map(|ms| s.pods().ports().clock.wall_micros() + i64::from(ms) * 1000),
+                    priority: Default::default(),
+                    queue: false,
+                    queue_timeout_seconds: None,
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks
@@ -192,10 +196,16 @@ impl Clients {
                     return;
                 };
                 let r: Result<Acked, Error> = match other {
-                    Action::Start { .. } => s.start_pod(cmd(task)).await.map(|p| Acked::Started {
-                        task,
-                        generation: p.generation,
-                    }),
+                    Action::Start { .. } => match s.start_pod(cmd(task), false).await {
+                        Ok(StartOrQueue::Started(p)) => Ok(Acked::Started {
+                            task,
+                            generation: p.generation,
+                        }),
+                        Ok(StartOrQueue::Queued) => {
+                            Err(Error::Internal("queued without queue".into()))
+                        }
+                        Err(e) => Err(e),
+                    },
                     Action::Restart { .. } => {
                         s.restart_pod(cmd(task)).await.map(|p| Acked::Started {
                             task,

@@ -12,6 +12,7 @@ mod discovery;
 mod freeze;
 mod host_loss;
 mod partition;
+mod queue;
 mod races;
 mod rpcs;
 mod shutdown;

@@ -1,0 +1,239 @@
+//! The queue's decisions: StartPod with `queue` (start now, or wait), and
+//! the dispatcher that starts queued tasks as room appears.
+//!
+//! Where things live (docs/architecture.md "The queue"): the queue itself
+//! is rows of the `tasks` table (`store::queue`), ordered by (priority
+//! DESC, enqueue sequence) per template, so it is durable and a restart
+//! keeps its order. Capacity is the host directory's (the same slot
+//! reservation StartPod makes). A start from the queue is the ordinary
+//! claim (`Pods::start_queued`): a conditional update in the database
+//! that succeeds for exactly one of StartPod and the dispatcher on one
+//! task.
+//!
+//! The dispatcher is one background loop, woken (never polling) when room
+//! may have appeared (the directory's room signal: a pod ended, a start
+//! finished, a host joined, came back or reported a new count) or when
+//! the queue changed (a task was queued or left it). Each pass walks the
+//! templates with queued tasks and starts each one's head until that
+//! template has no room (NO_POD_HOST), then moves to the next template, so
+//! a full template never holds back another one's queue. Strict priority
+//! (`domain::queue`): the head is always the highest priority, first
+//! queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::pods::Pods;
+use super::ports::queue::{QueueOutcome, QueueWrite};
+use crate::domain::queue::must_wait_behind;
+use crate::domain::{Cause, PodInfo, PodStatus, TaskId, decide_start, ensure_not_terminal};
+use crate::error::{Error, Result};
+use crate::store::{Command, Outcome};
+
+/// Delay before a pass that failed (the store unreadable or unwritable)
+/// is tried again; the room and queue signals wake it sooner.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What a StartPod with `queue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOrQueue {
+    /// A pod was started.
+    Started(PodInfo),
+    /// The task waits in the queue (now or already).
+    Queued,
+}
+
+/// Wakes the dispatcher when the queue changed. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSignal(Arc<Notify>);
+
+impl QueueSignal {
+    /// The queue changed: the dispatcher looks again (a wake while it is
+    /// busy is kept for after its pass).
+    pub fn changed(&self) {
+        self.0.notify_one();
+    }
+
+    async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+impl Pods {
+    /// StartPod with `queue` (and CreateTask's auto_start with `queue`, a
+    /// schedule's fire): starts the pod when a host has room and no task
+    /// of the same or a higher priority waits for the template; queues it
+    /// otherwise. A task already queued stays where it is.
+    pub async fn start_or_queue(&self, task_id: TaskId, cause: Cause) -> Result<StartOrQueue> {
+        let task = self.writable_task(task_id).await?;
+        ensure_not_terminal(task_id, task.status)?;
+        if task.pod_status == PodStatus::Queued {
+            return Ok(StartOrQueue::Queued);
+        }
+        decide_start(task_id, task.status, task.pod_status)?;
+        let store = self.ports().store.clone();
+        let head = store.queue_head(task.template.as_str()).await?;
+        if must_wait_behind(task.priority, head.as_ref()) {
+            let message = "waiting behind queued tasks of the same or a higher priority";
+            return self.enqueue(task_id, cause, message.to_owned()).await;
+        }
+        match self.start(task_id, cause.clone(), false).await {
+            Ok(Some(pod)) => Ok(StartOrQueue::Started(pod)),
+            Ok(None) => Err(Error::AlreadyStarted(task_id)),
+            Err(Error::NoPodHost(message)) => {
+                self.enqueue(task_id, cause, format!("NO_POD_HOST: {message}"))
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        task_id: TaskId,
+        cause: Cause,
+        message: String,
+    ) -> Result<StartOrQueue> {
+        let w = QueueWrite::Enqueue {
+            task_id,
+            cause,
+            message,
+        };
+        match self.ports().store.write(Command::Queue(w)).await? {
+            Outcome::Queue(QueueOutcome::Queued { .. }) => {
+                // Room may have appeared between the placement that failed
+                // and this commit: the dispatcher looks again.
+                self.queue_signal().changed();
+                Ok(StartOrQueue::Queued)
+            }
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// StopPod on a queued task: out of the queue. `false` when it was no
+    /// longer queued at commit (the dispatcher started it meanwhile).
+    pub(super) async fn unqueue(
+        &self,
+        task_id: TaskId,
+        cause: Cause,
+        reason: &str,
+    ) -> Result<bool> {
+        let w = QueueWrite::Unqueue {
+            task_id,
+            cause,
+            reason: reason.to_owned(),
+        };
+        match self.ports().store.write(Command::Queue(w)).await? {
+            Outcome::Queue(QueueOutcome::Removed) => {
+                self.queue_signal().changed();
+                Ok(true)
+            }
+            Outcome::Queue(QueueOutcome::NotQueued) => Ok(false),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
+
+/// The dispatcher loop.
+pub struct Dispatcher {
+    pods: Pods,
+}
+
+/// How one template's pass ended.
+#[derive(Debug, PartialEq, Eq)]
+enum TemplatePass {
+    /// Its queue is empty.
+    Emptied,
+    /// No room for its head.
+    Full,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `pods`.
+    pub fn new(pods: Pods) -> Self {
+        Self { pods }
+    }
+
+    /// Runs the loop on `tracker` until `shutdown`.
+    pub fn start(self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        tracker.spawn(
+            self.run(shutdown)
+                .instrument(tracing::info_span!("dispatcher")),
+        );
+    }
+
+    async fn run(self, shutdown: CancellationToken) {
+        let signal = self.pods.queue_signal().clone();
+        let hosts = self.pods.hosts().clone();
+        let clock = self.pods.ports().clock.clone();
+        loop {
+            // One pass; the signals that fire during it are kept (Notify
+            // permits), so a change during the pass causes another one.
+            let retry =
+                match self.pass().await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch pass failed; retrying");
+                        Some(clock.instant_of(
+                            clock.wall_micros().saturating_add(
+                                i64::try_from(RETRY.as_micros()).unwrap_or(i64::MAX),
+                            ),
+                        ))
+                    }
+                };
+            let sleep = async {
+                match retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = signal.wait() => {}
+                () = hosts.room_changed() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// One pass over every template with queued tasks.
+    pub async fn pass(&self) -> Result<()> {
+        let heads = self.pods.ports().store.queue_heads().await?;
+        for (template, _) in heads {
+            self.drain_template(&template).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts `template`'s queued tasks, head first, until it is empty or
+    /// full. A head whose start failed for another reason (it crashed at
+    /// spawn, its host's answer was lost) has left the queue or is handled
+    /// by the pod rules; the next head is tried.
+    async fn drain_template(&self, template: &str) -> Result<TemplatePass> {
+        let store = self.pods.ports().store.clone();
+        loop {
+            let Some(head) = store.queue_head(template).await? else {
+                return Ok(TemplatePass::Emptied);
+            };
+            match self.pods.start_queued(head.task_id, Cause::system()).await {
+                Ok(_) => {}
+                Err(Error::NoPodHost(_)) => return Ok(TemplatePass::Full),
+                Err(e @ Error::StoreUnavailable(_)) => return Err(e),
+                Err(e) => {
+                    tracing::info!(task_id = %head.task_id, error = %e, "queued task did not start");
+                    // Still at the head (nothing changed): stop here rather
+                    // than spin; the next room or queue signal retries.
+                    if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
+                        return Ok(TemplatePass::Full);
+                    }
+                }
+            }
+        }
+    }
+}
