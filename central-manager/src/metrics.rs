@@ -50,6 +50,11 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host_id: String,
 }
@@ -73,6 +78,8 @@ pub struct CentralMetrics {
     supervision_backlog: Gauge,
     hosts: Family<StateLabels, Gauge>,
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    queue_depth: Family<PriorityLabels, Gauge>,
+    queue_oldest_age: Gauge<f64, AtomicU64>,
 }
 
 static METRICS: LazyLock<CentralMetrics> = LazyLock::new(CentralMetrics::new);
@@ -103,6 +110,8 @@ impl CentralMetrics {
             supervision_backlog: Gauge::default(),
             hosts: Family::default(),
             heartbeat_age: Family::default(),
+            queue_depth: Family::default(),
+            queue_oldest_age: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -170,6 +179,16 @@ impl CentralMetrics {
             "ipa_pod_host_heartbeat_age_seconds",
             "Time since the last message from each pod-host (heartbeat lag)",
             m.heartbeat_age.clone(),
+        );
+        r.register(
+            "ipa_queue_depth",
+            "Tasks waiting in the queue for room, by priority",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "ipa_queue_oldest_age_seconds",
+            "How long the longest-waiting queued task has waited (0 when the queue is empty)",
+            m.queue_oldest_age.clone(),
         );
         Self { registry: r, ..m }
     }
@@ -260,6 +279,21 @@ impl CentralSource {
         }
         m.store_writable
             .set(i64::from(self.service.store_writable()));
+        match self.service.queue_stats().await {
+            Ok(q) => {
+                for (p, n) in &q.depth {
+                    m.queue_depth
+                        .get_or_create(&PriorityLabels { priority: p.name() })
+                        .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                }
+                let now = ipa_proto::time::now_micros();
+                let age = q
+                    .oldest_queued_at
+                    .map_or(0.0, |at| (now - at).max(0) as f64 / 1e6);
+                m.queue_oldest_age.set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics: reading the queue failed"),
+        }
         let hosts = self.service.pod_hosts();
         for state in [
             HostState::Ready,

@@ -261,10 +261,18 @@ pub async fn get_stats(
     let q = StatsQuery::try_from(req.into_inner())?;
     let groups = api.retention.stats(q).await?;
     let running_pods = api.retention.running_pods().await?;
+    let queue = api.retention.queue_stats().await?;
     Ok(Response::new(pb::GetStatsResponse {
         groups: groups.iter().map(stats_group_to_pb).collect(),
         // Tasks have no queue yet (issue 13): nothing is ever queued.
-        queue_depth: Vec::new(),
+        queue_depth: queue
+            .depth
+            .iter()
+            .map(|(p, n)| pb::QueueDepth {
+                priority: super::convert::priority_to_pb(*p) as i32,
+                count: *n,
+            })
+            .collect(),
         running_pods,
     }))
 }

@@ -367,6 +367,12 @@ impl TaskService {
         self.store().active_pods(after).await
     }
 
+    /// Queued tasks per priority and the oldest one's enqueue time
+    /// (metrics, GetStats).
+    pub async fn queue_stats(&self) -> Result<ports::store::QueueStats> {
+        self.store().queue_stats().await
+    }
+
     /// How many pods central considers running (metrics).
     pub async fn count_active_pods(&self) -> Result<u64> {
         self.store().count_active_pods().await

@@ -209,6 +209,11 @@ impl Retention {
         self.store.stats(q).await
     }
 
+    /// Queued tasks per priority (GetStats).
+    pub async fn queue_stats(&self) -> Result<crate::core::ports::store::QueueStats> {
+        self.tasks.queue_stats().await
+    }
+
     /// Pods central considers running (GetStats).
     pub async fn running_pods(&self) -> Result<u64> {
         self.tasks.count_active_pods().await

@@ -329,4 +329,6 @@ impl TaskStore for Store {
 #[cfg(test)]
 mod outage_tests;
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 pub(crate) mod tests;

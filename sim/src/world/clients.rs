@@ -11,8 +11,8 @@ use central_manager::core::TaskService;
 use central_manager::core::queue::StartOrQueue;
 use central_manager::core::schedules::ScheduleService;
 use central_manager::domain::{
-    ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, RestartPolicySpec, StopPod,
-    TaskCommand, TaskId, TemplateName, Title,
+    ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, Priority,
+    RestartPolicySpec, StopPod, TaskCommand, TaskId, TemplateName, Title,
 };
 use central_manager::error::Error;
 use tokio_util::task::TaskTracker;
@@ -39,6 +39,8 @@ pub enum Acked {
     },
     Completed(TaskId),
     Cancelled(TaskId),
+    /// StartPod with `queue` answered `queued`.
+    Queued(TaskId),
 }
 
 /// The clients' shared state.
@@ -169,9 +171,14 @@ impl Clients {
                     deadline: timers
                         .deadline_ms
                         .map(|ms| s.pods().ports().clock.wall_micros() + i64::from(ms) * 1000),
-                    priority: Default::default(),
-                    queue: false,
-                    queue_timeout_seconds: None,
+                    priority: match timers.priority {
+                        1 => Priority::Low,
+                        3 => Priority::High,
+                        4 => Priority::Critical,
+                        _ => Priority::Medium,
+                    },
+                    queue: timers.queue,
+                    queue_timeout_seconds: timers.queue_timeout_s,
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks
@@ -184,7 +191,7 @@ impl Clients {
             }
             other => {
                 let task = match &other {
-                    Action::Start { task }
+                    Action::Start { task, .. }
                     | Action::Stop { task }
                     | Action::Restart { task }
                     | Action::Complete { task }
@@ -196,11 +203,14 @@ impl Clients {
                     return;
                 };
                 let r: Result<Acked, Error> = match other {
-                    Action::Start { .. } => match s.start_pod(cmd(task), false).await {
+                    Action::Start { queue, .. } => match s.start_pod(cmd(task), queue).await {
                         Ok(StartOrQueue::Started(p)) => Ok(Acked::Started {
                             task,
                             generation: p.generation,
                         }),
+                        // Queued now or already (no event then): the queue
+                        // checks (`world::queue`) judge what follows.
+                        Ok(StartOrQueue::Queued) if queue => Ok(Acked::Queued(task)),
                         Ok(StartOrQueue::Queued) => {
                             Err(Error::Internal("queued without queue".into()))
                         }

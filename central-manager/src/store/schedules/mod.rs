@@ -446,9 +446,7 @@ fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTas
         timeout_seconds: s.task.timeout_seconds,
         // A schedule's tasks have no absolute deadline (each would share it).
         deadline: None,
-        // A schedule's task has no priority of its own in this version
-        // (its `task.priority` is refused at creation).
-        priority: crate::domain::Priority::default(),
+        priority: s.task.priority,
         // "Always started, queued if no room" (docs/api.md Schedules).
         queue: true,
         queue_timeout_seconds: None,
