@@ -262,8 +262,10 @@ pub fn queue_heads(c: &Connection) -> Result<Vec<(String, QueueHead)>> {
 /// Queued tasks per priority and the oldest enqueue time.
 pub fn queue_stats(c: &Connection) -> Result<QueueStats> {
     let mut depth = Vec::with_capacity(Priority::ALL.len());
+    // Counts from the buckets; the oldest from `tasks_queued_by_priority`.
     let mut st = c.prepare_cached(
-        "SELECT COUNT(*), MIN(queued_at) FROM tasks WHERE queued_seq IS NOT NULL AND priority = ?",
+        "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE priority = ?1), \
+         (SELECT MIN(queued_at) FROM tasks WHERE queued_seq IS NOT NULL AND priority = ?1)",
     )?;
     let mut oldest: Option<i64> = None;
     for p in Priority::ALL {
@@ -283,18 +285,28 @@ pub fn queue_stats(c: &Connection) -> Result<QueueStats> {
 
 /// Fills a queued task's 1-based place in its template's queue: how many
 /// entries sort before it there (higher priority, or the same priority
-/// queued earlier), plus one. A range count on `tasks_queue`.
+/// queued earlier), plus one. Read from the per-bucket counts the
+/// `queue_buckets` triggers keep (migration `20260501000002`) plus a range
+/// count inside its own bucket, so the cost does not grow with the queue.
 pub fn fill_position(c: &Connection, t: &mut TaskRecord) -> Result<()> {
     let Some(entry) = t.queue.as_mut() else {
         return Ok(());
     };
-    let p = t.priority.as_db();
     let ahead: i64 = c
         .prepare_cached(
-            "SELECT COUNT(*) FROM tasks WHERE template = ? AND queued_seq IS NOT NULL \
-             AND (priority > ? OR (priority = ? AND queued_seq < ?))",
+            "SELECT \
+               (SELECT COALESCE(SUM(n), 0) FROM queue_buckets \
+                 WHERE template = ?1 AND priority > ?2) \
+             + (SELECT COALESCE(SUM(n), 0) FROM queue_buckets \
+                 WHERE template = ?1 AND priority = ?2 AND bucket < ?3 >> 10) \
+             + (SELECT COUNT(*) FROM tasks \
+                 WHERE template = ?1 AND queued_seq IS NOT NULL AND priority = ?2 \
+                   AND queued_seq >= (?3 >> 10) << 10 AND queued_seq < ?3)",
         )?
-        .query_row(params![t.template.as_str(), p, p, entry.seq], |r| r.get(0))?;
+        .query_row(
+            params![t.template.as_str(), t.priority.as_db(), entry.seq],
+            |r| r.get(0),
+        )?;
     entry.position = u32::try_from(ahead.saturating_add(1)).unwrap_or(u32::MAX);
     Ok(())
 }

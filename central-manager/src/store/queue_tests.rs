@@ -8,6 +8,7 @@ use crate::core::ports::TaskStore;
 use crate::core::ports::queue::{QueueOutcome, QueueWrite};
 use crate::domain::{Finish, PodStatus, Priority, TaskId, TaskStatus};
 use crate::error::Error;
+use rusqlite::OptionalExtension;
 
 async fn task(db: &TestDb, p: Priority, template: &str) -> TaskId {
     let mut t = new_task("queued", "alice");
@@ -211,4 +212,63 @@ async fn unqueue_expiry_and_finish_take_a_task_out() {
     assert_eq!(t.pod_status, PodStatus::Stopped);
     assert!(t.queue.is_none());
     assert_eq!(db.store.queue_head("a").await.unwrap().unwrap().task_id, b);
+}
+
+#[tokio::test]
+async fn positions_from_the_bucket_counts_equal_a_plain_count() {
+    let db = TestDb::open().await;
+    let priorities = [
+        Priority::Low,
+        Priority::Critical,
+        Priority::Medium,
+        Priority::High,
+    ];
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let id = task(&db, priorities[i % 4], if i % 5 == 0 { "b" } else { "a" }).await;
+        enqueue(&db, id).await;
+        ids.push(id);
+    }
+    // Spread the entries over many buckets of 1,024 sequence numbers
+    // (the triggers move their counts), some sharing a bucket, as a long
+    // queue's would be; then take a few out of the middle.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let seq = 500 + (i as i64 / 3) * 1_000 + (i as i64 % 3) * 7;
+        conn.execute(
+            "UPDATE tasks SET queued_seq = ? WHERE task_id = ?",
+            rusqlite::params![seq, id.to_string()],
+        )
+        .unwrap();
+    }
+    for id in [ids[3], ids[17], ids[30]] {
+        let w = QueueWrite::Unqueue {
+            task_id: id,
+            cause: Cause::system(),
+            reason: "test".into(),
+        };
+        assert_eq!(write(&db, w).await.unwrap(), QueueOutcome::Removed);
+    }
+    let mut checked = 0;
+    for id in &ids {
+        let plain: Option<i64> = conn
+            .query_row(
+                "SELECT 1 + (SELECT COUNT(*) FROM tasks o WHERE o.template = t.template \
+                 AND o.queued_seq IS NOT NULL AND (o.priority > t.priority OR \
+                 (o.priority = t.priority AND o.queued_seq < t.queued_seq))) \
+                 FROM tasks t WHERE t.task_id = ? AND t.queued_seq IS NOT NULL",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        let got = position(&db, *id).await;
+        assert_eq!(i64::from(got), plain.unwrap_or(0), "{id}");
+        checked += usize::from(plain.is_some());
+    }
+    assert_eq!(checked, 37);
+    // The counts per priority agree as well.
+    let stats = db.store.queue_stats().await.unwrap();
+    let total: u64 = stats.depth.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 37);
 }
