@@ -171,6 +171,7 @@ impl Dispatcher {
         let signal = self.pods.queue_signal().clone();
         let hosts = self.pods.hosts().clone();
         let clock = self.pods.ports().clock.clone();
+        let misses_room = self.pods.ports().bugs.dispatcher_misses_room;
         loop {
             // One pass; the signals that fire during it are kept (Notify
             // permits), so a change during the pass causes another one.
@@ -192,11 +193,17 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
+            let room = async {
+                if misses_room {
+                    std::future::pending::<()>().await;
+                }
+                hosts.room_changed().await;
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 () = signal.wait() => {}
-                () = hosts.room_changed() => {}
+                () = room => {}
                 () = sleep => {}
             }
         }
