@@ -229,17 +229,18 @@ impl Dispatcher {
                 return Ok(TemplatePass::Emptied);
             };
             match self.pods.start_queued(head.task_id, Cause::system()).await {
-                Ok(_) => {}
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
                 Err(Error::NoPodHost(_)) => return Ok(TemplatePass::Full),
                 Err(e @ Error::StoreUnavailable(_)) => return Err(e),
                 Err(e) => {
                     tracing::info!(task_id = %head.task_id, error = %e, "queued task did not start");
-                    // Still at the head (nothing changed): stop here rather
-                    // than spin; the next room or queue signal retries.
-                    if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
-                        return Ok(TemplatePass::Full);
-                    }
                 }
+            }
+            // Not started: if it is still the head, nothing changed; stop
+            // here rather than spin (the next room or queue signal retries).
+            if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
+                return Ok(TemplatePass::Full);
             }
         }
     }
