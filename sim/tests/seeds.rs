@@ -311,6 +311,14 @@ fn finds_placement_ignoring_starts_in_flight() {
 }
 
 #[test]
+fn finds_a_dispatcher_that_misses_room() {
+    // A dispatcher woken only by queue changes leaves queued tasks waiting
+    // after a pod ends (first found at seed 26): the queue's progress
+    // invariant.
+    finds("dispatcher-misses-room", Knobs::default());
+}
+
+#[test]
 fn finds_a_stale_ping_cancelling_a_fence() {
     // The reaper's backstop now kills a frozen host's pods before it wakes,
     // which hides this bug; it is looked for on a host without it (the

@@ -441,7 +441,11 @@ impl TryFrom<pb::GetPodLogsRequest> for LogsQuery {
 /// only while one is starting/running/unknown.
 pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
     let p = t.restart_policy.resolve(defaults);
-    let has_pod = t.pod_status != PodStatus::Stopped;
+    // A queued task has no pod either (the row may still name its last).
+    let has_pod = matches!(
+        t.pod_status,
+        PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
+    );
     pb::Task {
         task_id: t.task_id.to_string(),
         title: t.title.as_str().to_owned(),

@@ -171,6 +171,7 @@ impl Dispatcher {
         let signal = self.pods.queue_signal().clone();
         let hosts = self.pods.hosts().clone();
         let clock = self.pods.ports().clock.clone();
+        let misses_room = self.pods.ports().bugs.dispatcher_misses_room;
         loop {
             // One pass; the signals that fire during it are kept (Notify
             // permits), so a change during the pass causes another one.
@@ -192,11 +193,17 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
+            let room = async {
+                if misses_room {
+                    std::future::pending::<()>().await;
+                }
+                hosts.room_changed().await;
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 () = signal.wait() => {}
-                () = hosts.room_changed() => {}
+                () = room => {}
                 () = sleep => {}
             }
         }
@@ -222,17 +229,18 @@ impl Dispatcher {
                 return Ok(TemplatePass::Emptied);
             };
             match self.pods.start_queued(head.task_id, Cause::system()).await {
-                Ok(_) => {}
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
                 Err(Error::NoPodHost(_)) => return Ok(TemplatePass::Full),
                 Err(e @ Error::StoreUnavailable(_)) => return Err(e),
                 Err(e) => {
                     tracing::info!(task_id = %head.task_id, error = %e, "queued task did not start");
-                    // Still at the head (nothing changed): stop here rather
-                    // than spin; the next room or queue signal retries.
-                    if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
-                        return Ok(TemplatePass::Full);
-                    }
                 }
+            }
+            // Not started: if it is still the head, nothing changed; stop
+            // here rather than spin (the next room or queue signal retries).
+            if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
+                return Ok(TemplatePass::Full);
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod commands;
 mod errors;
+mod queue;
 mod schedules;
 mod streams;
 pub mod support;

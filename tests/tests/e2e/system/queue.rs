@@ -267,6 +267,14 @@ async fn stop_pod_unqueues_and_cancel_takes_a_task_out_of_the_queue() {
         let evs = sys.events(&t.task_id).await;
         assert!(evs.iter().all(|e| e.r#type != "pod_started"), "{evs:?}");
     }
+    // Queued again after its pod ran: GetTask shows no pod (the row still
+    // names its last one).
+    sys.wait_event(&c.task_id, "pod_exited").await;
+    let _blocker = sys.running_ledger_task(&[], None).await;
+    queue(&sys, &c.task_id).await;
+    let tc = sys.task(&c.task_id).await;
+    assert_eq!(tc.pod_status(), pb::PodStatus::Queued, "{tc:?}");
+    assert!(tc.pod.is_none() && tc.version == 0, "{tc:?}");
 }
 
 #[tokio::test]
