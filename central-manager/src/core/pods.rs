@@ -34,7 +34,7 @@ use crate::domain::{
     decide_start, ending::exit_detail,
 };
 use crate::error::{Error, Result};
-use crate::hosts::directory::HostDirectory;
+use crate::hosts::directory::{HostDirectory, Placement};
 use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
 use answers::{Fence, is_refusal, stop_request};
@@ -84,6 +84,53 @@ struct Starting<'a> {
     /// The queue entry the claim took the task out of: a refused start
     /// puts it back.
     requeue: Option<crate::domain::QueueEntry>,
+    /// A dispatched start's turn to write its outcome (`core::queue`).
+    turn: Option<&'a Turn>,
+}
+
+/// The turn of one start from the queue to write its outcome: after the
+/// start the dispatcher launched before it has written its own. The
+/// pod-hosts' spawns run concurrently, but the `pod_started` (or the
+/// return to the queue) of one template's queue commits in dispatch order,
+/// so the trail shows the queue's order. Dropping a turn (whatever the
+/// outcome, or a panic) passes it on.
+#[derive(Debug)]
+pub struct Turn {
+    before: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    after: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The next turn after `last` (the receiver of the turn before it;
+    /// `None` for the first); `last` becomes this turn's receiver.
+    pub fn after(last: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        Self {
+            before: std::sync::Mutex::new(last.replace(rx)),
+            after: Some(tx),
+        }
+    }
+
+    /// Waits until the turn before this one has ended.
+    async fn wait(&self) {
+        let before = self
+            .before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(b) = before {
+            // A dropped sender ends the wait as well.
+            let _ = b.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.after.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Pods {
@@ -206,11 +253,22 @@ impl Pods {
     /// StartPod on the task starts one pod. `Ok(None)` when the task left
     /// the queue meanwhile.
     pub async fn start_queued(&self, task_id: TaskId, cause: Cause) -> Result<Option<PodInfo>> {
-        let task = self.writable_task(task_id).await?;
-        if task.pod_status != PodStatus::Queued || task.status.is_terminal() {
+        let Some(task) = self.queued_task(task_id).await? else {
             return Ok(None);
-        }
+        };
         self.place_and_start(&task, cause, false).await
+    }
+
+    /// The task if it still waits in the queue (and can be written).
+    pub(super) async fn queued_task(&self, task_id: TaskId) -> Result<Option<TaskRecord>> {
+        let task = self.writable_task(task_id).await?;
+        Ok((task.pod_status == PodStatus::Queued && !task.status.is_terminal()).then_some(task))
+    }
+
+    /// Reserves room for `task` on a host (the directory's slot, in the
+    /// order of the calls); [`Pods::start_placed`] claims and starts it.
+    pub(super) async fn place(&self, task: &TaskRecord) -> Result<Placement> {
+        self.hosts.place(&task.template).await
     }
 
     /// Places `task` on a host with room, claims it and starts its pod.
@@ -220,8 +278,23 @@ impl Pods {
         cause: Cause,
         automatic: bool,
     ) -> Result<Option<PodInfo>> {
+        let placement = self.place(task).await?;
+        self.start_placed(task, placement, cause, automatic, None)
+            .await
+    }
+
+    /// Claims `task` on the host `placement` reserved and starts its pod;
+    /// the reservation is released whatever happens. With a `turn`, the
+    /// outcome is written in that turn.
+    pub(super) async fn start_placed(
+        &self,
+        task: &TaskRecord,
+        placement: Placement,
+        cause: Cause,
+        automatic: bool,
+        turn: Option<&Turn>,
+    ) -> Result<Option<PodInfo>> {
         let task_id = task.task_id;
-        let placement = self.hosts.place(&task.template).await?;
         let pod_id = self.ports.entropy.new_id().to_string();
         let claim = self
             .store()
@@ -272,6 +345,7 @@ impl Pods {
             cause: &cause,
             retry_at,
             requeue: claimed.queued,
+            turn,
         };
         let result = self.start_on_host(&starting, &claimed).await;
         self.hosts.set_starting(&pod.pod_id, false);
@@ -299,6 +373,9 @@ impl Pods {
             host_boot_id: s.boot_id.to_owned(),
         };
         let answer = tokio::time::timeout(HOST_START_TIMEOUT, s.host.start_pod(req)).await;
+        if let Some(turn) = s.turn {
+            turn.wait().await;
+        }
         match answer {
             Ok(Ok(started)) => {
                 let now = self.ports.clock.wall_micros();

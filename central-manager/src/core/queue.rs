@@ -20,15 +20,18 @@
 //! (`domain::queue`): the head is always the highest priority, first
 //! queued.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::pods::Pods;
+use super::pods::{Pods, Turn};
 use super::ports::queue::{QueueOutcome, QueueWrite};
 use crate::domain::queue::must_wait_behind;
 use crate::domain::{Cause, PodInfo, PodStatus, TaskId, decide_start, ensure_not_terminal};
@@ -144,6 +147,25 @@ pub struct Dispatcher {
     pods: Pods,
 }
 
+/// At most this many starts of one template run at once: enough to keep
+/// the pod-hosts busy, few enough that a pass stays short.
+const IN_FLIGHT: usize = 64;
+
+/// A start of a queued task the dispatcher launched.
+type StartFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (TaskId, Result<Option<PodInfo>>)> + Send + 'a>,
+>;
+
+/// What one launch round did.
+enum Launch<'a> {
+    /// Room reserved for these heads; their starts are to be polled.
+    Started(Vec<(TaskId, StartFuture<'a>)>),
+    /// No head left to start (the queue is empty, or every head is busy).
+    Nothing,
+    /// The template has no room for its next head.
+    Full,
+}
+
 /// How one template's pass ended.
 #[derive(Debug, PartialEq, Eq)]
 enum TemplatePass {
@@ -219,29 +241,129 @@ impl Dispatcher {
     }
 
     /// Starts `template`'s queued tasks, head first, until it is empty or
-    /// full. A head whose start failed for another reason (it crashed at
-    /// spawn, its host's answer was lost) has left the queue or is handled
-    /// by the pod rules; the next head is tried.
+    /// full. Room is reserved one head at a time, in queue order, so the
+    /// order of the starts is the queue's; the claims and the pod-hosts'
+    /// spawns then run concurrently (at most [`IN_FLIGHT`] at once), so the
+    /// rate of a drain is not one host round trip per task, and each
+    /// outcome is written in dispatch order (a [`Turn`]), so the trail's
+    /// `pod_started` events follow the queue's order. A head whose
+    /// start failed for another reason (it crashed at spawn, its host's
+    /// answer was lost) has left the queue or is handled by the pod rules;
+    /// if it is still queued, the pass launches nothing more (the next
+    /// room or queue signal retries), so it never spins or starts a task
+    /// behind it.
     async fn drain_template(&self, template: &str) -> Result<TemplatePass> {
-        let store = self.pods.ports().store.clone();
+        let mut in_flight = FuturesUnordered::new();
+        let mut busy: HashSet<TaskId> = HashSet::new();
+        let mut last_turn = None;
+        let mut outcome: Option<Result<TemplatePass>> = None;
         loop {
-            let Some(head) = store.queue_head(template).await? else {
-                return Ok(TemplatePass::Emptied);
-            };
-            match self.pods.start_queued(head.task_id, Cause::system()).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(Error::NoPodHost(_)) => return Ok(TemplatePass::Full),
-                Err(e @ Error::StoreUnavailable(_)) => return Err(e),
-                Err(e) => {
-                    tracing::info!(task_id = %head.task_id, error = %e, "queued task did not start");
+            if outcome.is_none() && in_flight.len() < IN_FLIGHT {
+                match self
+                    .launch(template, &busy, IN_FLIGHT - in_flight.len(), &mut last_turn)
+                    .await
+                {
+                    Ok(Launch::Started(batch)) => {
+                        for (task_id, fut) in batch {
+                            busy.insert(task_id);
+                            in_flight.push(fut);
+                        }
+                    }
+                    Ok(Launch::Nothing) if in_flight.is_empty() => {
+                        outcome = Some(Ok(TemplatePass::Emptied));
+                    }
+                    Ok(Launch::Nothing) => {}
+                    Ok(Launch::Full) => outcome = Some(Ok(TemplatePass::Full)),
+                    Err(e) => outcome = Some(Err(e)),
                 }
             }
-            // Not started: if it is still the head, nothing changed; stop
-            // here rather than spin (the next room or queue signal retries).
-            if store.queue_head(template).await?.map(|h| h.task_id) == Some(head.task_id) {
-                return Ok(TemplatePass::Full);
+            // Every launched start runs to its end: a claim dropped half way
+            // would leave a row STARTING with no start on its way.
+            let Some((task_id, result)) = in_flight.next().await else {
+                if let Some(o) = outcome {
+                    return o;
+                }
+                continue;
+            };
+            busy.remove(&task_id);
+            let still_queued = match result {
+                Ok(Some(_)) => false,
+                Err(Error::NoPodHost(_)) => {
+                    outcome.get_or_insert(Ok(TemplatePass::Full));
+                    false
+                }
+                Err(e @ Error::StoreUnavailable(_)) => {
+                    outcome = Some(Err(e));
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::info!(%task_id, error = %e, "queued task did not start");
+                    true
+                }
+            };
+            // Not started and still queued (nothing changed): launch
+            // nothing more rather than start behind it or spin; the next
+            // room or queue signal retries.
+            if still_queued && matches!(self.pods.queued_task(task_id).await, Ok(Some(_))) {
+                outcome.get_or_insert(Ok(TemplatePass::Full));
             }
         }
+    }
+
+    /// Reserves room for up to `n` heads of `template`'s queue not already
+    /// starting (`busy`), in queue order, and returns their starts, not yet
+    /// polled.
+    async fn launch<'a>(
+        &'a self,
+        template: &str,
+        busy: &HashSet<TaskId>,
+        n: usize,
+        last_turn: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> Result<Launch<'a>> {
+        let store = self.pods.ports().store.clone();
+        let want = u32::try_from(n + busy.len()).unwrap_or(u32::MAX);
+        let front = store.queue_front(template, want).await?;
+        let mut batch: Vec<(TaskId, StartFuture<'a>)> = Vec::new();
+        for head in front {
+            if batch.len() >= n {
+                break;
+            }
+            if busy.contains(&head.task_id) {
+                continue;
+            }
+            let Some(task) = self.pods.queued_task(head.task_id).await? else {
+                continue;
+            };
+            let placement = match self.pods.place(&task).await {
+                Ok(p) => p,
+                Err(Error::NoPodHost(_)) => {
+                    return Ok(if batch.is_empty() {
+                        Launch::Full
+                    } else {
+                        Launch::Started(batch)
+                    });
+                }
+                Err(e) if batch.is_empty() => return Err(e),
+                Err(_) => return Ok(Launch::Started(batch)),
+            };
+            let pods = &self.pods;
+            let task_id = task.task_id;
+            let turn = Turn::after(last_turn);
+            batch.push((
+                task_id,
+                Box::pin(async move {
+                    let r = pods
+                        .start_placed(&task, placement, Cause::system(), false, Some(&turn))
+                        .await;
+                    (task_id, r)
+                }),
+            ));
+        }
+        Ok(if batch.is_empty() {
+            Launch::Nothing
+        } else {
+            Launch::Started(batch)
+        })
     }
 }

@@ -313,6 +313,14 @@ impl TaskStore for MemoryStore {
         Box::pin(async move { self.read(|c| super::queue::queue_head(c, template)) })
     }
 
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::QueueHead>>> {
+        Box::pin(async move { self.read(|c| super::queue::queue_front(c, template, limit)) })
+    }
+
     fn queue_stats(&self) -> BoxFuture<'_, Result<crate::core::ports::store::QueueStats>> {
         Box::pin(async move { self.read(super::queue::queue_stats) })
     }

@@ -321,6 +321,18 @@ impl TaskStore for Store {
         Box::pin(self.readers.run(move |c| queue::queue_head(c, &template)))
     }
 
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::QueueHead>>> {
+        let template = template.to_owned();
+        Box::pin(
+            self.readers
+                .run(move |c| queue::queue_front(c, &template, limit)),
+        )
+    }
+
     fn queue_stats(&self) -> BoxFuture<'_, Result<crate::core::ports::store::QueueStats>> {
         Box::pin(self.readers.run(queue::queue_stats))
     }

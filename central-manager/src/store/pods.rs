@@ -155,7 +155,7 @@ pub fn apply(
             message,
             retry_at,
             requeue,
-        } => abort_start(conn, pod, message, *retry_at, requeue.as_ref(), now),
+        } => abort_start(conn, pod, message, *retry_at, requeue.as_ref(), now, events),
         PodCommand::Ended {
             pod,
             host_id,
@@ -280,7 +280,11 @@ fn started(
     Ok(PodOutcome::Applied { restart_at: None })
 }
 
-/// The start was refused or failed: back to inactive, no event.
+/// The start was refused or failed: back to inactive, no event; or, for
+/// a start from the queue, back in the queue in its old place with a
+/// `pod_queued` marked `requeued` (the trail shows that it waits again:
+/// while its start was on its way, the dispatcher may have started tasks
+/// behind it).
 fn abort_start(
     conn: &Connection,
     pod: &PodRef,
@@ -288,6 +292,7 @@ fn abort_start(
     retry_at: Option<i64>,
     requeue: Option<&crate::domain::QueueEntry>,
     now: i64,
+    events: &mut Vec<EventRecord>,
 ) -> Result<PodOutcome> {
     let Some(row) = pod_row(conn, pod.task_id)? else {
         return Ok(PodOutcome::Ignored);
@@ -311,6 +316,29 @@ fn abort_start(
             now,
             pod.task_id.to_string()
         ])?;
+        let (priority, template, corr): (i64, String, String) = conn
+            .prepare_cached(
+                "SELECT priority, template, pod_correlation_id FROM tasks WHERE task_id = ?",
+            )?
+            .query_row([pod.task_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let priority = crate::domain::Priority::from_db(priority)?;
+        super::commands::append_event(
+            conn,
+            pod.task_id,
+            crate::domain::EventType::PodQueued,
+            json!({
+                "priority": priority.name(),
+                "template": template,
+                "message": message,
+                "requeued": true,
+            }),
+            crate::domain::SYSTEM_ACTOR,
+            &corr,
+            now,
+            events,
+        )?;
         return Ok(PodOutcome::Applied { restart_at: None });
     }
     conn.prepare_cached(

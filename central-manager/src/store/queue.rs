@@ -226,15 +226,22 @@ fn to_head((task, priority, seq): (String, i64, i64)) -> Result<QueueHead> {
 
 /// The head of `template`'s queue: the first `tasks_queue` entry.
 pub fn queue_head(c: &Connection, template: &str) -> Result<Option<QueueHead>> {
-    c.prepare_cached(
+    Ok(queue_front(c, template, 1)?.into_iter().next())
+}
+
+/// The first `limit` entries of `template`'s queue, in dispatch order.
+pub fn queue_front(c: &Connection, template: &str, limit: u32) -> Result<Vec<QueueHead>> {
+    let mut st = c.prepare_cached(
         "SELECT task_id, priority, queued_seq FROM tasks \
          WHERE template = ? AND queued_seq IS NOT NULL \
-         ORDER BY priority DESC, queued_seq LIMIT 1",
-    )?
-    .query_row([template], head_row)
-    .optional()?
-    .map(to_head)
-    .transpose()
+         ORDER BY priority DESC, queued_seq LIMIT ?",
+    )?;
+    let rows = st.query_map(params![template, i64::from(limit)], head_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(to_head(r?)?);
+    }
+    Ok(out)
 }
 
 /// The head of every template's queue: one index seek per template (a

@@ -101,6 +101,14 @@ pub trait TaskStore: Send + Sync + 'static {
     /// The head of one template's queue.
     fn queue_head<'a>(&'a self, template: &'a str) -> BoxFuture<'a, Result<Option<QueueHead>>>;
 
+    /// The first `limit` entries of one template's queue, in the order the
+    /// dispatcher starts them.
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<QueueHead>>>;
+
     /// How many tasks wait, per priority, and when the oldest was queued.
     fn queue_stats(&self) -> BoxFuture<'_, Result<QueueStats>>;
 }
