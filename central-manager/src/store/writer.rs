@@ -240,6 +240,15 @@ impl Writer {
             if !batch.is_empty() {
                 self.run_batch(&mut batch);
             }
+            // A long WAL the checkpointer could not finish: copy the rest
+            // here, while no command waits (see `store::checkpoint`).
+            if held.is_none()
+                && self.rx.is_empty()
+                && self.checkpointer.finish_wanted()
+                && let Some(conn) = self.conn.as_ref()
+            {
+                self.checkpointer.finish(conn);
+            }
         }
         if let Some(conn) = self.conn.take()
             && let Err((_, e)) = conn.close()
