@@ -40,6 +40,16 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    batch: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
@@ -71,6 +81,11 @@ pub struct CentralMetrics {
     pod_restarts: Counter,
     commit_seconds: Histogram,
     commit_batch: Histogram,
+    writer_wait: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    writer_statements: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    writer_fsync: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    checkpoint_seconds: Family<ModeLabels, Histogram, fn() -> Histogram>,
+    wal_frames: Gauge,
     tasks: Family<StatusLabels, Gauge>,
     running_pods: Gauge,
     rejected_host_events: Counter,
@@ -80,6 +95,10 @@ pub struct CentralMetrics {
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
     queue_depth: Family<PriorityLabels, Gauge>,
     queue_oldest_age: Gauge<f64, AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(ipa_common::metrics::latency_buckets())
 }
 
 static METRICS: LazyLock<CentralMetrics> = LazyLock::new(CentralMetrics::new);
@@ -103,6 +122,13 @@ impl CentralMetrics {
             commit_seconds: Histogram::new(ipa_common::metrics::latency_buckets()),
             // 1, 2, 4 … 1024 commands (MAX_BATCH is far below the top).
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            writer_wait: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            writer_statements: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            writer_fsync: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            checkpoint_seconds: Family::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
+            wal_frames: Gauge::default(),
             tasks: Family::default(),
             running_pods: Gauge::default(),
             rejected_host_events: Counter::default(),
@@ -148,6 +174,31 @@ impl CentralMetrics {
             "ipa_store_commit_batch_size",
             "Commands per group commit",
             m.commit_batch.clone(),
+        );
+        r.register(
+            "ipa_store_writer_wait_seconds",
+            "Time a command waited for the writer (queued until its batch started), by batch: archive or commands",
+            m.writer_wait.clone(),
+        );
+        r.register(
+            "ipa_store_batch_statements_seconds",
+            "Time a batch's statements took inside its transaction, by batch: archive or commands",
+            m.writer_statements.clone(),
+        );
+        r.register(
+            "ipa_store_batch_fsync_seconds",
+            "Time a batch's COMMIT took (the WAL append and its fsync), by batch: archive or commands",
+            m.writer_fsync.clone(),
+        );
+        r.register(
+            "ipa_store_checkpoint_seconds",
+            "WAL checkpoints run by the checkpointer thread, by mode: passive or restart",
+            m.checkpoint_seconds.clone(),
+        );
+        r.register(
+            "ipa_store_wal_frames",
+            "Frames in the WAL at the checkpointer's last pass (it starts over once all are copied)",
+            m.wal_frames.clone(),
         );
         r.register(
             "ipa_tasks",
@@ -246,6 +297,35 @@ pub fn record_commit<'a>(
     for e in events {
         m.count_event(e);
     }
+}
+
+/// A command waited `waited` for the writer before its batch started.
+pub fn record_writer_wait(batch: &'static str, waited: Duration) {
+    metrics()
+        .writer_wait
+        .get_or_create(&BatchLabels { batch })
+        .observe(waited.as_secs_f64());
+}
+
+/// A committed batch's statements and its COMMIT.
+pub fn record_batch(batch: &'static str, statements: Duration, commit: Duration) {
+    let m = metrics();
+    let labels = BatchLabels { batch };
+    m.writer_statements
+        .get_or_create(&labels)
+        .observe(statements.as_secs_f64());
+    m.writer_fsync
+        .get_or_create(&labels)
+        .observe(commit.as_secs_f64());
+}
+
+/// A checkpoint of the checkpointer thread.
+pub fn record_checkpoint(mode: &'static str, took: Duration, r: crate::store::CheckpointResult) {
+    let m = metrics();
+    m.checkpoint_seconds
+        .get_or_create(&ModeLabels { mode })
+        .observe(took.as_secs_f64());
+    m.wal_frames.set(r.wal_frames);
 }
 
 /// Renders the metrics, computing the scrape-time gauges from the service.

@@ -7,6 +7,7 @@
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
 pub mod breaker;
+mod checkpoint;
 mod commands;
 pub mod memory;
 mod pod_end;
@@ -21,6 +22,7 @@ pub mod stats;
 mod timeouts;
 mod writer;
 
+pub use checkpoint::CheckpointResult;
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
 pub use writer::{MAX_BATCH, WriterHandle, WriterStats};

@@ -36,6 +36,7 @@ mod report;
 mod retention;
 mod rows;
 mod scale;
+mod scrape;
 mod secure;
 mod stats;
 
