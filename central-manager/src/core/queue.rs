@@ -89,6 +89,10 @@ impl Pods {
                 self.enqueue(task_id, cause, format!("NO_POD_HOST: {message}"))
                     .await
             }
+            Err(Error::DependenciesNotMet(_, dep)) => {
+                let message = format!("waiting for dependency {dep} to complete");
+                self.enqueue(task_id, cause, message).await
+            }
             Err(e) => Err(e),
         }
     }

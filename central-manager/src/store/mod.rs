@@ -8,6 +8,7 @@
 
 pub mod breaker;
 mod commands;
+mod dependencies;
 pub mod memory;
 mod pod_end;
 pub mod pods;
