@@ -328,6 +328,8 @@ impl TaskStore for Store {
 }
 
 #[cfg(test)]
+mod dependencies_tests;
+#[cfg(test)]
 mod outage_tests;
 #[cfg(test)]
 mod queue_tests;
