@@ -179,6 +179,7 @@ impl Clients {
                     },
                     queue: timers.queue,
                     queue_timeout_seconds: timers.queue_timeout_s,
+                    depends_on: Vec::new(),
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks
