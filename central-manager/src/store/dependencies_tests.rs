@@ -90,6 +90,19 @@ async fn a_start_waits_until_the_last_dependency_completes() {
     assert!(t.queue.is_none(), "not in the capacity queue");
     assert_eq!(queue::waiting_for(&t), "dependencies");
     assert!(db.store.queue_head("default").await.unwrap().is_none());
+    // CountTasks/ListTasks by pod status see it as queued, not stopped.
+    let by = |p: PodStatus| crate::domain::TaskFilter {
+        pod_status: Some(p),
+        ..Default::default()
+    };
+    assert_eq!(
+        db.store.count_tasks(&by(PodStatus::Queued)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store.count_tasks(&by(PodStatus::Stopped)).await.unwrap(),
+        2
+    );
 
     db.store
         .write(finish_cmd(a, Finish::Complete, None))
