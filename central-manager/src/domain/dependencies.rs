@@ -11,6 +11,11 @@ pub const MAX_DEPENDENCIES: usize = 32;
 /// `Task.waiting_for` of a task whose start waits for a dependency.
 pub const WAITING_FOR_DEPENDENCIES: &str = "dependencies";
 
+/// The `pod_queued` key naming the dependency whose completion put the
+/// task in the capacity queue (the dispatcher wakes on it: no caller
+/// signals it).
+pub const RELEASED_BY: &str = "dependency_completed";
+
 /// `task_failed.data.reason` of a task failed by a dependency.
 pub const DEPENDENCY_FAILED: &str = "dependency_failed";
 

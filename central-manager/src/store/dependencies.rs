@@ -143,7 +143,7 @@ pub(super) fn settle(
         for dependent in dependents(conn, task_id)? {
             if failed {
                 fail_dependent(conn, dependent, task_id, &corr, now, events)?;
-            } else if release(conn, dependent, now, events)? {
+            } else if release(conn, dependent, task_id, now, events)? {
                 released = true;
             }
         }
@@ -166,6 +166,7 @@ fn dependents(conn: &Connection, task_id: TaskId) -> Result<Vec<TaskId>> {
 fn release(
     conn: &Connection,
     task_id: TaskId,
+    completed: TaskId,
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<bool> {
@@ -194,6 +195,7 @@ fn release(
         task_id,
         &cause,
         "its dependencies completed",
+        Some(completed),
         now,
         events,
     )?;

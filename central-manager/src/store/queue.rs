@@ -34,7 +34,7 @@ pub fn apply(
             task_id,
             cause,
             message,
-        } => enqueue(conn, *task_id, cause, message, now, events),
+        } => enqueue(conn, *task_id, cause, message, None, now, events),
         QueueWrite::Unqueue {
             task_id,
             cause,
@@ -86,6 +86,7 @@ pub(super) fn enqueue(
     task_id: TaskId,
     cause: &Cause,
     message: &str,
+    released_by: Option<TaskId>,
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<QueueOutcome> {
@@ -108,6 +109,9 @@ pub(super) fn enqueue(
     });
     if let Some(dep) = unmet {
         data["dependency"] = json!(dep.to_string());
+    }
+    if let Some(dep) = released_by {
+        data[crate::domain::dependencies::RELEASED_BY] = json!(dep.to_string());
     }
     if let Some(s) = row.queue_timeout_seconds {
         data["queue_timeout_seconds"] = json!(s);
