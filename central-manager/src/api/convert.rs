@@ -228,6 +228,7 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
             .queue_timeout_seconds
             .map(|s| check_timeout("queue_timeout_seconds", s))
             .transpose()?;
+        let depends_on = crate::domain::dependencies::parse(&r.depends_on)?;
         Ok(Self {
             title,
             description,
@@ -243,6 +244,7 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
             priority,
             queue: r.queue,
             queue_timeout_seconds,
+            depends_on,
         })
     }
 }
@@ -487,6 +489,7 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         waiting_for: crate::store::queue::waiting_for(t).to_owned(),
         queue_timeout_seconds: t.queue_timeout_seconds,
         queued_at: t.queue.map(|q| timestamp_from_micros(q.queued_at)),
+        depends_on: t.depends_on.iter().map(ToString::to_string).collect(),
     }
 }
 

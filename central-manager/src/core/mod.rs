@@ -174,7 +174,9 @@ impl TaskService {
         // A placement that fails already is recorded with the task, in the
         // same transaction, so GetTask shows why no pod runs. With `queue`
         // the start queues instead (after the create).
-        let queue = task.auto_start && task.queue;
+        // A task with dependencies always waits for them when auto-started
+        // (docs/api.md: auto_start implies queue for it).
+        let queue = task.auto_start && (task.queue || !task.depends_on.is_empty());
         let pod_message = if task.auto_start && !queue {
             match self.hosts.place(&task.template).await {
                 Ok(p) => {
@@ -315,6 +317,11 @@ impl TaskService {
             // stopped before replying. An unreachable host's pod is fenced
             // when the host returns (or by the host itself).
             Outcome::Finished { stop_pod } => {
+                // A completed task may have moved dependents into the
+                // queue (in the same transaction): the dispatcher looks.
+                if finish == Finish::Complete {
+                    self.pods.queue_signal().changed();
+                }
                 if let Some((pod, host)) = stop_pod {
                     self.pods.stop_after_finish(pod, host, why).await;
                 }

@@ -92,6 +92,10 @@ impl Pods {
                 self.enqueue(task_id, cause, format!("NO_POD_HOST: {message}"))
                     .await
             }
+            Err(Error::DependenciesNotMet(_, dep)) => {
+                let message = format!("waiting for dependency {dep} to complete");
+                self.enqueue(task_id, cause, message).await
+            }
             Err(e) => Err(e),
         }
     }
@@ -142,9 +146,43 @@ impl Pods {
     }
 }
 
+/// Returns when a committed event puts a task in the queue because its
+/// last dependency completed (or events were missed, which may have
+/// included one); never without a follower.
+async fn entered_queue(events: &mut Option<crate::watch::Follower>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(f) = events.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match f.recv().await {
+            Ok(e) if released(&e) => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => {
+                *events = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// A `pod_queued` written because the task's last dependency completed.
+fn released(e: &crate::domain::EventRecord) -> bool {
+    e.event_type == crate::domain::EventType::PodQueued.as_str()
+        && e.actor_id == crate::domain::SYSTEM_ACTOR
+        && serde_json::from_str::<serde_json::Value>(&e.data_json)
+            .is_ok_and(|d| d.get(crate::domain::dependencies::RELEASED_BY).is_some())
+}
+
 /// The dispatcher loop.
 pub struct Dispatcher {
     pods: Pods,
+    /// Committed events: a `pod_queued` with `dependency_completed` is a
+    /// task entering the queue inside some other write (its last dependency completed, in
+    /// the transaction of that completion, whichever path wrote it: an RPC,
+    /// a pod's exit, a host's report), which no caller signals.
+    events: Option<crate::watch::Follower>,
 }
 
 /// At most this many starts of one template run at once: enough to keep
@@ -178,7 +216,14 @@ enum TemplatePass {
 impl Dispatcher {
     /// A dispatcher over `pods`.
     pub fn new(pods: Pods) -> Self {
-        Self { pods }
+        Self { pods, events: None }
+    }
+
+    /// Also wakes on tasks that enter the queue as a consequence of
+    /// another write (see [`Dispatcher::events`]).
+    pub fn following(mut self, events: crate::watch::Follower) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Runs the loop on `tracker` until `shutdown`.
@@ -189,7 +234,8 @@ impl Dispatcher {
         );
     }
 
-    async fn run(self, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut events = self.events.take();
         let signal = self.pods.queue_signal().clone();
         let hosts = self.pods.hosts().clone();
         let clock = self.pods.ports().clock.clone();
@@ -227,6 +273,7 @@ impl Dispatcher {
                 () = signal.wait() => {}
                 () = room => {}
                 () = sleep => {}
+                () = entered_queue(&mut events) => {}
             }
         }
     }

@@ -3,6 +3,7 @@
 //! title, id or metadata map cannot exist past the api layer.
 
 pub mod backoff;
+pub mod dependencies;
 pub mod ending;
 mod fields;
 pub mod host;

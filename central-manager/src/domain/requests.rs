@@ -58,6 +58,9 @@ pub struct NewTask {
     pub queue: bool,
     /// Queue timeout, in seconds (validated: 1..=MAX).
     pub queue_timeout_seconds: Option<u32>,
+    /// Tasks that must be COMPLETED before its pod starts (validated: at
+    /// most `dependencies::MAX_DEPENDENCIES`, no repeats).
+    pub depends_on: Vec<super::TaskId>,
 }
 
 /// A call on one task by an actor: CompleteTask, StartPod, RestartPod.

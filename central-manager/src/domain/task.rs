@@ -55,6 +55,11 @@ pub struct TaskRecord {
     pub queue_timeout_seconds: Option<u32>,
     /// Its place in the queue while `pod_status` is QUEUED.
     pub queue: Option<super::QueueEntry>,
+    /// The tasks it depends on (`depends_on`), in the order given.
+    pub depends_on: Vec<TaskId>,
+    /// A start was asked for and waits for a dependency to complete
+    /// (`pod_status` QUEUED, `waiting_for` "dependencies", no queue entry).
+    pub waiting_dependencies: bool,
 }
 
 /// A pod of a task.

@@ -9,6 +9,7 @@
 pub mod breaker;
 mod checkpoint;
 mod commands;
+mod dependencies;
 pub mod memory;
 mod pod_end;
 pub mod pods;
@@ -340,6 +341,8 @@ impl TaskStore for Store {
     }
 }
 
+#[cfg(test)]
+mod dependencies_tests;
 #[cfg(test)]
 mod outage_tests;
 #[cfg(test)]

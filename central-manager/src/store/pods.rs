@@ -332,6 +332,7 @@ fn abort_start(
                 "priority": priority.name(),
                 "template": template,
                 "message": message,
+                "waiting_for": crate::domain::queue::WAITING_FOR_CAPACITY,
                 "requeued": true,
             }),
             crate::domain::SYSTEM_ACTOR,
@@ -594,6 +595,11 @@ fn claim(
         TaskStatus::from_db(&status)?,
         PodStatus::from_db(&pod_status)?,
     )?;
+    // Checked here, in the claim's transaction, so a dependency cannot
+    // end differently between the check and the start.
+    if let Some(dep) = super::dependencies::unmet(conn, task_id)? {
+        return Err(Error::DependenciesNotMet(task_id, dep));
+    }
     if automatic && (queued.is_some() || next_restart_at.is_none_or(|at| at > now)) {
         // A user action (StartPod, Complete, Cancel) overtook the restart;
         // or it did and then a new failure scheduled a later one: this

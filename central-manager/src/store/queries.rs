@@ -104,12 +104,17 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter, table: &
         args.push(Value::Text(by.clone()));
     }
     // A queued task is stored as 'stopped' with a queue entry (migration
-    // 20260501000001_queue).
+    // 20260501000001_queue), or waiting for its dependencies (migration
+    // 20260601000001_dependencies).
     match f.pod_status {
         None => {}
-        Some(PodStatus::Queued) => sql.push_str(" AND queued_seq IS NOT NULL"),
+        Some(PodStatus::Queued) => {
+            sql.push_str(" AND (queued_seq IS NOT NULL OR waiting_dependencies = 1)");
+        }
         Some(PodStatus::Stopped) => {
-            sql.push_str(" AND pod_status = 'stopped' AND queued_seq IS NULL");
+            sql.push_str(
+                " AND pod_status = 'stopped' AND queued_seq IS NULL AND waiting_dependencies = 0",
+            );
         }
         Some(p) => {
             sql.push_str(" AND pod_status = ?");

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::commands::{append_event, note_principal};
 use crate::core::ports::queue::{QueueOutcome, QueueWrite};
 use crate::core::ports::store::QueueStats;
+use crate::domain::dependencies::WAITING_FOR_DEPENDENCIES;
 use crate::domain::queue::WAITING_FOR_CAPACITY;
 use crate::domain::{
     Cause, EventRecord, EventType, PodStatus, Priority, QueueHead, SYSTEM_ACTOR, TaskId,
@@ -33,7 +34,7 @@ pub fn apply(
             task_id,
             cause,
             message,
-        } => enqueue(conn, *task_id, cause, message, now, events),
+        } => enqueue(conn, *task_id, cause, message, None, now, events),
         QueueWrite::Unqueue {
             task_id,
             cause,
@@ -52,13 +53,14 @@ struct QueueRow {
     queue_timeout_seconds: Option<i64>,
     queued_seq: Option<i64>,
     queued_at: Option<i64>,
+    waiting_dependencies: bool,
 }
 
 fn queue_row(conn: &Connection, task_id: TaskId) -> Result<Option<QueueRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT status, pod_status, priority, template, queue_timeout_seconds, queued_seq, \
-             queued_at FROM tasks WHERE task_id = ?",
+             queued_at, waiting_dependencies FROM tasks WHERE task_id = ?",
         )?
         .query_row([task_id.to_string()], |r| {
             Ok(QueueRow {
@@ -69,6 +71,7 @@ fn queue_row(conn: &Connection, task_id: TaskId) -> Result<Option<QueueRow>> {
                 queue_timeout_seconds: r.get(4)?,
                 queued_seq: r.get(5)?,
                 queued_at: r.get(6)?,
+                waiting_dependencies: r.get(7)?,
             })
         })
         .optional()?)
@@ -78,27 +81,38 @@ fn queue_row(conn: &Connection, task_id: TaskId) -> Result<Option<QueueRow>> {
 /// event's position. The refusals are StartPod's (ALREADY_*,
 /// ALREADY_STARTED, POD_STATE_UNKNOWN). A pending automatic restart is
 /// replaced by the queue entry (the caller asked for a start now).
-fn enqueue(
+pub(super) fn enqueue(
     conn: &Connection,
     task_id: TaskId,
     cause: &Cause,
     message: &str,
+    released_by: Option<TaskId>,
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<QueueOutcome> {
     let row = queue_row(conn, task_id)?.ok_or(Error::TaskNotFound(task_id))?;
     let status = TaskStatus::from_db(&row.status)?;
     ensure_not_terminal(task_id, status)?;
-    if row.queued_seq.is_some() {
+    if row.queued_seq.is_some() || row.waiting_dependencies {
         return Ok(QueueOutcome::Queued { already: true });
     }
     decide_start(task_id, status, PodStatus::from_db(&row.pod_status)?)?;
+    // A dependency not COMPLETED yet: the task waits for it outside the
+    // capacity queue (`store::dependencies` moves it in).
+    let unmet = super::dependencies::unmet(conn, task_id)?;
     let priority = Priority::from_db(row.priority)?;
     let mut data = json!({
         "priority": priority.name(),
         "template": row.template,
         "message": message,
+        "waiting_for": if unmet.is_some() { WAITING_FOR_DEPENDENCIES } else { WAITING_FOR_CAPACITY },
     });
+    if let Some(dep) = unmet {
+        data["dependency"] = json!(dep.to_string());
+    }
+    if let Some(dep) = released_by {
+        data[crate::domain::dependencies::RELEASED_BY] = json!(dep.to_string());
+    }
     if let Some(s) = row.queue_timeout_seconds {
         data["queue_timeout_seconds"] = json!(s);
     }
@@ -114,6 +128,14 @@ fn enqueue(
         now,
         events,
     )?;
+    if unmet.is_some() {
+        conn.prepare_cached(
+            "UPDATE tasks SET status = 'active', waiting_dependencies = 1, next_restart_at = NULL, \
+             pod_message = ?, pod_correlation_id = ?, updated_at = ? WHERE task_id = ?",
+        )?
+        .execute(params![message, corr, now, task_id.to_string()])?;
+        return Ok(QueueOutcome::Queued { already: false });
+    }
     let seq = events
         .last()
         .and_then(|e| i64::try_from(e.position).ok())
@@ -147,7 +169,7 @@ fn unqueue(
 ) -> Result<QueueOutcome> {
     let row = queue_row(conn, task_id)?.ok_or(Error::TaskNotFound(task_id))?;
     ensure_not_terminal(task_id, TaskStatus::from_db(&row.status)?)?;
-    if row.queued_seq.is_none() {
+    if row.queued_seq.is_none() && !row.waiting_dependencies {
         return Ok(QueueOutcome::NotQueued);
     }
     leave_queue(conn, task_id, "", now)?;
@@ -206,7 +228,7 @@ fn expire(
 fn leave_queue(conn: &Connection, task_id: TaskId, message: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE tasks SET status = 'inactive', queued_seq = NULL, queued_at = NULL, \
-         pod_message = ?, updated_at = ? WHERE task_id = ?",
+         waiting_dependencies = 0, pod_message = ?, updated_at = ? WHERE task_id = ?",
     )?
     .execute(params![message, now, task_id.to_string()])?;
     Ok(())
@@ -322,6 +344,8 @@ pub fn fill_position(c: &Connection, t: &mut TaskRecord) -> Result<()> {
 pub fn waiting_for(t: &TaskRecord) -> &'static str {
     if t.queue.is_some() {
         WAITING_FOR_CAPACITY
+    } else if t.waiting_dependencies && t.pod_status == PodStatus::Queued {
+        crate::domain::dependencies::WAITING_FOR_DEPENDENCIES
     } else {
         ""
     }

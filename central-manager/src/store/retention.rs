@@ -32,7 +32,8 @@ pub const ARCHIVED_TASK_COLUMNS: &str = "task_id, title, description, status, ph
      pod_pid, pod_generation, pod_started_at, live_version, restart_count, pod_message, \
      next_restart_at, pod_correlation_id, phase_since, finished_at, spec_clarification_us, \
      planning_us, development_us, review_us, timeout_seconds, deadline, pod_running_since, \
-     priority, queue_timeout_seconds, queued_seq, queued_at";
+     priority, queue_timeout_seconds, queued_seq, queued_at, depends_on_json, \
+     waiting_dependencies";
 
 /// The columns of `events` and `events_archive`.
 const EVENT_COLUMNS: &str =

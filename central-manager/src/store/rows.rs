@@ -17,14 +17,14 @@ macro_rules! task_columns {
          initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, pod_pid, \
          pod_generation, pod_started_at, live_version, restart_count, pod_message, \
          next_restart_at, timeout_seconds, deadline, priority, queue_timeout_seconds, \
-         queued_seq, queued_at"
+         queued_seq, queued_at, depends_on_json, waiting_dependencies"
     };
 }
 pub(super) use task_columns;
 
 /// How many columns [`task_columns`] lists (a flag selected after them is
 /// at this index).
-pub(super) const TASK_COLUMN_COUNT: usize = 31;
+pub(super) const TASK_COLUMN_COUNT: usize = 33;
 
 /// The columns of an `events` row, in [`EventRow::from_row`] order.
 macro_rules! event_columns {
@@ -68,6 +68,8 @@ pub struct TaskRow {
     queue_timeout_seconds: Option<i64>,
     queued_seq: Option<i64>,
     queued_at: Option<i64>,
+    depends_on_json: String,
+    waiting_dependencies: bool,
 }
 
 impl TaskRow {
@@ -105,6 +107,8 @@ impl TaskRow {
             queue_timeout_seconds: r.get(28)?,
             queued_seq: r.get(29)?,
             queued_at: r.get(30)?,
+            depends_on_json: r.get(31)?,
+            waiting_dependencies: r.get(32)?,
         })
     }
 }
@@ -151,6 +155,11 @@ impl TryFrom<TaskRow> for TaskRecord {
             }
             _ => None,
         };
+        // Waiting for dependencies: QUEUED too, with no queue entry.
+        if pod_status == PodStatus::Stopped && r.waiting_dependencies {
+            pod_status = PodStatus::Queued;
+        }
+        let depends_on = crate::domain::dependencies::from_json(&r.depends_on_json)?;
         Ok(Self {
             task_id: TaskId::from_db(&r.task_id)?,
             // Validated on the way in; not re-validated so that a limit
@@ -186,6 +195,8 @@ impl TryFrom<TaskRow> for TaskRecord {
             priority: Priority::from_db(r.priority)?,
             queue_timeout_seconds: opt_u32("queue_timeout_seconds", r.queue_timeout_seconds)?,
             queue,
+            depends_on,
+            waiting_dependencies: r.waiting_dependencies,
         })
     }
 }

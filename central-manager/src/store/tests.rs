@@ -83,6 +83,7 @@ pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
         priority: crate::domain::Priority::default(),
         queue: false,
         queue_timeout_seconds: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -100,7 +101,7 @@ pub(crate) async fn create(store: &Store, t: NewTask) -> Result<(TaskRecord, boo
     }
 }
 
-fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
+pub(crate) fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
     Command::Finish {
         task_id: id,
         finish,

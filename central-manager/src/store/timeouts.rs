@@ -142,7 +142,7 @@ pub(super) fn deadline_exceeded(
     conn.prepare_cached(
         "UPDATE tasks SET status = 'failed', pod_status = 'stopped', live_version = 0, \
          next_restart_at = NULL, pod_message = 'deadline exceeded', updated_at = ?, \
-         queued_seq = NULL, queued_at = NULL WHERE task_id = ?",
+         queued_seq = NULL, queued_at = NULL, waiting_dependencies = 0 WHERE task_id = ?",
     )?
     .execute(params![now, &id])?;
     let mut data = json!({"reason": "deadline_exceeded", "deadline": at});

@@ -151,6 +151,10 @@ pub struct CreateArgs {
     /// (`queue_timeout_seconds`; whole seconds, 1s to 7d), e.g. `10m`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub queue_timeout: Option<Duration>,
+    /// A task that must be COMPLETED before this one's pod starts
+    /// (`depends_on`); repeat for several (at most 32).
+    #[arg(long = "depends-on", value_name = "TASK_ID")]
+    pub depends_on: Vec<String>,
     /// Print only the new task's id.
     #[arg(short, long)]
     pub quiet: bool,

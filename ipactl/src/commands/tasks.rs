@@ -48,6 +48,7 @@ pub async fn create(conn: &Conn, out: &Output, a: CreateArgs) -> Result<(), CliE
         priority: a.priority.map_or(0, |p| pb::Priority::from(p) as i32),
         queue: a.queue,
         queue_timeout_seconds,
+        depends_on: a.depends_on,
     };
     let r = conn
         .client

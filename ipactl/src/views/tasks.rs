@@ -89,8 +89,17 @@ pub fn task_detail(task: &pb::Task, ctx: &Ctx) -> String {
             )),
         ));
     }
+    if task.queue_position == 0 && !task.waiting_for.is_empty() {
+        rows.push((
+            "Queue",
+            Cell::new(format!("waiting for {}", task.waiting_for)),
+        ));
+    }
     if let Some(s) = task.queue_timeout_seconds {
         rows.push(("Queue timeout", Cell::new(format!("{s}s"))));
+    }
+    if !task.depends_on.is_empty() {
+        rows.push(("Depends on", Cell::new(task.depends_on.join(", "))));
     }
     if task.next_restart_at.is_some() {
         rows.push((

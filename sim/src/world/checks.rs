@@ -391,6 +391,7 @@ pub(super) async fn at_end(w: &World) -> Vec<String> {
     trails(w, &rows, &events, &mut found);
     super::timers::timers(w, &rows, &events, &mut found);
     super::queue::order(&events, &mut found);
+    super::dependencies::at_end(&w.store, &events, &mut found);
     super::queue::progress(w, &mut found);
     super::schedules::at_end(&w.store, &mut found);
     found

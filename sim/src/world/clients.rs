@@ -114,6 +114,21 @@ impl Clients {
         (!t.is_empty()).then(|| t[i % t.len()])
     }
 
+    /// `depends_on` of the task step `n` creates: one create in four
+    /// depends on one or two tasks created before (chosen from `n`, so a
+    /// seed replays the same graph).
+    fn dependencies(&self, n: usize) -> Vec<TaskId> {
+        if !n.is_multiple_of(4) {
+            return Vec::new();
+        }
+        let mut deps: Vec<TaskId> = [self.pick(n / 4), self.pick(n / 3 + 1)]
+            .into_iter()
+            .flatten()
+            .collect();
+        deps.dedup();
+        deps
+    }
+
     /// Waits (up to `limit`) for every operation in flight.
     pub async fn drain(&self, limit: Duration) {
         self.tracker.close();
@@ -179,6 +194,7 @@ impl Clients {
                     },
                     queue: timers.queue,
                     queue_timeout_seconds: timers.queue_timeout_s,
+                    depends_on: self.dependencies(n),
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks

@@ -17,6 +17,7 @@
 
 mod checks;
 mod clients;
+mod dependencies;
 mod queue;
 mod restarts;
 mod schedules;

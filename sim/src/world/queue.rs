@@ -113,6 +113,13 @@ fn stays(events: &[Ev]) -> Vec<Stay> {
     let mut open: BTreeMap<&str, Stay> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, e) in events.iter().enumerate() {
+        // Waiting for dependencies is not a place in the capacity queue:
+        // its stay starts with the `pod_queued` that enters it.
+        let for_dependencies = e.data.get("waiting_for").and_then(Value::as_str)
+            == Some(central_manager::domain::dependencies::WAITING_FOR_DEPENDENCIES);
+        if e.kind == "pod_queued" && for_dependencies {
+            continue;
+        }
         if e.kind == "pod_queued" {
             let template = e
                 .data

@@ -450,6 +450,7 @@ fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTas
         // "Always started, queued if no room" (docs/api.md Schedules).
         queue: true,
         queue_timeout_seconds: None,
+        depends_on: Vec::new(),
     })
 }
 

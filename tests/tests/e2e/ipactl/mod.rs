@@ -4,6 +4,7 @@
 //! versus a pipe, shell completions, and the bearer token on the wire.
 
 mod commands;
+mod dependencies;
 mod errors;
 mod queue;
 mod schedules;

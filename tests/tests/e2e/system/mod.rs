@@ -8,6 +8,7 @@
 mod central_restart;
 mod clock_procs;
 mod crashes;
+mod dependencies;
 mod discovery;
 mod freeze;
 mod host_loss;
