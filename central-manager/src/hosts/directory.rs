@@ -91,6 +91,9 @@ struct Inner {
     pending_stops: BTreeMap<String, PendingStop>,
     /// Pods whose StartPod is on its way to their host.
     starting: BTreeSet<String>,
+    /// Of those, pods whose host already reported their end (pod id →
+    /// host id): a start that then finds its pod ended need not fence it.
+    ended_starting: BTreeMap<String, String>,
     /// Reintroduced past bugs (simulator only).
     bugs: SimBugs,
     /// Hosts whose current session's hello has been reconciled with the
@@ -139,6 +142,7 @@ impl HostDirectory {
                 resume: BTreeMap::new(),
                 pending_stops: BTreeMap::new(),
                 starting: BTreeSet::new(),
+                ended_starting: BTreeMap::new(),
                 bugs: SimBugs::default(),
                 reconciled: BTreeMap::new(),
             })),
@@ -474,7 +478,24 @@ impl HostDirectory {
             g.starting.insert(pod_id.to_owned());
         } else {
             g.starting.remove(pod_id);
+            g.ended_starting.remove(pod_id);
         }
+    }
+
+    /// `host_id` reported the end of `pod_id`: noted if its start is in
+    /// flight (see [`Self::ended_while_starting`]).
+    pub fn note_end_report(&self, pod_id: &str, host_id: &str) {
+        let mut g = self.lock();
+        if g.starting.contains(pod_id) {
+            g.ended_starting
+                .insert(pod_id.to_owned(), host_id.to_owned());
+        }
+    }
+
+    /// Whether `host_id` reported the end of `pod_id` while its start was
+    /// in flight: the pod is gone, whatever the row says now.
+    pub fn ended_while_starting(&self, pod_id: &str, host_id: &str) -> bool {
+        self.lock().ended_starting.get(pod_id).map(String::as_str) == Some(host_id)
     }
 
     /// Whether a pod's start is in flight.

@@ -127,6 +127,16 @@ impl Store {
         self.writer.submit(command).await
     }
 
+    /// [`Self::write`], calling `queued` once later writes will commit
+    /// after this one (see [`writer::Writer::submit_ordered`]).
+    pub async fn write_ordered(
+        &self,
+        command: Command,
+        queued: impl FnOnce() + Send,
+    ) -> Result<Outcome> {
+        self.writer.submit_ordered(command, queued).await
+    }
+
     /// One task.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         self.readers.run_inline(|c| queries::get_task(c, id))
@@ -233,6 +243,14 @@ impl Store {
 impl TaskStore for Store {
     fn write(&self, command: Command) -> BoxFuture<'_, Result<Outcome>> {
         Box::pin(Store::write(self, command))
+    }
+
+    fn write_ordered<'a>(
+        &'a self,
+        command: Command,
+        queued: Box<dyn FnOnce() + Send + 'a>,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(Store::write_ordered(self, command, queued))
     }
 
     fn writable(&self) -> bool {

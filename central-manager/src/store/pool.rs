@@ -41,11 +41,6 @@ const READ_CONNECTIONS: usize = 4;
 /// fixed ones plus one per ListTasks/CountTasks filter shape (at most 64).
 const STATEMENT_CACHE: usize = 128;
 
-/// Bytes of the database file each connection maps (address space, not
-/// memory: the kernel's page cache backs it). Past this size the rest is
-/// read as before.
-const MMAP_SIZE: i64 = 1 << 30;
-
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -97,11 +92,6 @@ impl DbConfig {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        // Reads map the database file instead of copying its pages in:
-        // every read transaction after a commit starts with an empty page
-        // cache, and a profile of a queue drain had a quarter of
-        // central-manager's time in pread copying pages back in.
-        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         if read_only {
             conn.pragma_update(None, "query_only", true)?;
         } else {

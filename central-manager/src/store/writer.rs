@@ -96,6 +96,37 @@ impl WriterHandle {
     /// Runs `command` in the next batch and returns its outcome once the
     /// batch is committed.
     pub async fn submit(&self, command: Command) -> Result<Outcome> {
+        self.submit_ordered(command, || {}).await
+    }
+
+    /// [`Self::submit`], calling `queued` once the command has its place
+    /// in the writer's queue (or failed before it got one): the writer
+    /// commits in queue order, so a write submitted after `queued` ran
+    /// commits after this one, without waiting for its commit.
+    pub async fn submit_ordered(
+        &self,
+        command: Command,
+        queued: impl FnOnce() + Send,
+    ) -> Result<Outcome> {
+        let rx = self.enqueue(command).await;
+        queued();
+        match tokio::time::timeout(REPLY_TIMEOUT, rx?).await {
+            Ok(Ok(result)) => result,
+            // The writer dropped the job: it is shutting down.
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => {
+                // A writer stuck this long (a hung disk) is as good as a
+                // failed one.
+                self.breaker.record_failure();
+                Err(Error::StoreUnavailable(format!(
+                    "no answer from the writer within {REPLY_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+
+    /// Puts `command` in the writer's queue; the receiver gets its result.
+    async fn enqueue(&self, command: Command) -> Result<oneshot::Receiver<Result<Outcome>>> {
         if self.breaker.is_open() && !command.is_probe() {
             // Fail fast: the database is known to be unwritable, and a
             // queued write would only wait for the same failure.
@@ -114,19 +145,7 @@ impl WriterHandle {
             .send(Msg::Job(job))
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(result)) => result,
-            // The writer dropped the job: it is shutting down.
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => {
-                // A writer stuck this long (a hung disk) is as good as a
-                // failed one.
-                self.breaker.record_failure();
-                Err(Error::StoreUnavailable(format!(
-                    "no answer from the writer within {REPLY_TIMEOUT:?}"
-                )))
-            }
-        }
+        Ok(rx)
     }
 
     /// Writes the probe row (even while the breaker is open); a success

@@ -34,6 +34,22 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Runs a write and returns its outcome once it is durable.
     fn write(&self, command: Command) -> BoxFuture<'_, Result<Outcome>>;
 
+    /// [`Self::write`], calling `queued` once a write submitted after it
+    /// is sure to commit after it (a store that commits in submission
+    /// order calls it as soon as the write is queued; this default, only
+    /// after the write is done).
+    fn write_ordered<'a>(
+        &'a self,
+        command: Command,
+        queued: Box<dyn FnOnce() + Send + 'a>,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            let r = self.write(command).await;
+            queued();
+            r
+        })
+    }
+
     /// Whether writes are taken (false while the store is known to be
     /// unwritable: writes then fail at once).
     fn writable(&self) -> bool;
@@ -137,7 +153,16 @@ impl dyn TaskStore {
 
     /// Runs a pod supervision command.
     pub async fn pod(&self, command: PodCommand) -> Result<PodOutcome> {
-        match self.write(Command::Pod(command)).await? {
+        self.pod_ordered(command, Box::new(|| {})).await
+    }
+
+    /// [`Self::pod`] through [`TaskStore::write_ordered`].
+    pub async fn pod_ordered(
+        &self,
+        command: PodCommand,
+        queued: Box<dyn FnOnce() + Send + '_>,
+    ) -> Result<PodOutcome> {
+        match self.write_ordered(Command::Pod(command), queued).await? {
             Outcome::Pod(o) => Ok(o),
             other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
         }

@@ -52,6 +52,10 @@ pub struct Drain {
     /// Largest distance (in starts) between a task's place in the start
     /// order and its place in strict priority + FIFO order.
     pub max_displacement: usize,
+    /// Each drained task's `pod_started` → its end event (`pod_exited`,
+    /// `pod_crashed`), on central's clock: how long a slot stays taken by
+    /// a pod that exits at once.
+    pub slot: Samples,
     /// Why the phase ended early, if it did.
     pub note: Option<String>,
 }
@@ -357,13 +361,23 @@ fn order_figures(
         .unwrap_or_default();
     let mut enqueued: Vec<(&str, u64)> = Vec::new();
     let mut started: Vec<(&str, Duration)> = Vec::new();
+    let mut began: HashMap<&str, Duration> = HashMap::new();
+    let mut slot = Samples::new();
     for e in events {
         if !priorities.contains_key(&e.task_id) {
             continue;
         }
         match e.kind.as_str() {
             "pod_queued" => enqueued.push((&e.task_id, e.position)),
-            "pod_started" => started.push((&e.task_id, e.at)),
+            "pod_started" => {
+                started.push((&e.task_id, e.at));
+                began.insert(&e.task_id, e.at);
+            }
+            "pod_exited" | "pod_crashed" => {
+                if let Some(b) = began.remove(e.task_id.as_str()) {
+                    slot.push(e.at.saturating_sub(b));
+                }
+            }
             _ => {}
         }
     }
@@ -392,6 +406,7 @@ fn order_figures(
         span: last.saturating_sub(first_release),
         inversions,
         max_displacement,
+        slot,
         ..Default::default()
     }
 }
@@ -555,13 +570,15 @@ pub fn rows(r: &QueueResults) -> Vec<crate::report::Row> {
         Row::new(metric(1), "—", "≥ 500 starts/s, strict priority order held")
             .measured(format!(
                 "{}/{} started in {:.2} s: {rate:.0} starts/s; {} priority inversions, \
-             largest displacement {} starts (≤ {} slots in flight){}",
+             largest displacement {} starts (≤ {} slots in flight); a slot from \
+             pod_started to the pod's end event {}{}",
                 dr.started,
                 dr.queued,
                 dr.span.as_secs_f64(),
                 dr.inversions,
                 dr.max_displacement,
                 dr.slots,
+                p50_p99(&dr.slot),
                 dr.note
                     .as_ref()
                     .map(|n| format!("; {n}"))

@@ -475,6 +475,7 @@ impl HostEvents {
             }
             None => Cause::system(),
         };
+        self.pods.hosts().note_end_report(&pod.pod_id, host_id);
         self.end(pod, host_id, report, cause).await?;
         if stop.is_some() {
             self.pods.hosts().take_stop(&pod.pod_id);
