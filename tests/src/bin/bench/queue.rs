@@ -14,7 +14,8 @@
 //!   priority (the enqueue order is the `pod_queued` positions);
 //! - the cost of a queue of `queue_deep` tasks: CreateTask (queued) and
 //!   GetTask of a queued task (which computes its `queue_position`) from 1
-//!   client with that queue, then after CancelTasks emptied it, same table.
+//!   client, against a second central-manager whose table holds as many
+//!   tasks, none queued, in alternating rounds (the baseline).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -62,7 +63,8 @@ pub struct Drain {
 
 #[derive(Default)]
 pub struct Deep {
-    /// Tasks in the queue while the deep figures were taken.
+    /// Tasks in the queue while the deep figures were taken (the baseline
+    /// central-manager holds as many tasks, none queued).
     pub queued: u64,
     pub create_deep: Samples,
     pub get_deep: Samples,
@@ -422,9 +424,53 @@ async fn count_queued(c: &mut CentralClient) -> u64 {
     .count
 }
 
-/// CreateTask (queued) and GetTask of queued tasks from 1 client, with
-/// `queue_deep` tasks queued and then with the queue emptied.
+/// Rounds the deep-queue figures alternate over, so that the machine's
+/// noise falls on both sides alike.
+const DEEP_ROUNDS: usize = 5;
+
+/// CreateTask (queued) and GetTask of queued tasks from 1 client on two
+/// central-managers side by side, each holding `queue_deep` tasks: on one
+/// they are all queued, on the other none is (created without a start).
+/// The rounds alternate between the two.
 async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
+    let (deep, deep_hosts, deep_ids) =
+        blocked_central(&dir.join("deep"), scale.queue_deep, true).await;
+    let (flat, flat_hosts, _) = blocked_central(&dir.join("flat"), scale.queue_deep, false).await;
+    let mut cd = CentralClient::new(deep.channel().await);
+    let mut cf = CentralClient::new(flat.channel().await);
+    let queued = count_queued(&mut cd).await;
+    crate::baseline::settle().await;
+    let mut r = Deep {
+        queued,
+        ..Default::default()
+    };
+    let (creates, gets) = (
+        scale.create_1.div_ceil(DEEP_ROUNDS),
+        scale.get_1.div_ceil(DEEP_ROUNDS),
+    );
+    let mut flat_ids = Vec::new();
+    for round in 0..DEEP_ROUNDS {
+        let tag = format!("deep {round}");
+        let (s, _) = create_queued(&mut cd, creates, &tag).await;
+        r.create_deep.extend(s);
+        let (s, ids) = create_queued(&mut cf, creates, &format!("flat {round}")).await;
+        r.create_empty.extend(s);
+        flat_ids.extend(ids);
+        r.get_deep
+            .extend(get_queued(&mut cd, &deep_ids, gets).await);
+        r.get_empty
+            .extend(get_queued(&mut cf, &flat_ids, gets).await);
+    }
+    stop_all(deep, deep_hosts).await;
+    stop_all(flat, flat_hosts).await;
+    r
+}
+
+/// A central-manager with one pod-host of capacity 1, taken by a blocker,
+/// and `n` more tasks (their ids): queued behind it if `queued`, else only
+/// created.
+async fn blocked_central(dir: &Path, n: usize, queued: bool) -> (Server, Vec<Server>, Vec<String>) {
+    std::fs::create_dir_all(dir).expect("bench dir");
     let (central, hosts) = central_with_hosts(dir, 1, 1).await;
     let mut c = CentralClient::new(central.channel().await);
     let blocker = c
@@ -443,19 +489,24 @@ async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
         Some(pb::PodStatus::Running as i32),
         "the blocker did not start"
     );
-    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(scale.queue_deep)));
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let out = ids.clone();
     let fill = stats::drive(
         64,
-        Some(scale.queue_deep),
+        Some(n),
         None,
         |_| central.channel(),
         move |ch, i| {
             let out = out.clone();
             async move {
                 let mut c = CentralClient::new(ch.clone());
+                let mut req = queued_req(i, "sleeper", priority_of(i));
+                if !queued {
+                    req.queue = false;
+                    req.auto_start = false;
+                }
                 let r = c
-                    .create_task(queued_req(i, "sleeper", priority_of(i)))
+                    .create_task(req)
                     .await
                     .map(|r| out.lock().expect("ids").push(r.into_inner().task_id));
                 (ch, r)
@@ -463,42 +514,9 @@ async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
         },
     )
     .await;
-    assert_eq!(fill.errors, 0, "filling the queue failed");
+    assert_eq!(fill.errors, 0, "filling the table failed");
     let ids = std::mem::take(&mut *ids.lock().expect("ids"));
-    crate::baseline::settle().await;
-    let queued = count_queued(&mut c).await;
-
-    let (create_deep, new_ids) = create_queued(&mut c, scale.create_1, "deep").await;
-    let get_deep = get_queued(&mut c, &ids, scale.get_1).await;
-    drop(new_ids);
-
-    // Empty the queue; the table keeps every row.
-    loop {
-        let r = c
-            .cancel_tasks(pb::CancelTasksRequest {
-                pod_status: pb::PodStatus::Queued as i32,
-                reason: "benchmark".into(),
-                actor_id: "bench".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("CancelTasks (queued)")
-            .into_inner();
-        if r.count == 0 {
-            break;
-        }
-    }
-    crate::baseline::settle().await;
-    let (create_empty, small) = create_queued(&mut c, scale.create_1, "empty").await;
-    let get_empty = get_queued(&mut c, &small, scale.get_1).await;
-    stop_all(central, hosts).await;
-    Deep {
-        queued,
-        create_deep,
-        get_deep,
-        create_empty,
-        get_empty,
-    }
+    (central, hosts, ids)
 }
 
 async fn create_queued(c: &mut CentralClient, n: usize, tag: &str) -> (Samples, Vec<String>) {
@@ -604,7 +622,7 @@ pub fn rows(r: &QueueResults) -> Vec<crate::report::Row> {
                 p50_p99(&q.get_deep)
             ))
             .baseline(format!(
-                "queue emptied, same table: CreateTask {}; GetTask {}",
+                "as many tasks, none queued (alternating rounds): CreateTask {}; GetTask {}",
                 p50_p99(&q.create_empty),
                 p50_p99(&q.get_empty)
             ))
