@@ -154,7 +154,17 @@ impl Application {
     /// Opens (creating and migrating) the database and starts the writer
     /// and background loops.
     pub async fn build(config: &Config) -> Result<Self, BoxError> {
-        let path = config.database_path()?;
+        let path = match config.database()? {
+            crate::config::Database::Sqlite(path) => path,
+            // The PostgreSQL store serves central-manager once it has every
+            // command (store::postgres::MISSING); until then the start
+            // fails and says what is missing, never a half-working server.
+            crate::config::Database::Postgres(_) => {
+                let why = crate::store::postgres::startup_refusal()
+                    .unwrap_or_else(|| "the PostgreSQL store is not wired in yet".to_owned());
+                return Err(format!("--database-url: {why}").into());
+            }
+        };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let security = Security::load(config)?;
@@ -169,7 +179,8 @@ impl Application {
         .await
         .map_err(|e| format!("opening database {}: {e}", path.display()))?;
         tracing::info!(database = %path.display(), "database open, migrations applied");
-        IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
+        IdempotencyPruner::new(Arc::new(store.clone()), PRUNE_INTERVAL)
+            .start(&tracker, shutdown.clone());
 
         // Pod supervision: endpoints → one session each → the supervisor.
         let mut static_urls = config.pod_hosts.clone();

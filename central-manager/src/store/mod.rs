@@ -12,6 +12,7 @@ pub mod memory;
 mod pod_end;
 pub mod pods;
 mod pool;
+pub mod postgres;
 mod queries;
 pub mod retention;
 mod rows;

@@ -1,5 +1,8 @@
-//! Store tests on a temp SQLite file: the writer, the command rules, the
-//! read queries and idempotency.
+//! Store tests: the writer, the command rules, the read queries and
+//! idempotency. The conformance tests (listed in [`on_both_backends!`] at
+//! the end) run on a temp SQLite file and on a fresh database of a private
+//! PostgreSQL server, through the store port only; the rest test what only
+//! SQLite has (a locked file, reopening a file).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +67,136 @@ impl TestDb {
     }
 }
 
+/// Which store a conformance test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store of either backend, as the core sees it (the port), with the
+/// few test hooks that need the backend.
+pub(crate) struct AnyDb {
+    pub store: Arc<dyn TaskStore>,
+    inner: Inner,
+}
+
+enum Inner {
+    Sqlite(TestDb),
+    Postgres(postgres::testing::PgTestDb),
+}
+
+impl AnyDb {
+    pub async fn open(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let db = TestDb::open().await;
+                Self {
+                    store: Arc::new(db.store.clone()),
+                    inner: Inner::Sqlite(db),
+                }
+            }
+            Backend::Postgres => {
+                let db = postgres::testing::PgTestDb::open().await;
+                Self {
+                    store: Arc::new(db.store.clone()),
+                    inner: Inner::Postgres(db),
+                }
+            }
+        }
+    }
+
+    /// Runs one SQL statement (the same text on both) on a side connection.
+    pub async fn exec(&self, sql: &str) {
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                let url = format!("sqlite://{}", db.path().display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
+            Inner::Postgres(db) => db.exec(sql).await,
+        }
+    }
+
+    /// Committed (batches, commands) of the writer so far.
+    pub fn committed(&self) -> (u64, u64) {
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                let s = db.store.writer_stats();
+                (s.batches, s.commands)
+            }
+            Inner::Postgres(db) => {
+                let s = db.store.writer_stats();
+                (s.batches, s.commands)
+            }
+        }
+    }
+
+    /// Stops the writer, draining what is queued.
+    pub fn stop_writer(&self) {
+        match &self.inner {
+            Inner::Sqlite(db) => db.stop.cancel(),
+            Inner::Postgres(db) => db.stop.cancel(),
+        }
+    }
+
+    /// Opens the same database again after `shutdown` of this one.
+    pub async fn shutdown_and_reopen(self) -> Self {
+        let Self { store, inner } = self;
+        drop(store);
+        match inner {
+            Inner::Sqlite(db) => {
+                let dir = db.shutdown().await;
+                let db = TestDb::open_in(dir, EventHub::default(), BUSY_TIMEOUT).await;
+                Self {
+                    store: Arc::new(db.store.clone()),
+                    inner: Inner::Sqlite(db),
+                }
+            }
+            Inner::Postgres(db) => {
+                let db = db.shutdown_and_reopen().await;
+                Self {
+                    store: Arc::new(db.store.clone()),
+                    inner: Inner::Postgres(db),
+                }
+            }
+        }
+    }
+
+    pub async fn shutdown(self) {
+        drop(self.store);
+        match self.inner {
+            Inner::Sqlite(db) => {
+                db.shutdown().await;
+            }
+            Inner::Postgres(db) => db.shutdown().await,
+        }
+    }
+}
+
+/// Runs each listed `async fn name(backend: Backend)` as two tests,
+/// `on_sqlite::name` and `on_postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
 pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
     NewTask {
         title: Title::parse(title).unwrap(),
@@ -83,7 +216,7 @@ pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
     }
 }
 
-pub(crate) async fn create(store: &Store, t: NewTask) -> Result<(TaskRecord, bool), Error> {
+pub(crate) async fn create(store: &dyn TaskStore, t: NewTask) -> Result<(TaskRecord, bool), Error> {
     match store
         .write(Command::CreateTask {
             task_id: TaskId::new(),
@@ -108,10 +241,15 @@ fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
 }
 
 #[tokio::test]
-async fn create_writes_stream_event_and_row_and_reads_back() {
+async fn the_sqlite_file_and_its_directories_are_created() {
     let db = TestDb::open().await;
     assert!(db.path().exists(), "file and parent dirs created");
-    let (t, created) = create(&db.store, new_task("  first ", "alice"))
+    db.shutdown().await;
+}
+
+async fn create_writes_stream_event_and_row_and_reads_back(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (t, created) = create(&*db.store, new_task("  first ", "alice"))
         .await
         .unwrap();
     assert!(created);
@@ -146,11 +284,10 @@ async fn create_writes_stream_event_and_row_and_reads_back() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn complete_and_cancel_follow_the_lifecycle() {
-    let db = TestDb::open().await;
-    let (a, _) = create(&db.store, new_task("a", "alice")).await.unwrap();
-    let (b, _) = create(&db.store, new_task("b", "alice")).await.unwrap();
+async fn complete_and_cancel_follow_the_lifecycle(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (a, _) = create(&*db.store, new_task("a", "alice")).await.unwrap();
+    let (b, _) = create(&*db.store, new_task("b", "alice")).await.unwrap();
 
     let done = db
         .store
@@ -215,18 +352,17 @@ async fn complete_and_cancel_follow_the_lifecycle() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commands_are_group_committed() {
-    let db = TestDb::open().await;
+async fn concurrent_commands_are_group_committed(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     // The start-up probe is one committed command already.
-    let before = db.store.writer_stats();
-    let store = Arc::new(db.store.clone());
+    let before = db.committed();
+    let store = db.store.clone();
     const N: usize = 400;
     let mut joins = Vec::new();
     for i in 0..N {
         let store = store.clone();
         joins.push(tokio::spawn(async move {
-            create(&store, new_task(&format!("t{i}"), "alice"))
+            create(&*store, new_task(&format!("t{i}"), "alice"))
                 .await
                 .unwrap()
                 .0
@@ -236,10 +372,10 @@ async fn concurrent_commands_are_group_committed() {
     for j in joins {
         ids.push(j.await.unwrap().task_id);
     }
-    let after = db.store.writer_stats();
+    let after = db.committed();
     let stats = WriterStats {
-        batches: after.batches - before.batches,
-        commands: after.commands - before.commands,
+        batches: after.0 - before.0,
+        commands: after.1 - before.1,
     };
     assert_eq!(stats.commands, N as u64);
     assert!(
@@ -257,21 +393,20 @@ async fn concurrent_commands_are_group_committed() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn idempotent_create_returns_the_first_task() {
-    let db = TestDb::open().await;
+async fn idempotent_create_returns_the_first_task(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let with_key = |actor: &str, key: &str| {
         let mut t = new_task("t", actor);
         t.request_id = RequestId::parse(key).unwrap();
         t
     };
-    let (first, created) = create(&db.store, with_key("alice", "r1")).await.unwrap();
+    let (first, created) = create(&*db.store, with_key("alice", "r1")).await.unwrap();
     assert!(created);
-    let (again, created) = create(&db.store, with_key("alice", "r1")).await.unwrap();
+    let (again, created) = create(&*db.store, with_key("alice", "r1")).await.unwrap();
     assert!(!created);
     assert_eq!(again.task_id, first.task_id);
     // Another actor's key is its own.
-    let (other, created) = create(&db.store, with_key("bob", "r1")).await.unwrap();
+    let (other, created) = create(&*db.store, with_key("bob", "r1")).await.unwrap();
     assert!(created);
     assert_ne!(other.task_id, first.task_id);
     assert_eq!(
@@ -282,16 +417,15 @@ async fn idempotent_create_returns_the_first_task() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_create_one_task() {
-    let db = TestDb::open().await;
+async fn concurrent_duplicates_create_one_task(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut joins = Vec::new();
     for _ in 0..32 {
         let store = db.store.clone();
         joins.push(tokio::spawn(async move {
             let mut t = new_task("dup", "alice");
             t.request_id = RequestId::parse("same").unwrap();
-            create(&store, t).await.unwrap()
+            create(&*store, t).await.unwrap()
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -309,38 +443,32 @@ async fn concurrent_duplicates_create_one_task() {
     db.shutdown().await;
 }
 
-async fn age_keys(path: &std::path::Path, by_micros: i64) {
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE idempotency_keys SET created_at = created_at - ?")
-        .bind(by_micros)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
+async fn age_keys(db: &AnyDb, by_micros: i64) {
+    db.exec(&format!(
+        "UPDATE idempotency_keys SET created_at = created_at - {by_micros}"
+    ))
+    .await;
 }
 
-#[tokio::test]
-async fn expired_keys_are_ignored_and_pruned() {
-    let db = TestDb::open().await;
+async fn expired_keys_are_ignored_and_pruned(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let keyed = || {
         let mut t = new_task("t", "alice");
         t.request_id = RequestId::parse("k").unwrap();
         t
     };
-    let (first, _) = create(&db.store, keyed()).await.unwrap();
+    let (first, _) = create(&*db.store, keyed()).await.unwrap();
     // Just inside the window: still the same task.
-    age_keys(&db.path(), IDEMPOTENCY_WINDOW_MICROS - 60_000_000).await;
-    let (same, created) = create(&db.store, keyed()).await.unwrap();
+    age_keys(&db, IDEMPOTENCY_WINDOW_MICROS - 60_000_000).await;
+    let (same, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(!created);
     assert_eq!(same.task_id, first.task_id);
     // Past 24 h: a new task, and the key now points to it.
-    age_keys(&db.path(), 120_000_000).await;
-    let (second, created) = create(&db.store, keyed()).await.unwrap();
+    age_keys(&db, 120_000_000).await;
+    let (second, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(created);
     assert_ne!(second.task_id, first.task_id);
-    let (third, created) = create(&db.store, keyed()).await.unwrap();
+    let (third, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(!created);
     assert_eq!(third.task_id, second.task_id);
 
@@ -359,14 +487,13 @@ async fn expired_keys_are_ignored_and_pruned() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn list_and_count_filter_order_and_page() {
-    let db = TestDb::open().await;
+async fn list_and_count_filter_order_and_page(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut made = Vec::new();
     for i in 0..30 {
         let actor = if i % 3 == 0 { "carol" } else { "dave" };
         made.push(
-            create(&db.store, new_task(&format!("t{i}"), actor))
+            create(&*db.store, new_task(&format!("t{i}"), actor))
                 .await
                 .unwrap()
                 .0,
@@ -531,41 +658,38 @@ async fn a_locked_database_fails_fast_with_store_unavailable_and_recovers() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn data_survives_reopening() {
-    let db = TestDb::open().await;
-    let (t, _) = create(&db.store, new_task("durable", "alice"))
+async fn data_survives_reopening(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (t, _) = create(&*db.store, new_task("durable", "alice"))
         .await
         .unwrap();
     db.store
         .write(finish_cmd(t.task_id, Finish::Complete, None))
         .await
         .unwrap();
-    let dir = db.shutdown().await;
-    let db = TestDb::open_in(dir, EventHub::default(), BUSY_TIMEOUT).await;
+    let db = db.shutdown_and_reopen().await;
     let read = db.store.task(t.task_id).await.unwrap().unwrap();
     assert_eq!(read.status, TaskStatus::Completed);
     // Positions continue after the last one.
-    let (u, _) = create(&db.store, new_task("next", "alice")).await.unwrap();
+    let (u, _) = create(&*db.store, new_task("next", "alice")).await.unwrap();
     let ev = db.store.events_after(0, None, 10).await.unwrap();
     assert_eq!(ev.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(ev[2].task_id, u.task_id);
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_drains_queued_commands() {
-    let db = TestDb::open().await;
+async fn shutdown_drains_queued_commands(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut joins = Vec::new();
     for i in 0..50 {
         let store = db.store.clone();
         joins.push(tokio::spawn(async move {
-            create(&store, new_task(&format!("q{i}"), "a")).await
+            create(&*store, new_task(&format!("q{i}"), "a")).await
         }));
     }
     // Let them enqueue, then stop the writer while work is queued.
     tokio::task::yield_now().await;
-    db.stop.cancel();
+    db.stop_writer();
     let mut ok = 0;
     for j in joins {
         match j.await.unwrap() {
@@ -575,13 +699,22 @@ async fn shutdown_drains_queued_commands() {
         }
     }
     // Every acknowledged create is in the database.
-    let store = db.store.clone();
-    let dir = db.shutdown().await;
-    drop(store);
-    let db = TestDb::open_in(dir, EventHub::default(), BUSY_TIMEOUT).await;
+    let db = db.shutdown_and_reopen().await;
     assert_eq!(
         db.store.count_tasks(&TaskFilter::default()).await.unwrap(),
         ok
     );
     db.shutdown().await;
 }
+
+on_both_backends!(
+    create_writes_stream_event_and_row_and_reads_back,
+    complete_and_cancel_follow_the_lifecycle,
+    concurrent_commands_are_group_committed,
+    idempotent_create_returns_the_first_task,
+    concurrent_duplicates_create_one_task,
+    expired_keys_are_ignored_and_pruned,
+    list_and_count_filter_order_and_page,
+    data_survives_reopening,
+    shutdown_drains_queued_commands,
+);

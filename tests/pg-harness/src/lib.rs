@@ -20,6 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// The superuser of every test server (trust authentication).
@@ -27,6 +28,23 @@ pub const SUPERUSER: &str = "ipa";
 
 /// How long a start or a stop may take on a loaded CI machine.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server the tests of this process share while any holds it.
+static SHARED: Mutex<Weak<PgServer>> = Mutex::new(Weak::new());
+
+/// The server shared by the tests of this process that run at the same
+/// time (a fresh database each, see [`PgServer::database`]): started by
+/// the first, stopped when the last lets go of it, so no server outlives
+/// its tests (a server kept in a static would never be stopped).
+pub fn shared() -> io::Result<Arc<PgServer>> {
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = slot.upgrade() {
+        return Ok(server);
+    }
+    let server = Arc::new(PgServer::start()?);
+    *slot = Arc::downgrade(&server);
+    Ok(server)
+}
 
 /// A running private PostgreSQL server; stopped and removed on drop.
 pub struct PgServer {
@@ -344,5 +362,17 @@ mod tests {
         let dir = server.dir.path().to_path_buf();
         drop(server);
         assert!(!dir.exists(), "the temp dir is removed");
+    }
+
+    #[test]
+    fn the_shared_server_lives_while_held() {
+        let a = shared().unwrap();
+        let b = shared().unwrap();
+        assert_eq!(a.port(), b.port());
+        let dir = a.dir.path().to_path_buf();
+        drop(a);
+        assert!(dir.exists(), "still held");
+        drop(b);
+        assert!(!dir.exists(), "stopped with its last holder");
     }
 }
