@@ -237,3 +237,5 @@ impl TaskStore for PgStore {
 
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

@@ -4,10 +4,11 @@
 //! transaction (`get_task`, `get_archived_task` take any executor).
 //! sqlx prepares and caches each statement per connection.
 
+use futures::{Stream, StreamExt, TryStreamExt};
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgPool, Postgres, QueryBuilder};
 
-use crate::domain::limits::{MAX_PAGE_BYTES, fill_page};
+use crate::domain::limits::{MAX_PAGE_BYTES, WireSize};
 use crate::domain::timeout::Timer;
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Order, OrderBy, Page, PodInfo, PodRef, PodStatus,
@@ -124,17 +125,39 @@ pub async fn list_tasks(c: &PgPool, q: &ListQuery) -> Result<Page<TaskRecord>> {
     b.push_bind(i64::from(q.limit));
     b.push(" OFFSET ");
     b.push_bind(i64::from(q.offset));
-    let rows: Vec<PgRow> = b.build().fetch_all(c).await?;
-    fill_page(
-        rows.iter().map(|r| {
-            let row: TaskRow = sqlx::FromRow::from_row(r)?;
-            let archived: bool = sqlx::Row::try_get(r, "archived")?;
-            let mut t = TaskRecord::try_from(row)?;
-            t.archived = archived;
-            Ok(t)
-        }),
-        MAX_PAGE_BYTES,
-    )
+    let rows = b.build().fetch(c).map(|r| {
+        let r: PgRow = r?;
+        let row: TaskRow = sqlx::FromRow::from_row(&r)?;
+        let archived: bool = sqlx::Row::try_get(&r, "archived")?;
+        let mut t = TaskRecord::try_from(row)?;
+        t.archived = archived;
+        Ok(t)
+    });
+    page(rows).await
+}
+
+/// Collects streamed rows into a page of at most [`MAX_PAGE_BYTES`], as
+/// the SQLite store's `fill_page`: rows after the cut are never read (the
+/// stream is dropped, which ends the query).
+async fn page<T: WireSize>(rows: impl Stream<Item = Result<T>>) -> Result<Page<T>> {
+    let mut rows = std::pin::pin!(rows);
+    let mut items = Vec::new();
+    let mut used = 0usize;
+    while let Some(row) = rows.try_next().await? {
+        let size = row.wire_size_hint();
+        if !items.is_empty() && used.saturating_add(size) > MAX_PAGE_BYTES {
+            return Ok(Page {
+                items,
+                truncated: true,
+            });
+        }
+        used = used.saturating_add(size);
+        items.push(row);
+    }
+    Ok(Page {
+        items,
+        truncated: false,
+    })
 }
 
 /// CountTasks.
@@ -184,13 +207,13 @@ pub async fn task_events(c: &PgPool, q: &EventsQuery) -> Result<Page<EventRecord
             " FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
         )
     };
-    let rows: Vec<EventRow> = sqlx::query_as(sql)
+    let rows = sqlx::query_as::<_, EventRow>(sql)
         .bind(q.task_id.to_string())
         .bind(i64::try_from(q.after_version).unwrap_or(i64::MAX))
         .bind(i64::from(q.limit))
-        .fetch_all(c)
-        .await?;
-    fill_page(rows.into_iter().map(EventRecord::try_from), MAX_PAGE_BYTES)
+        .fetch(c)
+        .map(|r| EventRecord::try_from(r?));
+    page(rows).await
 }
 
 /// Events after a global position, oldest first, optionally of one task,
@@ -240,25 +263,24 @@ pub async fn events_after(
 /// id after `after`, cut at [`MAX_PAGE_BYTES`].
 pub async fn active_pods(c: &PgPool, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
     let after = after.map(|t| t.to_string()).unwrap_or_default();
-    // The literal matches the partial index `tasks_with_pod`. The page
-    // budget stops the decoding, not the scan: LIMIT keeps the scan to
-    // what a 4 MiB page can hold at most.
-    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+    // The literal matches the partial index `tasks_with_pod`.
+    let rows = sqlx::query_as::<_, TaskRow>(concat!(
         "SELECT ",
         task_columns!(),
         " FROM tasks WHERE pod_status <> 'stopped' AND task_id > $1 ORDER BY task_id"
     ))
     .bind(after)
-    .fetch_all(c)
-    .await?;
-    let rows = rows
-        .into_iter()
-        .map(TaskRecord::try_from)
-        .filter_map(|t| match t {
+    .fetch(c)
+    .filter_map(|r| async move {
+        match r
+            .map_err(crate::error::Error::from)
+            .and_then(TaskRecord::try_from)
+        {
             Ok(t) => t.pod.map(|pod| Ok((t.task_id, pod))),
             Err(e) => Some(Err(e)),
-        });
-    fill_page(rows, MAX_PAGE_BYTES)
+        }
+    });
+    page(rows).await
 }
 
 /// How many tasks have a pod starting, running or unknown.
