@@ -707,7 +707,81 @@ async fn shutdown_drains_queued_commands(backend: Backend) {
     db.shutdown().await;
 }
 
+/// The deadline command and the timer reads, for a task without a pod
+/// (the pod cases are in `store::timeouts`, SQLite only until the
+/// PostgreSQL store has the pod commands).
+async fn a_deadline_fails_a_live_task_once(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let at = 5_000_000;
+    let mut t = new_task("due", "alice");
+    t.deadline = Some(at);
+    let (t, _) = create(&*db.store, t).await.unwrap();
+    let (other, _) = create(&*db.store, new_task("no deadline", "alice"))
+        .await
+        .unwrap();
+    assert_eq!(db.store.earliest_timer().await.unwrap(), Some(at));
+    let due = db.store.due_timers(at, 10).await.unwrap();
+    assert_eq!(
+        due,
+        [crate::domain::timeout::Timer::Deadline {
+            task_id: t.task_id,
+            at
+        }]
+    );
+    assert!(db.store.due_timers(at - 1, 10).await.unwrap().is_empty());
+    // Another deadline than the task's, or a task without one: no change.
+    for (task_id, when) in [(t.task_id, at + 1), (other.task_id, at)] {
+        let o = db
+            .store
+            .write(Command::Deadline { task_id, at: when })
+            .await
+            .unwrap();
+        assert!(
+            matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
+            "{o:?}"
+        );
+    }
+    let deadline = Command::Deadline {
+        task_id: t.task_id,
+        at,
+    };
+    let o = db.store.write(deadline.clone()).await.unwrap();
+    assert_eq!(
+        o,
+        Outcome::DeadlineExceeded {
+            failed: true,
+            stop_pod: None
+        }
+    );
+    let read = db.store.task(t.task_id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.pod_message.as_str()),
+        (TaskStatus::Failed, "deadline exceeded")
+    );
+    // Terminal: no timer any more, and a second fire does nothing.
+    assert_eq!(db.store.earliest_timer().await.unwrap(), None);
+    let o = db.store.write(deadline).await.unwrap();
+    assert!(
+        matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
+        "{o:?}"
+    );
+    let q = EventsQuery {
+        task_id: t.task_id,
+        after_version: 0,
+        limit: 10,
+        include_archived: false,
+    };
+    let events = db.store.task_events(&q).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, ["task_created", "task_failed"]);
+    let data: serde_json::Value = serde_json::from_str(&events[1].data_json).unwrap();
+    assert_eq!(data["reason"], "deadline_exceeded");
+    assert_eq!(events[1].actor_id, "system");
+    db.shutdown().await;
+}
+
 on_both_backends!(
+    a_deadline_fails_a_live_task_once,
     create_writes_stream_event_and_row_and_reads_back,
     complete_and_cancel_follow_the_lifecycle,
     concurrent_commands_are_group_committed,
