@@ -6,6 +6,7 @@ mod crash;
 mod errors;
 mod grpcurl;
 mod listing;
+mod postgres;
 mod refusals;
 mod rpcs;
 mod support;
