@@ -88,21 +88,42 @@ enum Inner {
 
 impl AnyDb {
     pub async fn open(backend: Backend) -> Self {
+        Self::open_with(backend, EventHub::default()).await
+    }
+
+    /// Opens a store that publishes its committed events to `hub`.
+    pub async fn open_with(backend: Backend, hub: EventHub) -> Self {
         match backend {
             Backend::Sqlite => {
-                let db = TestDb::open().await;
+                let db = TestDb::open_with(hub, BUSY_TIMEOUT).await;
                 Self {
                     store: Arc::new(db.store.clone()),
                     inner: Inner::Sqlite(db),
                 }
             }
             Backend::Postgres => {
-                let db = postgres::testing::PgTestDb::open().await;
+                let db = postgres::testing::PgTestDb::open_with(hub).await;
                 Self {
                     store: Arc::new(db.store.clone()),
                     inner: Inner::Postgres(db),
                 }
             }
+        }
+    }
+
+    /// The hub the store publishes to.
+    pub fn hub(&self) -> &EventHub {
+        match &self.inner {
+            Inner::Sqlite(db) => &db.hub,
+            Inner::Postgres(db) => &db.hub,
+        }
+    }
+
+    /// The tracker of the store's tasks (for tasks a test adds).
+    pub fn tracker(&self) -> &TaskTracker {
+        match &self.inner {
+            Inner::Sqlite(db) => &db.tracker,
+            Inner::Postgres(db) => &db.tracker,
         }
     }
 
@@ -197,6 +218,7 @@ macro_rules! on_both_backends {
         }
     };
 }
+pub(crate) use on_both_backends;
 pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
     NewTask {
         title: Title::parse(title).unwrap(),

@@ -14,7 +14,6 @@ use crate::watch::EventHub;
 pub(crate) struct PgTestDb {
     pub url: String,
     pub store: PgStore,
-    #[allow(dead_code)]
     pub hub: EventHub,
     pub tracker: TaskTracker,
     pub stop: CancellationToken,
