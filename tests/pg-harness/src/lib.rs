@@ -175,6 +175,27 @@ impl PgServer {
         c
     }
 
+    /// Stops the server (fast shutdown: connections are cut), keeping its
+    /// data, so a test can see the database go away; [`PgServer::restart`]
+    /// brings it back on the same port.
+    pub fn stop_server(&self) -> io::Result<()> {
+        let out = self
+            .command("pg_ctl")
+            .args(["stop", "-w", "-t", "60", "-m", "fast", "-D"])
+            .arg(self.data())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed("pg_ctl stop", &out, ""))
+        }
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn restart(&self) -> io::Result<()> {
+        self.pg_ctl_start()
+    }
+
     fn stop(&self) {
         if !self.data().join("postmaster.pid").exists() {
             return;

@@ -18,7 +18,7 @@ pub(crate) struct PgTestDb {
     pub tracker: TaskTracker,
     pub stop: CancellationToken,
     // Last: the server stops after the store has closed its connections.
-    _server: Arc<PgServer>,
+    pub server: Arc<PgServer>,
 }
 
 impl PgTestDb {
@@ -27,8 +27,17 @@ impl PgTestDb {
     }
 
     pub async fn open_with(hub: EventHub) -> Self {
-        let (server, url) = tokio::task::spawn_blocking(|| {
-            let server = ipa_pg_harness::shared().expect("starting PostgreSQL");
+        let server = tokio::task::spawn_blocking(ipa_pg_harness::shared)
+            .await
+            .unwrap()
+            .expect("starting PostgreSQL");
+        Self::open_on(server, hub).await
+    }
+
+    /// A store on a fresh database of `server` (a private one, for a test
+    /// that stops it).
+    pub async fn open_on(server: Arc<PgServer>, hub: EventHub) -> Self {
+        let (server, url) = tokio::task::spawn_blocking(move || {
             let url = server.database().expect("creating a database");
             (server, url)
         })
@@ -45,7 +54,7 @@ impl PgTestDb {
             hub,
             tracker,
             stop,
-            _server: server,
+            server,
         }
     }
 
@@ -60,7 +69,7 @@ impl PgTestDb {
     /// Shuts this store down and opens the same database again.
     pub async fn shutdown_and_reopen(self) -> Self {
         let url = self.url.clone();
-        let server = self._server.clone();
+        let server = self.server.clone();
         self.shutdown().await;
         let hub = EventHub::default();
         let tracker = TaskTracker::new();
@@ -74,7 +83,7 @@ impl PgTestDb {
             hub,
             tracker,
             stop,
-            _server: server,
+            server,
         }
     }
 

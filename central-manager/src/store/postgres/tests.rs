@@ -118,3 +118,71 @@ async fn commands_without_postgresql_sql_fail_naming_themselves() {
     assert!(db.store.events_after(0, None, 10).await.unwrap().is_empty());
     db.shutdown().await;
 }
+
+/// The database goes away (the server stops): writes fail with
+/// EVENT_STORE_UNAVAILABLE until the breaker opens, then fail at once
+/// without waiting on the network; when the server is back the prober's
+/// probe closes the breaker by itself and writes go on, on fresh
+/// connections, with positions continuing where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_while_the_server_is_down_and_closes_when_it_is_back() {
+    use crate::store::breaker::{OPEN_AFTER, PROBE_MAX};
+
+    // A private server: stopping the shared one would break other tests.
+    let server = tokio::task::spawn_blocking(ipa_pg_harness::PgServer::start)
+        .await
+        .unwrap()
+        .map(Arc::new)
+        .expect("starting PostgreSQL");
+    let db = PgTestDb::open_on(server.clone(), EventHub::default()).await;
+    let (before, _) = create(&db.store, new_task("before", "alice"))
+        .await
+        .unwrap();
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop_server())
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..OPEN_AFTER {
+        assert!(!db.store.breaker().is_open());
+        let e = create(&db.store, new_task("x", "a")).await.unwrap_err();
+        assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+    }
+    assert!(
+        db.store.breaker().is_open(),
+        "open after {OPEN_AFTER} failures"
+    );
+    let start = std::time::Instant::now();
+    let e = create(&db.store, new_task("x", "a")).await.unwrap_err();
+    assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!db.store.writable());
+    // Reads fail too (the server is gone), as unavailable, not as a bug.
+    let e = db.store.task(before.task_id).await.unwrap_err();
+    assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.restart())
+        .await
+        .unwrap()
+        .unwrap();
+    let start = std::time::Instant::now();
+    tokio::time::timeout(
+        PROBE_MAX + Duration::from_secs(20),
+        db.store.breaker().closed(),
+    )
+    .await
+    .expect("the prober closes the breaker");
+    assert!(start.elapsed() < PROBE_MAX + Duration::from_secs(20));
+    let (after, _) = create(&db.store, new_task("after", "alice")).await.unwrap();
+    assert!(db.store.task(before.task_id).await.unwrap().is_some());
+    let events = db.store.events_after(0, None, 10).await.unwrap();
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [1, 2], "the failed writes took no position");
+    assert_eq!(events[1].task_id, after.task_id);
+    db.shutdown().await;
+}
