@@ -30,6 +30,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::BUSY_TIMEOUT;
 use super::breaker::{Breaker, Probe, Prober};
 use crate::core::ports::TaskStore;
 use crate::core::ports::store::{Command, Outcome};
@@ -101,6 +102,22 @@ impl PgStore {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Self> {
+        Self::open_with(url, BUSY_TIMEOUT, hub, tracker, stop).await
+    }
+
+    /// [`PgStore::open`] with the writer's lock timeout: how long a write
+    /// waits for a row lock another session holds (a stuck session, a
+    /// manual transaction) before its batch fails as
+    /// EVENT_STORE_UNAVAILABLE, as SQLite's busy timeout bounds the wait
+    /// for its file lock. Without it the writer would wait forever and
+    /// every queued command with it.
+    pub async fn open_with(
+        url: &str,
+        lock_timeout: Duration,
+        hub: EventHub,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Self> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| Error::Internal(format!("--database-url: {e}")))?;
@@ -119,7 +136,10 @@ impl PgStore {
         let writes = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.options([(
+                "lock_timeout",
+                format!("{}ms", lock_timeout.as_millis().max(1)),
+            )]));
         let breaker = Breaker::new();
         let writer = PgWriter::start(writes, hub, breaker.clone(), tracker, stop.clone());
         if let Err(e) = writer.probe().await {

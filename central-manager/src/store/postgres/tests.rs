@@ -186,3 +186,55 @@ async fn the_breaker_opens_while_the_server_is_down_and_closes_when_it_is_back()
     assert_eq!(events[1].task_id, after.task_id);
     db.shutdown().await;
 }
+
+/// Another session holds the lock every appender needs (the
+/// `event_log_head` row): writes fail after the lock timeout as
+/// EVENT_STORE_UNAVAILABLE instead of hanging, and go on once it is
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_fails_writes_after_the_lock_timeout() {
+    use sqlx::Connection;
+
+    let db = PgTestDb::open().await;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let lock_timeout = Duration::from_millis(200);
+    let store = PgStore::open_with(
+        &db.url,
+        lock_timeout,
+        EventHub::default(),
+        &tracker,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let mut side = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut side).await.unwrap();
+    sqlx::query("SELECT position FROM event_log_head FOR UPDATE")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let e = create(&store, new_task("blocked", "alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::StoreUnavailable(_)), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    sqlx::query("ROLLBACK").execute(&mut side).await.unwrap();
+    side.close().await.unwrap();
+    let (t, created) = create(&store, new_task("after", "alice")).await.unwrap();
+    assert!(created);
+    let events = store.events_after(0, None, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].position, events[0].task_id), (1, t.task_id));
+
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    store.close().await;
+    db.shutdown().await;
+}
