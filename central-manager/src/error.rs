@@ -75,6 +75,12 @@ pub enum Error {
     /// TASK_NOT_TERMINAL: DeleteTask on a task that is not finished.
     #[error("task {0} is not completed, cancelled or failed; cancel it first")]
     TaskNotTerminal(TaskId),
+    /// DEPENDENCIES_NOT_MET: StartPod without `queue` on a task with a
+    /// dependency that is not COMPLETED (the first such one).
+    #[error(
+        "task {0} depends on task {1}, which is not completed (StartPod with queue waits for it)"
+    )]
+    DependenciesNotMet(TaskId, TaskId),
     /// EVENT_STORE_UNAVAILABLE: the database cannot be reached or written.
     /// The string is for the logs only.
     #[error("the event store is unavailable ({0})")]
@@ -203,6 +209,7 @@ impl Error {
             Self::ScheduleNotFound(_) => ErrorReason::ScheduleNotFound,
             Self::NameTaken(_) => ErrorReason::AlreadyExists,
             Self::TaskNotTerminal(_) => ErrorReason::TaskNotTerminal,
+            Self::DependenciesNotMet(..) => ErrorReason::DependenciesNotMet,
             Self::StoreUnavailable(_) => ErrorReason::EventStoreUnavailable,
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,

@@ -40,6 +40,16 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    batch: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
@@ -47,6 +57,11 @@ struct StatusLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +81,11 @@ pub struct CentralMetrics {
     pod_restarts: Counter,
     commit_seconds: Histogram,
     commit_batch: Histogram,
+    writer_wait: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    writer_statements: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    writer_fsync: Family<BatchLabels, Histogram, fn() -> Histogram>,
+    checkpoint_seconds: Family<ModeLabels, Histogram, fn() -> Histogram>,
+    wal_frames: Gauge,
     tasks: Family<StatusLabels, Gauge>,
     running_pods: Gauge,
     rejected_host_events: Counter,
@@ -73,6 +93,12 @@ pub struct CentralMetrics {
     supervision_backlog: Gauge,
     hosts: Family<StateLabels, Gauge>,
     heartbeat_age: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    queue_depth: Family<PriorityLabels, Gauge>,
+    queue_oldest_age: Gauge<f64, AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(ipa_common::metrics::latency_buckets())
 }
 
 static METRICS: LazyLock<CentralMetrics> = LazyLock::new(CentralMetrics::new);
@@ -96,6 +122,13 @@ impl CentralMetrics {
             commit_seconds: Histogram::new(ipa_common::metrics::latency_buckets()),
             // 1, 2, 4 … 1024 commands (MAX_BATCH is far below the top).
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            writer_wait: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            writer_statements: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            writer_fsync: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            checkpoint_seconds: Family::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            ),
+            wal_frames: Gauge::default(),
             tasks: Family::default(),
             running_pods: Gauge::default(),
             rejected_host_events: Counter::default(),
@@ -103,6 +136,8 @@ impl CentralMetrics {
             supervision_backlog: Gauge::default(),
             hosts: Family::default(),
             heartbeat_age: Family::default(),
+            queue_depth: Family::default(),
+            queue_oldest_age: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -141,6 +176,31 @@ impl CentralMetrics {
             m.commit_batch.clone(),
         );
         r.register(
+            "ipa_store_writer_wait_seconds",
+            "Time a command waited for the writer (queued until its batch started), by batch: archive or commands",
+            m.writer_wait.clone(),
+        );
+        r.register(
+            "ipa_store_batch_statements_seconds",
+            "Time a batch's statements took inside its transaction, by batch: archive or commands",
+            m.writer_statements.clone(),
+        );
+        r.register(
+            "ipa_store_batch_fsync_seconds",
+            "Time a batch's COMMIT took (the WAL append and its fsync), by batch: archive or commands",
+            m.writer_fsync.clone(),
+        );
+        r.register(
+            "ipa_store_checkpoint_seconds",
+            "WAL checkpoints run by the checkpointer thread, by mode: passive or restart",
+            m.checkpoint_seconds.clone(),
+        );
+        r.register(
+            "ipa_store_wal_frames",
+            "Frames in the WAL at the checkpointer's last pass (it starts over once all are copied)",
+            m.wal_frames.clone(),
+        );
+        r.register(
             "ipa_tasks",
             "Tasks by status (at scrape time)",
             m.tasks.clone(),
@@ -170,6 +230,16 @@ impl CentralMetrics {
             "ipa_pod_host_heartbeat_age_seconds",
             "Time since the last message from each pod-host (heartbeat lag)",
             m.heartbeat_age.clone(),
+        );
+        r.register(
+            "ipa_queue_depth",
+            "Tasks waiting in the queue for room, by priority",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "ipa_queue_oldest_age_seconds",
+            "How long the longest-waiting queued task has waited (0 when the queue is empty)",
+            m.queue_oldest_age.clone(),
         );
         Self { registry: r, ..m }
     }
@@ -229,6 +299,35 @@ pub fn record_commit<'a>(
     }
 }
 
+/// A command waited `waited` for the writer before its batch started.
+pub fn record_writer_wait(batch: &'static str, waited: Duration) {
+    metrics()
+        .writer_wait
+        .get_or_create(&BatchLabels { batch })
+        .observe(waited.as_secs_f64());
+}
+
+/// A committed batch's statements and its COMMIT.
+pub fn record_batch(batch: &'static str, statements: Duration, commit: Duration) {
+    let m = metrics();
+    let labels = BatchLabels { batch };
+    m.writer_statements
+        .get_or_create(&labels)
+        .observe(statements.as_secs_f64());
+    m.writer_fsync
+        .get_or_create(&labels)
+        .observe(commit.as_secs_f64());
+}
+
+/// A checkpoint of the checkpointer thread.
+pub fn record_checkpoint(mode: &'static str, took: Duration, r: crate::store::CheckpointResult) {
+    let m = metrics();
+    m.checkpoint_seconds
+        .get_or_create(&ModeLabels { mode })
+        .observe(took.as_secs_f64());
+    m.wal_frames.set(r.wal_frames);
+}
+
 /// Renders the metrics, computing the scrape-time gauges from the service.
 pub struct CentralSource {
     service: Arc<TaskService>,
@@ -260,6 +359,21 @@ impl CentralSource {
         }
         m.store_writable
             .set(i64::from(self.service.store_writable()));
+        match self.service.queue_stats().await {
+            Ok(q) => {
+                for (p, n) in &q.depth {
+                    m.queue_depth
+                        .get_or_create(&PriorityLabels { priority: p.name() })
+                        .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                }
+                let now = ipa_proto::time::now_micros();
+                let age = q
+                    .oldest_queued_at
+                    .map_or(0.0, |at| (now - at).max(0) as f64 / 1e6);
+                m.queue_oldest_age.set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics: reading the queue failed"),
+        }
         let hosts = self.service.pod_hosts();
         for state in [
             HostState::Ready,

@@ -46,6 +46,9 @@ pub enum ErrorReason {
     AlreadyExists,
     /// DeleteTask on a task that is not completed, cancelled or failed.
     TaskNotTerminal,
+    /// StartPod without `queue` on a task whose dependencies are not all
+    /// COMPLETED.
+    DependenciesNotMet,
     /// Too many WatchEvents + GetPodLogs streams open (`--max-streams`).
     TooManyStreams,
     /// A WatchEvents client read too slowly and was dropped; the message
@@ -96,6 +99,7 @@ impl ErrorReason {
             Self::InvalidSchedule => "INVALID_SCHEDULE",
             Self::AlreadyExists => "ALREADY_EXISTS",
             Self::TaskNotTerminal => "TASK_NOT_TERMINAL",
+            Self::DependenciesNotMet => "DEPENDENCIES_NOT_MET",
             Self::TooManyStreams => "TOO_MANY_STREAMS",
             Self::WatchTooSlow => "WATCH_TOO_SLOW",
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
@@ -124,6 +128,7 @@ impl ErrorReason {
             | Self::StaleGeneration
             | Self::SpawnFailed
             | Self::TaskNotTerminal
+            | Self::DependenciesNotMet
             | Self::LeaseExpired => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
@@ -170,6 +175,7 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::InvalidSchedule,
     ErrorReason::AlreadyExists,
     ErrorReason::TaskNotTerminal,
+    ErrorReason::DependenciesNotMet,
     ErrorReason::TooManyStreams,
     ErrorReason::WatchTooSlow,
     ErrorReason::MessageTooLarge,

@@ -44,6 +44,7 @@ impl Bugs {
             "placement-ignores-starts-in-flight" => {
                 b.core.placement_ignores_starts_in_flight = true
             }
+            "dispatcher-misses-room" => b.core.dispatcher_misses_room = true,
             "stale-ping-cancels-fence" => b.host.stale_ping_cancels_fence = true,
             "host-ignores-lease" => b.host.host_ignores_lease = true,
             "host-without-backstop" => b.host.no_backstop = true,
@@ -55,6 +56,7 @@ impl Bugs {
     /// The names [`Bugs::named`] knows.
     pub const NAMES: &[&str] = &[
         "placement-ignores-starts-in-flight",
+        "dispatcher-misses-room",
         "stale-ping-cancels-fence",
         "host-ignores-lease",
         "host-without-backstop",

@@ -66,6 +66,8 @@ pub enum Action {
     /// number created; skipped while there is none).
     Start {
         task: usize,
+        /// StartPod with `queue`: wait for room instead of NO_POD_HOST.
+        queue: bool,
     },
     Stop {
         task: usize,
@@ -196,6 +198,8 @@ impl Plan {
         // Timers are drawn from a stream of their own, so adding them left
         // every other choice of a seed's plan as it was.
         let mut timers = StdRng::seed_from_u64(seed ^ TIMER_STREAM);
+        // The queue's choices too (priorities, `queue`, queue timeouts).
+        let mut q = StdRng::seed_from_u64(seed ^ QUEUE_STREAM);
         let n_hosts = r.random_range(knobs.hosts.clone()).max(1);
         let central_fence_ms = central_fence.as_millis() as u64;
         let hosts = (0..n_hosts)
@@ -216,9 +220,10 @@ impl Plan {
                 ms(&mut r, 0, active)
             };
             let action = match r.random_range(0..100) {
-                0..30 => create(&mut r, &mut timers),
+                0..30 => create(&mut r, &mut timers, &mut q),
                 30..48 => Action::Start {
                     task: r.random_range(0..1024),
+                    queue: q.random_bool(0.5),
                 },
                 48..60 => Action::Stop {
                     task: r.random_range(0..1024),
@@ -232,13 +237,14 @@ impl Plan {
                 80..86 => Action::Cancel {
                     task: r.random_range(0..1024),
                 },
-                _ if i % 2 == 0 => create(&mut r, &mut timers),
+                _ if i % 2 == 0 => create(&mut r, &mut timers, &mut q),
                 _ => Action::Start {
                     task: r.random_range(0..1024),
+                    queue: q.random_bool(0.5),
                 },
             };
             let action = if i < 2 {
-                create(&mut r, &mut timers)
+                create(&mut r, &mut timers, &mut q)
             } else {
                 action
             };
@@ -316,8 +322,9 @@ impl Plan {
 
 /// Mixed into the seed of the timers' random stream.
 const TIMER_STREAM: u64 = 0x7469_6d65_7273_0001;
+const QUEUE_STREAM: u64 = 0x7175_6575_6500_0001;
 
-fn create(r: &mut StdRng, t: &mut StdRng) -> Action {
+fn create(r: &mut StdRng, t: &mut StdRng, q: &mut StdRng) -> Action {
     let life_ms = r.random_bool(0.6).then(|| r.random_range(50..=4000));
     let end = match r.random_range(0..10) {
         0..4 => PodEnd::Crash,
@@ -341,6 +348,9 @@ fn create(r: &mut StdRng, t: &mut StdRng) -> Action {
     let timers = Timers {
         timeout_s: t.random_bool(0.25).then(|| t.random_range(1..=3)),
         deadline_ms: t.random_bool(0.2).then(|| t.random_range(300..=6000)),
+        priority: q.random_range(1..=4),
+        queue: q.random_bool(0.5),
+        queue_timeout_s: q.random_bool(0.3).then(|| q.random_range(1..=4)),
     };
     Action::Create {
         auto_start,
@@ -356,6 +366,12 @@ fn create(r: &mut StdRng, t: &mut StdRng) -> Action {
 pub struct Timers {
     pub timeout_s: Option<u32>,
     pub deadline_ms: Option<u32>,
+    /// Priority, 1 (low) ..= 4 (critical).
+    pub priority: u8,
+    /// With auto_start: queue when no host has room.
+    pub queue: bool,
+    /// The task's queue timeout.
+    pub queue_timeout_s: Option<u32>,
 }
 
 impl fmt::Display for Step {
@@ -372,7 +388,9 @@ impl fmt::Display for Step {
                 f,
                 "t={t:.3}s create auto_start={auto_start} pods={behaviour:?} restart={restart:?} timers={timers:?}"
             ),
-            Action::Start { task } => write!(f, "t={t:.3}s start task#{task}"),
+            Action::Start { task, queue } => {
+                write!(f, "t={t:.3}s start task#{task} queue={queue}")
+            }
             Action::Stop { task } => write!(f, "t={t:.3}s stop task#{task}"),
             Action::Restart { task } => write!(f, "t={t:.3}s restart task#{task}"),
             Action::Complete { task } => write!(f, "t={t:.3}s complete task#{task}"),

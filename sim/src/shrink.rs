@@ -61,7 +61,10 @@ mod tests {
         let steps = (0..20)
             .map(|i| Step {
                 at: Duration::from_millis(i),
-                action: Action::Start { task: i as usize },
+                action: Action::Start {
+                    task: i as usize,
+                    queue: false,
+                },
             })
             .collect();
         let plan = Plan {
@@ -77,7 +80,7 @@ mod tests {
             let has = |t| {
                 p.steps
                     .iter()
-                    .any(|s| s.action == Action::Start { task: t })
+                    .any(|s| matches!(s.action, Action::Start { task, .. } if task == t))
             };
             has(3) && has(17)
         };

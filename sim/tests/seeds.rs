@@ -24,7 +24,17 @@ const SHRINK_BUDGET: usize = 60;
 /// exactly this seed, and `open_findings_still_fail` fails once one
 /// passes, so a fix must remove it from this list (and add it to
 /// [`FIXED_FINDINGS`]).
-const OPEN_FINDINGS: &[(u64, &str)] = &[];
+const OPEN_FINDINGS: &[(u64, &str)] = &[
+    // Found once the simulated clients began creating tasks with
+    // depends_on (the workload of seed 747 changed), but not about
+    // dependencies: its shortest plan (`--keep 4,19,20,23`: a schedule
+    // every 1 s, a store outage of 2.8 s, then a store stall of 2.4 s
+    // inside it, and a StopPod) has no dependent task and fails the same
+    // way without the dependency code. After the faults heal, the
+    // schedule's catch-up fires come about 3 s late, so a fire is judged
+    // overdue. Left to whoever owns the schedule firing loop.
+    (747, "schedule: fire of"),
+];
 
 /// Findings fixed since, by the seeds that found them: each must now hold
 /// every invariant (they are also among the 1,000, but are named here so
@@ -308,6 +318,14 @@ fn finds_placement_ignoring_starts_in_flight() {
             ..Knobs::busy()
         },
     );
+}
+
+#[test]
+fn finds_a_dispatcher_that_misses_room() {
+    // A dispatcher woken only by queue changes leaves queued tasks waiting
+    // after a pod ends (first found at seed 26): the queue's progress
+    // invariant.
+    finds("dispatcher-misses-room", Knobs::default());
 }
 
 #[test]

@@ -76,4 +76,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "Scale: ListPodHosts at 100 pod-hosts",
     "Scale: WatchEvents, 100 watchers during a crash storm",
     "Scale: real pod-hosts vs simulated (cross-check)",
+    "Queue: dispatch latency, a pod's end → the next queued pod_started",
+    "Queue: draining 10,000 queued tasks through 2 pod-hosts × 50",
+    "Queue: CreateTask/GetTask with 100,000 tasks queued",
 ];

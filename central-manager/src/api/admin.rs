@@ -8,15 +8,16 @@ use ipa_proto::v1 as pb;
 use tonic::{Request, Response};
 
 use super::convert::WithCaller;
-use super::convert::{metadata_filter, phase_from_pb, phase_to_pb, task_id, task_status_to_pb};
+use super::convert::{
+    metadata_filter, phase_from_pb, phase_to_pb, pod_status_filter, priority_from_pb, task_id,
+    task_status_to_pb,
+};
 use super::{CentralManagerApi, RpcResult};
 use crate::auth::actor::bind;
 use crate::auth::layer::caller;
 use crate::core::retention::CancelMany;
 use crate::domain::stats::{GroupBy, Percentiles, StatsGroup, StatsQuery};
-use crate::domain::{
-    ActorId, CorrelationId, MAX_REASON_CHARS, PodStatus, TaskFilter, TaskId, TaskStatus,
-};
+use crate::domain::{ActorId, CorrelationId, MAX_REASON_CHARS, TaskFilter, TaskId, TaskStatus};
 use crate::error::{Error, Result};
 
 fn timestamp(ts: Option<prost_types::Timestamp>, field: &'static str) -> Result<Option<i64>> {
@@ -84,18 +85,6 @@ fn task_status_filter(v: i32) -> Result<Option<TaskStatus>> {
     })
 }
 
-fn pod_status_filter(v: i32) -> Result<Option<PodStatus>> {
-    let s = pb::PodStatus::try_from(v)
-        .map_err(|_| Error::invalid("pod_status", format!("unknown enum value {v}")))?;
-    Ok(match s {
-        pb::PodStatus::Unspecified => None,
-        pb::PodStatus::Stopped => Some(PodStatus::Stopped),
-        pb::PodStatus::Starting => Some(PodStatus::Starting),
-        pb::PodStatus::Running => Some(PodStatus::Running),
-        pb::PodStatus::Unknown => Some(PodStatus::Unknown),
-    })
-}
-
 impl TryFrom<WithCaller<'_, pb::CancelTasksRequest>> for CancelMany {
     type Error = Error;
     fn try_from(WithCaller(r, caller): WithCaller<'_, pb::CancelTasksRequest>) -> Result<Self> {
@@ -104,15 +93,7 @@ impl TryFrom<WithCaller<'_, pb::CancelTasksRequest>> for CancelMany {
         let created_after = timestamp(r.created_after, "created_after")?;
         let created_by = r.created_by.trim();
         let created_by = (!created_by.is_empty()).then(|| created_by.to_owned());
-        let priority = pb::Priority::try_from(r.priority).map_err(|_| {
-            Error::invalid("priority", format!("unknown enum value {}", r.priority))
-        })?;
-        if priority != pb::Priority::Unspecified {
-            return Err(Error::invalid(
-                "priority",
-                "task priorities are not available in this version; leave it unset",
-            ));
-        }
+        let priority = priority_from_pb(r.priority, "priority")?;
         let pod_status = pod_status_filter(r.pod_status)?;
         let metadata_equals = metadata_filter(r.metadata_equals)?;
         let reason = required_reason(&r.reason)?;
@@ -123,6 +104,7 @@ impl TryFrom<WithCaller<'_, pb::CancelTasksRequest>> for CancelMany {
                 created_after,
                 created_by,
                 pod_status,
+                priority,
                 metadata_equals,
                 include_archived: false,
             },
@@ -279,10 +261,18 @@ pub async fn get_stats(
     let q = StatsQuery::try_from(req.into_inner())?;
     let groups = api.retention.stats(q).await?;
     let running_pods = api.retention.running_pods().await?;
+    let queue = api.retention.queue_stats().await?;
     Ok(Response::new(pb::GetStatsResponse {
         groups: groups.iter().map(stats_group_to_pb).collect(),
         // Tasks have no queue yet (issue 13): nothing is ever queued.
-        queue_depth: Vec::new(),
+        queue_depth: queue
+            .depth
+            .iter()
+            .map(|(p, n)| pb::QueueDepth {
+                priority: super::convert::priority_to_pb(*p) as i32,
+                count: *n,
+            })
+            .collect(),
         running_pods,
     }))
 }
@@ -290,6 +280,7 @@ pub async fn get_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PodStatus;
 
     fn field<T: std::fmt::Debug>(r: Result<T>) -> String {
         match r {
@@ -340,6 +331,10 @@ mod tests {
         assert!(!c.dry_run);
         let mut r = ok.clone();
         r.priority = pb::Priority::High as i32;
+        let c = CancelMany::try_from(r).unwrap();
+        assert_eq!(c.filter.priority, Some(crate::domain::Priority::High));
+        let mut r = ok.clone();
+        r.priority = 42;
         assert_eq!(field(CancelMany::try_from(r)), "priority");
         let mut r = ok.clone();
         r.pod_status = 42;

@@ -18,9 +18,9 @@ use crate::domain::limits::MAX_PAGE_BYTES;
 use crate::domain::timeout::check_timeout;
 use crate::domain::{
     CancelTask, CorrelationId, Description, EventRecord, EventsQuery, ListQuery, LogsQuery,
-    MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, RequestId,
-    RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId, TaskRecord,
-    TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
+    MAX_REASON_CHARS, Metadata, NewTask, Order, OrderBy, Phase, PodInfo, PodStatus, Priority,
+    RequestId, RestartDefaults, RestartPolicySpec, StopPod, TaskCommand, TaskFilter, TaskId,
+    TaskRecord, TaskStatus, TemplateName, Title, WatchQuery, page_limit, tail_lines,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::{HostState, HostView};
@@ -105,7 +105,47 @@ fn pod_status_to_pb(p: PodStatus) -> pb::PodStatus {
         PodStatus::Starting => pb::PodStatus::Starting,
         PodStatus::Running => pb::PodStatus::Running,
         PodStatus::Unknown => pb::PodStatus::Unknown,
+        PodStatus::Queued => pb::PodStatus::Queued,
     }
+}
+
+/// A request's `priority`: unknown values are INVALID_ARGUMENT naming
+/// `field`; unset is `None`.
+pub fn priority_from_pb(v: i32, field: &'static str) -> Result<Option<Priority>> {
+    let p = pb::Priority::try_from(v)
+        .map_err(|_| Error::invalid(field, format!("unknown enum value {v}")))?;
+    Ok(match p {
+        pb::Priority::Unspecified => None,
+        pb::Priority::Low => Some(Priority::Low),
+        pb::Priority::Medium => Some(Priority::Medium),
+        pb::Priority::High => Some(Priority::High),
+        pb::Priority::Critical => Some(Priority::Critical),
+    })
+}
+
+/// A priority as the API shows it.
+pub fn priority_to_pb(p: Priority) -> pb::Priority {
+    match p {
+        Priority::Low => pb::Priority::Low,
+        Priority::Medium => pb::Priority::Medium,
+        Priority::High => pb::Priority::High,
+        Priority::Critical => pb::Priority::Critical,
+    }
+}
+
+/// A request's `pod_status` filter: unknown values are INVALID_ARGUMENT;
+/// unset is `None`.
+pub fn pod_status_filter(v: i32) -> Result<Option<PodStatus>> {
+    let s = pb::PodStatus::try_from(v)
+        .map_err(|_| Error::invalid("pod_status", format!("unknown enum value {v}")))?;
+    Ok(match s {
+        pb::PodStatus::Unspecified => None,
+        pb::PodStatus::Stopped => Some(PodStatus::Stopped),
+        pb::PodStatus::Starting => Some(PodStatus::Starting),
+        pb::PodStatus::Running => Some(PodStatus::Running),
+        pb::PodStatus::Unknown => Some(PodStatus::Unknown),
+        pb::PodStatus::Queued => Some(PodStatus::Queued),
+    })
 }
 
 fn host_state_to_pb(s: HostState) -> pb::PodHostState {
@@ -183,6 +223,12 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
                     .ok_or_else(|| Error::invalid("deadline", "is not a valid timestamp"))
             })
             .transpose()?;
+        let priority = priority_from_pb(r.priority, "priority")?.unwrap_or_default();
+        let queue_timeout_seconds = r
+            .queue_timeout_seconds
+            .map(|s| check_timeout("queue_timeout_seconds", s))
+            .transpose()?;
+        let depends_on = crate::domain::dependencies::parse(&r.depends_on)?;
         Ok(Self {
             title,
             description,
@@ -195,6 +241,10 @@ impl TryFrom<WithCaller<'_, pb::CreateTaskRequest>> for NewTask {
             request_id,
             timeout_seconds,
             deadline,
+            priority,
+            queue: r.queue,
+            queue_timeout_seconds,
+            depends_on,
         })
     }
 }
@@ -325,6 +375,8 @@ impl TryFrom<pb::ListTasksRequest> for ListQuery {
         let order = order_from_pb(r.order)?;
         filter.metadata_equals = metadata_filter(r.metadata_equals)?;
         filter.include_archived = r.include_archived;
+        filter.priority = priority_from_pb(r.priority, "priority")?;
+        filter.pod_status = pod_status_filter(r.pod_status)?;
         Ok(Self {
             filter,
             limit,
@@ -341,6 +393,8 @@ impl TryFrom<pb::CountTasksRequest> for TaskFilter {
         let mut f = filter(r.status, r.phase, r.created_after, r.created_by)?;
         f.metadata_equals = metadata_filter(r.metadata_equals)?;
         f.include_archived = r.include_archived;
+        f.priority = priority_from_pb(r.priority, "priority")?;
+        f.pod_status = pod_status_filter(r.pod_status)?;
         Ok(f)
     }
 }
@@ -389,7 +443,11 @@ impl TryFrom<pb::GetPodLogsRequest> for LogsQuery {
 /// only while one is starting/running/unknown.
 pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
     let p = t.restart_policy.resolve(defaults);
-    let has_pod = t.pod_status != PodStatus::Stopped;
+    // A queued task has no pod either (the row may still name its last).
+    let has_pod = matches!(
+        t.pod_status,
+        PodStatus::Starting | PodStatus::Running | PodStatus::Unknown
+    );
     pb::Task {
         task_id: t.task_id.to_string(),
         title: t.title.as_str().to_owned(),
@@ -426,6 +484,12 @@ pub fn task_to_pb(t: &TaskRecord, defaults: &RestartDefaults) -> pb::Task {
         archived: t.archived,
         timeout_seconds: t.timeout_seconds,
         deadline: t.deadline.map(timestamp_from_micros),
+        priority: priority_to_pb(t.priority) as i32,
+        queue_position: t.queue.map_or(0, |q| q.position),
+        waiting_for: crate::store::queue::waiting_for(t).to_owned(),
+        queue_timeout_seconds: t.queue_timeout_seconds,
+        queued_at: t.queue.map(|q| timestamp_from_micros(q.queued_at)),
+        depends_on: t.depends_on.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -24,6 +24,7 @@ use tracing::{Span, instrument};
 
 use crate::auth::layer::caller;
 use crate::core::TaskService;
+use crate::core::queue::StartOrQueue;
 use crate::core::retention::Retention;
 use crate::core::schedules::ScheduleService;
 use crate::domain::{
@@ -143,12 +144,20 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::StartPodRequest>,
     ) -> RpcResult<pb::StartPodResponse> {
         let caller = caller(&req);
+        let queue = req.get_ref().queue;
         let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
-        let pod = self.service.start_pod(c).await?;
-        Ok(Response::new(pb::StartPodResponse {
-            pod: Some(pod_to_pb(&pod)),
-        }))
+        let reply = match self.service.start_pod(c, queue).await? {
+            StartOrQueue::Started(pod) => pb::StartPodResponse {
+                pod: Some(pod_to_pb(&pod)),
+                queued: false,
+            },
+            StartOrQueue::Queued => pb::StartPodResponse {
+                pod: None,
+                queued: true,
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     #[instrument(name = "StopPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]

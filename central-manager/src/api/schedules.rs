@@ -56,18 +56,7 @@ fn schedule_task(t: Option<pb::ScheduleTask>) -> Result<ScheduleTask> {
         Error::InvalidArgument { problem, .. } => Error::invalid("task.template", problem),
         other => other,
     })?;
-    let priority = pb::Priority::try_from(t.priority).map_err(|_| {
-        Error::invalid(
-            "task.priority",
-            format!("unknown enum value {}", t.priority),
-        )
-    })?;
-    if priority != pb::Priority::Unspecified {
-        return Err(Error::invalid(
-            "task.priority",
-            "task priorities are not available in this version; leave it unset",
-        ));
-    }
+    let priority = super::convert::priority_from_pb(t.priority, "task.priority")?;
     let restart_policy = super::convert::restart_policy(t.restart_policy)?;
     let timeout_seconds = t
         .timeout_seconds
@@ -75,6 +64,7 @@ fn schedule_task(t: Option<pb::ScheduleTask>) -> Result<ScheduleTask> {
         .transpose()?;
     let mut task = ScheduleTask::new(title, description, metadata, template, restart_policy)?;
     task.timeout_seconds = timeout_seconds;
+    task.priority = priority.unwrap_or_default();
     Ok(task)
 }
 
@@ -186,7 +176,7 @@ pub fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             template: s.task.template.as_str().to_owned(),
-            priority: pb::Priority::Unspecified as i32,
+            priority: super::convert::priority_to_pb(s.task.priority) as i32,
             restart_policy: Some(pb::RestartPolicy {
                 auto_restart: p.auto_restart,
                 max_restarts: p.max_restarts,
@@ -343,8 +333,16 @@ mod tests {
         r.task = None;
         assert_eq!(field(NewSchedule::try_from(r)), "task");
         let mut r = create("n", "", 60);
-        r.task.as_mut().unwrap().priority = pb::Priority::High as i32;
+        r.task.as_mut().unwrap().priority = 9;
         assert_eq!(field(NewSchedule::try_from(r)), "task.priority");
+        let mut r = create("n", "", 60);
+        r.task.as_mut().unwrap().priority = pb::Priority::High as i32;
+        let s = NewSchedule::try_from(r).unwrap();
+        assert_eq!(
+            s.task.priority,
+            crate::domain::Priority::High,
+            "given to the fired tasks"
+        );
         let mut r = create("n", "", 60);
         r.task.as_mut().unwrap().timeout_seconds = Some(0);
         assert_eq!(field(NewSchedule::try_from(r)), "task.timeout_seconds");

@@ -24,6 +24,7 @@ prop_compose! {
         times in (any::<i64>(), any::<i64>(), proptest::option::of(any::<i64>())),
         counters in (any::<u64>(), any::<u32>()),
         policy in proptest::option::of((any::<bool>(), any::<u32>())),
+        deps in 0..=crate::domain::dependencies::MAX_DEPENDENCIES,
     ) -> TaskRecord {
         TaskRecord {
             task_id: TaskId::new(),
@@ -54,6 +55,11 @@ prop_compose! {
             archived: false,
             timeout_seconds: policy.map(|p| p.1),
             deadline: times.2,
+            priority: crate::domain::Priority::Critical,
+            queue_timeout_seconds: policy.map(|p| p.1),
+            queue: times.2.map(|t| crate::domain::QueueEntry { seq: t, queued_at: t, position: u32::MAX }),
+            depends_on: (0..deps).map(|_| TaskId::new()).collect(),
+            waiting_dependencies: deps > 0,
         }
     }
 }

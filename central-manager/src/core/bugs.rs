@@ -13,4 +13,8 @@ pub struct SimBugs {
     /// a hello reconciled meanwhile declares such a pod lost although its
     /// start is still going to land.
     pub placement_ignores_starts_in_flight: bool,
+    /// The dispatcher wakes only when the queue changes, not when room
+    /// appears (the missed wake-up a polling-free dispatcher must not
+    /// have): queued tasks wait although a host has room.
+    pub dispatcher_misses_room: bool,
 }

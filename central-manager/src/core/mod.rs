@@ -17,6 +17,7 @@ pub mod logs;
 pub mod pods;
 pub mod ports;
 pub mod pruner;
+pub mod queue;
 pub mod retention;
 pub mod scheduler;
 pub mod schedules;
@@ -171,8 +172,12 @@ impl TaskService {
         // Fail fast, before a placement check that may wait for a host.
         self.store().ensure_writable()?;
         // A placement that fails already is recorded with the task, in the
-        // same transaction, so GetTask shows why no pod runs.
-        let pod_message = if task.auto_start {
+        // same transaction, so GetTask shows why no pod runs. With `queue`
+        // the start queues instead (after the create).
+        // A task with dependencies always waits for them when auto-started
+        // (docs/api.md: auto_start implies queue for it).
+        let queue = task.auto_start && (task.queue || !task.depends_on.is_empty());
+        let pod_message = if task.auto_start && !queue {
             match self.hosts.place(&task.template).await {
                 Ok(p) => {
                     self.hosts.start_done(&p.host_id, None);
@@ -205,8 +210,13 @@ impl TaskService {
                 }
                 // The task exists whatever happens now; a failed start shows
                 // in pod_status/pod_message.
-                let message = match self.pods.start(task_id, cause, false).await {
-                    Ok(_) => String::new(),
+                let started = if queue {
+                    self.pods.start_or_queue(task_id, cause).await.map(|_| ())
+                } else {
+                    self.pods.start(task_id, cause, false).await.map(|_| ())
+                };
+                let message = match started {
+                    Ok(()) => String::new(),
                     Err(e) => {
                         tracing::info!(%task_id, error = %e, "auto_start did not start a pod");
                         e.public_message()
@@ -307,6 +317,11 @@ impl TaskService {
             // stopped before replying. An unreachable host's pod is fenced
             // when the host returns (or by the host itself).
             Outcome::Finished { stop_pod } => {
+                // A completed task may have moved dependents into the
+                // queue (in the same transaction): the dispatcher looks.
+                if finish == Finish::Complete {
+                    self.pods.queue_signal().changed();
+                }
                 if let Some((pod, host)) = stop_pod {
                     self.pods.stop_after_finish(pod, host, why).await;
                 }
@@ -317,14 +332,19 @@ impl TaskService {
     }
 
     /// StartPod: TASK_NOT_FOUND / ALREADY_* / ALREADY_STARTED /
-    /// POD_STATE_UNKNOWN from the task's state, NO_POD_HOST from placement;
+    /// POD_STATE_UNKNOWN from the task's state, NO_POD_HOST from placement
+    /// (or, with `queue`, the task waits: [`queue::StartOrQueue::Queued`]);
     /// exactly one of concurrent calls wins the claim.
-    pub async fn start_pod(&self, c: TaskCommand) -> Result<PodInfo> {
+    pub async fn start_pod(&self, c: TaskCommand, queue: bool) -> Result<queue::StartOrQueue> {
         let cause = Cause::by(&c.actor, &c.correlation);
         let pods = self.pods.clone();
         self.detached(async move {
+            if queue {
+                return pods.start_or_queue(c.task_id, cause).await;
+            }
             pods.start(c.task_id, cause, false)
                 .await?
+                .map(queue::StartOrQueue::Started)
                 .ok_or(Error::AlreadyStarted(c.task_id))
         })
         .await
@@ -352,6 +372,12 @@ impl TaskService {
     /// ListActivePods: one page of at most 4 MiB, after `after`.
     pub async fn active_pods(&self, after: Option<TaskId>) -> Result<Page<(TaskId, PodInfo)>> {
         self.store().active_pods(after).await
+    }
+
+    /// Queued tasks per priority and the oldest one's enqueue time
+    /// (metrics, GetStats).
+    pub async fn queue_stats(&self) -> Result<ports::store::QueueStats> {
+        self.store().queue_stats().await
     }
 
     /// How many pods central considers running (metrics).

@@ -34,7 +34,7 @@ use crate::domain::{
     decide_start, ending::exit_detail,
 };
 use crate::error::{Error, Result};
-use crate::hosts::directory::HostDirectory;
+use crate::hosts::directory::{HostDirectory, Placement};
 use crate::hosts::session::HostClock;
 use crate::store::pods::{ClaimedPod, PodCommand, PodOutcome};
 use answers::{Fence, is_refusal, stop_request};
@@ -65,6 +65,8 @@ pub struct Pods {
     supervision: Arc<OnceLock<JobQueue>>,
     /// Hosts to ask again about rows left unsettled on them.
     unsettled: Unsettled,
+    /// Wakes the queue's dispatcher (`core::queue`).
+    queue: super::queue::QueueSignal,
 }
 
 /// Where a claimed pod is being started.
@@ -79,6 +81,56 @@ struct Starting<'a> {
     cause: &'a Cause,
     /// An automatic restart's retry time: a refused restart stays due.
     retry_at: Option<i64>,
+    /// The queue entry the claim took the task out of: a refused start
+    /// puts it back.
+    requeue: Option<crate::domain::QueueEntry>,
+    /// A dispatched start's turn to write its outcome (`core::queue`).
+    turn: Option<&'a Turn>,
+}
+
+/// The turn of one start from the queue to write its outcome: after the
+/// start the dispatcher launched before it has written its own. The
+/// pod-hosts' spawns run concurrently, but the `pod_started` (or the
+/// return to the queue) of one template's queue commits in dispatch order,
+/// so the trail shows the queue's order. Dropping a turn (whatever the
+/// outcome, or a panic) passes it on.
+#[derive(Debug)]
+pub struct Turn {
+    before: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    after: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The next turn after `last` (the receiver of the turn before it;
+    /// `None` for the first); `last` becomes this turn's receiver.
+    pub fn after(last: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        Self {
+            before: std::sync::Mutex::new(last.replace(rx)),
+            after: Some(tx),
+        }
+    }
+
+    /// Waits until the turn before this one has ended.
+    async fn wait(&self) {
+        let before = self
+            .before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(b) = before {
+            // A dropped sender ends the wait as well.
+            let _ = b.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.after.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Pods {
@@ -90,7 +142,13 @@ impl Pods {
             restarts: Arc::default(),
             supervision: Arc::default(),
             unsettled: Unsettled::default(),
+            queue: super::queue::QueueSignal::default(),
         }
+    }
+
+    /// The dispatcher's wake-up for queue changes.
+    pub fn queue_signal(&self) -> &super::queue::QueueSignal {
+        &self.queue
     }
 
     /// Hands a start's outcome that could not be written to the
@@ -125,7 +183,7 @@ impl Pods {
     /// The task a pod operation acts on, refused at once (touching
     /// nothing) while the store is known to be unwritable, since the
     /// operation's outcome must be recorded.
-    async fn writable_task(&self, task_id: TaskId) -> Result<TaskRecord> {
+    pub(super) async fn writable_task(&self, task_id: TaskId) -> Result<TaskRecord> {
         self.store().ensure_writable()?;
         self.store()
             .task(task_id)
@@ -187,7 +245,56 @@ impl Pods {
         // written.
         let task = self.writable_task(task_id).await?;
         decide_start(task_id, task.status, task.pod_status)?;
-        let placement = self.hosts.place(&task.template).await?;
+        self.place_and_start(&task, cause, automatic).await
+    }
+
+    /// The dispatcher's start of a queued task (`core::queue`): the same
+    /// placement and the same conditional claim as StartPod, so racing a
+    /// StartPod on the task starts one pod. `Ok(None)` when the task left
+    /// the queue meanwhile.
+    pub async fn start_queued(&self, task_id: TaskId, cause: Cause) -> Result<Option<PodInfo>> {
+        let Some(task) = self.queued_task(task_id).await? else {
+            return Ok(None);
+        };
+        self.place_and_start(&task, cause, false).await
+    }
+
+    /// The task if it still waits in the queue (and can be written).
+    pub(super) async fn queued_task(&self, task_id: TaskId) -> Result<Option<TaskRecord>> {
+        let task = self.writable_task(task_id).await?;
+        Ok((task.pod_status == PodStatus::Queued && !task.status.is_terminal()).then_some(task))
+    }
+
+    /// Reserves room for `task` on a host (the directory's slot, in the
+    /// order of the calls); [`Pods::start_placed`] claims and starts it.
+    pub(super) async fn place(&self, task: &TaskRecord) -> Result<Placement> {
+        self.hosts.place(&task.template).await
+    }
+
+    /// Places `task` on a host with room, claims it and starts its pod.
+    async fn place_and_start(
+        &self,
+        task: &TaskRecord,
+        cause: Cause,
+        automatic: bool,
+    ) -> Result<Option<PodInfo>> {
+        let placement = self.place(task).await?;
+        self.start_placed(task, placement, cause, automatic, None)
+            .await
+    }
+
+    /// Claims `task` on the host `placement` reserved and starts its pod;
+    /// the reservation is released whatever happens. With a `turn`, the
+    /// outcome is written in that turn.
+    pub(super) async fn start_placed(
+        &self,
+        task: &TaskRecord,
+        placement: Placement,
+        cause: Cause,
+        automatic: bool,
+        turn: Option<&Turn>,
+    ) -> Result<Option<PodInfo>> {
+        let task_id = task.task_id;
         let pod_id = self.ports.entropy.new_id().to_string();
         let claim = self
             .store()
@@ -237,6 +344,8 @@ impl Pods {
             pod: &pod,
             cause: &cause,
             retry_at,
+            requeue: claimed.queued,
+            turn,
         };
         let result = self.start_on_host(&starting, &claimed).await;
         self.hosts.set_starting(&pod.pod_id, false);
@@ -264,6 +373,9 @@ impl Pods {
             host_boot_id: s.boot_id.to_owned(),
         };
         let answer = tokio::time::timeout(HOST_START_TIMEOUT, s.host.start_pod(req)).await;
+        if let Some(turn) = s.turn {
+            turn.wait().await;
+        }
         match answer {
             Ok(Ok(started)) => {
                 let now = self.ports.clock.wall_micros();
@@ -280,6 +392,7 @@ impl Pods {
                     pod: s.pod.clone(),
                     message: message.clone(),
                     retry_at: s.retry_at,
+                    requeue: s.requeue,
                 };
                 self.write_or_queue(abort, s.pod.task_id).await?;
                 Err(Error::NoPodHost(message))
@@ -354,6 +467,7 @@ impl Pods {
             pod: pod.clone(),
             message,
             retry_at: s.retry_at,
+            requeue: s.requeue,
         };
         self.write_or_queue(abort, pod.task_id).await?;
         Err(Error::NoPodHost(format!(

@@ -9,7 +9,12 @@
 //! batch in a transaction of its own, never grouped with other commands:
 //! a CreateTask queued behind one waits for that one batch at most, which
 //! keeps its latency during a large archive run close to its idle
-//! latency. One run at a time (the RPC and the loop share a lock).
+//! latency. After each batch the run pauses for as long as the batch took
+//! from submit to answer (its wait, statements and commit; [`pause_after`]):
+//! the writer is free at least half the time, so a command arriving
+//! during a run finds it busy with a batch half as often, and the
+//! checkpointer copies the WAL while it is not being appended to. One run
+//! at a time (the RPC and the loop share a lock).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +44,9 @@ const FIRST_BATCH: u32 = 32;
 /// Tasks cancelled per writer command by CancelTasks: bounds how long one
 /// command holds the writer.
 const CANCEL_CHUNK: usize = 100;
+/// Longest pause between two archive batches (a stalled disk should not
+/// stall the run for longer than it stalled the batch, nor for ever).
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// How often the archiver looks for tasks past `--archive-after-days`.
 pub const ARCHIVE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -51,6 +59,13 @@ pub fn next_batch(size: u32, took: Duration) -> u32 {
     } else {
         size
     }
+}
+
+/// The pause after an archive batch whose submit-to-answer time was
+/// `round_trip`: as long again (a duty cycle of one half), at most
+/// [`MAX_PAUSE`].
+pub fn pause_after(round_trip: Duration) -> Duration {
+    round_trip.min(MAX_PAUSE)
 }
 
 /// CancelTasks' request.
@@ -178,6 +193,7 @@ impl Retention {
         let mut size = FIRST_BATCH;
         let mut total = 0;
         loop {
+            let sent = self.clock.now();
             let (moved, took) = match store
                 .retention(RetentionWrite::ArchiveBatch {
                     run_id,
@@ -194,9 +210,9 @@ impl Retention {
                 break;
             }
             size = next_batch(size, took);
-            // Let the commands that queued behind this batch have the
-            // writer before the next one.
-            tokio::task::yield_now().await;
+            // Give the writer back: commands arriving now find it free.
+            let round_trip = self.clock.now().saturating_duration_since(sent);
+            tokio::time::sleep(pause_after(round_trip)).await;
         }
         if total > 0 {
             tracing::info!(run_id, tasks = total, "archive run done");
@@ -207,6 +223,11 @@ impl Retention {
     /// GetStats' groups.
     pub async fn stats(&self, q: StatsQuery) -> Result<Vec<StatsGroup>> {
         self.store.stats(q).await
+    }
+
+    /// Queued tasks per priority (GetStats).
+    pub async fn queue_stats(&self) -> Result<crate::core::ports::store::QueueStats> {
+        self.tasks.queue_stats().await
     }
 
     /// Pods central considers running (GetStats).
@@ -275,6 +296,15 @@ mod tests {
         assert!(now - 30 * day >= cutoff);
         assert_eq!(archive_cutoff(5, 36_500), 5 - 36_500 * day);
         assert_eq!(archive_cutoff(i64::MIN + 1, 1), i64::MIN);
+    }
+
+    #[test]
+    fn a_batch_is_followed_by_a_pause_as_long_as_itself() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_after(Duration::ZERO), Duration::ZERO);
+        assert_eq!(pause_after(ms(3)), ms(3));
+        assert_eq!(pause_after(MAX_PAUSE), MAX_PAUSE);
+        assert_eq!(pause_after(ms(60_000)), MAX_PAUSE);
     }
 
     #[test]

@@ -259,10 +259,11 @@ impl ScheduleService {
         }
     }
 
-    /// Starts a fired task's pod; a failure is logged (the task stays
-    /// INACTIVE and can be started by hand).
+    /// Starts a fired task's pod, or queues it when no host has room
+    /// ("always started, queued if no room"); a failure is logged (the
+    /// task stays INACTIVE and can be started by hand).
     pub async fn start_fired(&self, task_id: TaskId, cause: Cause) {
-        if let Err(e) = self.tasks.pods().start(task_id, cause, false).await {
+        if let Err(e) = self.tasks.pods().start_or_queue(task_id, cause).await {
             tracing::warn!(%task_id, error = %e, "a scheduled task's pod did not start");
         }
     }

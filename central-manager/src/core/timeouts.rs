@@ -60,12 +60,14 @@ fn micros(d: Duration) -> i64 {
 enum Key {
     Pod(TaskId, u64),
     Deadline(TaskId),
+    Queue(TaskId, i64),
 }
 
 fn key(t: &Timer) -> Key {
     match t {
         Timer::PodTimeout { pod, .. } => Key::Pod(pod.task_id, pod.generation),
         Timer::Deadline { task_id, .. } => Key::Deadline(*task_id),
+        Timer::QueueExpiry { task_id, seq, .. } => Key::Queue(*task_id, *seq),
     }
 }
 
@@ -76,6 +78,7 @@ fn arms(e: &EventRecord) -> bool {
         EventType::PodStarted,
         EventType::PodRecovered,
         EventType::TaskCreated,
+        EventType::PodQueued,
     ]
     .iter()
     .any(|t| t.as_str() == e.event_type)
@@ -255,6 +258,19 @@ impl Timeouts {
 /// `pod_timed_out`), or fails a task past its deadline and stops its pod.
 async fn fire(tasks: &TaskService, t: &Timer) -> Result<()> {
     match t {
+        Timer::QueueExpiry { task_id, seq, .. } => {
+            let store = tasks.pods().ports().store.clone();
+            let cmd = Command::Queue(crate::core::ports::queue::QueueWrite::Expire {
+                task_id: *task_id,
+                seq: *seq,
+            });
+            if store.write(cmd).await?
+                == Outcome::Queue(crate::core::ports::queue::QueueOutcome::Removed)
+            {
+                tracing::info!(%task_id, "queued task expired");
+            }
+            Ok(())
+        }
         Timer::PodTimeout {
             pod,
             host_id,

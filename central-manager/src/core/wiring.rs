@@ -82,6 +82,11 @@ pub fn start(
     // With the supervisor: like its restarts, timeouts act on pods, and the
     // simulator then runs them too. With replicas it moves with the
     // supervisor to the leader.
-    Timeouts::new(service.clone(), hub).start(tracker, shutdown);
+    let followed = hub.follow();
+    Timeouts::new(service.clone(), hub).start(tracker, shutdown.clone());
+    // The queue's dispatcher, with the supervisor for the same reasons.
+    super::queue::Dispatcher::new(service.pods().clone())
+        .following(followed)
+        .start(tracker, shutdown);
     service
 }

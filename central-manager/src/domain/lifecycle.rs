@@ -67,7 +67,7 @@ pub fn finish(id: TaskId, status: TaskStatus, pod: PodStatus, cmd: Finish) -> Re
         phase,
         pod_status: PodStatus::Stopped,
         event,
-        stop_pod: pod != PodStatus::Stopped,
+        stop_pod: !matches!(pod, PodStatus::Stopped | PodStatus::Queued),
     })
 }
 
@@ -84,7 +84,11 @@ pub fn decide_start(id: TaskId, status: TaskStatus, pod: PodStatus) -> Result<St
     ensure_not_terminal(id, status)?;
     match pod {
         PodStatus::Stopped => Ok(StartDecision::Place),
-        PodStatus::Starting | PodStatus::Running => Err(Error::AlreadyStarted(id)),
+        // Queued: it starts by itself when room appears (StartPod with
+        // `queue` answers `queued` instead, see `core::queue`).
+        PodStatus::Starting | PodStatus::Running | PodStatus::Queued => {
+            Err(Error::AlreadyStarted(id))
+        }
         PodStatus::Unknown => Err(Error::PodStateUnknown(id)),
     }
 }
@@ -94,6 +98,9 @@ pub fn decide_start(id: TaskId, status: TaskStatus, pod: PodStatus) -> Result<St
 pub enum StopDecision {
     /// A pod runs or starts: stop it.
     Stop,
+    /// The task waits in the queue: take it out (`pod_stopped` with
+    /// `{"queued": true}`).
+    Unqueue,
 }
 
 /// StopPod: ALREADY_* on a terminal task, NOT_RUNNING when no pod runs,
@@ -103,6 +110,7 @@ pub fn decide_stop(id: TaskId, status: TaskStatus, pod: PodStatus) -> Result<Sto
     match pod {
         PodStatus::Stopped => Err(Error::NotRunning(id)),
         PodStatus::Starting | PodStatus::Running => Ok(StopDecision::Stop),
+        PodStatus::Queued => Ok(StopDecision::Unqueue),
         PodStatus::Unknown => Err(Error::PodStateUnknown(id)),
     }
 }
@@ -124,7 +132,10 @@ mod tests {
                 assert_eq!(t.phase, Phase::Completed);
                 assert_eq!(t.pod_status, PodStatus::Stopped);
                 assert_eq!(t.event, EventType::TaskCompleted);
-                assert_eq!(t.stop_pod, *pod != PodStatus::Stopped);
+                assert_eq!(
+                    t.stop_pod,
+                    !matches!(*pod, PodStatus::Stopped | PodStatus::Queued)
+                );
                 let t = finish(id(), status, *pod, Finish::Cancel).unwrap();
                 assert_eq!(t.status, TaskStatus::Cancelled);
                 assert_eq!(t.phase, Phase::Cancelled);

@@ -75,6 +75,8 @@ impl WireSize for TaskRecord {
             + self.pod_message.len()
             + self.pod.as_ref().map_or(0, WireSize::wire_size_hint)
             + meta
+            // Each id: 36 characters, a tag and a length.
+            + self.depends_on.len() * (36 + FIELD_OVERHEAD)
     }
 }
 

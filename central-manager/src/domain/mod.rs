@@ -3,6 +3,7 @@
 //! title, id or metadata map cannot exist past the api layer.
 
 pub mod backoff;
+pub mod dependencies;
 pub mod ending;
 mod fields;
 pub mod host;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod pod;
 #[cfg(test)]
 mod properties;
+pub mod queue;
 mod requests;
 mod restart;
 pub mod restart_decision;
@@ -30,6 +32,7 @@ pub use lifecycle::{
 };
 pub use limits::{Page, WireSize};
 pub use pod::{Cause, EndReport, PodRef, SYSTEM_ACTOR};
+pub use queue::{Priority, QueueEntry, QueueHead};
 pub use requests::{
     CancelTask, EventsQuery, ListQuery, LogsQuery, MAX_REASON_CHARS, MAX_TAIL_LINES, NewTask,
     Order, OrderBy, StopPod, TaskCommand, TaskFilter, WatchQuery, page_limit, tail_lines,

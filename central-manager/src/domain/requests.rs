@@ -52,6 +52,15 @@ pub struct NewTask {
     pub timeout_seconds: Option<u32>,
     /// The task's deadline, unix µs.
     pub deadline: Option<i64>,
+    /// Priority.
+    pub priority: super::Priority,
+    /// With `auto_start`: queue when no pod-host has room.
+    pub queue: bool,
+    /// Queue timeout, in seconds (validated: 1..=MAX).
+    pub queue_timeout_seconds: Option<u32>,
+    /// Tasks that must be COMPLETED before its pod starts (validated: at
+    /// most `dependencies::MAX_DEPENDENCIES`, no repeats).
+    pub depends_on: Vec<super::TaskId>,
 }
 
 /// A call on one task by an actor: CompleteTask, StartPod, RestartPod.
@@ -105,8 +114,10 @@ pub struct TaskFilter {
     pub created_after: Option<i64>,
     /// Only tasks created by this actor.
     pub created_by: Option<String>,
-    /// Only tasks whose pod status is this (CancelTasks).
+    /// Only tasks whose pod status is this.
     pub pod_status: Option<PodStatus>,
+    /// Only tasks of this priority.
+    pub priority: Option<super::Priority>,
     /// Only tasks whose metadata has every one of these entries.
     pub metadata_equals: BTreeMap<String, String>,
     /// Archived tasks too.

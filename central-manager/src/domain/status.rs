@@ -89,6 +89,10 @@ db_enum!(
         Running => "running",
         /// Its pod-host is unreachable; the pod may still run.
         Unknown => "unknown",
+        /// Waiting in the queue for room; no pod. Stored as `stopped` with
+        /// `queued_seq` set (migration `20260501000001_queue`), so this
+        /// spelling never reaches the `pod_status` column.
+        Queued => "queued",
     }
 );
 

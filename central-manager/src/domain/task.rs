@@ -49,6 +49,17 @@ pub struct TaskRecord {
     pub timeout_seconds: Option<u32>,
     /// Deadline, unix µs.
     pub deadline: Option<i64>,
+    /// Priority.
+    pub priority: super::Priority,
+    /// Queue timeout, in seconds.
+    pub queue_timeout_seconds: Option<u32>,
+    /// Its place in the queue while `pod_status` is QUEUED.
+    pub queue: Option<super::QueueEntry>,
+    /// The tasks it depends on (`depends_on`), in the order given.
+    pub depends_on: Vec<TaskId>,
+    /// A start was asked for and waits for a dependency to complete
+    /// (`pod_status` QUEUED, `waiting_for` "dependencies", no queue entry).
+    pub waiting_dependencies: bool,
 }
 
 /// A pod of a task.
@@ -98,6 +109,10 @@ pub enum EventType {
     TaskCancelled,
     /// The restart budget is spent.
     TaskFailed,
+    /// No pod-host had room: the task waits in the queue.
+    PodQueued,
+    /// The task waited in the queue longer than its queue timeout.
+    QueueExpired,
 }
 
 impl EventType {
@@ -118,6 +133,8 @@ impl EventType {
         Self::TaskCompleted,
         Self::TaskCancelled,
         Self::TaskFailed,
+        Self::PodQueued,
+        Self::QueueExpired,
     ];
 
     /// The wire/database name.
@@ -137,6 +154,8 @@ impl EventType {
             Self::TaskCompleted => "task_completed",
             Self::TaskCancelled => "task_cancelled",
             Self::TaskFailed => "task_failed",
+            Self::PodQueued => "pod_queued",
+            Self::QueueExpired => "queue_expired",
         }
     }
 }
@@ -185,10 +204,12 @@ mod tests {
             EventType::TaskCompleted => 11,
             EventType::TaskCancelled => 12,
             EventType::TaskFailed => 13,
+            EventType::PodQueued => 14,
+            EventType::QueueExpired => 15,
         };
         for (i, e) in EventType::ALL.iter().enumerate() {
             assert_eq!(index(*e), i, "{}", e.as_str());
         }
-        assert_eq!(EventType::ALL.len(), 14);
+        assert_eq!(EventType::ALL.len(), 16);
     }
 }

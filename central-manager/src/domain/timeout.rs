@@ -67,13 +67,25 @@ pub enum Timer {
         /// Its deadline, unix µs.
         at: i64,
     },
+    /// The task waited in the queue (entry `seq`) longer than its
+    /// `queue_timeout_seconds`.
+    QueueExpiry {
+        /// The task.
+        task_id: TaskId,
+        /// The queue entry the timer is about.
+        seq: i64,
+        /// queued_at + queue timeout, unix µs.
+        at: i64,
+    },
 }
 
 impl Timer {
     /// When it is due, unix µs.
     pub fn at(&self) -> i64 {
         match self {
-            Self::PodTimeout { at, .. } | Self::Deadline { at, .. } => *at,
+            Self::PodTimeout { at, .. }
+            | Self::Deadline { at, .. }
+            | Self::QueueExpiry { at, .. } => *at,
         }
     }
 
@@ -81,7 +93,7 @@ impl Timer {
     pub fn task_id(&self) -> TaskId {
         match self {
             Self::PodTimeout { pod, .. } => pod.task_id,
-            Self::Deadline { task_id, .. } => *task_id,
+            Self::Deadline { task_id, .. } | Self::QueueExpiry { task_id, .. } => *task_id,
         }
     }
 }

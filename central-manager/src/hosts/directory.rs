@@ -114,6 +114,18 @@ pub struct HostDirectory {
     /// (a hello, an UNREACHABLE host heard from again), so the
     /// supervisor's timer re-arms for them.
     deadlines_moved: Arc<tokio::sync::Notify>,
+    /// Signalled when a host may have room for one more pod (a slot freed,
+    /// a host became READY or reported fewer pods): wakes the queue's
+    /// dispatcher (`core::queue`). One permit is kept while nobody waits,
+    /// so no room is missed.
+    room: Arc<tokio::sync::Notify>,
+}
+
+/// Free slots of `host_id` for placement (0 unless READY).
+fn room_of(r: &Registry, host_id: &str) -> u32 {
+    r.get(host_id)
+        .filter(|h| h.state == HostState::Ready)
+        .map_or(0, |h| h.capacity.saturating_sub(h.load()))
 }
 
 impl HostDirectory {
@@ -132,6 +144,19 @@ impl HostDirectory {
             })),
             reconciled_now: Arc::new(tokio::sync::Notify::new()),
             deadlines_moved: Arc::new(tokio::sync::Notify::new()),
+            room: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Resolves when a host may have room for one more pod.
+    pub async fn room_changed(&self) {
+        self.room.notified().await
+    }
+
+    /// Wakes the dispatcher if `host_id` has more room than `before`.
+    fn room_grew(&self, r: &Registry, host_id: &str, before: u32) {
+        if room_of(r, host_id) > before {
+            self.room.notify_one();
         }
     }
 
@@ -217,6 +242,7 @@ impl HostDirectory {
             g.reconciled.insert(host_id.to_owned(), boot_id.to_owned());
             // Placements waiting for this host may go now.
             self.reconciled_now.notify_waiters();
+            self.room.notify_one();
         }
     }
 
@@ -226,6 +252,9 @@ impl HostDirectory {
         let mut g = self.lock();
         let inner = &mut *g;
         let transitions = inner.registry.tick(now);
+        if !transitions.is_empty() {
+            self.room.notify_one();
+        }
         let sessions = &inner.sessions;
         let forgotten = inner
             .registry
@@ -322,7 +351,10 @@ impl HostDirectory {
     /// started (named: counted as running until it ends) or not (slot given
     /// back).
     pub fn start_done(&self, host_id: &str, started: Option<&str>) {
-        self.lock().registry.start_done(host_id, started);
+        let mut g = self.lock();
+        let before = room_of(&g.registry, host_id);
+        g.registry.start_done(host_id, started);
+        self.room_grew(&g.registry, host_id, before);
     }
 
     /// The host confirmed in its StopPod reply that the pod ended: its slot
@@ -340,7 +372,9 @@ impl HostDirectory {
             g.live.remove(&task_id);
         }
         if on_stream_yet {
+            let before = room_of(&g.registry, host_id);
             g.registry.exited_early(host_id, pod_id);
+            self.room_grew(&g.registry, host_id, before);
         }
     }
 
@@ -353,7 +387,9 @@ impl HostDirectory {
         {
             g.live.remove(&task_id);
         }
+        let before = room_of(&g.registry, host_id);
         g.registry.exited_on_stream(host_id, pod_id);
+        self.room_grew(&g.registry, host_id, before);
     }
 
     /// The commands of a connected host.
@@ -410,10 +446,12 @@ impl HostDirectory {
         running: Option<u32>,
     ) -> Option<super::registry::Transition> {
         let mut g = self.lock();
+        let before = room_of(&g.registry, host_id);
         if let Some(r) = running {
             g.registry.set_running(host_id, r);
         }
         let t = g.registry.on_contact(host_id, at, wall, draining);
+        self.room_grew(&g.registry, host_id, before);
         if t.is_some() {
             // An UNREACHABLE host is READY again: its unreachable deadline
             // is earlier than the fence deadline the timer waits for.

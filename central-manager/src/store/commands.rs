@@ -26,6 +26,20 @@ pub fn apply(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<Outcome> {
+    let from = events.len();
+    let outcome = apply_one(conn, cmd, now, events)?;
+    // A task this command ended releases or fails its dependents in the
+    // same transaction (see `store::dependencies`).
+    super::dependencies::settle(conn, events, from, now)?;
+    Ok(outcome)
+}
+
+fn apply_one(
+    conn: &Connection,
+    cmd: &Command,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
     match cmd {
         Command::CreateTask {
             task_id,
@@ -49,6 +63,7 @@ pub fn apply(
             events,
         ),
         Command::Pod(c) => Ok(Outcome::Pod(super::pods::apply(conn, c, now, events)?)),
+        Command::Queue(w) => Ok(Outcome::Queue(super::queue::apply(conn, w, now, events)?)),
         Command::Schedule(w) => Ok(Outcome::Schedule(super::schedules::apply(
             conn, w, now, events,
         )?)),
@@ -193,6 +208,17 @@ pub(super) fn create_task(
     if let Some(d) = t.deadline {
         data["deadline"] = json!(d);
     }
+    data["priority"] = json!(t.priority.name());
+    if let Some(s) = t.queue_timeout_seconds {
+        data["queue_timeout_seconds"] = json!(s);
+    }
+    if t.queue {
+        data["queue"] = json!(true);
+    }
+    if !t.depends_on.is_empty() {
+        let ids: Vec<String> = t.depends_on.iter().map(ToString::to_string).collect();
+        data["depends_on"] = json!(ids);
+    }
     note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
         event: EventType::TaskCreated,
@@ -202,6 +228,7 @@ pub(super) fn create_task(
     };
     insert_event(conn, task_id, 1, created, now, events)?;
     insert_task_row(conn, &id, t, pod_message, now)?;
+    let failed_dependency = super::dependencies::record(conn, task_id, &t.depends_on)?;
     if let Some(rid) = &t.request_id {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
@@ -230,7 +257,30 @@ pub(super) fn create_task(
         archived: false,
         timeout_seconds: t.timeout_seconds,
         deadline: t.deadline,
+        priority: t.priority,
+        queue_timeout_seconds: t.queue_timeout_seconds,
+        queue: None,
+        depends_on: t.depends_on.clone(),
+        waiting_dependencies: false,
     };
+    if let Some(dep) = failed_dependency {
+        // Created after its dependency already failed: it fails at once,
+        // as it would have had it existed then.
+        super::dependencies::fail_dependent(
+            conn,
+            task_id,
+            dep,
+            t.correlation.as_str(),
+            now,
+            events,
+        )?;
+        let task = queries::get_task(conn, task_id)?
+            .ok_or_else(|| Error::Internal(format!("task {task_id} vanished")))?;
+        return Ok(Outcome::Task {
+            task: Box::new(task),
+            created: true,
+        });
+    }
     Ok(Outcome::Task {
         task: Box::new(task),
         created: true,
@@ -286,8 +336,9 @@ fn insert_task_row(
     conn.prepare_cached(
         "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
          created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
-         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline, \
+         priority, queue_timeout_seconds) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         id,
@@ -309,6 +360,8 @@ fn insert_task_row(
         pod_message,
         t.timeout_seconds,
         t.deadline,
+        t.priority.as_db(),
+        t.queue_timeout_seconds,
     ])?;
     // One row per entry, for `metadata_equals` (an index lookup, in
     // creation order).
@@ -332,6 +385,35 @@ pub(super) fn finish_task(
     now: i64,
     events: &mut Vec<EventRecord>,
 ) -> Result<Outcome> {
+    let mut data = match reason {
+        Some(r) => json!({ "reason": r }),
+        None => json!({}),
+    };
+    note_principal(&mut data, actor.authenticated_as_principal());
+    finish_task_with(
+        conn,
+        task_id,
+        cmd,
+        actor.as_str(),
+        correlation.as_str(),
+        data,
+        now,
+        events,
+    )
+}
+
+/// [`finish_task`] with the event's data given (the pod fields are added).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_task_with(
+    conn: &Connection,
+    task_id: TaskId,
+    cmd: Finish,
+    actor: &str,
+    correlation: &str,
+    mut data: serde_json::Value,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
     let id = task_id.to_string();
     type FinishRow = (String, String, Option<String>, Option<String>, i64);
     let row: Option<FinishRow> = conn
@@ -352,7 +434,8 @@ pub(super) fn finish_task(
     )?;
     conn.prepare_cached(
         "UPDATE tasks SET status = ?, phase = ?, pod_status = ?, updated_at = ?, \
-         next_restart_at = NULL WHERE task_id = ?",
+         next_restart_at = NULL, queued_seq = NULL, queued_at = NULL, waiting_dependencies = 0 \
+         WHERE task_id = ?",
     )?
     .execute(params![
         tr.status.as_db(),
@@ -361,10 +444,6 @@ pub(super) fn finish_task(
         now,
         &id
     ])?;
-    let mut data = match reason {
-        Some(r) => json!({ "reason": r }),
-        None => json!({}),
-    };
     // The pod this ends, if one was starting or running: the trail then
     // records every pod's end exactly once (its later exit report finds the
     // task terminal and is ignored).
@@ -375,14 +454,13 @@ pub(super) fn finish_task(
         data["pod_host"] = json!(host);
         data["generation"] = json!(generation);
     }
-    note_principal(&mut data, actor.authenticated_as_principal());
     append_event(
         conn,
         task_id,
         tr.event,
         data,
-        actor.as_str(),
-        correlation.as_str(),
+        actor,
+        correlation,
         now,
         events,
     )?;

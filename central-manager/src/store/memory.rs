@@ -301,6 +301,29 @@ impl TaskStore for MemoryStore {
     ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
         Box::pin(async move { self.read(move |c| super::timeouts::due_timers(c, now, limit)) })
     }
+
+    fn queue_heads(&self) -> BoxFuture<'_, Result<Vec<(String, crate::domain::QueueHead)>>> {
+        Box::pin(async move { self.read(super::queue::queue_heads) })
+    }
+
+    fn queue_head<'a>(
+        &'a self,
+        template: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::domain::QueueHead>>> {
+        Box::pin(async move { self.read(|c| super::queue::queue_head(c, template)) })
+    }
+
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::QueueHead>>> {
+        Box::pin(async move { self.read(|c| super::queue::queue_front(c, template, limit)) })
+    }
+
+    fn queue_stats(&self) -> BoxFuture<'_, Result<crate::core::ports::store::QueueStats>> {
+        Box::pin(async move { self.read(super::queue::queue_stats) })
+    }
 }
 
 /// The schedule reads: the production queries (`store::schedules::rows`)

@@ -7,13 +7,16 @@
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
 pub mod breaker;
+mod checkpoint;
 mod commands;
+mod dependencies;
 pub mod memory;
 mod pod_end;
 pub mod pods;
 mod pool;
 pub mod postgres;
 mod queries;
+pub mod queue;
 pub mod retention;
 mod rows;
 pub mod schedules;
@@ -21,6 +24,7 @@ pub mod stats;
 mod timeouts;
 mod writer;
 
+pub use checkpoint::CheckpointResult;
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
 pub use writer::{MAX_BATCH, WriterHandle, WriterStats};
@@ -308,9 +312,41 @@ impl TaskStore for Store {
     ) -> BoxFuture<'_, Result<Vec<crate::domain::timeout::Timer>>> {
         Box::pin(Store::due_timers(self, now, limit))
     }
+
+    fn queue_heads(&self) -> BoxFuture<'_, Result<Vec<(String, crate::domain::QueueHead)>>> {
+        Box::pin(self.readers.run(queue::queue_heads))
+    }
+
+    fn queue_head<'a>(
+        &'a self,
+        template: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::domain::QueueHead>>> {
+        let template = template.to_owned();
+        Box::pin(self.readers.run(move |c| queue::queue_head(c, &template)))
+    }
+
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::QueueHead>>> {
+        let template = template.to_owned();
+        Box::pin(
+            self.readers
+                .run(move |c| queue::queue_front(c, &template, limit)),
+        )
+    }
+
+    fn queue_stats(&self) -> BoxFuture<'_, Result<crate::core::ports::store::QueueStats>> {
+        Box::pin(self.readers.run(queue::queue_stats))
+    }
 }
 
 #[cfg(test)]
+mod dependencies_tests;
+#[cfg(test)]
 mod outage_tests;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -298,6 +298,7 @@ async fn a_refused_automatic_restart_stays_due() {
         pod: pod.clone(),
         message: "refused".into(),
         retry_at: Some(retry_at),
+        requeue: None,
     };
     // Not STARTING any more (it was started): ignored.
     assert_eq!(db.store.pod(abort).await.unwrap(), PodOutcome::Ignored);
@@ -329,6 +330,7 @@ async fn a_refused_automatic_restart_stays_due() {
         },
         message: "refused".into(),
         retry_at: Some(retry_at),
+        requeue: None,
     };
     assert_eq!(
         db.store.pod(abort).await.unwrap(),

@@ -154,7 +154,8 @@ pub fn apply(
             pod,
             message,
             retry_at,
-        } => abort_start(conn, pod, message, *retry_at, now),
+            requeue,
+        } => abort_start(conn, pod, message, *retry_at, requeue.as_ref(), now, events),
         PodCommand::Ended {
             pod,
             host_id,
@@ -279,13 +280,19 @@ fn started(
     Ok(PodOutcome::Applied { restart_at: None })
 }
 
-/// The start was refused or failed: back to inactive, no event.
+/// The start was refused or failed: back to inactive, no event; or, for
+/// a start from the queue, back in the queue in its old place with a
+/// `pod_queued` marked `requeued` (the trail shows that it waits again:
+/// while its start was on its way, the dispatcher may have started tasks
+/// behind it).
 fn abort_start(
     conn: &Connection,
     pod: &PodRef,
     message: &str,
     retry_at: Option<i64>,
+    requeue: Option<&crate::domain::QueueEntry>,
     now: i64,
+    events: &mut Vec<EventRecord>,
 ) -> Result<PodOutcome> {
     let Some(row) = pod_row(conn, pod.task_id)? else {
         return Ok(PodOutcome::Ignored);
@@ -295,6 +302,45 @@ fn abort_start(
     // UNKNOWN, the task would wait for a reconcile that already happened.
     if !row.is(pod) || !matches!(row.pod_status()?, PodStatus::Starting | PodStatus::Unknown) {
         return Ok(PodOutcome::Ignored);
+    }
+    if let Some(q) = requeue {
+        // Back in the queue in its old place: still ACTIVE, still waiting.
+        conn.prepare_cached(
+            "UPDATE tasks SET pod_status = 'stopped', pod_message = ?, live_version = 0, \
+             queued_seq = ?, queued_at = ?, updated_at = ? WHERE task_id = ?",
+        )?
+        .execute(params![
+            message,
+            q.seq,
+            q.queued_at,
+            now,
+            pod.task_id.to_string()
+        ])?;
+        let (priority, template, corr): (i64, String, String) = conn
+            .prepare_cached(
+                "SELECT priority, template, pod_correlation_id FROM tasks WHERE task_id = ?",
+            )?
+            .query_row([pod.task_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let priority = crate::domain::Priority::from_db(priority)?;
+        super::commands::append_event(
+            conn,
+            pod.task_id,
+            crate::domain::EventType::PodQueued,
+            json!({
+                "priority": priority.name(),
+                "template": template,
+                "message": message,
+                "waiting_for": crate::domain::queue::WAITING_FOR_CAPACITY,
+                "requeued": true,
+            }),
+            crate::domain::SYSTEM_ACTOR,
+            &corr,
+            now,
+            events,
+        )?;
+        return Ok(PodOutcome::Applied { restart_at: None });
     }
     conn.prepare_cached(
         "UPDATE tasks SET status = 'inactive', pod_status = 'stopped', pod_message = ?, \
@@ -390,7 +436,9 @@ fn recovered(
         // silent while the start was in flight).
         PodStatus::Unknown if ran_on(conn, pod, s.host_id)? => EventType::PodRecovered,
         PodStatus::Unknown | PodStatus::Starting => EventType::PodStarted,
-        PodStatus::Running | PodStatus::Stopped => return Ok(PodOutcome::Ignored),
+        PodStatus::Running | PodStatus::Stopped | PodStatus::Queued => {
+            return Ok(PodOutcome::Ignored);
+        }
     };
     mark_running(conn, pod, s.pid, s.started_at, now)?;
     let mut data = pod_data(pod, s.host_id);
@@ -496,8 +544,7 @@ fn claim(
     automatic: bool,
     now: i64,
 ) -> Result<PodOutcome> {
-    #[allow(clippy::type_complexity)]
-    let row: Option<(
+    type ClaimRow = (
         String,
         String,
         Option<i64>,
@@ -507,24 +554,16 @@ fn claim(
         String,
         String,
         String,
-    )> = conn
+        Option<i64>,
+        Option<i64>,
+    );
+    let row: Option<ClaimRow> = conn
         .prepare_cached(
             "SELECT status, pod_status, next_restart_at, pod_generation, title, description, \
-             metadata_json, template, pod_correlation_id FROM tasks WHERE task_id = ?",
+             metadata_json, template, pod_correlation_id, queued_seq, queued_at \
+             FROM tasks WHERE task_id = ?",
         )?
-        .query_row([task_id.to_string()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
+        .query_row([task_id.to_string()], |r| ClaimRow::try_from(r))
         .optional()?;
     let (
         status,
@@ -536,7 +575,14 @@ fn claim(
         metadata_json,
         template,
         previous,
+        queued_seq,
+        queued_at,
     ) = row.ok_or(Error::TaskNotFound(task_id))?;
+    let queued = queued_seq.map(|seq| crate::domain::QueueEntry {
+        seq,
+        queued_at: queued_at.unwrap_or(0),
+        position: 0,
+    });
     // Automatic restarts carry the correlation of the request that started
     // the task's pods in the first place.
     let correlation = if cause.correlation.is_empty() {
@@ -549,7 +595,12 @@ fn claim(
         TaskStatus::from_db(&status)?,
         PodStatus::from_db(&pod_status)?,
     )?;
-    if automatic && next_restart_at.is_none_or(|at| at > now) {
+    // Checked here, in the claim's transaction, so a dependency cannot
+    // end differently between the check and the start.
+    if let Some(dep) = super::dependencies::unmet(conn, task_id)? {
+        return Err(Error::DependenciesNotMet(task_id, dep));
+    }
+    if automatic && (queued.is_some() || next_restart_at.is_none_or(|at| at > now)) {
         // A user action (StartPod, Complete, Cancel) overtook the restart;
         // or it did and then a new failure scheduled a later one: this
         // restart is not due yet (its own timer fires it), and starting
@@ -562,8 +613,8 @@ fn claim(
     conn.prepare_cached(
         "UPDATE tasks SET status = 'active', pod_status = 'starting', pod_generation = ?, pod_id = ?, \
          pod_host = ?, pod_pid = NULL, pod_started_at = NULL, pod_running_since = NULL, live_version = 0, pod_message = '', \
-         next_restart_at = NULL, pod_correlation_id = ?, restart_count = restart_count + ?, updated_at = ? \
-         WHERE task_id = ?",
+         next_restart_at = NULL, pod_correlation_id = ?, restart_count = restart_count + ?, updated_at = ?, \
+         queued_seq = NULL, queued_at = NULL WHERE task_id = ?",
     )?
     .execute(params![
         i64::try_from(generation).unwrap_or(i64::MAX),
@@ -581,5 +632,6 @@ fn claim(
         description,
         metadata_json,
         template,
+        queued,
     }))
 }

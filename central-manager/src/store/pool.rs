@@ -133,6 +133,17 @@ impl DbConfig {
     /// Opens the writer's connection (the file must exist: see
     /// [`Self::migrate`]).
     pub fn open_writer(&self) -> Result<Connection> {
+        let conn = self.open(false)?;
+        // The checkpointer thread copies the WAL into the database; this
+        // connection's commits only do it if the WAL grows this long (see
+        // `store::checkpoint`).
+        conn.pragma_update(None, "wal_autocheckpoint", super::checkpoint::WAL_BACKSTOP)?;
+        Ok(conn)
+    }
+
+    /// Opens the checkpointer's connection: it writes only the database
+    /// file (copying the WAL into it), never a row.
+    pub fn open_checkpointer(&self) -> Result<Connection> {
         Ok(self.open(false)?)
     }
 

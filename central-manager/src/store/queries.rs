@@ -27,7 +27,11 @@ pub fn get_task(c: &Connection, id: TaskId) -> Result<Option<TaskRecord>> {
         ))?
         .query_row([id.to_string()], TaskRow::from_row)
         .optional()?;
-    row.map(TaskRecord::try_from).transpose()
+    let mut task = row.map(TaskRecord::try_from).transpose()?;
+    if let Some(t) = task.as_mut() {
+        super::queue::fill_position(c, t)?;
+    }
+    Ok(task)
 }
 
 /// One archived task, or `None`.
@@ -99,9 +103,27 @@ fn push_filter(sql: &mut String, args: &mut Vec<Value>, f: &TaskFilter, table: &
         sql.push_str(" AND created_by = ?");
         args.push(Value::Text(by.clone()));
     }
-    if let Some(p) = f.pod_status {
-        sql.push_str(" AND pod_status = ?");
-        args.push(Value::Text(p.as_db().to_owned()));
+    // A queued task is stored as 'stopped' with a queue entry (migration
+    // 20260501000001_queue), or waiting for its dependencies (migration
+    // 20260601000001_dependencies).
+    match f.pod_status {
+        None => {}
+        Some(PodStatus::Queued) => {
+            sql.push_str(" AND (queued_seq IS NOT NULL OR waiting_dependencies = 1)");
+        }
+        Some(PodStatus::Stopped) => {
+            sql.push_str(
+                " AND pod_status = 'stopped' AND queued_seq IS NULL AND waiting_dependencies = 0",
+            );
+        }
+        Some(p) => {
+            sql.push_str(" AND pod_status = ?");
+            args.push(Value::Text(p.as_db().to_owned()));
+        }
+    }
+    if let Some(p) = f.priority {
+        sql.push_str(" AND priority = ?");
+        args.push(Value::Integer(p.as_db()));
     }
 }
 
@@ -144,14 +166,18 @@ pub fn list_tasks(c: &Connection, q: &ListQuery) -> Result<Page<TaskRecord>> {
     args.push(Value::Integer(i64::from(q.offset)));
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map(params_from_iter(args), flagged_row)?;
-    fill_page(
+    let mut page = fill_page(
         rows.map(|r| {
             let (row, is_archived) = r?;
             let t = TaskRecord::try_from(row);
             if is_archived { archived(t) } else { t }
         }),
         MAX_PAGE_BYTES,
-    )
+    )?;
+    for t in &mut page.items {
+        super::queue::fill_position(c, t)?;
+    }
+    Ok(page)
 }
 
 /// `SELECT task_id` of the live tasks matching `f`, then `tail` (more

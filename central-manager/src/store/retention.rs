@@ -31,7 +31,9 @@ pub const ARCHIVED_TASK_COLUMNS: &str = "task_id, title, description, status, ph
      restart_window_seconds, initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, \
      pod_pid, pod_generation, pod_started_at, live_version, restart_count, pod_message, \
      next_restart_at, pod_correlation_id, phase_since, finished_at, spec_clarification_us, \
-     planning_us, development_us, review_us, timeout_seconds, deadline, pod_running_since";
+     planning_us, development_us, review_us, timeout_seconds, deadline, pod_running_since, \
+     priority, queue_timeout_seconds, queued_seq, queued_at, depends_on_json, \
+     waiting_dependencies";
 
 /// The columns of `events` and `events_archive`.
 const EVENT_COLUMNS: &str =

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    Description, EventRecord, Metadata, Phase, PodInfo, PodStatus, RestartPolicySpec, TaskId,
-    TaskRecord, TaskStatus, TemplateName, Title,
+    Description, EventRecord, Metadata, Phase, PodInfo, PodStatus, Priority, QueueEntry,
+    RestartPolicySpec, TaskId, TaskRecord, TaskStatus, TemplateName, Title,
 };
 use crate::error::{Error, Result};
 
@@ -16,14 +16,15 @@ macro_rules! task_columns {
          metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
          initial_backoff_ms, max_backoff_ms, pod_status, pod_id, pod_host, pod_pid, \
          pod_generation, pod_started_at, live_version, restart_count, pod_message, \
-         next_restart_at, timeout_seconds, deadline"
+         next_restart_at, timeout_seconds, deadline, priority, queue_timeout_seconds, \
+         queued_seq, queued_at, depends_on_json, waiting_dependencies"
     };
 }
 pub(super) use task_columns;
 
 /// How many columns [`task_columns`] lists (a flag selected after them is
 /// at this index).
-pub(super) const TASK_COLUMN_COUNT: usize = 27;
+pub(super) const TASK_COLUMN_COUNT: usize = 33;
 
 /// The columns of an `events` row, in [`EventRow::from_row`] order.
 macro_rules! event_columns {
@@ -65,6 +66,12 @@ pub struct TaskRow {
     next_restart_at: Option<i64>,
     timeout_seconds: Option<i64>,
     deadline: Option<i64>,
+    priority: i64,
+    queue_timeout_seconds: Option<i64>,
+    queued_seq: Option<i64>,
+    queued_at: Option<i64>,
+    depends_on_json: String,
+    waiting_dependencies: bool,
 }
 
 impl TaskRow {
@@ -98,6 +105,12 @@ impl TaskRow {
             next_restart_at: r.get(24)?,
             timeout_seconds: r.get(25)?,
             deadline: r.get(26)?,
+            priority: r.get(27)?,
+            queue_timeout_seconds: r.get(28)?,
+            queued_seq: r.get(29)?,
+            queued_at: r.get(30)?,
+            depends_on_json: r.get(31)?,
+            waiting_dependencies: r.get(32)?,
         })
     }
 }
@@ -130,6 +143,25 @@ impl TryFrom<TaskRow> for TaskRecord {
             }),
             _ => None,
         };
+        let mut pod_status = PodStatus::from_db(&r.pod_status)?;
+        // A queued task is stored as 'stopped' with its queue entry (see
+        // migration 20260501000001_queue); its place is filled in on read.
+        let queue = match (pod_status, r.queued_seq) {
+            (PodStatus::Stopped, Some(seq)) => {
+                pod_status = PodStatus::Queued;
+                Some(QueueEntry {
+                    seq,
+                    queued_at: r.queued_at.unwrap_or(0),
+                    position: 0,
+                })
+            }
+            _ => None,
+        };
+        // Waiting for dependencies: QUEUED too, with no queue entry.
+        if pod_status == PodStatus::Stopped && r.waiting_dependencies {
+            pod_status = PodStatus::Queued;
+        }
+        let depends_on = crate::domain::dependencies::from_json(&r.depends_on_json)?;
         Ok(Self {
             task_id: TaskId::from_db(&r.task_id)?,
             // Validated on the way in; not re-validated so that a limit
@@ -150,7 +182,7 @@ impl TryFrom<TaskRow> for TaskRecord {
                 initial_backoff_ms: opt_u32("initial_backoff_ms", r.initial_backoff_ms)?,
                 max_backoff_ms: opt_u32("max_backoff_ms", r.max_backoff_ms)?,
             },
-            pod_status: PodStatus::from_db(&r.pod_status)?,
+            pod_status,
             pod,
             live_version: u64_col("live_version", r.live_version)?,
             restart_count: u32_col("restart_count", r.restart_count)?,
@@ -162,6 +194,11 @@ impl TryFrom<TaskRow> for TaskRecord {
                 .map(|v| u32_col("timeout_seconds", v))
                 .transpose()?,
             deadline: r.deadline,
+            priority: Priority::from_db(r.priority)?,
+            queue_timeout_seconds: opt_u32("queue_timeout_seconds", r.queue_timeout_seconds)?,
+            queue,
+            depends_on,
+            waiting_dependencies: r.waiting_dependencies,
         })
     }
 }

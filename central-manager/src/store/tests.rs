@@ -235,6 +235,10 @@ pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
         request_id: None,
         timeout_seconds: None,
         deadline: None,
+        priority: crate::domain::Priority::default(),
+        queue: false,
+        queue_timeout_seconds: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -252,7 +256,7 @@ pub(crate) async fn create(store: &dyn TaskStore, t: NewTask) -> Result<(TaskRec
     }
 }
 
-fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
+pub(crate) fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
     Command::Finish {
         task_id: id,
         finish,

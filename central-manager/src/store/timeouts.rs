@@ -30,10 +30,13 @@ pub fn earliest_timer(c: &Connection) -> Result<Option<i64>> {
              WHERE deadline IS NOT NULL AND status IN ('inactive', 'active')",
         )?
         .query_row([], |r| r.get(0))?;
-    Ok(match (timeout, deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    let expiry: Option<i64> = c
+        .prepare_cached(
+            "SELECT MIN(queued_at + queue_timeout_seconds * 1000000) FROM tasks \
+             WHERE queued_seq IS NOT NULL AND queue_timeout_seconds IS NOT NULL",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok([timeout, deadline, expiry].into_iter().flatten().min())
 }
 
 /// Timers due at `now`, earliest first, at most `limit` of each kind.
@@ -76,6 +79,20 @@ pub fn due_timers(c: &Connection, now: i64, limit: u32) -> Result<Vec<Timer>> {
         let (task, at) = r?;
         out.push(Timer::Deadline {
             task_id: TaskId::from_db(&task)?,
+            at,
+        });
+    }
+    let mut st = c.prepare_cached(
+        "SELECT task_id, queued_seq, queued_at + queue_timeout_seconds * 1000000 AS due \
+         FROM tasks WHERE queued_seq IS NOT NULL AND queue_timeout_seconds IS NOT NULL \
+         AND queued_at + queue_timeout_seconds * 1000000 <= ? ORDER BY due LIMIT ?",
+    )?;
+    let rows = st.query_map(params![now, limit], |r| <(String, i64, i64)>::try_from(r))?;
+    for r in rows {
+        let (task, seq, at) = r?;
+        out.push(Timer::QueueExpiry {
+            task_id: TaskId::from_db(&task)?,
+            seq,
             at,
         });
     }
@@ -124,8 +141,8 @@ pub(super) fn deadline_exceeded(
     }
     conn.prepare_cached(
         "UPDATE tasks SET status = 'failed', pod_status = 'stopped', live_version = 0, \
-         next_restart_at = NULL, pod_message = 'deadline exceeded', updated_at = ? \
-         WHERE task_id = ?",
+         next_restart_at = NULL, pod_message = 'deadline exceeded', updated_at = ?, \
+         queued_seq = NULL, queued_at = NULL, waiting_dependencies = 0 WHERE task_id = ?",
     )?
     .execute(params![now, &id])?;
     let mut data = json!({"reason": "deadline_exceeded", "deadline": at});

@@ -15,13 +15,17 @@
 //! database failure fails the whole batch with EVENT_STORE_UNAVAILABLE and
 //! the connection is reopened for the next one.
 //!
+//! WAL checkpoints run on a thread of their own (`store::checkpoint`),
+//! which the writer wakes after each commit, so a commit never waits for
+//! one.
+//!
 //! Every batch's fate is reported to the [`Breaker`]: while it is open,
 //! writes are refused before they are queued (and queued ones are failed
 //! without touching the database); only the prober's probes run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::breaker::Breaker;
+use super::checkpoint::{self, CheckpointWaker};
 use super::commands::{self, Command, Outcome};
 use super::pool::DbConfig;
 use crate::domain::EventRecord;
@@ -50,6 +55,8 @@ struct Job {
     command: Command,
     reply: oneshot::Sender<Result<Outcome>>,
     span: tracing::Span,
+    /// When it was submitted (its wait for the writer is measured).
+    queued: Instant,
 }
 
 /// What the writer thread receives. Nearly every message is a job, so a
@@ -101,6 +108,7 @@ impl WriterHandle {
             command,
             reply,
             span: tracing::Span::current(),
+            queued: Instant::now(),
         };
         self.tx
             .send(Msg::Job(job))
@@ -151,6 +159,8 @@ pub struct Writer {
     breaker: Breaker,
     /// Last commit clock, so times never go backwards within a run.
     last_now: i64,
+    /// Wakes the checkpointer after each commit.
+    checkpointer: CheckpointWaker,
 }
 
 impl Writer {
@@ -167,6 +177,7 @@ impl Writer {
     ) -> WriterHandle {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
+        let checkpointer = checkpoint::start(db.clone(), tracker);
         let writer = Self {
             rx,
             conn,
@@ -175,6 +186,7 @@ impl Writer {
             counters: counters.clone(),
             breaker: breaker.clone(),
             last_now: 0,
+            checkpointer,
         };
         let span = tracing::info_span!("writer");
         tracker.spawn_blocking(move || span.in_scope(|| writer.run()));
@@ -228,6 +240,15 @@ impl Writer {
             if !batch.is_empty() {
                 self.run_batch(&mut batch);
             }
+            // A long WAL the checkpointer could not finish: copy the rest
+            // here, while no command waits (see `store::checkpoint`).
+            if held.is_none()
+                && self.rx.is_empty()
+                && self.checkpointer.finish_wanted()
+                && let Some(conn) = self.conn.as_ref()
+            {
+                self.checkpointer.finish(conn);
+            }
         }
         if let Some(conn) = self.conn.take()
             && let Err((_, e)) = conn.close()
@@ -278,18 +299,25 @@ impl Writer {
         let now = ipa_proto::time::now_micros().max(self.last_now);
         self.last_now = now;
         let size = batch.len();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let kind = batch_kind(batch);
+        for job in batch.iter() {
+            crate::metrics::record_writer_wait(kind, started.duration_since(job.queued));
+        }
         let outcome = match self.connection() {
             Ok(conn) => transact(conn, batch, now),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(results) => {
+            Ok((results, commit)) => {
+                self.checkpointer.wake();
                 tracing::debug!(batch = size, "batch committed");
                 self.breaker.record_success();
+                let elapsed = started.elapsed();
+                crate::metrics::record_batch(kind, elapsed.saturating_sub(commit), commit);
                 crate::metrics::record_commit(
                     size,
-                    started.elapsed(),
+                    elapsed,
                     results.iter().flat_map(|(_, events)| events.iter()),
                 );
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +364,15 @@ impl Writer {
 
 type JobResult = (Result<Outcome>, Vec<EventRecord>);
 
+/// The metrics' name for a batch: an archive batch runs alone.
+fn batch_kind(batch: &[Job]) -> &'static str {
+    if batch.iter().any(|j| j.command.is_bulk()) {
+        "archive"
+    } else {
+        "commands"
+    }
+}
+
 /// One transaction for the whole batch.
 ///
 /// Commands almost always succeed, so the batch first runs without
@@ -344,9 +381,11 @@ type JobResult = (Result<Outcome>, Vec<EventRecord>);
 /// savepoint per command, so that only the failing command is undone.
 /// Commands are deterministic given the database and `now`, so the second
 /// run decides exactly what the first would have.
-fn transact(conn: &mut Connection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
+///
+/// Also returns how long the COMMIT took (the WAL append and its fsync).
+fn transact(conn: &mut Connection, batch: &[Job], now: i64) -> Result<(Vec<JobResult>, Duration)> {
     match attempt(conn, batch, now, false)? {
-        Some(results) => Ok(results),
+        Some(done) => Ok(done),
         None => attempt(conn, batch, now, true)?
             .ok_or_else(|| Error::Internal("a batch failed with savepoints".into())),
     }
@@ -359,7 +398,7 @@ fn attempt(
     batch: &[Job],
     now: i64,
     savepoints: bool,
-) -> Result<Option<Vec<JobResult>>> {
+) -> Result<Option<(Vec<JobResult>, Duration)>> {
     // IMMEDIATE takes the write lock now, so a locked database fails here
     // (after the busy timeout) and not halfway through the batch.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -396,8 +435,9 @@ fn attempt(
             }
         }
     }
+    let committing = Instant::now();
     tx.commit()?;
-    Ok(Some(results))
+    Ok(Some((results, committing.elapsed())))
 }
 
 #[cfg(test)]
@@ -415,6 +455,7 @@ mod tests {
             command,
             reply,
             span: tracing::Span::none(),
+            queued: Instant::now(),
         };
         (job, rx)
     }
@@ -464,7 +505,7 @@ mod tests {
             reason: None,
         });
         let (j4, _r4) = job(create(b, "b"));
-        let results = transact(&mut conn, &[j1, j2, j3, j4], 1).unwrap();
+        let (results, _) = transact(&mut conn, &[j1, j2, j3, j4], 1).unwrap();
         assert!(results[0].0.is_ok());
         assert!(
             matches!(results[1].0, Err(Error::Internal(_))),

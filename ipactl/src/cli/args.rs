@@ -162,6 +162,34 @@ pub struct FilterArgs {
     /// Only tasks created by this actor.
     #[arg(long, value_name = "ACTOR")]
     pub created_by: Option<String>,
+    /// Only tasks of this priority.
+    #[arg(long, value_enum)]
+    pub priority: Option<super::schedules::PriorityArg>,
+    /// Only tasks whose pod is in this state (`queued`: waiting for room).
+    #[arg(long, value_enum)]
+    pub pod_status: Option<PodStatusArg>,
+}
+
+/// A pod status, as `--pod-status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodStatusArg {
+    Stopped,
+    Starting,
+    Running,
+    Unknown,
+    Queued,
+}
+
+impl From<PodStatusArg> for pb::PodStatus {
+    fn from(s: PodStatusArg) -> Self {
+        match s {
+            PodStatusArg::Stopped => Self::Stopped,
+            PodStatusArg::Starting => Self::Starting,
+            PodStatusArg::Running => Self::Running,
+            PodStatusArg::Unknown => Self::Unknown,
+            PodStatusArg::Queued => Self::Queued,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,13 @@ pub enum TasksCmd {
     /// Count tasks matching the filters.
     Count(FilterArgs),
     /// Start the task's pod on a ready pod-host.
-    Start { id: String },
+    Start {
+        id: String,
+        /// When no pod-host has room, queue the task (it starts by itself,
+        /// by priority) instead of failing with NO_POD_HOST.
+        #[arg(long)]
+        queue: bool,
+    },
     /// Stop the task's pod gracefully (no automatic restart follows).
     Stop {
         id: String,
@@ -134,6 +140,21 @@ pub struct CreateArgs {
     /// duration from now (`--deadline 2h`).
     #[arg(long, value_name = "TIME")]
     pub deadline: Option<super::TimeArg>,
+    /// How urgently it gets a pod when capacity is short (default medium).
+    #[arg(long, value_enum)]
+    pub priority: Option<super::schedules::PriorityArg>,
+    /// With --start: when no pod-host has room, queue the task instead of
+    /// failing with NO_POD_HOST.
+    #[arg(long)]
+    pub queue: bool,
+    /// A queued task waiting longer than this returns to inactive
+    /// (`queue_timeout_seconds`; whole seconds, 1s to 7d), e.g. `10m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub queue_timeout: Option<Duration>,
+    /// A task that must be COMPLETED before this one's pod starts
+    /// (`depends_on`); repeat for several (at most 32).
+    #[arg(long = "depends-on", value_name = "TASK_ID")]
+    pub depends_on: Vec<String>,
     /// Print only the new task's id.
     #[arg(short, long)]
     pub quiet: bool,

@@ -68,7 +68,7 @@ async fn run_tasks(conn: &Conn, out: &Output, cmd: TasksCmd) -> Result<(), CliEr
         TasksCmd::Get { id } => tasks::get(conn, out, id).await,
         TasksCmd::List(a) => tasks::list(conn, out, a).await,
         TasksCmd::Count(f) => tasks::count(conn, out, f).await,
-        TasksCmd::Start { id } => tasks::start(conn, out, id).await,
+        TasksCmd::Start { id, queue } => tasks::start(conn, out, id, queue).await,
         TasksCmd::Stop { id, reason } => tasks::stop(conn, out, id, reason).await,
         TasksCmd::Restart { id } => tasks::restart(conn, out, id).await,
         TasksCmd::Complete { id } => tasks::complete(conn, out, id).await,

@@ -20,13 +20,14 @@ pub async fn create(conn: &Conn, out: &Output, a: CreateArgs) -> Result<(), CliE
         max_backoff_ms: a.max_backoff_ms,
     };
     let any_policy = policy != pb::RestartPolicy::default();
-    let timeout_seconds = a
-        .timeout
-        .map(|d| {
-            u32::try_from(d.as_secs())
-                .map_err(|_| CliError::Invalid("--timeout is too long".into()))
+    let seconds = |d: Option<std::time::Duration>, flag: &str| {
+        d.map(|d| {
+            u32::try_from(d.as_secs()).map_err(|_| CliError::Invalid(format!("{flag} is too long")))
         })
-        .transpose()?;
+        .transpose()
+    };
+    let timeout_seconds = seconds(a.timeout, "--timeout")?;
+    let queue_timeout_seconds = seconds(a.queue_timeout, "--queue-timeout")?;
     // A duration is from now here (a deadline lies ahead).
     let deadline = a.deadline.map(|t| match t {
         crate::cli::TimeArg::At(t) => ipa_proto::time::timestamp(t),
@@ -44,7 +45,10 @@ pub async fn create(conn: &Conn, out: &Output, a: CreateArgs) -> Result<(), CliE
         request_id: a.request_id,
         timeout_seconds,
         deadline,
-        ..Default::default()
+        priority: a.priority.map_or(0, |p| pb::Priority::from(p) as i32),
+        queue: a.queue,
+        queue_timeout_seconds,
+        depends_on: a.depends_on,
     };
     let r = conn
         .client
@@ -90,13 +94,24 @@ fn filter(f: &FilterArgs) -> (i32, i32, Option<prost_types::Timestamp>, String) 
     )
 }
 
+/// `--priority` and `--pod-status`.
+fn queue_filter(f: &FilterArgs) -> (i32, i32) {
+    (
+        f.priority.map_or(0, |p| pb::Priority::from(p) as i32),
+        f.pod_status.map_or(0, |s| pb::PodStatus::from(s) as i32),
+    )
+}
+
 pub async fn list(conn: &Conn, out: &Output, a: ListArgs) -> Result<(), CliError> {
     let (status, phase, created_after, created_by) = filter(&a.filter);
+    let (priority, pod_status) = queue_filter(&a.filter);
     let req = pb::ListTasksRequest {
         status,
         phase,
         created_after,
         created_by,
+        priority,
+        pod_status,
         limit: a.limit,
         offset: a.offset,
         order_by: pb::OrderBy::from(a.order_by) as i32,
@@ -115,11 +130,14 @@ pub async fn list(conn: &Conn, out: &Output, a: ListArgs) -> Result<(), CliError
 
 pub async fn count(conn: &Conn, out: &Output, f: FilterArgs) -> Result<(), CliError> {
     let (status, phase, created_after, created_by) = filter(&f);
+    let (priority, pod_status) = queue_filter(&f);
     let req = pb::CountTasksRequest {
         status,
         phase,
         created_after,
         created_by,
+        priority,
+        pod_status,
         ..Default::default()
     };
     let r = conn
@@ -132,12 +150,12 @@ pub async fn count(conn: &Conn, out: &Output, f: FilterArgs) -> Result<(), CliEr
     out.message(&r, |_| r.count.to_string())
 }
 
-pub async fn start(conn: &Conn, out: &Output, id: String) -> Result<(), CliError> {
+pub async fn start(conn: &Conn, out: &Output, id: String, queue: bool) -> Result<(), CliError> {
     let req = pb::StartPodRequest {
         task_id: id.clone(),
         actor_id: conn.actor.clone(),
         correlation_id: conn.correlation.clone(),
-        ..Default::default()
+        queue,
     };
     let r = conn
         .client
@@ -147,7 +165,11 @@ pub async fn start(conn: &Conn, out: &Output, id: String) -> Result<(), CliError
         .map_err(conn.err("StartPod"))?
         .into_inner();
     out.message(&r, |_| {
-        views::tasks::pod_started("started", &id, r.pod.as_ref())
+        if r.queued {
+            format!("queued task {id}: it starts when a pod-host has room")
+        } else {
+            views::tasks::pod_started("started", &id, r.pod.as_ref())
+        }
     })
 }
 

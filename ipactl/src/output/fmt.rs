@@ -141,7 +141,7 @@ pub fn status_color(v: i32) -> Option<Color> {
 pub fn pod_color(v: i32) -> Option<Color> {
     match pb::PodStatus::try_from(v).ok()? {
         pb::PodStatus::Running => Some(Color::Green),
-        pb::PodStatus::Starting => Some(Color::Yellow),
+        pb::PodStatus::Starting | pb::PodStatus::Queued => Some(Color::Yellow),
         pb::PodStatus::Unknown => Some(Color::Red),
         _ => None,
     }

@@ -69,6 +69,7 @@ pub fn task_detail(task: &pb::Task, ctx: &Ctx) -> String {
             ),
         ),
         ("Phase", Cell::new(fmt::phase(task.phase))),
+        ("Priority", Cell::new(fmt::priority(task.priority))),
         (
             "Pod",
             colored(ctx, pod_summary(task), fmt::pod_color(task.pod_status)),
@@ -76,6 +77,29 @@ pub fn task_detail(task: &pb::Task, ctx: &Ctx) -> String {
     ];
     if !task.pod_message.is_empty() {
         rows.push(("Pod message", Cell::new(&task.pod_message)));
+    }
+    if task.queue_position > 0 {
+        rows.push((
+            "Queue",
+            Cell::new(format!(
+                "position {} (waiting for {}) since {}",
+                task.queue_position,
+                task.waiting_for,
+                fmt::time(ctx, task.queued_at.as_ref())
+            )),
+        ));
+    }
+    if task.queue_position == 0 && !task.waiting_for.is_empty() {
+        rows.push((
+            "Queue",
+            Cell::new(format!("waiting for {}", task.waiting_for)),
+        ));
+    }
+    if let Some(s) = task.queue_timeout_seconds {
+        rows.push(("Queue timeout", Cell::new(format!("{s}s"))));
+    }
+    if !task.depends_on.is_empty() {
+        rows.push(("Depends on", Cell::new(task.depends_on.join(", "))));
     }
     if task.next_restart_at.is_some() {
         rows.push((

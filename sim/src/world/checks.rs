@@ -140,12 +140,15 @@ pub(super) struct Periodic {
     acked: Arc<Mutex<BTreeMap<String, Acked>>>,
     coverage: Arc<Mutex<Coverage>>,
     n_hosts: usize,
+    /// Each host's capacity (the queue's checks).
+    pub(super) capacities: Vec<u32>,
     last_state: Vec<Option<HostState>>,
     schedules: Arc<super::schedules::Watch>,
 }
 
 impl Periodic {
-    pub(super) fn new(w: &World, n_hosts: usize) -> Self {
+    pub(super) fn new(w: &World, capacities: Vec<u32>) -> Self {
+        let n_hosts = capacities.len();
         Self {
             hosts: w.service.pods().hosts().clone(),
             net: w.net.clone(),
@@ -154,6 +157,7 @@ impl Periodic {
             acked: w.clients.acked.clone(),
             coverage: w.coverage.clone(),
             n_hosts,
+            capacities,
             last_state: vec![None; n_hosts],
             schedules: w.schedule_watch.clone(),
         }
@@ -172,6 +176,10 @@ pub(super) async fn periodic(mut p: Periodic, cancel: CancellationToken) -> Vec<
         }
         tick += 1;
         registry(&mut p, &mut found);
+        {
+            let l = p.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            super::queue::exclusive(&p.store, &l, &p.capacities, &mut found);
+        }
         if tick.is_multiple_of(5) {
             p.schedules.check(&mut found);
             let rows = rows(&p.store);
@@ -342,6 +350,15 @@ fn durability(
                 (!has(&t, "pod_stopped", corr) && !ended && !terminal)
                     .then(|| format!("stop of task {t} (generations {from}..={to}) not recorded"))
             }
+            Acked::Queued(task) => {
+                // Queued by this call (its pod_queued) or already before.
+                let t = task.to_string();
+                (row(&t).is_none()
+                    || !events
+                        .iter()
+                        .any(|e| e.task_id == t && e.kind == "pod_queued"))
+                .then(|| format!("queueing of task {t} is not recorded"))
+            }
             Acked::Started { task, generation } => {
                 let t = task.to_string();
                 row(&t)
@@ -373,6 +390,9 @@ pub(super) async fn at_end(w: &World) -> Vec<String> {
     convergence(w, &rows, &mut found);
     trails(w, &rows, &events, &mut found);
     super::timers::timers(w, &rows, &events, &mut found);
+    super::queue::order(&events, &mut found);
+    super::dependencies::at_end(&w.store, &events, &mut found);
+    super::queue::progress(w, &mut found);
     super::schedules::at_end(&w.store, &mut found);
     found
 }

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use central_manager::core::TaskService;
+use central_manager::core::queue::StartOrQueue;
 use central_manager::core::schedules::ScheduleService;
 use central_manager::domain::{
-    ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, RestartPolicySpec, StopPod,
-    TaskCommand, TaskId, TemplateName, Title,
+    ActorId, CancelTask, CorrelationId, Description, Metadata, NewTask, Priority,
+    RestartPolicySpec, StopPod, TaskCommand, TaskId, TemplateName, Title,
 };
 use central_manager::error::Error;
 use tokio_util::task::TaskTracker;
@@ -38,6 +39,8 @@ pub enum Acked {
     },
     Completed(TaskId),
     Cancelled(TaskId),
+    /// StartPod with `queue` answered `queued`.
+    Queued(TaskId),
 }
 
 /// The clients' shared state.
@@ -111,6 +114,21 @@ impl Clients {
         (!t.is_empty()).then(|| t[i % t.len()])
     }
 
+    /// `depends_on` of the task step `n` creates: one create in four
+    /// depends on one or two tasks created before (chosen from `n`, so a
+    /// seed replays the same graph).
+    fn dependencies(&self, n: usize) -> Vec<TaskId> {
+        if !n.is_multiple_of(4) {
+            return Vec::new();
+        }
+        let mut deps: Vec<TaskId> = [self.pick(n / 4), self.pick(n / 3 + 1)]
+            .into_iter()
+            .flatten()
+            .collect();
+        deps.dedup();
+        deps
+    }
+
     /// Waits (up to `limit`) for every operation in flight.
     pub async fn drain(&self, limit: Duration) {
         self.tracker.close();
@@ -168,6 +186,15 @@ impl Clients {
                     deadline: timers
                         .deadline_ms
                         .map(|ms| s.pods().ports().clock.wall_micros() + i64::from(ms) * 1000),
+                    priority: match timers.priority {
+                        1 => Priority::Low,
+                        3 => Priority::High,
+                        4 => Priority::Critical,
+                        _ => Priority::Medium,
+                    },
+                    queue: timers.queue,
+                    queue_timeout_seconds: timers.queue_timeout_s,
+                    depends_on: self.dependencies(n),
                 };
                 let r = s.create_task(new).await.map(|t| {
                     self.tasks
@@ -180,7 +207,7 @@ impl Clients {
             }
             other => {
                 let task = match &other {
-                    Action::Start { task }
+                    Action::Start { task, .. }
                     | Action::Stop { task }
                     | Action::Restart { task }
                     | Action::Complete { task }
@@ -192,10 +219,19 @@ impl Clients {
                     return;
                 };
                 let r: Result<Acked, Error> = match other {
-                    Action::Start { .. } => s.start_pod(cmd(task)).await.map(|p| Acked::Started {
-                        task,
-                        generation: p.generation,
-                    }),
+                    Action::Start { queue, .. } => match s.start_pod(cmd(task), queue).await {
+                        Ok(StartOrQueue::Started(p)) => Ok(Acked::Started {
+                            task,
+                            generation: p.generation,
+                        }),
+                        // Queued now or already (no event then): the queue
+                        // checks (`world::queue`) judge what follows.
+                        Ok(StartOrQueue::Queued) if queue => Ok(Acked::Queued(task)),
+                        Ok(StartOrQueue::Queued) => {
+                            Err(Error::Internal("queued without queue".into()))
+                        }
+                        Err(e) => Err(e),
+                    },
                     Action::Restart { .. } => {
                         s.restart_pod(cmd(task)).await.map(|p| Acked::Started {
                             task,

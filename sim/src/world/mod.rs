@@ -17,6 +17,8 @@
 
 mod checks;
 mod clients;
+mod dependencies;
+mod queue;
 mod restarts;
 mod schedules;
 mod timers;
@@ -233,7 +235,7 @@ impl World {
     async fn run(self, plan: &Plan) -> Outcome {
         let start = Instant::now();
         let checker = self.tracker.spawn(checks::periodic(
-            checks::Periodic::new(&self, plan.hosts.len()),
+            checks::Periodic::new(&self, plan.hosts.iter().map(|h| h.capacity).collect()),
             self.shutdown.clone(),
         ));
         let mut longest_fault = Duration::ZERO;

@@ -185,3 +185,62 @@ fn watch_task_id_optional_but_validated() {
         .is_err()
     );
 }
+
+#[test]
+fn queue_fields_are_checked_and_default_to_medium_without_a_queue() {
+    let t = NewTask::try_from(create("t", "alice")).unwrap();
+    assert_eq!(t.priority, Priority::Medium);
+    assert!(!t.queue && t.queue_timeout_seconds.is_none());
+    let field = |r: pb::CreateTaskRequest| match NewTask::try_from(r) {
+        Err(Error::InvalidArgument { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let mut r = create("t", "alice");
+    r.priority = 7;
+    assert_eq!(field(r), "priority");
+    for bad in [0, crate::domain::timeout::MAX_TIMEOUT_SECONDS + 1] {
+        let mut r = create("t", "alice");
+        r.queue_timeout_seconds = Some(bad);
+        assert_eq!(field(r), "queue_timeout_seconds");
+    }
+    let mut r = create("t", "alice");
+    r.priority = pb::Priority::Critical as i32;
+    r.queue = true;
+    r.queue_timeout_seconds = Some(60);
+    let t = NewTask::try_from(r).unwrap();
+    assert_eq!(
+        (t.priority, t.queue, t.queue_timeout_seconds),
+        (Priority::Critical, true, Some(60))
+    );
+    // The list filters: unknown values are refused, QUEUED is a filter.
+    let r = pb::ListTasksRequest {
+        pod_status: 99,
+        ..Default::default()
+    };
+    assert!(matches!(
+        ListQuery::try_from(r),
+        Err(Error::InvalidArgument {
+            field: "pod_status",
+            ..
+        })
+    ));
+    let r = pb::CountTasksRequest {
+        priority: 5,
+        ..Default::default()
+    };
+    assert!(matches!(
+        TaskFilter::try_from(r),
+        Err(Error::InvalidArgument {
+            field: "priority",
+            ..
+        })
+    ));
+    let r = pb::ListTasksRequest {
+        pod_status: pb::PodStatus::Queued as i32,
+        priority: pb::Priority::Low as i32,
+        ..Default::default()
+    };
+    let q = ListQuery::try_from(r).unwrap();
+    assert_eq!(q.filter.pod_status, Some(PodStatus::Queued));
+    assert_eq!(q.filter.priority, Some(Priority::Low));
+}

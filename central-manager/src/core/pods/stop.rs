@@ -6,8 +6,8 @@
 use super::{HOST_STOP_TIMEOUT, Pods, stop_request};
 use crate::domain::host::Refusal;
 use crate::domain::{
-    ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, TaskId,
-    decide_stop, ending::exit_detail,
+    ActorId, Cause, CorrelationId, EndReport, Ending, PodInfo, PodRef, PodStatus, StopDecision,
+    TaskId, decide_stop, ending::exit_detail,
 };
 use crate::error::{Error, Result};
 use crate::hosts::directory::PendingStop;
@@ -24,8 +24,18 @@ impl Pods {
         reason: &str,
     ) -> Result<()> {
         // The stop's end must be recorded.
-        let task = self.writable_task(task_id).await?;
-        decide_stop(task_id, task.status, task.pod_status)?;
+        let mut task = self.writable_task(task_id).await?;
+        if decide_stop(task_id, task.status, task.pod_status)? == StopDecision::Unqueue {
+            if self
+                .unqueue(task_id, Cause::by(actor, correlation), reason)
+                .await?
+            {
+                return Ok(());
+            }
+            // The dispatcher started it meanwhile: stop that pod.
+            task = self.writable_task(task_id).await?;
+            decide_stop(task_id, task.status, task.pod_status)?;
+        }
         let pod_info = task.pod.ok_or(Error::NotRunning(task_id))?;
         let pod = PodRef {
             task_id,
@@ -164,6 +174,9 @@ impl Pods {
                     .await?;
             }
             PodStatus::Stopped => {}
+            // RestartPod means "run it now": a queued task keeps waiting
+            // for room like any other (it would jump the queue otherwise).
+            PodStatus::Queued => return Err(Error::AlreadyStarted(task_id)),
         }
         self.start(task_id, cause, false)
             .await?

@@ -19,6 +19,7 @@
 pub mod clock;
 pub mod entropy;
 pub mod hosts;
+pub mod queue;
 pub mod retention;
 pub mod schedules;
 pub mod store;

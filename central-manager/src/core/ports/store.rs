@@ -25,7 +25,8 @@ use futures::future::BoxFuture;
 use crate::domain::timeout::Timer;
 use crate::domain::{
     ActorId, Cause, CorrelationId, EndReport, EventRecord, EventsQuery, Finish, ListQuery, NewTask,
-    Page, Phase, PodInfo, PodRef, PodStatus, RestartDefaults, TaskFilter, TaskId, TaskRecord,
+    Page, Phase, PodInfo, PodRef, PodStatus, QueueHead, RestartDefaults, TaskFilter, TaskId,
+    TaskRecord,
 };
 use crate::error::{Error, Result};
 
@@ -93,6 +94,33 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Run timeouts and deadlines due at `now`, earliest first, at most
     /// `limit` of each kind.
     fn due_timers(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Timer>>>;
+
+    /// The head of every template's queue (the task the dispatcher starts
+    /// next there), by template name.
+    fn queue_heads(&self) -> BoxFuture<'_, Result<Vec<(String, QueueHead)>>>;
+
+    /// The head of one template's queue.
+    fn queue_head<'a>(&'a self, template: &'a str) -> BoxFuture<'a, Result<Option<QueueHead>>>;
+
+    /// The first `limit` entries of one template's queue, in the order the
+    /// dispatcher starts them.
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<QueueHead>>>;
+
+    /// How many tasks wait, per priority, and when the oldest was queued.
+    fn queue_stats(&self) -> BoxFuture<'_, Result<QueueStats>>;
+}
+
+/// The queue at a glance (metrics, GetStats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Queued tasks per priority (every priority, lowest first).
+    pub depth: Vec<(crate::domain::Priority, u64)>,
+    /// When the longest-waiting task was queued, unix µs.
+    pub oldest_queued_at: Option<i64>,
 }
 
 impl dyn TaskStore {
@@ -144,6 +172,8 @@ pub enum Command {
     },
     /// Pod supervision (see `store::pods`).
     Pod(PodCommand),
+    /// The queue (see `store::queue`).
+    Queue(super::queue::QueueWrite),
     /// Schedules (see [`super::schedules`]).
     Schedule(super::schedules::ScheduleWrite),
     /// Archive, delete, bulk cancel (see [`super::retention`]).
@@ -203,6 +233,8 @@ pub enum Outcome {
     },
     /// A pod supervision command's result.
     Pod(PodOutcome),
+    /// A queue write's result.
+    Queue(super::queue::QueueOutcome),
     /// A schedule write's result.
     Schedule(super::schedules::ScheduleOutcome),
     /// A retention write's result.
@@ -250,6 +282,9 @@ pub enum PodCommand {
         pod: PodRef,
         message: String,
         retry_at: Option<i64>,
+        /// The claim took the task out of the queue: back into it, in its
+        /// old place (no event: nothing ran).
+        requeue: Option<crate::domain::QueueEntry>,
     },
     /// The pod ended (exit, stop, loss): the ending's event, then the
     /// restart policy. `host_id` is the host that reported or stopped it.
@@ -300,6 +335,9 @@ pub struct ClaimedPod {
     pub description: String,
     pub metadata_json: String,
     pub template: String,
+    /// The queue entry the claim took the task out of (a start from the
+    /// queue): a refused start puts it back in its old place.
+    pub queued: Option<crate::domain::QueueEntry>,
 }
 
 /// Result of a [`PodCommand`].

@@ -133,6 +133,8 @@ pub struct ScheduleTask {
     /// Run timeout of each task's pods, in seconds (checked by the api
     /// layer as CreateTask's); `None` by [`ScheduleTask::new`].
     pub timeout_seconds: Option<u32>,
+    /// Priority of every task (medium by [`ScheduleTask::new`]).
+    pub priority: crate::domain::Priority,
 }
 
 impl ScheduleTask {
@@ -185,6 +187,7 @@ impl ScheduleTask {
             template,
             restart_policy,
             timeout_seconds: None,
+            priority: crate::domain::Priority::default(),
         })
     }
 }

@@ -60,6 +60,7 @@ pub async fn apply(
             .await?;
             Ok(Outcome::Probed)
         }
+        Command::Queue(_) => Err(missing("queue writes (enqueue, unqueue, expiry)")),
         Command::Pod(_) => Err(missing("pod supervision commands")),
         Command::Schedule(_) => Err(missing("schedule writes")),
         Command::Retention(_) => Err(missing("retention writes")),
@@ -173,6 +174,9 @@ async fn create_task(
             created: false,
         });
     }
+    if !t.depends_on.is_empty() {
+        return Err(missing("task dependencies (CreateTask depends_on)"));
+    }
     let id = task_id.to_string();
     let actor = t.actor.as_str();
     // The stream starts at version 1: its first event is written with it.
@@ -194,6 +198,17 @@ async fn create_task(
     }
     if let Some(d) = t.deadline {
         data["deadline"] = json!(d);
+    }
+    data["priority"] = json!(t.priority.name());
+    if let Some(s) = t.queue_timeout_seconds {
+        data["queue_timeout_seconds"] = json!(s);
+    }
+    if t.queue {
+        data["queue"] = json!(true);
+    }
+    if !t.depends_on.is_empty() {
+        let ids: Vec<String> = t.depends_on.iter().map(ToString::to_string).collect();
+        data["depends_on"] = json!(ids);
     }
     note_principal(&mut data, t.actor.authenticated_as_principal());
     let created = NewEvent {
@@ -240,6 +255,11 @@ async fn create_task(
         archived: false,
         timeout_seconds: t.timeout_seconds,
         deadline: t.deadline,
+        priority: t.priority,
+        queue_timeout_seconds: t.queue_timeout_seconds,
+        queue: None,
+        depends_on: t.depends_on.clone(),
+        waiting_dependencies: false,
     };
     Ok(Outcome::Task {
         task: Box::new(task),
@@ -303,9 +323,10 @@ async fn insert_task_row(
     sqlx::query(
         "INSERT INTO tasks (task_id, title, description, status, phase, created_at, updated_at, \
          created_by, metadata_json, template, auto_restart, max_restarts, restart_window_seconds, \
-         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline) \
+         initial_backoff_ms, max_backoff_ms, pod_status, pod_message, timeout_seconds, deadline, \
+         priority, queue_timeout_seconds) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19)",
+         $18, $19, $20, $21)",
     )
     .bind(id)
     .bind(t.title.as_str())
@@ -326,6 +347,8 @@ async fn insert_task_row(
     .bind(pod_message)
     .bind(t.timeout_seconds.map(i64::from))
     .bind(t.deadline)
+    .bind(t.priority.as_db())
+    .bind(t.queue_timeout_seconds.map(i64::from))
     .execute(&mut *conn)
     .await?;
     // One row per entry, for `metadata_equals`; one statement for all.
@@ -377,7 +400,8 @@ async fn finish_task(
     )?;
     sqlx::query(
         "UPDATE tasks SET status = $1, phase = $2, pod_status = $3, updated_at = $4, \
-         next_restart_at = NULL WHERE task_id = $5",
+         next_restart_at = NULL, queued_seq = NULL, queued_at = NULL, \
+         waiting_dependencies = FALSE WHERE task_id = $5",
     )
     .bind(tr.status.as_db())
     .bind(tr.phase.as_db())
@@ -459,8 +483,8 @@ async fn deadline_exceeded(
     }
     sqlx::query(
         "UPDATE tasks SET status = 'failed', pod_status = 'stopped', live_version = 0, \
-         next_restart_at = NULL, pod_message = 'deadline exceeded', updated_at = $1 \
-         WHERE task_id = $2",
+         next_restart_at = NULL, pod_message = 'deadline exceeded', updated_at = $1, \
+         queued_seq = NULL, queued_at = NULL, waiting_dependencies = FALSE WHERE task_id = $2",
     )
     .bind(now)
     .bind(&id)

@@ -20,6 +20,7 @@
 
 mod commands;
 mod queries;
+mod queue_reads;
 mod writer;
 
 use std::sync::Arc;
@@ -33,11 +34,11 @@ use tokio_util::task::TaskTracker;
 use super::BUSY_TIMEOUT;
 use super::breaker::{Breaker, Probe, Prober};
 use crate::core::ports::TaskStore;
-use crate::core::ports::store::{Command, Outcome};
+use crate::core::ports::store::{Command, Outcome, QueueStats};
 use crate::domain::timeout::Timer;
 use crate::domain::{
-    EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, TaskFilter, TaskId,
-    TaskRecord,
+    EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, QueueHead, TaskFilter,
+    TaskId, TaskRecord,
 };
 use crate::error::{Error, Result};
 use crate::watch::EventHub;
@@ -51,6 +52,8 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
 pub const MISSING: &[&str] = &[
+    "queue writes (enqueue, unqueue, expiry)",
+    "task dependencies (CreateTask depends_on, releasing and failing dependents)",
     "pod supervision commands (claim, started, ended, phase, unreachable, recovered, fenced, crash pruning)",
     "deadlines (the Deadline command)",
     "schedules (ScheduleStore and schedule writes)",
@@ -252,6 +255,26 @@ impl TaskStore for PgStore {
 
     fn due_timers(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Timer>>> {
         Box::pin(queries::due_timers(&self.reads, now, limit))
+    }
+
+    fn queue_heads(&self) -> BoxFuture<'_, Result<Vec<(String, QueueHead)>>> {
+        Box::pin(queue_reads::queue_heads(&self.reads))
+    }
+
+    fn queue_head<'a>(&'a self, template: &'a str) -> BoxFuture<'a, Result<Option<QueueHead>>> {
+        Box::pin(queue_reads::queue_head(&self.reads, template))
+    }
+
+    fn queue_front<'a>(
+        &'a self,
+        template: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<QueueHead>>> {
+        Box::pin(queue_reads::queue_front(&self.reads, template, limit))
+    }
+
+    fn queue_stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
+        Box::pin(queue_reads::queue_stats(&self.reads))
     }
 }
 

@@ -15,6 +15,7 @@ use crate::domain::{
     TaskFilter, TaskId, TaskRecord,
 };
 use crate::error::Result;
+use super::queue_reads::{queue_ahead, set_position};
 use crate::store::rows::{EventRow, TaskRow, event_columns, task_columns};
 
 /// One task, or `None`.
@@ -22,15 +23,26 @@ pub async fn get_task<'c>(
     c: impl Executor<'c, Database = Postgres>,
     id: TaskId,
 ) -> Result<Option<TaskRecord>> {
-    let row: Option<TaskRow> = sqlx::query_as(concat!(
+    let row: Option<PgRow> = sqlx::query(concat!(
         "SELECT ",
         task_columns!(),
-        " FROM tasks WHERE task_id = $1"
+        ", ",
+        queue_ahead!(),
+        " AS queue_ahead FROM tasks WHERE task_id = $1"
     ))
     .bind(id.to_string())
     .fetch_optional(c)
     .await?;
-    row.map(TaskRecord::try_from).transpose()
+    row.map(|r| live_record(&r)).transpose()
+}
+
+/// A live `tasks` row selected with its `queue_ahead` count.
+fn live_record(r: &PgRow) -> Result<TaskRecord> {
+    let row: TaskRow = sqlx::FromRow::from_row(r)?;
+    let ahead: Option<i64> = sqlx::Row::try_get(r, "queue_ahead")?;
+    let mut t = TaskRecord::try_from(row)?;
+    set_position(&mut t, ahead);
+    Ok(t)
 }
 
 /// One archived task, or `None`.
@@ -96,8 +108,25 @@ fn push_filter(b: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, table: &str) 
         b.push(" AND created_by = ");
         b.push_bind(by.clone());
     }
-    if let Some(p) = f.pod_status {
-        b.push(" AND pod_status = ");
+    // A queued task is stored as 'stopped' with a queue entry, or waiting
+    // for its dependencies (as in SQLite).
+    match f.pod_status {
+        None => {}
+        Some(PodStatus::Queued) => {
+            b.push(" AND (queued_seq IS NOT NULL OR waiting_dependencies)");
+        }
+        Some(PodStatus::Stopped) => {
+            b.push(
+                " AND pod_status = 'stopped' AND queued_seq IS NULL AND NOT waiting_dependencies",
+            );
+        }
+        Some(p) => {
+            b.push(" AND pod_status = ");
+            b.push_bind(p.as_db());
+        }
+    }
+    if let Some(p) = f.priority {
+        b.push(" AND priority = ");
         b.push_bind(p.as_db());
     }
 }
@@ -106,10 +135,20 @@ fn push_filter(b: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, table: &str) 
 /// and offset, cut at [`MAX_PAGE_BYTES`]; archived tasks merged in under
 /// the one ORDER BY with `include_archived`.
 pub async fn list_tasks(c: &PgPool, q: &ListQuery) -> Result<Page<TaskRecord>> {
-    let mut b = QueryBuilder::new(concat!("SELECT ", task_columns!(), ", FALSE AS archived"));
+    let mut b = QueryBuilder::new(concat!(
+        "SELECT ",
+        task_columns!(),
+        ", FALSE AS archived, ",
+        queue_ahead!(),
+        " AS queue_ahead"
+    ));
     push_filter(&mut b, &q.filter, "tasks");
     if q.filter.include_archived {
-        b.push(concat!(" UNION ALL SELECT ", task_columns!(), ", TRUE"));
+        b.push(concat!(
+            " UNION ALL SELECT ",
+            task_columns!(),
+            ", TRUE, NULL::BIGINT"
+        ));
         push_filter(&mut b, &q.filter, "tasks_archive");
     }
     // Column and direction come from enums, never from the request text.
@@ -127,9 +166,8 @@ pub async fn list_tasks(c: &PgPool, q: &ListQuery) -> Result<Page<TaskRecord>> {
     b.push_bind(i64::from(q.offset));
     let rows = b.build().fetch(c).map(|r| {
         let r: PgRow = r?;
-        let row: TaskRow = sqlx::FromRow::from_row(&r)?;
         let archived: bool = sqlx::Row::try_get(&r, "archived")?;
-        let mut t = TaskRecord::try_from(row)?;
+        let mut t = live_record(&r)?;
         t.archived = archived;
         Ok(t)
     });
@@ -338,14 +376,16 @@ pub async fn scheduled_restarts(c: &PgPool) -> Result<Vec<(TaskId, i64)>> {
         .collect()
 }
 
-/// The earliest run timeout or deadline (unix µs), if any.
+/// The earliest run timeout, deadline or queue timeout (unix µs), if any.
 pub async fn earliest_timer(c: &PgPool) -> Result<Option<i64>> {
     let at: Option<i64> = sqlx::query_scalar(
         "SELECT LEAST(\
            (SELECT MIN(pod_running_since + timeout_seconds * 1000000) FROM tasks \
             WHERE timeout_seconds IS NOT NULL AND pod_status = 'running'), \
            (SELECT MIN(deadline) FROM tasks \
-            WHERE deadline IS NOT NULL AND status IN ('inactive', 'active')))",
+            WHERE deadline IS NOT NULL AND status IN ('inactive', 'active')), \
+           (SELECT MIN(queued_at + queue_timeout_seconds * 1000000) FROM tasks \
+            WHERE queued_seq IS NOT NULL AND queue_timeout_seconds IS NOT NULL))",
     )
     .fetch_one(c)
     .await?;
@@ -394,6 +434,22 @@ pub async fn due_timers(c: &PgPool, now: i64, limit: u32) -> Result<Vec<Timer>> 
     for (task, at) in rows {
         out.push(Timer::Deadline {
             task_id: TaskId::from_db(&task)?,
+            at,
+        });
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT task_id, queued_seq, queued_at + queue_timeout_seconds * 1000000 AS due \
+         FROM tasks WHERE queued_seq IS NOT NULL AND queue_timeout_seconds IS NOT NULL \
+         AND queued_at + queue_timeout_seconds * 1000000 <= $1 ORDER BY due LIMIT $2",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(c)
+    .await?;
+    for (task, seq, at) in rows {
+        out.push(Timer::QueueExpiry {
+            task_id: TaskId::from_db(&task)?,
+            seq,
             at,
         });
     }

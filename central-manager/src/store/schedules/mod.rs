@@ -446,6 +446,11 @@ fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTas
         timeout_seconds: s.task.timeout_seconds,
         // A schedule's tasks have no absolute deadline (each would share it).
         deadline: None,
+        priority: s.task.priority,
+        // "Always started, queued if no room" (docs/api.md Schedules).
+        queue: true,
+        queue_timeout_seconds: None,
+        depends_on: Vec::new(),
     })
 }
 

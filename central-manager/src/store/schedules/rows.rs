@@ -36,6 +36,10 @@ pub(super) struct TaskJson {
     /// Absent in rows written before run timeouts existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_seconds: Option<u32>,
+    /// 1 (low) ..= 4 (critical); absent in rows written before priorities
+    /// existed (medium).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
 }
 
 impl TaskJson {
@@ -47,6 +51,7 @@ impl TaskJson {
             template: t.template.as_str().to_owned(),
             restart_policy: t.restart_policy,
             timeout_seconds: t.timeout_seconds,
+            priority: Some(t.priority.as_db()),
         };
         serde_json::to_string(&j).map_err(|e| Error::Internal(format!("task_json: {e}")))
     }
@@ -62,6 +67,11 @@ impl TaskJson {
             template: TemplateName::from_db(j.template),
             restart_policy: j.restart_policy,
             timeout_seconds: j.timeout_seconds,
+            priority: j
+                .priority
+                .map(crate::domain::Priority::from_db)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

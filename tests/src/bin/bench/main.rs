@@ -13,8 +13,7 @@
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
 //! the current directory), `--no-peer` (skip supervisord), `--only
-//! retention` (run only the schedules/archiving/statistics phase and
-//! replace its rows in an existing `--out` file, keeping the others),
+//! retention` or `--only queue` (run only that phase and replace its rows in an existing `--out` file, keeping the others),
 //! `--scale-only` (only the scale phase, printed, nothing written),
 //! `--scale-configs sim:100x10000,real:10x1000` (the scale phase's
 //! configurations). With `BENCH_SCALE_PAUSE=SECONDS` each scale
@@ -32,10 +31,12 @@ mod fleet;
 mod peer;
 mod pods;
 mod proc;
+mod queue;
 mod report;
 mod retention;
 mod rows;
 mod scale;
+mod scrape;
 mod secure;
 mod stats;
 
@@ -71,6 +72,12 @@ pub struct Scale {
     pub archive_table: usize,
     /// GetStats calls per grouping.
     pub stats: usize,
+    /// Queued tasks whose ends and next starts give the dispatch latency.
+    pub queue_hops: usize,
+    /// Queued tasks drained through 2 pod-hosts of capacity 50.
+    pub queue_drain: usize,
+    /// Tasks in the queue whose cost on CreateTask/GetTask is measured.
+    pub queue_deep: usize,
     /// The scale phase (100 pod-hosts, 10,000 pods in the full run).
     pub scale: scale::ScaleSpec,
 }
@@ -98,6 +105,9 @@ impl Scale {
             fires: 60,
             archive_table: 100_000,
             stats: 100,
+            queue_hops: 300,
+            queue_drain: 10_000,
+            queue_deep: 100_000,
             scale: scale::ScaleSpec {
                 configs: scale_configs(
                     &[(10, 1000), (100, 1000), (10, 10_000), (100, 10_000)],
@@ -134,6 +144,9 @@ impl Scale {
             fires: 10,
             archive_table: 10_000,
             stats: 30,
+            queue_hops: 100,
+            queue_drain: 2_000,
+            queue_deep: 10_000,
             scale: scale::ScaleSpec {
                 configs: scale_configs(&[(5, 250), (20, 1000)], (5, 250)),
                 rest: Duration::from_secs(3),
@@ -167,6 +180,9 @@ impl Scale {
         self.fires = s(self.fires, 3);
         self.archive_table = s(self.archive_table, 1000);
         self.stats = s(self.stats, 5);
+        self.queue_hops = s(self.queue_hops, 10);
+        self.queue_drain = s(self.queue_drain, 200);
+        self.queue_deep = s(self.queue_deep, 500);
         for c in &mut self.scale.configs {
             c.hosts = s(c.hosts, 2);
             c.pods = s(c.pods, 20);
@@ -193,8 +209,8 @@ struct Options {
     scale: Scale,
     out: PathBuf,
     peer: bool,
-    /// `--only retention`: that phase alone.
-    only_retention: bool,
+    /// `--only PHASE`: that phase alone.
+    only: Option<Only>,
     scale_only: bool,
 }
 
@@ -203,7 +219,7 @@ fn parse_args() -> Result<Options, String> {
     let mut factor = 1.0;
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut peer = true;
-    let mut only_retention = false;
+    let mut only = None;
     let mut scale_only = false;
     let mut configs: Option<Vec<scale::Config>> = None;
     let mut args = std::env::args().skip(1);
@@ -220,8 +236,9 @@ fn parse_args() -> Result<Options, String> {
             "--out" => out = args.next().ok_or("--out needs a path")?.into(),
             "--no-peer" => peer = false,
             "--only" => match args.next().as_deref() {
-                Some("retention") => only_retention = true,
-                _ => return Err("--only takes: retention".into()),
+                Some("retention") => only = Some(Only::Retention),
+                Some("queue") => only = Some(Only::Queue),
+                _ => return Err("--only takes: retention, queue".into()),
             },
             "--scale-only" => scale_only = true,
             "--scale-configs" => {
@@ -232,7 +249,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention] [--scale-only] [--scale-configs LIST]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention|queue] [--scale-only] [--scale-configs LIST]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -253,7 +270,7 @@ fn parse_args() -> Result<Options, String> {
         scale,
         out,
         peer,
-        only_retention,
+        only,
         scale_only,
     })
 }
@@ -319,8 +336,8 @@ async fn run(opts: Options, argv: Vec<String>) {
         root.path().display()
     );
 
-    if opts.only_retention {
-        run_retention_only(&opts, &scale, &sub("retention"), &argv, t_all).await;
+    if let Some(only) = opts.only {
+        run_only(only, &opts, &scale, &sub(only.name()), &argv, t_all).await;
         return;
     }
 
@@ -336,7 +353,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         return;
     }
 
-    eprintln!("[1/10] baselines: process spawn/reap, SQLite commit per write");
+    eprintln!("[1/11] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -345,23 +362,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/10] task API");
+    eprintln!("[2/11] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/10] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/11] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/10] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/11] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/10] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/11] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/10] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/11] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -378,16 +395,19 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/10] the cost of security: TLS + token against plaintext");
+    eprintln!("[7/11] the cost of security: TLS + token against plaintext");
     let secure = secure::run(&sub("secure"), &scale).await;
 
-    eprintln!("[8/10] schedules, archiving, statistics");
+    eprintln!("[8/11] schedules, archiving, statistics");
     let retention = retention::run(&sub("retention"), &scale).await;
 
-    eprintln!("[9/10] scale: simulated pod-hosts (and a real cross-check)");
+    eprintln!("[9/11] the queue: dispatch latency, draining, a deep queue");
+    let queue = queue::run(&sub("queue"), &scale).await;
+
+    eprintln!("[10/11] scale: simulated pod-hosts (and a real cross-check)");
     let scale_results = scale::run(&sub("scale"), &scale.scale).await;
 
-    eprintln!("[10/10] report");
+    eprintln!("[11/11] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -402,6 +422,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         ours: &ours,
         sup: &sup,
         retention: &retention,
+        queue: &queue,
         scale_results: &scale_results,
     };
     let table_rows = rows::build(&all);
@@ -421,20 +442,48 @@ async fn run(opts: Options, argv: Vec<String>) {
     let _ = writeln!(std::io::stdout(), "{table}\n{details}");
 }
 
-/// `--only retention`: that phase, its rows printed and put in place in
-/// the `--out` file (created when missing), the other rows kept.
-async fn run_retention_only(
+/// A phase `--only` runs by itself.
+#[derive(Debug, Clone, Copy)]
+enum Only {
+    Retention,
+    Queue,
+}
+
+impl Only {
+    fn name(self) -> &'static str {
+        match self {
+            Only::Retention => "retention",
+            Only::Queue => "queue",
+        }
+    }
+}
+
+/// `--only PHASE`: that phase, its rows printed and put in place in the
+/// `--out` file (created when missing), the other rows kept.
+async fn run_only(
+    only: Only,
     opts: &Options,
     scale: &Scale,
     dir: &std::path::Path,
     argv: &[String],
     t_all: Instant,
 ) {
-    eprintln!("[1/1] schedules, archiving, statistics");
-    let r = retention::run(dir, scale).await;
-    let rows = retention::rows(&r);
+    let (rows, label) = match only {
+        Only::Retention => {
+            eprintln!("[1/1] schedules, archiving, statistics");
+            let r = retention::run(dir, scale).await;
+            (
+                retention::rows(&r),
+                "Schedules, archiving and statistics rows:",
+            )
+        }
+        Only::Queue => {
+            eprintln!("[1/1] the queue: dispatch, drain, a deep queue");
+            let r = queue::run(dir, scale).await;
+            (queue::rows(&r), "Queue rows:")
+        }
+    };
     let table = report::table(&rows);
-    let label = "Schedules, archiving and statistics rows:";
     let note = format!(
         "- {label} measured in a separate run, `{}` ({:.0} s), {}, {}.",
         command_line(argv),

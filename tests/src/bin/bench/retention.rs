@@ -17,6 +17,7 @@ use ipa_tests::pb;
 
 use crate::Scale;
 use crate::proc::{self, CentralClient};
+use crate::scrape;
 use crate::stats::{self, Samples};
 
 pub struct RetentionResults {
@@ -67,7 +68,9 @@ fn fill_req(i: usize) -> pb::CreateTaskRequest {
 }
 
 pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
-    let central = proc::central(dir, &[], &[]).await;
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], scrape::free_port()).into();
+    let metrics_arg = metrics.to_string();
+    let central = proc::central(dir, &[], &["--metrics-listen", &metrics_arg]).await;
     let mut client = CentralClient::new(central.channel().await);
 
     let lateness = fire_lateness(&mut client, &dir.join("central.db"), scale.fires).await;
@@ -118,6 +121,7 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
     let stats_by_template = get_stats(&mut client, pb::GroupBy::Template, scale.stats).await;
 
     eprintln!("  CreateTask, 1 client, idle × {}", scale.create_1);
+    let before_idle = scrape::scrape(metrics).await;
     let mut create_idle = Samples::new();
     for i in 0..scale.create_1 {
         let t0 = Instant::now();
@@ -132,6 +136,8 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
         "  CreateTask, 1 client, during ArchiveTasks of {} tasks",
         fill.ok
     );
+    let before_during = scrape::scrape(metrics).await;
+    let breakdown_idle = scrape::breakdown(&before_idle, &before_during);
     let mut archiver = CentralClient::new(central.channel().await);
     let t_archive = Instant::now();
     let archive = tokio::spawn(async move {
@@ -164,6 +170,18 @@ pub async fn run(dir: &Path, scale: &Scale) -> RetentionResults {
         i += 1;
     }
     let (archive_result, archive_took) = archive.await.expect("archive task");
+    let breakdown_during = scrape::breakdown(&before_during, &scrape::scrape(metrics).await);
+    // Where the writer's time went (central's own metrics): printed with
+    // the run, for the notes.
+    for (when, lines) in [
+        ("idle", &breakdown_idle),
+        ("during the archive run", &breakdown_during),
+    ] {
+        eprintln!("  writer, CreateTask {when}:");
+        for l in lines {
+            eprintln!("    {l}");
+        }
+    }
     let (archived, archive_error) = match archive_result {
         Ok(n) => (n, None),
         Err(e) => (archived_by_the_run(&dir.join("central.db")).await, Some(e)),

@@ -34,6 +34,7 @@ pub struct All<'a> {
     pub ours: &'a Samples,
     pub sup: &'a Peer,
     pub retention: &'a crate::retention::RetentionResults,
+    pub queue: &'a crate::queue::QueueResults,
     pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
@@ -305,6 +306,7 @@ pub fn build(a: &All) -> Vec<Row> {
     ));
     rows.extend(crate::retention::rows(a.retention));
     rows.extend(crate::scale::report::rows(a.scale_results));
+    rows.extend(crate::queue::rows(a.queue));
     rows
 }
 

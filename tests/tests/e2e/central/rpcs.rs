@@ -354,6 +354,7 @@ async fn pod_rpcs_without_pod_host() {
             task_id: id.clone(),
             actor_id: "a".into(),
             correlation_id: String::new(),
+            queue: false,
         })
         .await
         .unwrap_err();

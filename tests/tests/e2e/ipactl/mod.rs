@@ -4,7 +4,9 @@
 //! versus a pipe, shell completions, and the bearer token on the wire.
 
 mod commands;
+mod dependencies;
 mod errors;
+mod queue;
 mod schedules;
 mod streams;
 pub mod support;

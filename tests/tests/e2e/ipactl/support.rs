@@ -16,11 +16,17 @@ impl System {
     /// central-manager on port 0 in a temp dir with its local pod-host,
     /// once that pod-host is ready (seen through `ipactl hosts list`).
     pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`System::start`] with `envs` for central-manager and its local
+    /// pod-host (which inherits them, e.g. `IPA_CAPACITY`).
+    pub async fn start_with_env(envs: &[(&str, &str)]) -> Self {
         let args: Vec<OsString> = ["--listen", "127.0.0.1:0", "--local-pod-host"]
             .iter()
             .map(OsString::from)
             .collect();
-        let central = ServerProcess::start("central-manager", &args, &[], None).await;
+        let central = ServerProcess::start("central-manager", &args, envs, None).await;
         let ipactl = Ipactl::new(central.addr);
         wait_for_async("the local pod-host to be ready", DEADLINE, || async {
             let run = ipactl.run(&["hosts", "list", "-o", "json"]).await;

@@ -200,3 +200,82 @@ async fn metrics_of_both_processes_follow_the_work() {
 
     sys.stop().await;
 }
+
+/// The queue's gauges and GetStats' `queue_depth` follow the queue.
+#[tokio::test]
+async fn queue_gauges_and_stats_follow_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cm_addr = free_addr();
+    let templates = [(
+        "sleeper",
+        "command = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 60\"]",
+    )];
+    let sys = System::start(
+        dir.path(),
+        &templates,
+        &[],
+        &["--capacity", "1"],
+        &["--metrics-listen", &cm_addr.to_string()],
+    )
+    .await;
+    let mut client = sys.client.clone();
+    let create = |priority: pb::Priority| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_task(pb::CreateTaskRequest {
+                    title: "queued".into(),
+                    actor_id: "alice".into(),
+                    template: "sleeper".into(),
+                    auto_start: true,
+                    queue: true,
+                    priority: priority as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap()
+        }
+    };
+    // The first takes the only slot, the next three wait.
+    let running = create(pb::Priority::Low).await;
+    assert_eq!(running.pod_status(), pb::PodStatus::Running, "{running:?}");
+    for p in [pb::Priority::High, pb::Priority::Low, pb::Priority::Low] {
+        let t = create(p).await;
+        assert_eq!(t.pod_status(), pb::PodStatus::Queued, "{t:?}");
+    }
+    let samples = wait_for_async("queue gauges", DEADLINE, || async {
+        let m = parse_metrics(&scrape(cm_addr).await.1);
+        (value(&m, "ipa_queue_depth", &[("priority", "low")]) == Some(2.0)
+            && value(&m, "ipa_queue_oldest_age_seconds", &[]).is_some_and(|a| a > 0.0))
+        .then_some(m)
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "ipa_queue_depth", &[("priority", "high")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "ipa_queue_depth", &[("priority", "critical")]),
+        Some(0.0)
+    );
+    let stats = client
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let depth = |p: pb::Priority| {
+        stats
+            .queue_depth
+            .iter()
+            .find(|d| d.priority == p as i32)
+            .map(|d| d.count)
+    };
+    assert_eq!(depth(pb::Priority::High), Some(1), "{stats:?}");
+    assert_eq!(depth(pb::Priority::Low), Some(2), "{stats:?}");
+    assert_eq!(depth(pb::Priority::Medium), Some(0), "{stats:?}");
+    assert_eq!(stats.running_pods, 1);
+    sys.stop().await;
+}

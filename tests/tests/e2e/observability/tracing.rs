@@ -61,6 +61,7 @@ async fn start_pod_is_one_trace_from_the_client_into_the_pod() {
         task_id: task.clone(),
         actor_id: "alice".into(),
         correlation_id: "obs-start".into(),
+        queue: false,
     });
     req.metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());

@@ -109,6 +109,7 @@ async fn rpcs_whose_callers_give_up_still_finish_and_leave_nothing_behind() {
                                 task_id: id,
                                 actor_id: "impatient".into(),
                                 correlation_id: String::new(),
+                                queue: false,
                             },
                             ms,
                         ))

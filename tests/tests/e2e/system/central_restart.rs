@@ -80,6 +80,7 @@ async fn worker(mut c: Client, book: Book, acks: Arc<AtomicUsize>) {
                 task_id: id.clone(),
                 actor_id: "load".into(),
                 correlation_id: String::new(),
+                queue: false,
             })
             .await
         else {

@@ -8,10 +8,12 @@
 mod central_restart;
 mod clock_procs;
 mod crashes;
+mod dependencies;
 mod discovery;
 mod freeze;
 mod host_loss;
 mod partition;
+mod queue;
 mod races;
 mod rpcs;
 mod shutdown;

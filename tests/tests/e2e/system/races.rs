@@ -27,6 +27,7 @@ async fn ten_concurrent_start_pods_one_wins_nine_already_started_20_rounds() {
                     task_id: id,
                     actor_id: "racer".into(),
                     correlation_id: String::new(),
+                    queue: false,
                 })
                 .await
                 .map(|r| r.into_inner().pod.expect("pod"))

@@ -279,6 +279,7 @@ impl System {
                 task_id: task_id.into(),
                 actor_id: "tester".into(),
                 correlation_id: String::new(),
+                queue: false,
             })
             .await
             .map(|r| r.into_inner().pod.expect("pod in StartPod response"))
