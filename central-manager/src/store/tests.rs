@@ -140,6 +140,32 @@ impl AnyDb {
         }
     }
 
+    /// The first column of the first row of one query (the same text on
+    /// both), as an integer, on a side connection; `None` without a row.
+    pub async fn query_i64(&self, sql: &str) -> Option<i64> {
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                let url = format!("sqlite://{}", db.path().display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let v = sqlx::query_scalar(sql)
+                    .fetch_optional(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+                v
+            }
+            Inner::Postgres(db) => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                let v = sqlx::query_scalar(sql)
+                    .fetch_optional(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+                v
+            }
+        }
+    }
+
     /// Committed (batches, commands) of the writer so far.
     pub fn committed(&self) -> (u64, u64) {
         match &self.inner {

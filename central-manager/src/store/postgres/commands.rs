@@ -7,7 +7,7 @@
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::queries;
+use super::{dependencies, queries};
 use crate::core::ports::store::{Command, Outcome};
 use crate::domain::{
     ActorId, CorrelationId, EventRecord, EventType, Finish, NewTask, Phase, PodRef, PodStatus,
@@ -19,6 +19,20 @@ use crate::store::IDEMPOTENCY_WINDOW_MICROS;
 /// Runs one command. `now` is the batch's commit clock (unix micros);
 /// appended events are pushed to `events` for publication after commit.
 pub async fn apply(
+    conn: &mut PgConnection,
+    cmd: &Command,
+    now: i64,
+    events: &mut Vec<EventRecord>,
+) -> Result<Outcome> {
+    let from = events.len();
+    let outcome = apply_one(conn, cmd, now, events).await?;
+    // A task this command ended releases or fails its dependents in the
+    // same transaction (see `dependencies`).
+    dependencies::settle(conn, events, from, now).await?;
+    Ok(outcome)
+}
+
+async fn apply_one(
     conn: &mut PgConnection,
     cmd: &Command,
     now: i64,
@@ -60,7 +74,9 @@ pub async fn apply(
             .await?;
             Ok(Outcome::Probed)
         }
-        Command::Queue(_) => Err(missing("queue writes (enqueue, unqueue, expiry)")),
+        Command::Queue(w) => Ok(Outcome::Queue(
+            super::queue::apply(conn, w, now, events).await?,
+        )),
         Command::Pod(_) => Err(missing("pod supervision commands")),
         Command::Schedule(_) => Err(missing("schedule writes")),
         Command::Retention(_) => Err(missing("retention writes")),
@@ -80,15 +96,15 @@ struct Who<'a> {
 }
 
 /// An event about to be written.
-struct NewEvent<'a> {
-    event: EventType,
-    data: serde_json::Value,
-    actor: &'a str,
-    correlation: &'a str,
+pub(super) struct NewEvent<'a> {
+    pub event: EventType,
+    pub data: serde_json::Value,
+    pub actor: &'a str,
+    pub correlation: &'a str,
 }
 
 /// Appends one event to a task's stream, bumping its version.
-async fn append_event(
+pub(super) async fn append_event(
     conn: &mut PgConnection,
     task_id: TaskId,
     e: NewEvent<'_>,
@@ -154,7 +170,7 @@ async fn insert_event(
 
 /// Records the authenticated caller in an event's data when it is not the
 /// event's actor (as the SQLite store does).
-fn note_principal(data: &mut serde_json::Value, authenticated_as: Option<&str>) {
+pub(super) fn note_principal(data: &mut serde_json::Value, authenticated_as: Option<&str>) {
     if let (Some(p), Some(obj)) = (authenticated_as, data.as_object_mut()) {
         obj.insert("authenticated_as".to_owned(), json!(p));
     }
@@ -173,9 +189,6 @@ async fn create_task(
             task: Box::new(first),
             created: false,
         });
-    }
-    if !t.depends_on.is_empty() {
-        return Err(missing("task dependencies (CreateTask depends_on)"));
     }
     let id = task_id.to_string();
     let actor = t.actor.as_str();
@@ -219,6 +232,7 @@ async fn create_task(
     };
     insert_event(conn, task_id, 1, created, now, events).await?;
     insert_task_row(conn, &id, t, pod_message, now).await?;
+    let failed_dependency = dependencies::record(conn, task_id, &t.depends_on).await?;
     if let Some(rid) = &t.request_id {
         // A concurrent replica's CreateTask with the same key loses here on
         // the primary key (its whole command is undone): INTERNAL for that
@@ -261,6 +275,19 @@ async fn create_task(
         depends_on: t.depends_on.clone(),
         waiting_dependencies: false,
     };
+    if let Some(dep) = failed_dependency {
+        // Created after its dependency already failed: it fails at once,
+        // as it would have had it existed then.
+        let corr = t.correlation.as_str();
+        dependencies::fail_dependent(conn, task_id, dep, corr, now, events).await?;
+        let task = queries::get_task(&mut *conn, task_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("task {task_id} vanished")))?;
+        return Ok(Outcome::Task {
+            task: Box::new(task),
+            created: true,
+        });
+    }
     Ok(Outcome::Task {
         task: Box::new(task),
         created: true,

@@ -19,7 +19,9 @@
 //! empty (never a half-working server).
 
 mod commands;
+mod dependencies;
 mod queries;
+mod queue;
 mod queue_reads;
 mod writer;
 
@@ -52,7 +54,6 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
 pub const MISSING: &[&str] = &[
-    "queue writes (enqueue, unqueue, expiry)",
     "task dependencies (CreateTask depends_on, releasing and failing dependents)",
     "pod supervision commands (claim, started, ended, phase, unreachable, recovered, fenced, crash pruning)",
     "deadlines (the Deadline command)",

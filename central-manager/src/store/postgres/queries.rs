@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgPool, Postgres, QueryBuilder};
 
+use super::queue_reads::{queue_ahead, set_position};
 use crate::domain::limits::{MAX_PAGE_BYTES, WireSize};
 use crate::domain::timeout::Timer;
 use crate::domain::{
@@ -15,7 +16,6 @@ use crate::domain::{
     TaskFilter, TaskId, TaskRecord,
 };
 use crate::error::Result;
-use super::queue_reads::{queue_ahead, set_position};
 use crate::store::rows::{EventRow, TaskRow, event_columns, task_columns};
 
 /// One task, or `None`.
