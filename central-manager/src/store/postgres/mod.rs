@@ -54,7 +54,6 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
 pub const MISSING: &[&str] = &[
-    "task dependencies (CreateTask depends_on, releasing and failing dependents)",
     "pod supervision commands (claim, started, ended, phase, unreachable, recovered, fenced, crash pruning)",
     "deadlines (the Deadline command)",
     "schedules (ScheduleStore and schedule writes)",
