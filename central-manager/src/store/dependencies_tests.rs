@@ -1,8 +1,7 @@
 //! Dependencies in the database: recording, the start check, release into
 //! the queue when the last dependency completes, and failure propagation,
 //! on SQLite and on PostgreSQL (listed in [`on_both_backends!`] at the
-//! end). The pod claim's part runs on SQLite only while the PostgreSQL
-//! store does not have the claim (store::postgres::MISSING).
+//! end).
 
 use super::pods::{Cause, PodCommand};
 use super::tests::{AnyDb, Backend, create, finish_cmd, new_task, on_both_backends};
@@ -77,12 +76,9 @@ async fn a_start_waits_until_the_last_dependency_completes(backend: Backend) {
     let b = task(store, &[]).await.unwrap();
     let c = task(store, &[a, b]).await.unwrap();
     // Without queue: the claim is refused, naming a dependency.
-    let claims = matches!(backend, Backend::Sqlite);
-    if claims {
-        match store.pod(claim(c)).await {
-            Err(Error::DependenciesNotMet(t, _)) => assert_eq!(t, c),
-            other => panic!("{other:?}"),
-        }
+    match store.pod(claim(c)).await {
+        Err(Error::DependenciesNotMet(t, _)) => assert_eq!(t, c),
+        other => panic!("{other:?}"),
     }
     assert_eq!(
         enqueue(store, c).await,
@@ -131,12 +127,10 @@ async fn a_start_waits_until_the_last_dependency_completes(backend: Backend) {
         .map(|(_, d)| d["waiting_for"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(queued, ["dependencies", "capacity"]);
-    if claims {
-        assert!(matches!(
-            store.pod(claim(c)).await.unwrap(),
-            super::pods::PodOutcome::Claimed(_)
-        ));
-    }
+    assert!(matches!(
+        store.pod(claim(c)).await.unwrap(),
+        super::pods::PodOutcome::Claimed(_)
+    ));
     db.shutdown().await;
 }
 

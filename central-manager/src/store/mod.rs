@@ -347,6 +347,8 @@ mod dependencies_tests;
 #[cfg(test)]
 mod outage_tests;
 #[cfg(test)]
+mod pod_tests;
+#[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
 pub(crate) mod tests;

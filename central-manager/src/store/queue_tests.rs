@@ -1,11 +1,10 @@
 //! The queue's rows: order, positions, the conditional writes and how the
-//! claim and the other transitions treat a queue entry. The tests listed in
-//! [`on_both_backends!`] at the end run on SQLite and on PostgreSQL through
-//! the store port; the claim test runs on SQLite only until the PostgreSQL
-//! store has the pod claim (store::postgres::MISSING).
+//! claim and the other transitions treat a queue entry, on SQLite and on
+//! PostgreSQL through the store port (listed in [`on_both_backends!`] at
+//! the end).
 
 use super::pods::{Cause, PodCommand, PodOutcome, PodRef};
-use super::tests::{AnyDb, Backend, TestDb, create, new_task, on_both_backends};
+use super::tests::{AnyDb, Backend, create, new_task, on_both_backends};
 use super::*;
 use crate::core::ports::TaskStore;
 use crate::core::ports::queue::{QueueOutcome, QueueWrite};
@@ -101,10 +100,9 @@ async fn the_order_is_priority_then_first_queued_per_template(backend: Backend) 
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_claim_takes_the_head_and_a_refused_start_puts_it_back() {
-    let db = TestDb::open().await;
-    let store: &dyn TaskStore = &db.store;
+async fn a_claim_takes_the_head_and_a_refused_start_puts_it_back(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
     let a = task(store, Priority::High, "a").await;
     let b = task(store, Priority::High, "a").await;
     enqueue(store, a).await;
@@ -152,6 +150,7 @@ async fn a_claim_takes_the_head_and_a_refused_start_puts_it_back() {
     assert_eq!(t.pod_status, PodStatus::Queued);
     assert_eq!(t.queue.unwrap().position, 1, "back in its old place");
     assert_eq!(position(store, b).await, 2);
+    db.shutdown().await;
 }
 
 async fn unqueue_expiry_and_finish_take_a_task_out(backend: Backend) {
@@ -302,6 +301,7 @@ async fn positions_from_the_bucket_counts_equal_a_plain_count(backend: Backend) 
 
 on_both_backends!(
     the_order_is_priority_then_first_queued_per_template,
+    a_claim_takes_the_head_and_a_refused_start_puts_it_back,
     unqueue_expiry_and_finish_take_a_task_out,
     positions_from_the_bucket_counts_equal_a_plain_count,
 );

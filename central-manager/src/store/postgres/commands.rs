@@ -77,7 +77,9 @@ async fn apply_one(
         Command::Queue(w) => Ok(Outcome::Queue(
             super::queue::apply(conn, w, now, events).await?,
         )),
-        Command::Pod(_) => Err(missing("pod supervision commands")),
+        Command::Pod(c) => Ok(Outcome::Pod(
+            super::pods::apply(conn, c, now, events).await?,
+        )),
         Command::Schedule(_) => Err(missing("schedule writes")),
         Command::Retention(_) => Err(missing("retention writes")),
     }

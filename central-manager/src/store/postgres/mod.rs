@@ -20,6 +20,8 @@
 
 mod commands;
 mod dependencies;
+mod pod_end;
+mod pods;
 mod queries;
 mod queue;
 mod queue_reads;
@@ -54,8 +56,6 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
 pub const MISSING: &[&str] = &[
-    "pod supervision commands (claim, started, ended, phase, unreachable, recovered, fenced, crash pruning)",
-    "deadlines (the Deadline command)",
     "schedules (ScheduleStore and schedule writes)",
     "retention (archive, DeleteTask, CancelTasks)",
     "stats (GetStats)",

@@ -1,8 +1,9 @@
 //! What only the PostgreSQL store has to prove: several writers (replicas)
 //! on one database append events whose positions a reader sees gap-free
 //! and in order while they commit, including batches in which a command
-//! fails and is undone. (The conformance tests shared with SQLite are in
-//! `store::tests`.)
+//! fails and is undone; and their claims of one task decide races (one
+//! wins). (The conformance tests shared with SQLite are in `store::tests`
+//! and the other `*_tests` modules of the store.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,14 +105,18 @@ async fn commands_without_postgresql_sql_fail_naming_themselves() {
     let db = PgTestDb::open().await;
     let e = db
         .store
-        .write(Command::Pod(
-            crate::core::ports::store::PodCommand::PruneCrashes { up_to: 0 },
+        .write(Command::Retention(
+            crate::core::ports::retention::RetentionWrite::StartArchiveRun {
+                finished_before: 0,
+                actor: ActorId::parse("bob").unwrap(),
+                correlation: CorrelationId::parse_or_new("c").unwrap(),
+            },
         ))
         .await
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("pod supervision commands are not implemented"),
+            .contains("retention writes are not implemented"),
         "{e}"
     );
     assert!(super::startup_refusal().is_some_and(|m| m.contains("schedules")));
@@ -237,4 +242,84 @@ async fn a_held_lock_fails_writes_after_the_lock_timeout() {
     tracker.wait().await;
     store.close().await;
     db.shutdown().await;
+}
+
+/// Two stores on one database (two replicas) claim the same tasks at the
+/// same time, queued or not: for each task exactly one claim wins, the
+/// other is refused (ALREADY_STARTED), and the generation is bumped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_racing_from_two_writers_start_each_task_once() {
+    use crate::core::ports::queue::QueueWrite;
+    use crate::core::ports::store::{PodCommand, PodOutcome};
+    use crate::domain::Cause;
+
+    let a = PgTestDb::open().await;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
+        .await
+        .unwrap();
+    let stores: [Arc<dyn TaskStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
+    const TASKS: usize = 40;
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let (t, _) = create(&*stores[i % 2], new_task(&format!("t{i}"), "alice"))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            let w = QueueWrite::Enqueue {
+                task_id: t.task_id,
+                cause: Cause::system(),
+                message: "no room".into(),
+            };
+            stores[1].write(Command::Queue(w)).await.unwrap();
+        }
+        ids.push(t.task_id);
+    }
+    let mut racers = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        let ids = ids.clone();
+        racers.push(tokio::spawn(async move {
+            let claims = ids.iter().map(|&task_id| {
+                let claim = PodCommand::Claim {
+                    task_id,
+                    pod_id: format!("pod-{n}"),
+                    host_id: format!("host-{n}"),
+                    cause: Cause::system(),
+                    automatic: false,
+                };
+                let store = store.clone();
+                async move { store.pod(claim).await }
+            });
+            futures::future::join_all(claims).await
+        }));
+    }
+    let mut wins = vec![0; TASKS];
+    for r in racers {
+        for (i, outcome) in r.await.unwrap().into_iter().enumerate() {
+            match outcome {
+                Ok(PodOutcome::Claimed(c)) => {
+                    assert_eq!(c.generation, 1);
+                    wins[i] += 1;
+                }
+                Err(Error::AlreadyStarted(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(wins, vec![1; TASKS]);
+    for id in ids {
+        let t = a.store.task(id).await.unwrap().unwrap();
+        assert_eq!(t.pod.map(|p| p.generation), Some(1));
+        assert!(t.queue.is_none(), "the claim took it out of the queue");
+    }
+    let stats = a.store.queue_stats().await.unwrap();
+    assert!(stats.depth.iter().all(|(_, n)| *n == 0), "{stats:?}");
+
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    b.close().await;
+    a.shutdown().await;
 }
