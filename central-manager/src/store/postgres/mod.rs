@@ -18,6 +18,7 @@
 //! central-manager refuses to start on PostgreSQL while the list is not
 //! empty (never a half-working server).
 
+mod claim;
 mod commands;
 mod dependencies;
 mod pod_end;

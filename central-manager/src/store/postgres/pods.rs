@@ -3,21 +3,21 @@
 //! generation, the expected pod status, and for a host's report the host
 //! the row places the pod on), and otherwise changes nothing. Each locks
 //! the task's row (`FOR UPDATE`) before deciding, so another replica's
-//! command on the task decides on the row as this one leaves it. The pod's
-//! end and the restart policy are in [`super::pod_end`].
+//! command on the task decides on the row as this one leaves it. The claim
+//! is in [`super::claim`], the pod's end and the restart policy in
+//! [`super::pod_end`].
 
 use serde_json::json;
 use sqlx::PgConnection;
 
 use super::commands::{NewEvent, append_event, note_principal};
-use super::dependencies;
-use crate::core::ports::store::{ClaimedPod, PodCommand, PodOutcome};
+use crate::core::ports::store::{PodCommand, PodOutcome};
 use crate::domain::queue::WAITING_FOR_CAPACITY;
 use crate::domain::{
     Cause, EventRecord, EventType, Phase, PodRef, PodStatus, Priority, QueueEntry,
-    RestartPolicySpec, SYSTEM_ACTOR, TaskId, TaskStatus, decide_start,
+    RestartPolicySpec, SYSTEM_ACTOR, TaskId, TaskStatus,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The current pod columns of a row.
 #[derive(Debug, sqlx::FromRow)]
@@ -122,7 +122,7 @@ pub async fn apply(
             host_id,
             cause,
             automatic,
-        } => claim(conn, *task_id, pod_id, host_id, cause, *automatic, now).await,
+        } => super::claim::claim(conn, *task_id, pod_id, host_id, cause, *automatic, now).await,
         PodCommand::Started {
             pod,
             pid,
@@ -526,97 +526,4 @@ async fn mark_running(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// The columns a claim decides on and returns.
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    status: String,
-    pod_status: String,
-    next_restart_at: Option<i64>,
-    pod_generation: i64,
-    title: String,
-    description: String,
-    metadata_json: String,
-    template: String,
-    pod_correlation_id: String,
-    queued_seq: Option<i64>,
-    queued_at: Option<i64>,
-}
-
-/// StartPod's claim: the conditional update that decides races (the row
-/// is locked, then decided on by the same rules as SQLite's).
-async fn claim(
-    conn: &mut PgConnection,
-    task_id: TaskId,
-    pod_id: &str,
-    host_id: &str,
-    cause: &Cause,
-    automatic: bool,
-    now: i64,
-) -> Result<PodOutcome> {
-    let row: Option<ClaimRow> = sqlx::query_as(
-        "SELECT status, pod_status, next_restart_at, pod_generation, title, description, \
-         metadata_json, template, pod_correlation_id, queued_seq, queued_at \
-         FROM tasks WHERE task_id = $1 FOR UPDATE",
-    )
-    .bind(task_id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let r = row.ok_or(Error::TaskNotFound(task_id))?;
-    let queued = r.queued_seq.map(|seq| QueueEntry {
-        seq,
-        queued_at: r.queued_at.unwrap_or(0),
-        position: 0,
-    });
-    // Automatic restarts carry the correlation of the request that started
-    // the task's pods in the first place.
-    let correlation = if cause.correlation.is_empty() {
-        r.pod_correlation_id
-    } else {
-        cause.correlation.clone()
-    };
-    decide_start(
-        task_id,
-        TaskStatus::from_db(&r.status)?,
-        PodStatus::from_db(&r.pod_status)?,
-    )?;
-    // Checked in the claim's transaction, so a dependency cannot end
-    // differently between the check and the start.
-    if let Some(dep) = dependencies::unmet(conn, task_id).await? {
-        return Err(Error::DependenciesNotMet(task_id, dep));
-    }
-    if automatic && (queued.is_some() || r.next_restart_at.is_none_or(|at| at > now)) {
-        // A user action overtook the restart, or a later failure scheduled
-        // a later one: this restart is not due (as SQLite).
-        return Ok(PodOutcome::Ignored);
-    }
-    let generation = u64::try_from(r.pod_generation)
-        .map_err(|_| Error::Internal("negative generation".into()))?
-        + 1;
-    sqlx::query(
-        "UPDATE tasks SET status = 'active', pod_status = 'starting', pod_generation = $1, \
-         pod_id = $2, pod_host = $3, pod_pid = NULL, pod_started_at = NULL, \
-         pod_running_since = NULL, live_version = 0, pod_message = '', next_restart_at = NULL, \
-         pod_correlation_id = $4, restart_count = restart_count + $5, updated_at = $6, \
-         queued_seq = NULL, queued_at = NULL WHERE task_id = $7",
-    )
-    .bind(i64::try_from(generation).unwrap_or(i64::MAX))
-    .bind(pod_id)
-    .bind(host_id)
-    .bind(&correlation)
-    .bind(i64::from(automatic))
-    .bind(now)
-    .bind(task_id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(PodOutcome::Claimed(ClaimedPod {
-        generation,
-        correlation,
-        title: r.title,
-        description: r.description,
-        metadata_json: r.metadata_json,
-        template: r.template,
-        queued,
-    }))
 }
