@@ -6,9 +6,10 @@
 //! - Writes go to one group-committing writer ([`writer`]): it drains the
 //!   queued commands into one transaction, a savepoint undoing only a
 //!   command that fails, commits once, then publishes the events and
-//!   answers. Its transactions hold the lock of the `event_log_head` row
-//!   from their first event to their commit, so event positions are
-//!   committed gap-free and in order (docs/architecture.md).
+//!   answers. Its transactions take the lock of the `event_log_head` row
+//!   first and hold it to their commit, so event positions are committed
+//!   gap-free and in order, and writers of several replicas lock rows in
+//!   one order and never deadlock (docs/architecture.md).
 //! - Reads run on a connection pool ([`queries`]).
 //! - Health: the circuit breaker and its prober are the SQLite store's
 //!   ([`super::breaker`]), fed by this writer.

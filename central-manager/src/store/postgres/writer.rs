@@ -277,6 +277,15 @@ async fn attempt(
     savepoints: bool,
 ) -> Result<Option<Vec<JobResult>>> {
     let mut tx = conn.begin().await?;
+    // The event_log_head lock first, before any task row: every writer
+    // transaction (of every replica) takes its locks in the same order, so
+    // two writers whose commands lock task rows in crossing orders queue
+    // here instead of deadlocking (each holding a row the other needs,
+    // one waiting for the head the other holds). Appenders are serialized
+    // on this row until commit anyway (see `commands::insert_event`).
+    sqlx::query("SELECT position FROM event_log_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         if savepoints {
