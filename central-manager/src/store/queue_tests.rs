@@ -299,9 +299,58 @@ async fn positions_from_the_bucket_counts_equal_a_plain_count(backend: Backend) 
     db.shutdown().await;
 }
 
+/// ListTasks shows each queued task's place, whatever the statement's
+/// shape: plain, joined through a metadata filter, and merged with the
+/// archive.
+async fn list_shows_queue_places_in_every_shape_of_query(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
+    let low = task(store, Priority::Low, "a").await;
+    let high = task(store, Priority::High, "a").await;
+    let med = task(store, Priority::Medium, "a").await;
+    let idle = task(store, Priority::Critical, "a").await;
+    for id in [low, high, med] {
+        enqueue(store, id).await;
+    }
+    let want = [(low, 3), (high, 1), (med, 2), (idle, 0)];
+    for (metadata, archived) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut filter = crate::domain::TaskFilter {
+            include_archived: archived,
+            ..Default::default()
+        };
+        if metadata {
+            filter.metadata_equals.insert("k".into(), "v".into());
+        }
+        let q = crate::domain::ListQuery {
+            filter,
+            limit: 10,
+            offset: 0,
+            order_by: crate::domain::OrderBy::CreatedAt,
+            order: crate::domain::Order::Asc,
+        };
+        let page = store.list_tasks(&q).await.unwrap();
+        let got: Vec<_> = page
+            .items
+            .iter()
+            .map(|t| (t.task_id, t.queue.as_ref().map_or(0, |e| e.position)))
+            .collect();
+        assert_eq!(got, want, "metadata {metadata}, archived {archived}");
+        let mut queued = q.clone();
+        queued.filter.pod_status = Some(PodStatus::Queued);
+        let page = store.list_tasks(&queued).await.unwrap();
+        assert_eq!(
+            page.items.len(),
+            3,
+            "metadata {metadata}, archived {archived}"
+        );
+    }
+    db.shutdown().await;
+}
+
 on_both_backends!(
     the_order_is_priority_then_first_queued_per_template,
     a_claim_takes_the_head_and_a_refused_start_puts_it_back,
     unqueue_expiry_and_finish_take_a_task_out,
     positions_from_the_bucket_counts_equal_a_plain_count,
+    list_shows_queue_places_in_every_shape_of_query,
 );
