@@ -127,6 +127,14 @@ impl AnyDb {
         }
     }
 
+    /// The same store as the schedule port (schedule reads and writes).
+    pub fn schedules(&self) -> Arc<dyn crate::core::ports::ScheduleStore> {
+        match &self.inner {
+            Inner::Sqlite(db) => Arc::new(db.store.clone()),
+            Inner::Postgres(db) => Arc::new(db.store.clone()),
+        }
+    }
+
     /// Runs one SQL statement (the same text on both) on a side connection.
     pub async fn exec(&self, sql: &str) {
         match &self.inner {

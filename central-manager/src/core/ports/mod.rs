@@ -4,7 +4,7 @@
 //! | port | what | production adapter | simulation adapter |
 //! |---|---|---|---|
 //! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit); `store::postgres::PgStore` (PostgreSQL, not every command yet: `store::postgres::MISSING`) | `store::memory::MemoryStore` with injected faults |
-//! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store` | `store::memory::MemoryStore` |
+//! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store`; `store::postgres::PgStore` | `store::memory::MemoryStore` |
 //! | [`HostCommands`] | StartPod/StopPod/GetPodLogs of one host | `hosts::grpc` (tonic client) | the simulator's pod-hosts over its network |
 //! | [`Dialer`] | a supervision stream to a host ([`Link`]) | `hosts::grpc` | the simulator's network |
 //! | [`Clock`] | monotonic and wall-clock now | [`SystemClock`] | [`DerivedClock`] on a paused runtime |

@@ -80,7 +80,9 @@ async fn apply_one(
         Command::Pod(c) => Ok(Outcome::Pod(
             super::pods::apply(conn, c, now, events).await?,
         )),
-        Command::Schedule(_) => Err(missing("schedule writes")),
+        Command::Schedule(w) => Ok(Outcome::Schedule(
+            super::schedules::apply(conn, w, now, events).await?,
+        )),
         Command::Retention(_) => Err(missing("retention writes")),
     }
 }
@@ -92,9 +94,9 @@ fn missing(what: &str) -> Error {
 }
 
 /// Who asked for a command.
-struct Who<'a> {
-    actor: &'a ActorId,
-    correlation: &'a CorrelationId,
+pub(super) struct Who<'a> {
+    pub actor: &'a ActorId,
+    pub correlation: &'a CorrelationId,
 }
 
 /// An event about to be written.
@@ -178,7 +180,7 @@ pub(super) fn note_principal(data: &mut serde_json::Value, authenticated_as: Opt
     }
 }
 
-async fn create_task(
+pub(super) async fn create_task(
     conn: &mut PgConnection,
     task_id: TaskId,
     t: &NewTask,
@@ -400,7 +402,7 @@ async fn insert_task_row(
 }
 
 /// CompleteTask / CancelTask.
-async fn finish_task(
+pub(super) async fn finish_task(
     conn: &mut PgConnection,
     task_id: TaskId,
     cmd: Finish,

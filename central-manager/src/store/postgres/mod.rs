@@ -27,6 +27,8 @@ mod pods;
 mod queries;
 mod queue;
 mod queue_reads;
+mod schedule_rows;
+mod schedules;
 mod writer;
 
 use std::sync::Arc;
@@ -40,7 +42,9 @@ use tokio_util::task::TaskTracker;
 use super::BUSY_TIMEOUT;
 use super::breaker::{Breaker, Probe, Prober};
 use crate::core::ports::TaskStore;
+use crate::core::ports::schedules::{Buffered, ScheduleStore};
 use crate::core::ports::store::{Command, Outcome, QueueStats};
+use crate::domain::schedule::{ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord};
 use crate::domain::timeout::Timer;
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, QueueHead, TaskFilter,
@@ -58,7 +62,6 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
 pub const MISSING: &[&str] = &[
-    "schedules (ScheduleStore and schedule writes)",
     "retention (archive, DeleteTask, CancelTasks)",
     "stats (GetStats)",
 ];
@@ -277,6 +280,54 @@ impl TaskStore for PgStore {
 
     fn queue_stats(&self) -> BoxFuture<'_, Result<QueueStats>> {
         Box::pin(queue_reads::queue_stats(&self.reads))
+    }
+}
+
+/// The schedule reads, on the read pool.
+impl ScheduleStore for PgStore {
+    fn get_schedule<'a>(
+        &'a self,
+        key: &'a ScheduleKey,
+    ) -> BoxFuture<'a, Result<Option<ScheduleRecord>>> {
+        Box::pin(async move {
+            match key {
+                ScheduleKey::Id(id) => schedule_rows::get(&self.reads, *id, false).await,
+                ScheduleKey::Name(n) => schedule_rows::get_by_name(&self.reads, n).await,
+            }
+        })
+    }
+
+    fn list_schedules(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> BoxFuture<'_, Result<Vec<ScheduleRecord>>> {
+        Box::pin(schedule_rows::list(&self.reads, limit, offset))
+    }
+
+    fn due_schedules(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<(ScheduleId, i64)>>> {
+        Box::pin(schedule_rows::due(&self.reads, now, limit))
+    }
+
+    fn earliest_fire(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(schedule_rows::earliest_fire(&self.reads))
+    }
+
+    fn buffered_schedules(&self) -> BoxFuture<'_, Result<Vec<Buffered>>> {
+        Box::pin(schedule_rows::buffered(&self.reads))
+    }
+
+    fn unstarted_fires(&self, since: i64) -> BoxFuture<'_, Result<Vec<TaskId>>> {
+        Box::pin(schedule_rows::unstarted_fires(&self.reads, since))
+    }
+
+    fn schedule_events(
+        &self,
+        id: ScheduleId,
+        after_id: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ScheduleEventRecord>>> {
+        Box::pin(schedule_rows::events(&self.reads, id, after_id, limit))
     }
 }
 

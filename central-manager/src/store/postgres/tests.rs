@@ -119,7 +119,7 @@ async fn commands_without_postgresql_sql_fail_naming_themselves() {
             .contains("retention writes are not implemented"),
         "{e}"
     );
-    assert!(super::startup_refusal().is_some_and(|m| m.contains("schedules")));
+    assert!(super::startup_refusal().is_some_and(|m| m.contains("retention")));
     assert!(db.store.events_after(0, None, 10).await.unwrap().is_empty());
     db.shutdown().await;
 }
@@ -384,6 +384,103 @@ async fn writers_locking_rows_in_crossing_orders_never_deadlock() {
     assert_eq!(done.len(), TASKS);
     assert!(done.values().all(|&n| n == 1), "{done:?}");
     assert!(!a.store.breaker().is_open() && !b.breaker().is_open());
+
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    b.close().await;
+    a.shutdown().await;
+}
+
+/// Two replicas' writers firing the same schedule's fire times at once
+/// (each fire time sent by both, with different task ids): each fire time
+/// makes exactly one task, the other fire is stale, and the schedule's
+/// counts say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_racing_from_two_writers_make_one_task_per_fire_time() {
+    use crate::core::ports::ScheduleStore;
+    use crate::core::ports::schedules::{
+        Fire, FireKind, FireOutcome, ScheduleOutcome, ScheduleWrite,
+    };
+    use crate::domain::schedule::{
+        NewSchedule, Overlap, ScheduleId, ScheduleKey, ScheduleName, ScheduleTask, Timetable,
+    };
+    use crate::domain::{Description, Metadata, RestartPolicySpec, TemplateName, Title};
+
+    const S: i64 = 1_000_000;
+    const T0: i64 = 1_700_000_040 * S;
+    const FIRES: i64 = 20;
+    let a = PgTestDb::open().await;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
+        .await
+        .unwrap();
+    let stores: [Arc<dyn ScheduleStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
+    let id = ScheduleId::new();
+    let schedule = NewSchedule {
+        name: ScheduleName::parse("race").unwrap(),
+        timetable: Timetable::parse("", 10, "").unwrap(),
+        task: ScheduleTask::new(
+            Title::parse("t").unwrap(),
+            Description::parse("").unwrap(),
+            Metadata::default(),
+            TemplateName::parse("").unwrap(),
+            RestartPolicySpec::default(),
+        )
+        .unwrap(),
+        overlap: Overlap::AllowAll,
+        catchup_window_seconds: 0,
+        paused: false,
+        actor: ActorId::parse("alice").unwrap(),
+        correlation: CorrelationId::parse_or_new("c").unwrap(),
+    };
+    let create = ScheduleWrite::Create {
+        schedule_id: id,
+        schedule: Box::new(schedule),
+        now: T0,
+    };
+    stores[0].schedule(create).await.unwrap();
+    let mut started = 0;
+    for n in 1..=FIRES {
+        let at = T0 + n * 10 * S;
+        let fires = stores.iter().map(|store| {
+            let fire = ScheduleWrite::Fire(Box::new(Fire {
+                schedule_id: id,
+                kind: FireKind::Due { at },
+                now: at,
+                task_id: TaskId::new(),
+                actor: ActorId::system(),
+                correlation: CorrelationId::parse_or_new("").unwrap(),
+                pod_message: String::new(),
+            }));
+            let store = store.clone();
+            tokio::spawn(async move { store.schedule(fire).await })
+        });
+        let mut made = 0;
+        for f in futures::future::join_all(fires).await {
+            match f.unwrap().unwrap() {
+                ScheduleOutcome::Fired(FireOutcome::Started { .. }) => made += 1,
+                ScheduleOutcome::Fired(FireOutcome::Stale) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(made, 1, "fire time {n}");
+        started += made;
+    }
+    let s = stores[1]
+        .get_schedule(&ScheduleKey::Id(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.fired_count, FIRES as u64);
+    assert_eq!(s.next_fire_at, Some(T0 + (FIRES + 1) * 10 * S));
+    let tasks = a
+        .store
+        .count_tasks(&crate::domain::TaskFilter::default())
+        .await
+        .unwrap();
+    assert_eq!((started, tasks), (FIRES, FIRES as u64));
 
     stop.cancel();
     tracker.close();
