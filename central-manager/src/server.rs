@@ -247,15 +247,18 @@ impl Application {
             &tracker,
             shutdown.clone(),
         );
-        // Retention uses the SQLite adapter directly (its reads are not on
-        // the store port yet); schedules use the port, with the core's
+        // Schedules and retention use their store ports, with the core's
         // clock.
         let schedules = Arc::new(ScheduleService::new(
             service.clone(),
             Arc::new(store.clone()),
             clock.clone(),
         ));
-        let retention = Arc::new(Retention::new(service.clone(), store.clone(), clock));
+        let retention = Arc::new(Retention::new(
+            service.clone(),
+            Arc::new(store.clone()),
+            clock,
+        ));
         start_leader_duties(
             &schedules,
             &retention,

@@ -135,6 +135,14 @@ impl AnyDb {
         }
     }
 
+    /// The same store as the retention port (retention reads, GetStats).
+    pub fn retention(&self) -> Arc<dyn crate::core::ports::RetentionStore> {
+        match &self.inner {
+            Inner::Sqlite(db) => Arc::new(db.store.clone()),
+            Inner::Postgres(db) => Arc::new(db.store.clone()),
+        }
+    }
+
     /// Runs one SQL statement (the same text on both) on a side connection.
     pub async fn exec(&self, sql: &str) {
         match &self.inner {

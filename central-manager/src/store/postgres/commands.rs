@@ -1,8 +1,7 @@
 //! What each write command does inside the PostgreSQL writer's
 //! transaction: the SQLite store's `commands` (and the deadline of its
 //! `timeouts`) in PostgreSQL's SQL, deciding on the same rows with the same
-//! pure lifecycle rules. Commands without PostgreSQL SQL yet fail with an
-//! error naming them (see [`super::MISSING`]).
+//! pure lifecycle rules.
 
 use serde_json::json;
 use sqlx::PgConnection;
@@ -83,14 +82,10 @@ async fn apply_one(
         Command::Schedule(w) => Ok(Outcome::Schedule(
             super::schedules::apply(conn, w, now, events).await?,
         )),
-        Command::Retention(_) => Err(missing("retention writes")),
+        Command::Retention(w) => Ok(Outcome::Retention(
+            super::retention::apply(conn, w, now, events).await?,
+        )),
     }
-}
-
-fn missing(what: &str) -> Error {
-    Error::Internal(format!(
-        "{what} are not implemented on the PostgreSQL store yet"
-    ))
 }
 
 /// Who asked for a command.

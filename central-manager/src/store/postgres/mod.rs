@@ -27,6 +27,7 @@ mod pods;
 mod queries;
 mod queue;
 mod queue_reads;
+mod retention;
 mod schedule_rows;
 mod schedules;
 mod writer;
@@ -42,9 +43,11 @@ use tokio_util::task::TaskTracker;
 use super::BUSY_TIMEOUT;
 use super::breaker::{Breaker, Probe, Prober};
 use crate::core::ports::TaskStore;
+use crate::core::ports::retention::{DeletionRecord, RetentionStore};
 use crate::core::ports::schedules::{Buffered, ScheduleStore};
 use crate::core::ports::store::{Command, Outcome, QueueStats};
 use crate::domain::schedule::{ScheduleEventRecord, ScheduleId, ScheduleKey, ScheduleRecord};
+use crate::domain::stats::{StatsGroup, StatsQuery};
 use crate::domain::timeout::Timer;
 use crate::domain::{
     EventRecord, EventsQuery, ListQuery, Page, PodInfo, PodRef, PodStatus, QueueHead, TaskFilter,
@@ -61,10 +64,7 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 /// What the PostgreSQL store does not do yet (each fails with an error
 /// naming it; central-manager will not start on PostgreSQL while any is
 /// listed).
-pub const MISSING: &[&str] = &[
-    "retention (archive, DeleteTask, CancelTasks)",
-    "stats (GetStats)",
-];
+pub const MISSING: &[&str] = &["stats (GetStats)"];
 
 /// Why central-manager cannot run on PostgreSQL yet, while [`MISSING`]
 /// is not empty (the start fails with this).
@@ -328,6 +328,27 @@ impl ScheduleStore for PgStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<ScheduleEventRecord>>> {
         Box::pin(schedule_rows::events(&self.reads, id, after_id, limit))
+    }
+}
+
+/// The retention reads, on the read pool.
+impl RetentionStore for PgStore {
+    fn cancellable<'a>(&'a self, f: &'a TaskFilter) -> BoxFuture<'a, Result<Vec<TaskId>>> {
+        Box::pin(retention::cancellable(&self.reads, f))
+    }
+
+    fn deletion(&self, id: TaskId) -> BoxFuture<'_, Result<Option<DeletionRecord>>> {
+        Box::pin(retention::deletion(&self.reads, id))
+    }
+
+    fn stats(&self, _q: StatsQuery) -> BoxFuture<'_, Result<Vec<StatsGroup>>> {
+        // Listed in MISSING: central-manager does not start on PostgreSQL
+        // until it is there.
+        Box::pin(async {
+            Err(Error::Internal(
+                "GetStats is not implemented on the PostgreSQL store yet".into(),
+            ))
+        })
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn get_archived_task<'c>(
 /// The FROM and WHERE of a filter over `table`, with bound values (the
 /// SQLite store's `push_filter`; the statement's shape depends only on
 /// which fields are set).
-fn push_filter(b: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, table: &str) {
+pub(super) fn push_filter(b: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, table: &str) {
     let mut entries = f.metadata_equals.iter();
     match entries.next() {
         None => {

@@ -98,29 +98,17 @@ async fn two_writers_commit_positions_gap_free_and_in_order() {
     a.shutdown().await;
 }
 
-/// A command the PostgreSQL store has no SQL for yet fails, naming itself,
-/// and writes nothing.
+/// What the PostgreSQL store has no SQL for yet (GetStats) fails, naming
+/// itself, and central-manager's start is refused naming it.
 #[tokio::test]
-async fn commands_without_postgresql_sql_fail_naming_themselves() {
+async fn what_is_missing_fails_naming_itself() {
+    use crate::core::ports::RetentionStore;
     let db = PgTestDb::open().await;
-    let e = db
-        .store
-        .write(Command::Retention(
-            crate::core::ports::retention::RetentionWrite::StartArchiveRun {
-                finished_before: 0,
-                actor: ActorId::parse("bob").unwrap(),
-                correlation: CorrelationId::parse_or_new("c").unwrap(),
-            },
-        ))
+    let e = RetentionStore::stats(&db.store, Default::default())
         .await
         .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("retention writes are not implemented"),
-        "{e}"
-    );
-    assert!(super::startup_refusal().is_some_and(|m| m.contains("retention")));
-    assert!(db.store.events_after(0, None, 10).await.unwrap().is_empty());
+    assert!(e.to_string().contains("GetStats is not implemented"), "{e}");
+    assert!(super::startup_refusal().is_some_and(|m| m.contains("stats")));
     db.shutdown().await;
 }
 
