@@ -1,14 +1,8 @@
 -- Retention on PostgreSQL: the archive runs and the deletions log of the
--- SQLite migration (../20260301000001_schedules_retention_stats.sql), and
--- the archive columns added to `tasks` since the archive tables were
--- created here (every `tasks` column has its `tasks_archive` twin; a store
--- test checks it). Times are unix micros.
-
--- The queue and dependency columns are already there
--- (20261202000001_queue_dependencies.sql).
-
--- The tasks_finished index (finished_at) already serves the archiver's
--- oldest-first batches.
+-- SQLite migration (../20260301000001_schedules_retention_stats.sql). The
+-- archive tables and the tasks_finished index that serves the archiver's
+-- oldest-first batches came with the event store (every `tasks` column has
+-- its `tasks_archive` twin; a store test checks it). Times are unix micros.
 
 -- Every archive run: who asked (or `system` for --archive-after-days),
 -- the cut-off, and how many tasks moved.

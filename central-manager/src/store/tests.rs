@@ -143,6 +143,22 @@ impl AnyDb {
         }
     }
 
+    /// The SQLite file, on SQLite.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match &self.inner {
+            Inner::Sqlite(db) => Some(db.path()),
+            Inner::Postgres(_) => None,
+        }
+    }
+
+    /// The database's URL, on PostgreSQL.
+    pub fn pg_url(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Sqlite(_) => None,
+            Inner::Postgres(db) => Some(&db.url),
+        }
+    }
+
     /// Runs one SQL statement (the same text on both) on a side connection.
     pub async fn exec(&self, sql: &str) {
         match &self.inner {

@@ -98,20 +98,6 @@ async fn two_writers_commit_positions_gap_free_and_in_order() {
     a.shutdown().await;
 }
 
-/// What the PostgreSQL store has no SQL for yet (GetStats) fails, naming
-/// itself, and central-manager's start is refused naming it.
-#[tokio::test]
-async fn what_is_missing_fails_naming_itself() {
-    use crate::core::ports::RetentionStore;
-    let db = PgTestDb::open().await;
-    let e = RetentionStore::stats(&db.store, Default::default())
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("GetStats is not implemented"), "{e}");
-    assert!(super::startup_refusal().is_some_and(|m| m.contains("stats")));
-    db.shutdown().await;
-}
-
 /// The database goes away (the server stops): writes fail with
 /// EVENT_STORE_UNAVAILABLE until the breaker opens, then fail at once
 /// without waiting on the network; when the server is back the prober's
