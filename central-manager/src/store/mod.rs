@@ -6,6 +6,7 @@
 //! queryable state, updated in the same transaction as its events) and
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
+mod any;
 pub mod breaker;
 mod checkpoint;
 mod commands;
@@ -24,6 +25,7 @@ pub mod stats;
 mod timeouts;
 mod writer;
 
+pub use any::AnyStore;
 pub use checkpoint::CheckpointResult;
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};

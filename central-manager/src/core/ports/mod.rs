@@ -3,7 +3,7 @@
 //!
 //! | port | what | production adapter | simulation adapter |
 //! |---|---|---|---|
-//! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit); `store::postgres::PgStore` (PostgreSQL, not every command yet: `store::postgres::MISSING`) | `store::memory::MemoryStore` with injected faults |
+//! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit); `store::postgres::PgStore` (PostgreSQL, the same commands in its own SQL) | `store::memory::MemoryStore` with injected faults |
 //! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store`; `store::postgres::PgStore` | `store::memory::MemoryStore` |
 //! | [`RetentionStore`] | the task store plus the retention reads (CancelTasks' selection, deletions log, GetStats) | `store::Store`; `store::postgres::PgStore` | — |
 //! | [`HostCommands`] | StartPod/StopPod/GetPodLogs of one host | `hosts::grpc` (tonic client) | the simulator's pod-hosts over its network |

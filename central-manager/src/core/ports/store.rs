@@ -12,8 +12,7 @@
 //! a read pool: production) and `store::memory::MemoryStore` (the same SQL
 //! run inline on one connection, no threads: the simulator and unit
 //! tests). `store::postgres::PgStore` implements it on PostgreSQL with its
-//! own SQL for the same commands (those it has; the rest are listed in
-//! `store::postgres::MISSING` and fail naming themselves).
+//! own SQL for the same commands.
 //!
 //! Store health is part of the port: while the store cannot be written
 //! (its circuit breaker is open), [`TaskStore::writable`] is false, writes

@@ -14,10 +14,11 @@
 //! - Health: the circuit breaker and its prober are the SQLite store's
 //!   ([`super::breaker`]), fed by this writer.
 //!
-//! Not every command has its PostgreSQL SQL yet: [`MISSING`] names what is
-//! not there, such a command fails with an error naming it, and
-//! central-manager refuses to start on PostgreSQL while the list is not
-//! empty (never a half-working server).
+//! Every command and read of the store ports has its PostgreSQL SQL: the
+//! task store, schedules ([`schedules`], [`schedule_rows`]), retention
+//! ([`retention`]) and GetStats ([`stats`]), each command in the writer's
+//! transaction with its events. central-manager runs on it with
+//! `--database-url postgres://…` (`store::AnyStore`).
 
 mod claim;
 mod commands;
@@ -61,23 +62,6 @@ use writer::{PgWriter, PgWriterHandle};
 
 /// The PostgreSQL schema, embedded in the binary.
 pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-
-/// What the PostgreSQL store does not do yet (each fails with an error
-/// naming it; central-manager will not start on PostgreSQL while any is
-/// listed).
-pub const MISSING: &[&str] = &[];
-
-/// Why central-manager cannot run on PostgreSQL yet, while [`MISSING`]
-/// is not empty (the start fails with this).
-pub fn startup_refusal() -> Option<String> {
-    if MISSING.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "the PostgreSQL store is not complete yet; missing: {}. Use a sqlite:// --database-url",
-        MISSING.join("; ")
-    ))
-}
 
 /// Whether a `--database-url` names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {

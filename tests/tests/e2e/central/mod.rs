@@ -6,7 +6,6 @@ mod crash;
 mod errors;
 mod grpcurl;
 mod listing;
-mod postgres;
 mod refusals;
 mod rpcs;
 mod support;
