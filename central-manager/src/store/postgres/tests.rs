@@ -1,9 +1,11 @@
 //! What only the PostgreSQL store has to prove: several writers (replicas)
 //! on one database append events whose positions a reader sees gap-free
 //! and in order while they commit, including batches in which a command
-//! fails and is undone; and their claims of one task decide races (one
-//! wins). (The conformance tests shared with SQLite are in `store::tests`
-//! and the other `*_tests` modules of the store.)
+//! fails and is undone; their claims of one task decide races (one wins);
+//! their fires of one schedule make one task per fire time; archiving and
+//! deleting the same tasks from two writers loses and doubles nothing.
+//! (The conformance tests shared with SQLite are in `store::tests` and the
+//! other `*_tests` modules of the store.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -455,6 +457,112 @@ async fn fires_racing_from_two_writers_make_one_task_per_fire_time() {
         .await
         .unwrap();
     assert_eq!((started, tasks), (FIRES, FIRES as u64));
+
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    b.close().await;
+    a.shutdown().await;
+}
+
+/// One replica archiving in small batches while another deletes half of
+/// the same finished tasks: no write fails, every deleted task is gone
+/// from both the live and the archive tables with its deletion logged
+/// once, and every other one is archived with its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_and_deleting_from_two_writers_lose_and_double_nothing() {
+    use crate::core::ports::RetentionStore;
+    use crate::core::ports::retention::{RetentionOutcome, RetentionWrite};
+    use crate::domain::EventsQuery;
+
+    const TASKS: usize = 30;
+    let a = PgTestDb::open().await;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
+        .await
+        .unwrap();
+    let (ra, rb): (Arc<dyn RetentionStore>, Arc<dyn RetentionStore>) =
+        (Arc::new(a.store.clone()), Arc::new(b.clone()));
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let (t, _) = create(&a.store, new_task(&format!("t{i}"), "alice"))
+            .await
+            .unwrap();
+        let finish = crate::store::tests::finish_cmd(t.task_id, Finish::Complete, None);
+        a.store.write(finish).await.unwrap();
+        ids.push(t.task_id);
+    }
+    let cut = ipa_proto::time::now_micros() + 1;
+    let archiver = tokio::spawn(async move {
+        let start = RetentionWrite::StartArchiveRun {
+            finished_before: cut,
+            actor: ActorId::parse("admin").unwrap(),
+            correlation: CorrelationId::parse_or_new("").unwrap(),
+        };
+        let RetentionOutcome::RunStarted(run_id) = ra.retention(start).await.unwrap() else {
+            panic!("no run id")
+        };
+        let mut moved = 0;
+        loop {
+            let batch = RetentionWrite::ArchiveBatch {
+                run_id,
+                finished_before: cut,
+                limit: 3,
+            };
+            match ra.retention(batch).await.unwrap() {
+                RetentionOutcome::Archived { moved: 0, .. } => return moved,
+                RetentionOutcome::Archived { moved: n, .. } => moved += n,
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let doomed: Vec<TaskId> = ids.iter().copied().step_by(2).collect();
+    let deleter = {
+        let doomed = doomed.clone();
+        tokio::spawn(async move {
+            for id in doomed {
+                let delete = RetentionWrite::DeleteTask {
+                    task_id: id,
+                    reason: "cleanup".into(),
+                    actor: ActorId::parse("root").unwrap(),
+                    correlation: CorrelationId::parse_or_new("").unwrap(),
+                };
+                assert_eq!(
+                    rb.retention(delete).await.unwrap(),
+                    RetentionOutcome::Deleted
+                );
+            }
+        })
+    };
+    let moved = archiver.await.unwrap();
+    deleter.await.unwrap();
+    assert!(moved as usize <= TASKS, "{moved}");
+    for id in &ids {
+        let deleted = doomed.contains(id);
+        let logged = RetentionStore::deletion(&a.store, *id).await.unwrap();
+        assert_eq!(logged.is_some(), deleted, "{id}");
+        assert!(
+            a.store.task(*id).await.unwrap().is_none(),
+            "{id} still live"
+        );
+        let archived = a.store.task_or_archived(*id).await.unwrap();
+        assert_eq!(archived.is_some(), !deleted, "{id}");
+        let q = EventsQuery {
+            task_id: *id,
+            after_version: 0,
+            limit: 10,
+            include_archived: true,
+        };
+        let events = a.store.task_events(&q).await.unwrap();
+        assert_eq!(events.len(), if deleted { 0 } else { 2 }, "{id}");
+    }
+    let everything = crate::domain::TaskFilter {
+        include_archived: true,
+        ..Default::default()
+    };
+    let left = a.store.count_tasks(&everything).await.unwrap();
+    assert_eq!(left as usize, TASKS - doomed.len());
 
     stop.cancel();
     tracker.close();
