@@ -2,7 +2,8 @@
 //! server of ipa_tests::postgres) with a pod-host: a task goes through
 //! create, start, running and complete, its trail and GetStats read back
 //! through the API, and its rows are in PostgreSQL (not in a SQLite file
-//! somewhere). (The store's conformance tests run on both backends in
+//! somewhere); a schedule fires, its tasks are cancelled in bulk and
+//! archived. (The store's conformance tests run on both backends in
 //! central-manager's unit tests.)
 
 use ipa_tests::{DEADLINE, pb};
@@ -85,6 +86,123 @@ async fn a_task_runs_through_create_start_and_complete_on_postgresql() {
     c.close().await.unwrap();
     assert!(!sys.dir().join("central.db").exists());
     sys.assert_no_overlap();
+    drop(sys);
+    drop(server);
+}
+
+/// Schedules, retention and GetStats through central-manager on
+/// PostgreSQL: a schedule firing every second makes one task per fire time
+/// (each with its own `ipa.scheduled_for`), CancelTasks cancels the open
+/// ones, ArchiveTasks moves them to the archive, where they stay readable.
+#[tokio::test]
+async fn a_schedule_fires_and_its_tasks_are_cancelled_and_archived_on_postgresql() {
+    let (server, url) = tokio::task::spawn_blocking(|| {
+        let server = ipa_tests::postgres::shared().expect("starting PostgreSQL");
+        let url = server.database().expect("creating a database");
+        (server, url)
+    })
+    .await
+    .unwrap();
+    let sys = System::start(Spec {
+        hosts: vec!["host-a"],
+        database_url: Some(url),
+        ..Spec::relaxed()
+    })
+    .await;
+    let mut c = sys.client();
+    let created = c
+        .create_schedule(pb::CreateScheduleRequest {
+            name: "every-second".into(),
+            interval_seconds: 1,
+            overlap: pb::Overlap::AllowAll as i32,
+            task: Some(pb::ScheduleTask {
+                title: "scheduled".into(),
+                template: "ledger".into(),
+                ..Default::default()
+            }),
+            actor_id: "tester".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateSchedule")
+        .into_inner();
+    let id = created.schedule_id.clone();
+    let mine = || std::collections::HashMap::from([("ipa.schedule_id".to_owned(), id.clone())]);
+    let list = |include_archived: bool| pb::ListTasksRequest {
+        metadata_equals: mine(),
+        include_archived,
+        limit: 100,
+        ..Default::default()
+    };
+    let lister = c.clone();
+    let fired = ipa_tests::wait_for_async("two fired tasks", DEADLINE, || {
+        let mut c = lister.clone();
+        let req = list(false);
+        async move {
+            let tasks = c.list_tasks(req).await.ok()?.into_inner().tasks;
+            (tasks.len() >= 2).then_some(tasks)
+        }
+    })
+    .await;
+    c.pause_schedule(pb::PauseScheduleRequest {
+        schedule_id: id.clone(),
+        actor_id: "tester".into(),
+        correlation_id: String::new(),
+    })
+    .await
+    .expect("PauseSchedule");
+    let tasks = c.list_tasks(list(false)).await.unwrap().into_inner().tasks;
+    let times: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .map(|t| t.metadata["ipa.scheduled_for"].as_str())
+        .collect();
+    assert_eq!(
+        times.len(),
+        tasks.len(),
+        "one task per fire time: {tasks:?}"
+    );
+    assert!(tasks.len() >= fired.len());
+
+    let cancelled = c
+        .cancel_tasks(pb::CancelTasksRequest {
+            metadata_equals: mine(),
+            reason: "end of test".into(),
+            actor_id: "tester".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CancelTasks")
+        .into_inner();
+    assert_eq!(cancelled.count as usize, tasks.len(), "{cancelled:?}");
+    for t in &tasks {
+        sys.wait_task(&t.task_id, "CANCELLED, pod stopped", |t| {
+            t.status() == pb::TaskStatus::Cancelled && t.pod_status() == pb::PodStatus::Stopped
+        })
+        .await;
+    }
+    let archived = c
+        .archive_tasks(pb::ArchiveTasksRequest {
+            finished_before: Some(ipa_proto::time::timestamp(
+                std::time::SystemTime::now() + std::time::Duration::from_secs(1),
+            )),
+            actor_id: "tester".into(),
+            correlation_id: String::new(),
+        })
+        .await
+        .expect("ArchiveTasks")
+        .into_inner();
+    assert_eq!(archived.count as usize, tasks.len());
+    assert!(
+        c.list_tasks(list(false))
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+            .is_empty()
+    );
+    let back = c.list_tasks(list(true)).await.unwrap().into_inner().tasks;
+    assert_eq!(back.len(), tasks.len());
+    assert!(back.iter().all(|t| t.archived), "{back:?}");
     drop(sys);
     drop(server);
 }
