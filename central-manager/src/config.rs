@@ -29,8 +29,9 @@ pub struct Config {
     #[arg(long, env = "IPA_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// SQLite database URL. The file and its parent directory are created if
-    /// missing. Only file databases are supported.
+    /// Database URL: `sqlite://PATH` (the file and its parent directory are
+    /// created if missing; only file databases are supported) or
+    /// `postgres://USER@HOST:PORT/DB` (PostgreSQL, migrated at start).
     #[arg(
         long,
         env = "IPA_DATABASE_URL",
@@ -232,7 +233,7 @@ impl Config {
                 self.fence_timeout_ms, self.host_unreachable_ms
             ));
         }
-        if let Err(e) = self.database_path() {
+        if let Err(e) = self.database() {
             return fail(format!("--database-url: {e}"));
         }
         for url in &self.pod_hosts {
@@ -320,6 +321,24 @@ impl Config {
     pub fn database_path(&self) -> Result<PathBuf, String> {
         database_path(&self.database_url)
     }
+
+    /// The database named by `--database-url`.
+    pub fn database(&self) -> Result<Database, String> {
+        if crate::store::postgres::is_postgres_url(&self.database_url) {
+            Ok(Database::Postgres(self.database_url.trim().to_owned()))
+        } else {
+            self.database_path().map(Database::Sqlite)
+        }
+    }
+}
+
+/// The database `--database-url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
 }
 
 /// A `--pod-host` URL: `http://` or `https://`, with a host and a port.
@@ -342,7 +361,7 @@ pub fn database_path(url: &str) -> Result<PathBuf, String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| format!("database URL {url:?} must start with sqlite:"))?;
+        .ok_or_else(|| format!("database URL {url:?} must start with sqlite: or postgres:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
         return Err(format!(
@@ -355,6 +374,23 @@ pub fn database_path(url: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_name_sqlite_files_or_postgres() {
+        let db = |url: &str| Config::with_database_url(url).database();
+        assert_eq!(
+            db("sqlite://./a/b.db"),
+            Ok(Database::Sqlite(PathBuf::from("./a/b.db")))
+        );
+        for url in ["postgres://ipa@db:5432/ipa", "postgresql://db/ipa"] {
+            assert_eq!(db(url), Ok(Database::Postgres(url.to_owned())));
+        }
+        assert!(
+            db("mysql://db/ipa")
+                .unwrap_err()
+                .contains("sqlite: or postgres:")
+        );
+    }
 
     #[test]
     fn defaults_match_api_md() {

@@ -139,6 +139,17 @@ fn is_unavailable(code: i32) -> bool {
     matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 26)
 }
 
+/// PostgreSQL SQLSTATEs that mean "the database cannot take this now":
+/// connection exceptions (08), insufficient resources such as a full disk
+/// (53), operator intervention such as a shutdown or a cancelled statement
+/// (57), system errors (58), serialization failures and deadlocks (40001,
+/// 40P01), a read-only transaction (25006, a standby), and a lock not
+/// available (55P03).
+fn pg_unavailable(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
+        || matches!(code, "40001" | "40P01" | "25006" | "55P03")
+}
+
 impl From<sqlx::Error> for Error {
     /// Database trouble is EVENT_STORE_UNAVAILABLE (the database cannot be
     /// reached, is locked past the busy timeout, full, read-only, …); a row
@@ -147,10 +158,13 @@ impl From<sqlx::Error> for Error {
         use sqlx::Error as E;
         let unavailable = match &e {
             E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
-            E::Database(db) => db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(is_unavailable),
+            E::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                Some(pg) => pg_unavailable(pg.code()),
+                None => db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(is_unavailable),
+            },
             _ => false,
         };
         if unavailable {

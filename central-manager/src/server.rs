@@ -38,7 +38,7 @@ use crate::hosts::discovery::{Discovery, SystemResolver};
 use crate::hosts::grpc::GrpcDialer;
 use crate::hosts::local::{LocalPodHost, pod_host_binary};
 use crate::hosts::session::SessionConfig;
-use crate::store::{DbConfig, Store};
+use crate::store::AnyStore;
 use crate::watch::EventHub;
 
 /// How long the local pod-host may take to stop its pods on shutdown
@@ -68,7 +68,7 @@ pub struct Application {
     service: Arc<TaskService>,
     schedules: Arc<ScheduleService>,
     retention: Arc<Retention>,
-    store: Store,
+    store: AnyStore,
     tracker: TaskTracker,
     /// Cancelled by `serve` on shutdown; stops watchers and loops.
     shutdown: CancellationToken,
@@ -154,27 +154,38 @@ impl Application {
     /// Opens (creating and migrating) the database and starts the writer
     /// and background loops.
     pub async fn build(config: &Config) -> Result<Self, BoxError> {
-        let path = config.database_path()?;
+        let database = config.database()?;
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let security = Security::load(config)?;
         let writer_stop = CancellationToken::new();
         let hub = EventHub::default();
-        let store = Store::open(
-            DbConfig::new(&path),
-            hub.clone(),
-            &tracker,
-            writer_stop.clone(),
-        )
-        .await
-        .map_err(|e| format!("opening database {}: {e}", path.display()))?;
-        tracing::info!(database = %path.display(), "database open, migrations applied");
-        IdempotencyPruner::new(store.clone(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
+        let store = AnyStore::open(&database, hub.clone(), &tracker, writer_stop.clone())
+            .await
+            .map_err(|e| match &database {
+                crate::config::Database::Sqlite(path) => {
+                    format!("opening database {}: {e}", path.display())
+                }
+                crate::config::Database::Postgres(_) => format!("opening the database: {e}"),
+            })?;
+        // Where the local pod-host keeps its data: next to the SQLite file,
+        // or in the working directory with PostgreSQL.
+        let data_dir = match &database {
+            crate::config::Database::Sqlite(path) => {
+                tracing::info!(database = %path.display(), "database open, migrations applied");
+                path.parent().map(std::path::Path::to_path_buf)
+            }
+            crate::config::Database::Postgres(_) => {
+                tracing::info!("PostgreSQL database open, migrations applied");
+                None
+            }
+        };
+        IdempotencyPruner::new(store.tasks(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
 
         // Pod supervision: endpoints → one session each → the supervisor.
         let mut static_urls = config.pod_hosts.clone();
         let local_pod_host = if config.local_pod_host {
-            let data = path.parent().map_or_else(
+            let data = data_dir.map_or_else(
                 || std::path::PathBuf::from("pod-host"),
                 |p| p.join("pod-host"),
             );
@@ -225,7 +236,7 @@ impl Application {
         let dialer = Arc::new(GrpcDialer {
             tls: security.pod_host_tls.clone(),
         });
-        let ports = Ports::production(Arc::new(store.clone()));
+        let ports = Ports::production(store.tasks());
         let clock = ports.clock.clone();
         let service = crate::core::wiring::start(
             core,
@@ -236,15 +247,14 @@ impl Application {
             &tracker,
             shutdown.clone(),
         );
-        // Retention uses the SQLite adapter directly (its reads are not on
-        // the store port yet); schedules use the port, with the core's
+        // Schedules and retention use their store ports, with the core's
         // clock.
         let schedules = Arc::new(ScheduleService::new(
             service.clone(),
-            Arc::new(store.clone()),
+            store.schedules(),
             clock.clone(),
         ));
-        let retention = Arc::new(Retention::new(service.clone(), store.clone(), clock));
+        let retention = Arc::new(Retention::new(service.clone(), store.retention(), clock));
         start_leader_duties(
             &schedules,
             &retention,

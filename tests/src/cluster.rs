@@ -64,11 +64,22 @@ pub async fn start_central_at(
     extra: &[&str],
 ) -> ServerProcess {
     let db = format!("sqlite://{}", db.display());
+    start_central_url(dir, &db, pod_hosts, extra).await
+}
+
+/// Like [`start_central`] on the database `url` names (`sqlite://…` or
+/// `postgres://…`).
+pub async fn start_central_url(
+    dir: &Path,
+    url: &str,
+    pod_hosts: &[String],
+    extra: &[&str],
+) -> ServerProcess {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--database-url".into(),
-        db.into(),
+        url.into(),
     ];
     for url in pod_hosts {
         args.push("--pod-host".into());

@@ -14,6 +14,9 @@
 //! [`ipactl`] runs the real `ipactl` client against them (to completion,
 //! streaming, or in a pseudo-terminal).
 //!
+//! [`postgres`] starts a private PostgreSQL server (initdb + pg_ctl into a
+//! temp dir) for the tests that run central-manager on PostgreSQL.
+//!
 //! Child stderr goes to a log file in the process's temp dir; set `TEST_LOG=1`
 //! to see it live instead. When a test panics the log paths are printed.
 
@@ -28,6 +31,7 @@ pub mod tmpfs;
 pub mod tools;
 pub mod wait;
 
+pub use ipa_pg_harness as postgres;
 pub use process::{ServerProcess, bin_path};
 pub use proxy::Proxy;
 pub use wait::{wait_for, wait_for_async};

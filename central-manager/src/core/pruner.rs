@@ -2,6 +2,7 @@
 //! 24 h window, so the table does not grow forever. Lookups already ignore
 //! expired keys; this only reclaims space.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
@@ -9,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::core::ports::TaskStore;
 use crate::error::Result;
-use crate::store::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome, Store};
+use crate::store::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 
 /// How often expired keys are removed. Hourly is plenty: expiry is exact
 /// at lookup, pruning only bounds the table.
@@ -18,13 +20,13 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The idempotency-key pruner.
 pub struct IdempotencyPruner {
-    store: Store,
+    store: Arc<dyn TaskStore>,
     interval: Duration,
 }
 
 impl IdempotencyPruner {
     /// A pruner running every `interval`.
-    pub fn new(store: Store, interval: Duration) -> Self {
+    pub fn new(store: Arc<dyn TaskStore>, interval: Duration) -> Self {
         Self { store, interval }
     }
 

@@ -27,11 +27,10 @@ use tracing::Instrument;
 
 use super::TaskService;
 use super::ports::Clock;
+use crate::core::ports::retention::{RetentionOutcome, RetentionStore, RetentionWrite};
 use crate::domain::stats::{StatsGroup, StatsQuery};
 use crate::domain::{ActorId, CorrelationId, TaskFilter, TaskId};
 use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::store::retention::{RetentionOutcome, RetentionWrite};
 
 /// The writer time one archive batch aims at (its statements; its commit
 /// comes on top). A command queued behind a batch waits for it, so this
@@ -86,9 +85,8 @@ pub struct CancelMany {
 /// The retention operations. Cheap to share (`Arc`).
 pub struct Retention {
     tasks: Arc<TaskService>,
-    /// The SQLite adapter: schedule and retention reads are not on the
-    /// `TaskStore` port yet.
-    store: Store,
+    /// The store, through its retention port.
+    store: Arc<dyn RetentionStore>,
     clock: Arc<dyn Clock>,
     /// One archive run at a time.
     archiving: Mutex<()>,
@@ -96,7 +94,11 @@ pub struct Retention {
 
 impl Retention {
     /// Retention over `tasks`' store, on `clock`.
-    pub fn new(tasks: Arc<TaskService>, store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        tasks: Arc<TaskService>,
+        store: Arc<dyn RetentionStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             tasks,
             store,

@@ -1,38 +1,40 @@
 //! Dependencies in the database: recording, the start check, release into
-//! the queue when the last dependency completes, and failure propagation.
+//! the queue when the last dependency completes, and failure propagation,
+//! on SQLite and on PostgreSQL (listed in [`on_both_backends!`] at the
+//! end).
 
 use super::pods::{Cause, PodCommand};
-use super::tests::{TestDb, create, finish_cmd, new_task};
+use super::tests::{AnyDb, Backend, create, finish_cmd, new_task, on_both_backends};
 use super::*;
 use crate::core::ports::TaskStore;
 use crate::core::ports::queue::{QueueOutcome, QueueWrite};
 use crate::domain::{Finish, PodStatus, TaskId, TaskStatus};
 use crate::error::Error;
 
-async fn task(db: &TestDb, deps: &[TaskId]) -> Result<TaskId, Error> {
+async fn task(store: &dyn TaskStore, deps: &[TaskId]) -> Result<TaskId, Error> {
     let mut t = new_task("dep", "alice");
     t.depends_on = deps.to_vec();
-    Ok(create(&db.store, t).await?.0.task_id)
+    Ok(create(store, t).await?.0.task_id)
 }
 
-async fn enqueue(db: &TestDb, id: TaskId) -> QueueOutcome {
+async fn enqueue(store: &dyn TaskStore, id: TaskId) -> QueueOutcome {
     let w = QueueWrite::Enqueue {
         task_id: id,
         cause: Cause::system(),
         message: "start".into(),
     };
-    match db.store.write(Command::Queue(w)).await.unwrap() {
+    match store.write(Command::Queue(w)).await.unwrap() {
         Outcome::Queue(o) => o,
         other => panic!("{other:?}"),
     }
 }
 
-async fn get(db: &TestDb, id: TaskId) -> crate::domain::TaskRecord {
-    db.store.task(id).await.unwrap().unwrap()
+async fn get(store: &dyn TaskStore, id: TaskId) -> crate::domain::TaskRecord {
+    store.task(id).await.unwrap().unwrap()
 }
 
-async fn events_of(db: &TestDb, id: TaskId) -> Vec<(String, serde_json::Value)> {
-    db.store
+async fn events_of(store: &dyn TaskStore, id: TaskId) -> Vec<(String, serde_json::Value)> {
+    store
         .events_after(0, Some(id), 1000)
         .await
         .unwrap()
@@ -51,81 +53,74 @@ fn claim(id: TaskId) -> PodCommand {
     }
 }
 
-#[tokio::test]
-async fn an_unknown_dependency_is_refused_and_nothing_is_created() {
-    let db = TestDb::open().await;
-    let a = task(&db, &[]).await.unwrap();
+async fn an_unknown_dependency_is_refused_and_nothing_is_created(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
+    let a = task(store, &[]).await.unwrap();
     let missing = TaskId::new();
-    match task(&db, &[a, missing]).await {
+    match task(store, &[a, missing]).await {
         Err(Error::TaskNotFound(id)) => assert_eq!(id, missing),
         other => panic!("{other:?}"),
     }
     // Only `a` exists, with no dependency rows left behind.
-    assert_eq!(db.store.events_after(0, None, 100).await.unwrap().len(), 1);
-    let b = task(&db, &[a]).await.unwrap();
-    assert_eq!(get(&db, b).await.depends_on, vec![a]);
+    assert_eq!(store.events_after(0, None, 100).await.unwrap().len(), 1);
+    let b = task(store, &[a]).await.unwrap();
+    assert_eq!(get(store, b).await.depends_on, vec![a]);
+    db.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_start_waits_until_the_last_dependency_completes() {
-    let db = TestDb::open().await;
-    let a = task(&db, &[]).await.unwrap();
-    let b = task(&db, &[]).await.unwrap();
-    let c = task(&db, &[a, b]).await.unwrap();
+async fn a_start_waits_until_the_last_dependency_completes(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
+    let a = task(store, &[]).await.unwrap();
+    let b = task(store, &[]).await.unwrap();
+    let c = task(store, &[a, b]).await.unwrap();
     // Without queue: the claim is refused, naming a dependency.
-    match db.store.pod(claim(c)).await {
+    match store.pod(claim(c)).await {
         Err(Error::DependenciesNotMet(t, _)) => assert_eq!(t, c),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        enqueue(&db, c).await,
+        enqueue(store, c).await,
         QueueOutcome::Queued { already: false }
     );
     assert_eq!(
-        enqueue(&db, c).await,
+        enqueue(store, c).await,
         QueueOutcome::Queued { already: true }
     );
-    let t = get(&db, c).await;
+    let t = get(store, c).await;
     assert_eq!(t.pod_status, PodStatus::Queued);
     assert!(t.queue.is_none(), "not in the capacity queue");
     assert_eq!(queue::waiting_for(&t), "dependencies");
-    assert!(db.store.queue_head("default").await.unwrap().is_none());
+    assert!(store.queue_head("default").await.unwrap().is_none());
     // CountTasks/ListTasks by pod status see it as queued, not stopped.
     let by = |p: PodStatus| crate::domain::TaskFilter {
         pod_status: Some(p),
         ..Default::default()
     };
-    assert_eq!(
-        db.store.count_tasks(&by(PodStatus::Queued)).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        db.store.count_tasks(&by(PodStatus::Stopped)).await.unwrap(),
-        2
-    );
+    assert_eq!(store.count_tasks(&by(PodStatus::Queued)).await.unwrap(), 1);
+    assert_eq!(store.count_tasks(&by(PodStatus::Stopped)).await.unwrap(), 2);
 
-    db.store
+    store
         .write(finish_cmd(a, Finish::Complete, None))
         .await
         .unwrap();
-    assert!(get(&db, c).await.waiting_dependencies, "b is not completed");
-    db.store
+    assert!(
+        get(store, c).await.waiting_dependencies,
+        "b is not completed"
+    );
+    store
         .write(finish_cmd(b, Finish::Complete, None))
         .await
         .unwrap();
-    let t = get(&db, c).await;
+    let t = get(store, c).await;
     assert!(!t.waiting_dependencies);
     assert_eq!(queue::waiting_for(&t), "capacity");
     assert_eq!(
-        db.store
-            .queue_head("default")
-            .await
-            .unwrap()
-            .unwrap()
-            .task_id,
+        store.queue_head("default").await.unwrap().unwrap().task_id,
         c
     );
-    let queued: Vec<_> = events_of(&db, c)
+    let queued: Vec<_> = events_of(store, c)
         .await
         .into_iter()
         .filter(|(k, _)| k == "pod_queued")
@@ -133,56 +128,58 @@ async fn a_start_waits_until_the_last_dependency_completes() {
         .collect();
     assert_eq!(queued, ["dependencies", "capacity"]);
     assert!(matches!(
-        db.store.pod(claim(c)).await.unwrap(),
+        store.pod(claim(c)).await.unwrap(),
         super::pods::PodOutcome::Claimed(_)
     ));
+    db.shutdown().await;
 }
 
-#[tokio::test]
-async fn stop_cancels_the_wait() {
-    let db = TestDb::open().await;
-    let a = task(&db, &[]).await.unwrap();
-    let b = task(&db, &[a]).await.unwrap();
-    enqueue(&db, b).await;
+async fn stop_cancels_the_wait(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
+    let a = task(store, &[]).await.unwrap();
+    let b = task(store, &[a]).await.unwrap();
+    enqueue(store, b).await;
     let w = QueueWrite::Unqueue {
         task_id: b,
         cause: Cause::system(),
         reason: "no".into(),
     };
-    let out = db.store.write(Command::Queue(w)).await.unwrap();
+    let out = store.write(Command::Queue(w)).await.unwrap();
     assert!(
         matches!(out, Outcome::Queue(QueueOutcome::Removed)),
         "{out:?}"
     );
-    let t = get(&db, b).await;
+    let t = get(store, b).await;
     assert_eq!(
         (t.status, t.pod_status),
         (TaskStatus::Inactive, PodStatus::Stopped)
     );
     // Completing the dependency no longer starts it.
-    db.store
+    store
         .write(finish_cmd(a, Finish::Complete, None))
         .await
         .unwrap();
-    assert!(get(&db, b).await.queue.is_none());
+    assert!(get(store, b).await.queue.is_none());
+    db.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_cancelled_dependency_fails_a_chain_each_naming_its_own() {
-    let db = TestDb::open().await;
-    let a = task(&db, &[]).await.unwrap();
-    let b = task(&db, &[a]).await.unwrap();
-    let c = task(&db, &[b]).await.unwrap();
-    enqueue(&db, c).await;
-    db.store
+async fn a_cancelled_dependency_fails_a_chain_each_naming_its_own(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = &*db.store;
+    let a = task(store, &[]).await.unwrap();
+    let b = task(store, &[a]).await.unwrap();
+    let c = task(store, &[b]).await.unwrap();
+    enqueue(store, c).await;
+    store
         .write(finish_cmd(a, Finish::Cancel, Some("no")))
         .await
         .unwrap();
     for (id, dep) in [(b, a), (c, b)] {
-        let t = get(&db, id).await;
+        let t = get(store, id).await;
         assert_eq!(t.status, TaskStatus::Failed, "{id}");
         assert_eq!(t.pod_status, PodStatus::Stopped);
-        let failed: Vec<_> = events_of(&db, id)
+        let failed: Vec<_> = events_of(store, id)
             .await
             .into_iter()
             .filter(|(k, _)| k == "task_failed")
@@ -193,6 +190,14 @@ async fn a_cancelled_dependency_fails_a_chain_each_naming_its_own() {
         assert_eq!(failed[0]["dependency"], dep.to_string());
     }
     // A task created on a failed dependency fails at once.
-    let d = task(&db, &[c]).await.unwrap();
-    assert_eq!(get(&db, d).await.status, TaskStatus::Failed);
+    let d = task(store, &[c]).await.unwrap();
+    assert_eq!(get(store, d).await.status, TaskStatus::Failed);
+    db.shutdown().await;
 }
+
+on_both_backends!(
+    an_unknown_dependency_is_refused_and_nothing_is_created,
+    a_start_waits_until_the_last_dependency_completes,
+    stop_cancels_the_wait,
+    a_cancelled_dependency_fails_a_chain_each_naming_its_own,
+);

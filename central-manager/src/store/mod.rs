@@ -6,6 +6,7 @@
 //! queryable state, updated in the same transaction as its events) and
 //! `idempotency_keys` (CreateTask `request_id`s). Times are unix micros.
 
+mod any;
 pub mod breaker;
 mod checkpoint;
 mod commands;
@@ -14,6 +15,7 @@ pub mod memory;
 mod pod_end;
 pub mod pods;
 mod pool;
+pub mod postgres;
 mod queries;
 pub mod queue;
 pub mod retention;
@@ -23,6 +25,7 @@ pub mod stats;
 mod timeouts;
 mod writer;
 
+pub use any::AnyStore;
 pub use checkpoint::CheckpointResult;
 pub use commands::{Command, IDEMPOTENCY_WINDOW_MICROS, Outcome};
 pub use pool::{BUSY_TIMEOUT, DbConfig, MIGRATOR};
@@ -363,6 +366,8 @@ impl TaskStore for Store {
 mod dependencies_tests;
 #[cfg(test)]
 mod outage_tests;
+#[cfg(test)]
+mod pod_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]

@@ -10,18 +10,23 @@
 
 use std::time::Instant;
 
+use futures::future::BoxFuture;
+
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
 use super::commands::{Command, Outcome, finish_task};
 use super::queries;
 use crate::domain::limits::MAX_CANCEL_TASKS;
+use crate::domain::stats::{StatsGroup, StatsQuery};
 use crate::domain::{
     ActorId, CorrelationId, EventRecord, Finish, TaskFilter, TaskId, TaskRecord, TaskStatus,
 };
 use crate::error::{Error, Result};
 
-pub use crate::core::ports::retention::{RetentionOutcome, RetentionWrite};
+pub use crate::core::ports::retention::{
+    DeletionRecord, RetentionOutcome, RetentionStore, RetentionWrite,
+};
 
 /// The columns `tasks` and `tasks_archive` share, in one order (the archive
 /// adds `archived_at`). A store test checks that every `tasks` column is
@@ -238,29 +243,6 @@ fn delete_task(
     Ok(RetentionOutcome::Deleted)
 }
 
-/// One deletion as logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletionRecord {
-    /// The deleted task.
-    pub task_id: TaskId,
-    /// Its title.
-    pub title: String,
-    /// Its final status.
-    pub status: TaskStatus,
-    /// Events removed with it.
-    pub events_deleted: u64,
-    /// It had been archived.
-    pub was_archived: bool,
-    /// Why.
-    pub reason: String,
-    /// Who.
-    pub deleted_by: String,
-    /// Request.
-    pub correlation_id: String,
-    /// When (unix micros).
-    pub deleted_at: i64,
-}
-
 /// The logged deletion of `id`, if any.
 pub fn deletion(c: &Connection, id: TaskId) -> Result<Option<DeletionRecord>> {
     c.prepare_cached(
@@ -343,6 +325,20 @@ impl Store {
     pub async fn cancellable(&self, f: &TaskFilter) -> Result<Vec<TaskId>> {
         let f = f.clone();
         self.readers.run(move |c| cancellable(c, &f)).await
+    }
+}
+
+impl RetentionStore for Store {
+    fn cancellable<'a>(&'a self, f: &'a TaskFilter) -> BoxFuture<'a, Result<Vec<TaskId>>> {
+        Box::pin(Store::cancellable(self, f))
+    }
+
+    fn deletion(&self, id: TaskId) -> BoxFuture<'_, Result<Option<DeletionRecord>>> {
+        Box::pin(Store::deletion(self, id))
+    }
+
+    fn stats(&self, q: StatsQuery) -> BoxFuture<'_, Result<Vec<StatsGroup>>> {
+        Box::pin(Store::stats(self, q))
     }
 }
 

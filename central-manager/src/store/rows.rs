@@ -34,8 +34,10 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
-/// A `tasks` row as stored.
-#[derive(Debug)]
+/// A `tasks` row as stored. `FromRow` reads it by column name from a
+/// PostgreSQL row (`store::postgres`); SQLite rows go through
+/// [`TaskRow::from_row`].
+#[derive(Debug, sqlx::FromRow)]
 pub struct TaskRow {
     task_id: String,
     title: String,
@@ -201,12 +203,14 @@ impl TryFrom<TaskRow> for TaskRecord {
     }
 }
 
-/// An `events` row as stored.
-#[derive(Debug)]
+/// An `events` row as stored (read by column name from PostgreSQL, as
+/// [`TaskRow`]).
+#[derive(Debug, sqlx::FromRow)]
 pub struct EventRow {
     position: i64,
     stream_id: String,
     version: i64,
+    #[sqlx(rename = "type")]
     event_type: String,
     data_json: String,
     actor_id: String,

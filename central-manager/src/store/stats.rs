@@ -40,14 +40,14 @@ const DURATIONS: [(&str, &str, &str); METRICS] = [
 /// `hours` (start inclusive, end exclusive), and `tasks` for the
 /// creation-time ranges `edges` (start inclusive, end exclusive).
 #[derive(Debug, PartialEq, Eq)]
-struct Plan {
-    hours: Option<(i64, i64)>,
-    edges: Vec<(i64, i64)>,
+pub(crate) struct Plan {
+    pub hours: Option<(i64, i64)>,
+    pub edges: Vec<(i64, i64)>,
 }
 
 /// Splits `[after, before)` into whole hours and the partial hours at its
 /// ends.
-fn plan(after: Option<i64>, before: Option<i64>) -> Plan {
+pub(crate) fn plan(after: Option<i64>, before: Option<i64>) -> Plan {
     let (from, to) = (after.unwrap_or(i64::MIN), before.unwrap_or(i64::MAX));
     if from >= to {
         return Plan {

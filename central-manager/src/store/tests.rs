@@ -1,121 +1,30 @@
-//! Store tests on a temp SQLite file: the writer, the command rules, the
-//! read queries and idempotency.
+//! Store tests: the writer, the command rules, the read queries and
+//! idempotency. The conformance tests (listed in [`on_both_backends!`] at
+//! the end) run on a temp SQLite file and on a fresh database of a private
+//! PostgreSQL server, through the store port only; the rest test what only
+//! SQLite has (a locked file, reopening a file).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::domain::{
-    ActorId, CorrelationId, Description, Finish, Metadata, NewTask, Order, OrderBy, Phase,
-    RequestId, RestartPolicySpec, TaskStatus, TemplateName, Title,
-};
+use crate::domain::{Finish, Order, OrderBy, Phase, RequestId, TaskStatus};
 use crate::error::Error;
 
-pub(crate) struct TestDb {
-    pub dir: tempfile::TempDir,
-    pub store: Store,
-    pub hub: EventHub,
-    pub tracker: TaskTracker,
-    pub stop: CancellationToken,
-}
-
-impl TestDb {
-    pub async fn open() -> Self {
-        Self::open_with(EventHub::default(), BUSY_TIMEOUT).await
-    }
-
-    pub async fn open_with(hub: EventHub, busy: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self::open_in(dir, hub, busy).await
-    }
-
-    pub async fn open_in(dir: tempfile::TempDir, hub: EventHub, busy: Duration) -> Self {
-        let tracker = TaskTracker::new();
-        let stop = CancellationToken::new();
-        let mut db = DbConfig::new(dir.path().join("sub/dir/central.db"));
-        db.busy_timeout = busy;
-        let store = Store::open(db, hub.clone(), &tracker, stop.clone())
-            .await
-            .unwrap();
-        Self {
-            dir,
-            store,
-            hub,
-            tracker,
-            stop,
-        }
-    }
-
-    pub fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("sub/dir/central.db")
-    }
-
-    /// Stops the writer (draining it) and closes the pool.
-    pub async fn shutdown(self) -> tempfile::TempDir {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.store.close().await;
-        self.dir
-    }
-}
-
-pub(crate) fn new_task(title: &str, actor: &str) -> NewTask {
-    NewTask {
-        title: Title::parse(title).unwrap(),
-        description: Description::parse("desc").unwrap(),
-        actor: ActorId::parse(actor).unwrap(),
-        correlation: CorrelationId::parse_or_new("corr-1").unwrap(),
-        auto_start: false,
-        metadata: Metadata::parse([("k".to_string(), "v".to_string())].into()).unwrap(),
-        template: TemplateName::parse("").unwrap(),
-        restart_policy: RestartPolicySpec {
-            max_restarts: Some(0),
-            ..Default::default()
-        },
-        request_id: None,
-        timeout_seconds: None,
-        deadline: None,
-        priority: crate::domain::Priority::default(),
-        queue: false,
-        queue_timeout_seconds: None,
-        depends_on: Vec::new(),
-    }
-}
-
-pub(crate) async fn create(store: &Store, t: NewTask) -> Result<(TaskRecord, bool), Error> {
-    match store
-        .write(Command::CreateTask {
-            task_id: TaskId::new(),
-            task: Box::new(t),
-            pod_message: String::new(),
-        })
-        .await?
-    {
-        Outcome::Task { task, created } => Ok((*task, created)),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-pub(crate) fn finish_cmd(id: TaskId, finish: Finish, reason: Option<&str>) -> Command {
-    Command::Finish {
-        task_id: id,
-        finish,
-        actor: ActorId::parse("bob").unwrap(),
-        correlation: CorrelationId::parse_or_new("c2").unwrap(),
-        reason: reason.map(str::to_owned),
-    }
-}
+mod support;
+pub(crate) use support::{AnyDb, Backend, TestDb, create, finish_cmd, new_task, on_both_backends};
 
 #[tokio::test]
-async fn create_writes_stream_event_and_row_and_reads_back() {
+async fn the_sqlite_file_and_its_directories_are_created() {
     let db = TestDb::open().await;
     assert!(db.path().exists(), "file and parent dirs created");
-    let (t, created) = create(&db.store, new_task("  first ", "alice"))
+    db.shutdown().await;
+}
+
+async fn create_writes_stream_event_and_row_and_reads_back(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (t, created) = create(&*db.store, new_task("  first ", "alice"))
         .await
         .unwrap();
     assert!(created);
@@ -150,11 +59,10 @@ async fn create_writes_stream_event_and_row_and_reads_back() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn complete_and_cancel_follow_the_lifecycle() {
-    let db = TestDb::open().await;
-    let (a, _) = create(&db.store, new_task("a", "alice")).await.unwrap();
-    let (b, _) = create(&db.store, new_task("b", "alice")).await.unwrap();
+async fn complete_and_cancel_follow_the_lifecycle(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (a, _) = create(&*db.store, new_task("a", "alice")).await.unwrap();
+    let (b, _) = create(&*db.store, new_task("b", "alice")).await.unwrap();
 
     let done = db
         .store
@@ -219,18 +127,17 @@ async fn complete_and_cancel_follow_the_lifecycle() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commands_are_group_committed() {
-    let db = TestDb::open().await;
+async fn concurrent_commands_are_group_committed(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     // The start-up probe is one committed command already.
-    let before = db.store.writer_stats();
-    let store = Arc::new(db.store.clone());
+    let before = db.committed();
+    let store = db.store.clone();
     const N: usize = 400;
     let mut joins = Vec::new();
     for i in 0..N {
         let store = store.clone();
         joins.push(tokio::spawn(async move {
-            create(&store, new_task(&format!("t{i}"), "alice"))
+            create(&*store, new_task(&format!("t{i}"), "alice"))
                 .await
                 .unwrap()
                 .0
@@ -240,10 +147,10 @@ async fn concurrent_commands_are_group_committed() {
     for j in joins {
         ids.push(j.await.unwrap().task_id);
     }
-    let after = db.store.writer_stats();
+    let after = db.committed();
     let stats = WriterStats {
-        batches: after.batches - before.batches,
-        commands: after.commands - before.commands,
+        batches: after.0 - before.0,
+        commands: after.1 - before.1,
     };
     assert_eq!(stats.commands, N as u64);
     assert!(
@@ -261,21 +168,20 @@ async fn concurrent_commands_are_group_committed() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn idempotent_create_returns_the_first_task() {
-    let db = TestDb::open().await;
+async fn idempotent_create_returns_the_first_task(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let with_key = |actor: &str, key: &str| {
         let mut t = new_task("t", actor);
         t.request_id = RequestId::parse(key).unwrap();
         t
     };
-    let (first, created) = create(&db.store, with_key("alice", "r1")).await.unwrap();
+    let (first, created) = create(&*db.store, with_key("alice", "r1")).await.unwrap();
     assert!(created);
-    let (again, created) = create(&db.store, with_key("alice", "r1")).await.unwrap();
+    let (again, created) = create(&*db.store, with_key("alice", "r1")).await.unwrap();
     assert!(!created);
     assert_eq!(again.task_id, first.task_id);
     // Another actor's key is its own.
-    let (other, created) = create(&db.store, with_key("bob", "r1")).await.unwrap();
+    let (other, created) = create(&*db.store, with_key("bob", "r1")).await.unwrap();
     assert!(created);
     assert_ne!(other.task_id, first.task_id);
     assert_eq!(
@@ -286,16 +192,15 @@ async fn idempotent_create_returns_the_first_task() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_create_one_task() {
-    let db = TestDb::open().await;
+async fn concurrent_duplicates_create_one_task(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut joins = Vec::new();
     for _ in 0..32 {
         let store = db.store.clone();
         joins.push(tokio::spawn(async move {
             let mut t = new_task("dup", "alice");
             t.request_id = RequestId::parse("same").unwrap();
-            create(&store, t).await.unwrap()
+            create(&*store, t).await.unwrap()
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -313,38 +218,32 @@ async fn concurrent_duplicates_create_one_task() {
     db.shutdown().await;
 }
 
-async fn age_keys(path: &std::path::Path, by_micros: i64) {
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE idempotency_keys SET created_at = created_at - ?")
-        .bind(by_micros)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
+async fn age_keys(db: &AnyDb, by_micros: i64) {
+    db.exec(&format!(
+        "UPDATE idempotency_keys SET created_at = created_at - {by_micros}"
+    ))
+    .await;
 }
 
-#[tokio::test]
-async fn expired_keys_are_ignored_and_pruned() {
-    let db = TestDb::open().await;
+async fn expired_keys_are_ignored_and_pruned(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let keyed = || {
         let mut t = new_task("t", "alice");
         t.request_id = RequestId::parse("k").unwrap();
         t
     };
-    let (first, _) = create(&db.store, keyed()).await.unwrap();
+    let (first, _) = create(&*db.store, keyed()).await.unwrap();
     // Just inside the window: still the same task.
-    age_keys(&db.path(), IDEMPOTENCY_WINDOW_MICROS - 60_000_000).await;
-    let (same, created) = create(&db.store, keyed()).await.unwrap();
+    age_keys(&db, IDEMPOTENCY_WINDOW_MICROS - 60_000_000).await;
+    let (same, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(!created);
     assert_eq!(same.task_id, first.task_id);
     // Past 24 h: a new task, and the key now points to it.
-    age_keys(&db.path(), 120_000_000).await;
-    let (second, created) = create(&db.store, keyed()).await.unwrap();
+    age_keys(&db, 120_000_000).await;
+    let (second, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(created);
     assert_ne!(second.task_id, first.task_id);
-    let (third, created) = create(&db.store, keyed()).await.unwrap();
+    let (third, created) = create(&*db.store, keyed()).await.unwrap();
     assert!(!created);
     assert_eq!(third.task_id, second.task_id);
 
@@ -363,14 +262,13 @@ async fn expired_keys_are_ignored_and_pruned() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn list_and_count_filter_order_and_page() {
-    let db = TestDb::open().await;
+async fn list_and_count_filter_order_and_page(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut made = Vec::new();
     for i in 0..30 {
         let actor = if i % 3 == 0 { "carol" } else { "dave" };
         made.push(
-            create(&db.store, new_task(&format!("t{i}"), actor))
+            create(&*db.store, new_task(&format!("t{i}"), actor))
                 .await
                 .unwrap()
                 .0,
@@ -535,41 +433,38 @@ async fn a_locked_database_fails_fast_with_store_unavailable_and_recovers() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn data_survives_reopening() {
-    let db = TestDb::open().await;
-    let (t, _) = create(&db.store, new_task("durable", "alice"))
+async fn data_survives_reopening(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let (t, _) = create(&*db.store, new_task("durable", "alice"))
         .await
         .unwrap();
     db.store
         .write(finish_cmd(t.task_id, Finish::Complete, None))
         .await
         .unwrap();
-    let dir = db.shutdown().await;
-    let db = TestDb::open_in(dir, EventHub::default(), BUSY_TIMEOUT).await;
+    let db = db.shutdown_and_reopen().await;
     let read = db.store.task(t.task_id).await.unwrap().unwrap();
     assert_eq!(read.status, TaskStatus::Completed);
     // Positions continue after the last one.
-    let (u, _) = create(&db.store, new_task("next", "alice")).await.unwrap();
+    let (u, _) = create(&*db.store, new_task("next", "alice")).await.unwrap();
     let ev = db.store.events_after(0, None, 10).await.unwrap();
     assert_eq!(ev.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(ev[2].task_id, u.task_id);
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_drains_queued_commands() {
-    let db = TestDb::open().await;
+async fn shutdown_drains_queued_commands(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut joins = Vec::new();
     for i in 0..50 {
         let store = db.store.clone();
         joins.push(tokio::spawn(async move {
-            create(&store, new_task(&format!("q{i}"), "a")).await
+            create(&*store, new_task(&format!("q{i}"), "a")).await
         }));
     }
     // Let them enqueue, then stop the writer while work is queued.
     tokio::task::yield_now().await;
-    db.stop.cancel();
+    db.stop_writer();
     let mut ok = 0;
     for j in joins {
         match j.await.unwrap() {
@@ -579,13 +474,96 @@ async fn shutdown_drains_queued_commands() {
         }
     }
     // Every acknowledged create is in the database.
-    let store = db.store.clone();
-    let dir = db.shutdown().await;
-    drop(store);
-    let db = TestDb::open_in(dir, EventHub::default(), BUSY_TIMEOUT).await;
+    let db = db.shutdown_and_reopen().await;
     assert_eq!(
         db.store.count_tasks(&TaskFilter::default()).await.unwrap(),
         ok
     );
     db.shutdown().await;
 }
+
+/// The deadline command and the timer reads, for a task without a pod
+/// (the pod cases are in `store::timeouts`, SQLite only until the
+/// PostgreSQL store has the pod commands).
+async fn a_deadline_fails_a_live_task_once(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let at = 5_000_000;
+    let mut t = new_task("due", "alice");
+    t.deadline = Some(at);
+    let (t, _) = create(&*db.store, t).await.unwrap();
+    let (other, _) = create(&*db.store, new_task("no deadline", "alice"))
+        .await
+        .unwrap();
+    assert_eq!(db.store.earliest_timer().await.unwrap(), Some(at));
+    let due = db.store.due_timers(at, 10).await.unwrap();
+    assert_eq!(
+        due,
+        [crate::domain::timeout::Timer::Deadline {
+            task_id: t.task_id,
+            at
+        }]
+    );
+    assert!(db.store.due_timers(at - 1, 10).await.unwrap().is_empty());
+    // Another deadline than the task's, or a task without one: no change.
+    for (task_id, when) in [(t.task_id, at + 1), (other.task_id, at)] {
+        let o = db
+            .store
+            .write(Command::Deadline { task_id, at: when })
+            .await
+            .unwrap();
+        assert!(
+            matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
+            "{o:?}"
+        );
+    }
+    let deadline = Command::Deadline {
+        task_id: t.task_id,
+        at,
+    };
+    let o = db.store.write(deadline.clone()).await.unwrap();
+    assert_eq!(
+        o,
+        Outcome::DeadlineExceeded {
+            failed: true,
+            stop_pod: None
+        }
+    );
+    let read = db.store.task(t.task_id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.pod_message.as_str()),
+        (TaskStatus::Failed, "deadline exceeded")
+    );
+    // Terminal: no timer any more, and a second fire does nothing.
+    assert_eq!(db.store.earliest_timer().await.unwrap(), None);
+    let o = db.store.write(deadline).await.unwrap();
+    assert!(
+        matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
+        "{o:?}"
+    );
+    let q = EventsQuery {
+        task_id: t.task_id,
+        after_version: 0,
+        limit: 10,
+        include_archived: false,
+    };
+    let events = db.store.task_events(&q).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, ["task_created", "task_failed"]);
+    let data: serde_json::Value = serde_json::from_str(&events[1].data_json).unwrap();
+    assert_eq!(data["reason"], "deadline_exceeded");
+    assert_eq!(events[1].actor_id, "system");
+    db.shutdown().await;
+}
+
+on_both_backends!(
+    a_deadline_fails_a_live_task_once,
+    create_writes_stream_event_and_row_and_reads_back,
+    complete_and_cancel_follow_the_lifecycle,
+    concurrent_commands_are_group_committed,
+    idempotent_create_returns_the_first_task,
+    concurrent_duplicates_create_one_task,
+    expired_keys_are_ignored_and_pruned,
+    list_and_count_filter_order_and_page,
+    data_survives_reopening,
+    shutdown_drains_queued_commands,
+);

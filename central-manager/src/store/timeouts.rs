@@ -191,16 +191,17 @@ pub(super) fn deadline_exceeded(
 #[cfg(test)]
 mod tests {
     use super::super::pods::{Cause, EndReport, PodCommand, PodOutcome};
-    use super::super::tests::{TestDb, create, new_task};
+    use super::super::tests::{AnyDb, Backend, create, new_task, on_both_backends};
     use super::*;
+    use crate::core::ports::TaskStore;
     use crate::core::ports::store::Command;
     use crate::domain::{Ending, NewTask, RestartDefaults};
 
     const S: i64 = 1_000_000;
 
     /// A task with a pod the host says started at `started_at`, on host `h`.
-    async fn running(db: &TestDb, t: NewTask, started_at: i64) -> PodRef {
-        let (t, _) = create(&db.store, t).await.unwrap();
+    async fn running(store: &dyn TaskStore, t: NewTask, started_at: i64) -> PodRef {
+        let (t, _) = create(store, t).await.unwrap();
         let pod_id = format!("pod-{}", t.task_id);
         let claim = PodCommand::Claim {
             task_id: t.task_id,
@@ -209,7 +210,7 @@ mod tests {
             cause: Cause::system(),
             automatic: false,
         };
-        let PodOutcome::Claimed(c) = db.store.pod(claim).await.unwrap() else {
+        let PodOutcome::Claimed(c) = store.pod(claim).await.unwrap() else {
             panic!("claim")
         };
         let pod = PodRef {
@@ -224,7 +225,7 @@ mod tests {
             host_id: "h".into(),
             cause: Cause::system(),
         };
-        db.store.pod(started).await.unwrap();
+        store.pod(started).await.unwrap();
         pod
     }
 
@@ -243,22 +244,22 @@ mod tests {
         i64::try_from(d.as_micros()).unwrap()
     }
 
-    #[tokio::test]
-    async fn timers_come_from_stored_start_times_and_deadlines() {
-        let db = TestDb::open().await;
-        assert_eq!(db.store.earliest_timer().await.unwrap(), None);
+    async fn timers_come_from_stored_start_times_and_deadlines(backend: Backend) {
+        let db = AnyDb::open(backend).await;
+        let store = &*db.store;
+        assert_eq!(store.earliest_timer().await.unwrap(), None);
         // No timer: never due.
-        running(&db, with(None, None), 1).await;
+        running(store, with(None, None), 1).await;
         let before = wall_now();
         // The host's start time (1 µs after the epoch here) is not what
         // counts: the timeout runs from when central saw the pod running.
-        let a = running(&db, with(Some(5), None), 1).await;
+        let a = running(store, with(Some(5), None), 1).await;
         let after = wall_now();
         let deadline = after + S;
-        let (b, _) = create(&db.store, with(None, Some(deadline))).await.unwrap();
-        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(deadline));
-        assert!(db.store.due_timers(after, 10).await.unwrap().is_empty());
-        let due = db.store.due_timers(after + 10 * S, 10).await.unwrap();
+        let (b, _) = create(store, with(None, Some(deadline))).await.unwrap();
+        assert_eq!(store.earliest_timer().await.unwrap(), Some(deadline));
+        assert!(store.due_timers(after, 10).await.unwrap().is_empty());
+        let due = store.due_timers(after + 10 * S, 10).await.unwrap();
         assert_eq!(due.len(), 2, "{due:?}");
         let Timer::PodTimeout {
             pod,
@@ -298,23 +299,22 @@ mod tests {
             },
             jitter: 0.0,
         };
-        db.store.pod(end).await.unwrap();
-        let due = db.store.due_timers(after + 10 * S, 10).await.unwrap();
+        store.pod(end).await.unwrap();
+        let due = store.due_timers(after + 10 * S, 10).await.unwrap();
         assert_eq!(due.len(), 1, "{due:?}");
-        assert_eq!(db.store.earliest_timer().await.unwrap(), Some(deadline));
+        assert_eq!(store.earliest_timer().await.unwrap(), Some(deadline));
         db.shutdown().await;
     }
 
-    #[tokio::test]
-    async fn a_deadline_fails_a_live_task_once_and_names_its_pod() {
-        let db = TestDb::open().await;
+    async fn a_deadline_fails_a_live_task_once_and_names_its_pod(backend: Backend) {
+        let db = AnyDb::open(backend).await;
+        let store = &*db.store;
         // The writer's clock is real time: a deadline already past.
         let at = 5 * S;
-        let pod = running(&db, with(None, Some(at)), 1).await;
+        let pod = running(store, with(None, Some(at)), 1).await;
         let task_id = pod.task_id;
         // A different deadline than the task's changes nothing.
-        let o = db
-            .store
+        let o = store
             .write(Command::Deadline {
                 task_id,
                 at: at + 1,
@@ -325,8 +325,7 @@ mod tests {
             matches!(o, Outcome::DeadlineExceeded { failed: false, .. }),
             "{o:?}"
         );
-        let o = db
-            .store
+        let o = store
             .write(Command::Deadline { task_id, at })
             .await
             .unwrap();
@@ -337,19 +336,12 @@ mod tests {
                 stop_pod: Some((pod.clone(), "h".into())),
             }
         );
-        let t = db.store.task(task_id).await.unwrap().unwrap();
+        let t = store.task(task_id).await.unwrap().unwrap();
         assert_eq!(t.status, TaskStatus::Failed);
         assert_eq!(t.deadline, Some(at));
         // Terminal now: not due any more, and a second fire does nothing.
-        assert!(
-            db.store
-                .due_timers(i64::MAX / 2, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let o = db
-            .store
+        assert!(store.due_timers(i64::MAX / 2, 10).await.unwrap().is_empty());
+        let o = store
             .write(Command::Deadline { task_id, at })
             .await
             .unwrap();
@@ -363,8 +355,7 @@ mod tests {
             ),
             "{o:?}"
         );
-        let page = db
-            .store
+        let page = store
             .task_events(&crate::domain::EventsQuery {
                 task_id,
                 after_version: 0,
@@ -384,4 +375,9 @@ mod tests {
         assert_eq!(data["pod_id"], pod.pod_id.as_str());
         db.shutdown().await;
     }
+
+    on_both_backends!(
+        timers_come_from_stored_start_times_and_deadlines,
+        a_deadline_fails_a_live_task_once_and_names_its_pod,
+    );
 }

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::store::BUSY_TIMEOUT;
-use crate::store::tests::{TestDb, create, new_task};
+use crate::store::tests::{AnyDb, Backend, create, new_task, on_both_backends};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -14,12 +13,12 @@ async fn next(rx: &mut WatchStream) -> EventRecord {
         .expect("no error")
 }
 
-async fn create_n(db: &TestDb, n: usize) -> Vec<TaskId> {
+async fn create_n(db: &AnyDb, n: usize) -> Vec<TaskId> {
     let mut joins = Vec::new();
     for i in 0..n {
         let store = db.store.clone();
         joins.push(tokio::spawn(async move {
-            create(&store, new_task(&format!("w{i}"), "alice"))
+            create(&*store, new_task(&format!("w{i}"), "alice"))
                 .await
                 .unwrap()
                 .0
@@ -33,29 +32,21 @@ async fn create_n(db: &TestDb, n: usize) -> Vec<TaskId> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_then_live_without_gap_or_repeat() {
-    let db = TestDb::open().await;
+async fn replay_then_live_without_gap_or_repeat(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     create_n(&db, 20).await;
     let stop = CancellationToken::new();
     let q = WatchQuery {
         after_position: 5,
         task_id: None,
     };
-    let mut rx = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
-        q,
-        T,
-        &db.tracker,
-        stop.clone(),
-    );
+    let mut rx = start_watch(db.store.clone(), db.hub(), q, T, db.tracker(), stop.clone());
     // Writers race with the replay.
     let writer = {
         let store = db.store.clone();
         tokio::spawn(async move {
             for i in 0..40 {
-                create(&store, new_task(&format!("live{i}"), "bob"))
+                create(&*store, new_task(&format!("live{i}"), "bob"))
                     .await
                     .unwrap();
             }
@@ -75,24 +66,16 @@ async fn replay_then_live_without_gap_or_repeat() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_watcher_catches_up_from_the_database() {
+async fn a_lagging_watcher_catches_up_from_the_database(backend: Backend) {
     // A hub of 4 and a client that reads nothing until 700 events are
     // committed: the watcher must lag and recover.
-    let db = TestDb::open_with(EventHub::new(4), BUSY_TIMEOUT).await;
+    let db = AnyDb::open_with(backend, EventHub::new(4)).await;
     let stop = CancellationToken::new();
     let q = WatchQuery {
         after_position: 0,
         task_id: None,
     };
-    let mut rx = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
-        q,
-        T,
-        &db.tracker,
-        stop.clone(),
-    );
+    let mut rx = start_watch(db.store.clone(), db.hub(), q, T, db.tracker(), stop.clone());
     for chunk in 0..7 {
         let _ = chunk;
         create_n(&db, 100).await;
@@ -109,34 +92,33 @@ async fn a_lagging_watcher_catches_up_from_the_database() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_filter_and_many_watchers() {
-    let db = TestDb::open().await;
+async fn task_filter_and_many_watchers(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let ids = create_n(&db, 3).await;
     let target = ids[1];
     let stop = CancellationToken::new();
     let mut filtered = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
+        db.store.clone(),
+        db.hub(),
         WatchQuery {
             after_position: 0,
             task_id: Some(target),
         },
         T,
-        &db.tracker,
+        db.tracker(),
         stop.clone(),
     );
     let mut all: Vec<_> = (0..8)
         .map(|_| {
             start_watch(
-                Arc::new(db.store.clone()),
-                &db.hub,
+                db.store.clone(),
+                db.hub(),
                 WatchQuery {
                     after_position: 0,
                     task_id: None,
                 },
                 T,
-                &db.tracker,
+                db.tracker(),
                 stop.clone(),
             )
         })
@@ -174,28 +156,20 @@ async fn task_filter_and_many_watchers() {
 /// A task whose description (4-byte characters, at most 39 KiB) makes
 /// its `task_created` event about `kib` KiB: too big for the hub, and
 /// heavy for a client buffer.
-async fn create_big(db: &TestDb, kib: usize) -> TaskId {
+async fn create_big(db: &AnyDb, kib: usize) -> TaskId {
     let mut t = new_task("big", "alice");
     t.description = crate::domain::Description::parse(&"😀".repeat(kib * 256)).unwrap();
-    create(&db.store, t).await.unwrap().0.task_id
+    create(&*db.store, t).await.unwrap().0.task_id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn big_events_reach_live_watchers_through_the_database() {
-    let db = TestDb::open().await;
+async fn big_events_reach_live_watchers_through_the_database(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let stop = CancellationToken::new();
     let q = WatchQuery {
         after_position: 0,
         task_id: None,
     };
-    let mut rx = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
-        q,
-        T,
-        &db.tracker,
-        stop.clone(),
-    );
+    let mut rx = start_watch(db.store.clone(), db.hub(), q, T, db.tracker(), stop.clone());
     create_n(&db, 1).await;
     assert_eq!(next(&mut rx).await.position, 1);
     // Live now: a 9 KiB event travels the hub as a marker only.
@@ -209,9 +183,10 @@ async fn big_events_reach_live_watchers_through_the_database() {
     db.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_bounded_then_dropped_with_its_resume_position() {
-    let db = TestDb::open().await;
+async fn a_client_that_stops_reading_is_bounded_then_dropped_with_its_resume_position(
+    backend: Backend,
+) {
+    let db = AnyDb::open(backend).await;
     // 40 events of ~39 KiB: 1.5 MiB, more than the client buffer.
     for _ in 0..40 {
         create_big(&db, 39).await;
@@ -223,11 +198,11 @@ async fn a_client_that_stops_reading_is_bounded_then_dropped_with_its_resume_pos
     };
     let lag = Duration::from_millis(300);
     let mut rx = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
+        db.store.clone(),
+        db.hub(),
         q,
         lag,
-        &db.tracker,
+        db.tracker(),
         stop.clone(),
     );
     // The client reads nothing for longer than the lag limit.
@@ -266,17 +241,18 @@ async fn a_client_that_stops_reading_is_bounded_then_dropped_with_its_resume_pos
         after_position: got.len() as u64,
         task_id: None,
     };
-    let mut again = start_watch(
-        Arc::new(db.store.clone()),
-        &db.hub,
-        q,
-        T,
-        &db.tracker,
-        stop.clone(),
-    );
+    let mut again = start_watch(db.store.clone(), db.hub(), q, T, db.tracker(), stop.clone());
     for p in got.len() as u64 + 1..=40 {
         assert_eq!(next(&mut again).await.position, p);
     }
     stop.cancel();
     db.shutdown().await;
 }
+
+on_both_backends!(
+    replay_then_live_without_gap_or_repeat,
+    a_lagging_watcher_catches_up_from_the_database,
+    task_filter_and_many_watchers,
+    big_events_reach_live_watchers_through_the_database,
+    a_client_that_stops_reading_is_bounded_then_dropped_with_its_resume_position,
+);

@@ -3,8 +3,9 @@
 //!
 //! | port | what | production adapter | simulation adapter |
 //! |---|---|---|---|
-//! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit) | `store::memory::MemoryStore` with injected faults |
-//! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store` | `store::memory::MemoryStore` |
+//! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit); `store::postgres::PgStore` (PostgreSQL, the same commands in its own SQL) | `store::memory::MemoryStore` with injected faults |
+//! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store`; `store::postgres::PgStore` | `store::memory::MemoryStore` |
+//! | [`RetentionStore`] | the task store plus the retention reads (CancelTasks' selection, deletions log, GetStats) | `store::Store`; `store::postgres::PgStore` | — |
 //! | [`HostCommands`] | StartPod/StopPod/GetPodLogs of one host | `hosts::grpc` (tonic client) | the simulator's pod-hosts over its network |
 //! | [`Dialer`] | a supervision stream to a host ([`Link`]) | `hosts::grpc` | the simulator's network |
 //! | [`Clock`] | monotonic and wall-clock now | [`SystemClock`] | [`DerivedClock`] on a paused runtime |
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use clock::{Clock, DerivedClock, SystemClock};
 pub use entropy::{Entropy, OsEntropy};
 pub use hosts::{Dialer, HostCommands, HostLogStream, Link};
+pub use retention::RetentionStore;
 pub use schedules::ScheduleStore;
 pub use store::TaskStore;
 

@@ -1,10 +1,67 @@
-//! The retention writes of the store port: archiving terminal tasks in
-//! bounded batches, DeleteTask and CancelTasks, and what each returns. The
-//! adapter (`store::retention`) runs each inside the writer's transaction.
+//! The retention part of the store port: the reads the retention
+//! operations make ([`RetentionStore`]: CancelTasks' selection, the
+//! deletions log, GetStats), the retention writes (archiving terminal
+//! tasks in bounded batches, DeleteTask, CancelTasks) and what each
+//! returns. The adapters (`store::retention`, `store::postgres::retention`)
+//! run each write inside the writer's transaction.
 
 use std::time::Duration;
 
-use crate::domain::{ActorId, CorrelationId, PodRef, TaskId};
+use futures::future::BoxFuture;
+
+use super::store::{Command, Outcome, TaskStore};
+use crate::domain::stats::{StatsGroup, StatsQuery};
+use crate::domain::{ActorId, CorrelationId, PodRef, TaskFilter, TaskId, TaskStatus};
+use crate::error::{Error, Result};
+
+/// The store as the retention operations use it: the task store plus the
+/// retention and statistics reads. Writes go through [`TaskStore::write`]
+/// as [`Command::Retention`] (see [`RetentionStore::retention`]).
+pub trait RetentionStore: TaskStore {
+    /// The non-terminal tasks matching the filter, oldest first, at most
+    /// `MAX_CANCEL_TASKS` (CancelTasks' selection; archived tasks are
+    /// terminal and never selected).
+    fn cancellable<'a>(&'a self, f: &'a TaskFilter) -> BoxFuture<'a, Result<Vec<TaskId>>>;
+
+    /// The logged deletion of a task, if any.
+    fn deletion(&self, id: TaskId) -> BoxFuture<'_, Result<Option<DeletionRecord>>>;
+
+    /// GetStats' groups.
+    fn stats(&self, q: StatsQuery) -> BoxFuture<'_, Result<Vec<StatsGroup>>>;
+}
+
+impl dyn RetentionStore {
+    /// Runs a retention write.
+    pub async fn retention(&self, w: RetentionWrite) -> Result<RetentionOutcome> {
+        match self.write(Command::Retention(w)).await? {
+            Outcome::Retention(o) => Ok(o),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
+
+/// One deletion as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionRecord {
+    /// The deleted task.
+    pub task_id: TaskId,
+    /// Its title.
+    pub title: String,
+    /// Its final status.
+    pub status: TaskStatus,
+    /// Events removed with it.
+    pub events_deleted: u64,
+    /// It had been archived.
+    pub was_archived: bool,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub deleted_by: String,
+    /// Request.
+    pub correlation_id: String,
+    /// When (unix micros).
+    pub deleted_at: i64,
+}
 
 /// A retention write.
 #[derive(Debug, Clone)]

@@ -1,9 +1,11 @@
 //! The schedule part of the store port: the reads ScheduleService and the
 //! firing loop make ([`ScheduleStore`]), the schedule writes (create,
 //! pause, resume, delete, fire) and what each returns. The adapters
-//! (`store::Store`, and `store::memory::MemoryStore` for the simulator)
+//! (`store::Store`, `store::postgres::PgStore`, and
+//! `store::memory::MemoryStore` for the simulator)
 //! run each write inside the writer's transaction, a fire together with
-//! the task it makes, with the same SQL (`store::schedules`).
+//! the task it makes, with the same rules (`store::schedules`,
+//! `store::postgres::schedules`).
 
 use futures::future::BoxFuture;
 

@@ -11,8 +11,8 @@
 //! Adapters: `store::Store` (SQLite, the single group-committing writer and
 //! a read pool: production) and `store::memory::MemoryStore` (the same SQL
 //! run inline on one connection, no threads: the simulator and unit
-//! tests). A PostgreSQL adapter implements this trait with its own SQL for
-//! the same commands.
+//! tests). `store::postgres::PgStore` implements it on PostgreSQL with its
+//! own SQL for the same commands.
 //!
 //! Store health is part of the port: while the store cannot be written
 //! (its circuit breaker is open), [`TaskStore::writable`] is false, writes

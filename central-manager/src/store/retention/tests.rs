@@ -1,10 +1,33 @@
-//! Retention against a real SQLite file: archived tasks keep their events
-//! and positions and stay readable; deleted tasks lose row and events and
-//! leave a logged deletion; bulk cancel gives each task its own event.
+//! Retention on SQLite and on PostgreSQL (listed in [`on_both_backends!`]
+//! at the end): archived tasks keep their events and positions and stay
+//! readable; deleted tasks lose row and events and leave a logged deletion;
+//! bulk cancel gives each task its own event. (How SQLite plans an archive
+//! batch is checked on SQLite alone.)
+
+use std::sync::Arc;
 
 use super::*;
 use crate::domain::{EventsQuery, ListQuery, TaskFilter};
-use crate::store::tests::{TestDb, create, new_task};
+use crate::store::tests::{AnyDb, Backend, TestDb, create, new_task, on_both_backends};
+
+/// A store on either backend, seen through the retention port.
+struct Db {
+    any: AnyDb,
+    store: Arc<dyn RetentionStore>,
+}
+
+impl Db {
+    async fn open(backend: Backend) -> Self {
+        let any = AnyDb::open(backend).await;
+        let store = any.retention();
+        Self { any, store }
+    }
+
+    async fn shutdown(self) {
+        drop(self.store);
+        self.any.shutdown().await;
+    }
+}
 
 fn actor(a: &str) -> ActorId {
     ActorId::parse(a).unwrap()
@@ -14,7 +37,7 @@ fn corr() -> CorrelationId {
     CorrelationId::parse_or_new("").unwrap()
 }
 
-async fn finish(db: &TestDb, id: TaskId, how: Finish) {
+async fn finish(db: &Db, id: TaskId, how: Finish) {
     db.store
         .write(Command::Finish {
             task_id: id,
@@ -27,7 +50,7 @@ async fn finish(db: &TestDb, id: TaskId, how: Finish) {
         .unwrap();
 }
 
-async fn archive_all(db: &TestDb, before: i64, limit: u32) -> u64 {
+async fn archive_all(db: &Db, before: i64, limit: u32) -> u64 {
     let RetentionOutcome::RunStarted(run_id) = db
         .store
         .retention(RetentionWrite::StartArchiveRun {
@@ -68,39 +91,43 @@ fn events_q(id: TaskId, include_archived: bool) -> EventsQuery {
     }
 }
 
-#[tokio::test]
-async fn every_tasks_column_is_archived() {
-    let db = TestDb::open().await;
-    let url = format!("sqlite://{}", db.path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    let cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks')")
-        .fetch_all(&mut side)
-        .await
-        .unwrap();
+async fn every_tasks_column_is_archived(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let columns_of = |table: &str| match backend {
+        Backend::Sqlite => format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE TRUE"),
+        Backend::Postgres => format!(
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ),
+    };
+    let name = match backend {
+        Backend::Sqlite => "name",
+        Backend::Postgres => "column_name",
+    };
     let listed: Vec<&str> = ARCHIVED_TASK_COLUMNS.split(',').map(str::trim).collect();
-    for c in &cols {
-        assert!(listed.contains(&c.as_str()), "tasks.{c} is not archived");
-    }
-    let archive: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks_archive')")
-            .fetch_all(&mut side)
-            .await
-            .unwrap();
+    let quoted: Vec<String> = listed.iter().map(|c| format!("'{c}'")).collect();
+    let unlisted = format!(
+        "{} AND {name} NOT IN ({})",
+        columns_of("tasks"),
+        quoted.join(", ")
+    );
+    assert_eq!(
+        db.query_i64(&unlisted).await,
+        Some(0),
+        "a tasks column is not archived"
+    );
     for c in &listed {
-        assert!(archive.iter().any(|a| a == c), "tasks_archive lacks {c}");
+        let has = format!("{} AND {name} = '{c}'", columns_of("tasks_archive"));
+        assert_eq!(db.query_i64(&has).await, Some(1), "tasks_archive lacks {c}");
     }
-    drop(side);
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn archived_tasks_keep_events_and_positions_and_stay_readable() {
-    let db = TestDb::open().await;
-    let (old, _) = create(&db.store, new_task("old", "alice")).await.unwrap();
-    let (live, _) = create(&db.store, new_task("live", "alice")).await.unwrap();
-    let (open, _) = create(&db.store, new_task("open", "alice")).await.unwrap();
+async fn archived_tasks_keep_events_and_positions_and_stay_readable(backend: Backend) {
+    let db = Db::open(backend).await;
+    let (old, _) = create(&*db.store, new_task("old", "alice")).await.unwrap();
+    let (live, _) = create(&*db.store, new_task("live", "alice")).await.unwrap();
+    let (open, _) = create(&*db.store, new_task("open", "alice")).await.unwrap();
     finish(&db, old.task_id, Finish::Complete).await;
     finish(&db, live.task_id, Finish::Cancel).await;
     let before = db.store.events_after(0, None, 100).await.unwrap();
@@ -175,10 +202,9 @@ async fn archived_tasks_keep_events_and_positions_and_stay_readable() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn only_terminal_tasks_are_deleted_and_the_deletion_is_logged() {
-    let db = TestDb::open().await;
-    let (t, _) = create(&db.store, new_task("t", "alice")).await.unwrap();
+async fn only_terminal_tasks_are_deleted_and_the_deletion_is_logged(backend: Backend) {
+    let db = Db::open(backend).await;
+    let (t, _) = create(&*db.store, new_task("t", "alice")).await.unwrap();
     let delete = |id| RetentionWrite::DeleteTask {
         task_id: id,
         reason: "GDPR request".into(),
@@ -230,7 +256,7 @@ async fn only_terminal_tasks_are_deleted_and_the_deletion_is_logged() {
     assert_eq!(db.store.count_tasks(&filter).await.unwrap(), 0);
 
     // An archived task is deleted from the archive.
-    let (a, _) = create(&db.store, new_task("a", "alice")).await.unwrap();
+    let (a, _) = create(&*db.store, new_task("a", "alice")).await.unwrap();
     finish(&db, a.task_id, Finish::Complete).await;
     archive_all(&db, ipa_proto::time::now_micros() + 1, 10).await;
     db.store.retention(delete(a.task_id)).await.unwrap();
@@ -259,9 +285,8 @@ async fn only_terminal_tasks_are_deleted_and_the_deletion_is_logged() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn bulk_cancel_selects_open_tasks_and_records_each() {
-    let db = TestDb::open().await;
+async fn bulk_cancel_selects_open_tasks_and_records_each(backend: Backend) {
+    let db = Db::open(backend).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let mut n = new_task(&format!("t{i}"), "alice");
@@ -269,7 +294,7 @@ async fn bulk_cancel_selects_open_tasks_and_records_each() {
             n.metadata =
                 crate::domain::Metadata::parse([("team".into(), "x".into())].into()).unwrap();
         }
-        ids.push(create(&db.store, n).await.unwrap().0.task_id);
+        ids.push(create(&*db.store, n).await.unwrap().0.task_id);
     }
     finish(&db, ids[0], Finish::Complete).await;
     let all = db.store.cancellable(&TaskFilter::default()).await.unwrap();
@@ -331,7 +356,8 @@ async fn archive_batches_read_by_index_without_sorting_the_table() {
         let (t, _) = create(&db.store, new_task(&format!("t{i}"), "alice"))
             .await
             .unwrap();
-        finish(&db, t.task_id, Finish::Cancel).await;
+        let cancel = crate::store::tests::finish_cmd(t.task_id, Finish::Cancel, Some("r"));
+        db.store.write(cancel).await.unwrap();
     }
     let c = Connection::open(db.path()).unwrap();
     let select = plan(&c, ARCHIVABLE);
@@ -351,9 +377,8 @@ async fn archive_batches_read_by_index_without_sorting_the_table() {
 /// "The tasks of schedule X" page through the metadata index in creation
 /// order (newest or oldest first), skipping the others' tasks, with the
 /// same order and pages as the tasks' own columns give.
-#[tokio::test]
-async fn metadata_pages_follow_creation_order() {
-    let db = TestDb::open().await;
+async fn metadata_pages_follow_creation_order(backend: Backend) {
+    let db = Db::open(backend).await;
     let mut mine = Vec::new();
     for i in 0..7 {
         let mut n = new_task(&format!("t{i}"), "alice");
@@ -362,7 +387,7 @@ async fn metadata_pages_follow_creation_order() {
                 crate::domain::Metadata::parse([("ipa.schedule_id".into(), "x".into())].into())
                     .unwrap();
         }
-        let (t, _) = create(&db.store, n).await.unwrap();
+        let (t, _) = create(&*db.store, n).await.unwrap();
         if i % 3 != 1 {
             mine.push((t.created_at, t.task_id));
         }
@@ -400,3 +425,11 @@ async fn metadata_pages_follow_creation_order() {
     );
     db.shutdown().await;
 }
+
+on_both_backends!(
+    every_tasks_column_is_archived,
+    archived_tasks_keep_events_and_positions_and_stay_readable,
+    only_terminal_tasks_are_deleted_and_the_deletion_is_logged,
+    bulk_cancel_selects_open_tasks_and_records_each,
+    metadata_pages_follow_creation_order,
+);

@@ -429,7 +429,7 @@ fn fire(c: &Connection, f: &Fire, now: i64, events: &mut Vec<EventRecord>) -> Re
 
 /// The CreateTask a fire makes: the schedule's task fields plus the two
 /// `ipa.schedule_*` keys.
-fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTask> {
+pub(crate) fn fired_task(s: &ScheduleRecord, f: &Fire, scheduled_for: i64) -> Result<NewTask> {
     let mut metadata = s.task.metadata.entries().clone();
     metadata.insert(META_SCHEDULE_ID.to_owned(), s.schedule_id.to_string());
     metadata.insert(META_SCHEDULED_FOR.to_owned(), rfc3339(scheduled_for));

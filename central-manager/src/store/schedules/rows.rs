@@ -27,7 +27,7 @@ macro_rules! schedule_columns {
 
 /// How `task_json` stores a [`ScheduleTask`].
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct TaskJson {
+pub(crate) struct TaskJson {
     title: String,
     description: String,
     metadata: BTreeMap<String, String>,
@@ -43,7 +43,7 @@ pub(super) struct TaskJson {
 }
 
 impl TaskJson {
-    pub(super) fn encode(t: &ScheduleTask) -> Result<String> {
+    pub(crate) fn encode(t: &ScheduleTask) -> Result<String> {
         let j = TaskJson {
             title: t.title.as_str().to_owned(),
             description: t.description.as_str().to_owned(),
@@ -103,25 +103,25 @@ pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSchedule> {
     })
 }
 
-/// A `schedules` row as stored.
-pub(super) struct RawSchedule {
-    schedule_id: String,
-    name: String,
-    cron: String,
-    interval_seconds: i64,
-    timezone: String,
-    task_json: String,
-    overlap: String,
-    catchup_window_seconds: i64,
-    paused: bool,
-    next_fire_at: Option<i64>,
-    last_fire_at: Option<i64>,
-    fired_count: i64,
-    skipped_count: i64,
-    buffered_fire_at: Option<i64>,
-    last_task_id: Option<String>,
-    created_by: String,
-    created_at: i64,
+/// A `schedules` row as stored (either backend).
+pub(crate) struct RawSchedule {
+    pub(crate) schedule_id: String,
+    pub(crate) name: String,
+    pub(crate) cron: String,
+    pub(crate) interval_seconds: i64,
+    pub(crate) timezone: String,
+    pub(crate) task_json: String,
+    pub(crate) overlap: String,
+    pub(crate) catchup_window_seconds: i64,
+    pub(crate) paused: bool,
+    pub(crate) next_fire_at: Option<i64>,
+    pub(crate) last_fire_at: Option<i64>,
+    pub(crate) fired_count: i64,
+    pub(crate) skipped_count: i64,
+    pub(crate) buffered_fire_at: Option<i64>,
+    pub(crate) last_task_id: Option<String>,
+    pub(crate) created_by: String,
+    pub(crate) created_at: i64,
 }
 
 impl TryFrom<RawSchedule> for ScheduleRecord {

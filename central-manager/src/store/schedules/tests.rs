@@ -1,4 +1,5 @@
-//! Schedule writes against a real SQLite file: fires and their tasks commit
+//! Schedule writes on SQLite and on PostgreSQL (listed in
+//! [`on_both_backends!`] at the end): fires and their tasks commit
 //! together, each fire time makes at most one task, and the overlap,
 //! catch-up, pause and delete rules as the writer applies them.
 
@@ -8,7 +9,26 @@ use crate::domain::{
     CorrelationId, Description, EventsQuery, RestartPolicySpec, TaskRecord, TaskStatus,
     TemplateName, Title,
 };
-use crate::store::tests::TestDb;
+use crate::store::tests::{AnyDb, Backend, on_both_backends};
+
+/// A store on either backend, seen through the schedule port.
+struct Db {
+    any: AnyDb,
+    store: std::sync::Arc<dyn ScheduleStore>,
+}
+
+impl Db {
+    async fn open(backend: Backend) -> Self {
+        let any = AnyDb::open(backend).await;
+        let store = any.schedules();
+        Self { any, store }
+    }
+
+    async fn shutdown(self) {
+        drop(self.store);
+        self.any.shutdown().await;
+    }
+}
 
 const S: i64 = 1_000_000;
 /// A whole minute, so interval fire times are easy to write.
@@ -34,7 +54,7 @@ fn new_schedule(name: &str, every: u64, overlap: Overlap) -> NewSchedule {
     }
 }
 
-async fn create_at(db: &TestDb, s: NewSchedule, now: i64) -> Result<ScheduleRecord> {
+async fn create_at(db: &Db, s: NewSchedule, now: i64) -> Result<ScheduleRecord> {
     match db
         .store
         .schedule(ScheduleWrite::Create {
@@ -61,14 +81,14 @@ fn fire_cmd(id: ScheduleId, kind: FireKind, now: i64) -> ScheduleWrite {
     }))
 }
 
-async fn fire(db: &TestDb, id: ScheduleId, kind: FireKind, now: i64) -> FireOutcome {
+async fn fire(db: &Db, id: ScheduleId, kind: FireKind, now: i64) -> FireOutcome {
     match db.store.schedule(fire_cmd(id, kind, now)).await.unwrap() {
         ScheduleOutcome::Fired(o) => o,
         other => panic!("{other:?}"),
     }
 }
 
-async fn get(db: &TestDb, id: ScheduleId) -> ScheduleRecord {
+async fn get(db: &Db, id: ScheduleId) -> ScheduleRecord {
     db.store
         .get_schedule(&ScheduleKey::Id(id))
         .await
@@ -83,7 +103,7 @@ fn started(o: FireOutcome) -> TaskRecord {
     }
 }
 
-async fn complete(db: &TestDb, id: TaskId) {
+async fn complete(db: &Db, id: TaskId) {
     db.store
         .write(Command::Finish {
             task_id: id,
@@ -96,9 +116,8 @@ async fn complete(db: &TestDb, id: TaskId) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn create_computes_the_first_fire_and_names_are_unique() {
-    let db = TestDb::open().await;
+async fn create_computes_the_first_fire_and_names_are_unique(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("every-min", 60, Overlap::Skip), T0 + 1)
         .await
         .unwrap();
@@ -132,9 +151,8 @@ async fn create_computes_the_first_fire_and_names_are_unique() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_fire_makes_one_task_with_the_schedule_keys_and_advances() {
-    let db = TestDb::open().await;
+async fn a_fire_makes_one_task_with_the_schedule_keys_and_advances(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 60, Overlap::AllowAll), T0)
         .await
         .unwrap();
@@ -160,25 +178,16 @@ async fn a_fire_makes_one_task_with_the_schedule_keys_and_advances() {
     let filter = crate::domain::TaskFilter::default();
     assert_eq!(db.store.count_tasks(&filter).await.unwrap(), 1);
     // The metadata rows were written with the task.
-    let url = format!("sqlite://{}", db.path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM task_metadata WHERE key = 'ipa.schedule_id' AND value = ?",
-    )
-    .bind(s.schedule_id.to_string())
-    .fetch_one(&mut side)
-    .await
-    .unwrap();
-    assert_eq!(n, 1);
-    drop(side);
+    let sql = format!(
+        "SELECT COUNT(*) FROM task_metadata WHERE key = 'ipa.schedule_id' AND value = '{}'",
+        s.schedule_id
+    );
+    assert_eq!(db.any.query_i64(&sql).await, Some(1));
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn skip_counts_and_waits_for_the_previous_to_end() {
-    let db = TestDb::open().await;
+async fn skip_counts_and_waits_for_the_previous_to_end(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::Skip), T0)
         .await
         .unwrap();
@@ -198,9 +207,8 @@ async fn skip_counts_and_waits_for_the_previous_to_end() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn buffer_one_keeps_one_fire_for_when_the_previous_ends() {
-    let db = TestDb::open().await;
+async fn buffer_one_keeps_one_fire_for_when_the_previous_ends(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::BufferOne), T0)
         .await
         .unwrap();
@@ -234,9 +242,8 @@ async fn buffer_one_keeps_one_fire_for_when_the_previous_ends() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_buffer_superseded_by_the_next_fire_is_a_skip_in_the_trail() {
-    let db = TestDb::open().await;
+async fn a_buffer_superseded_by_the_next_fire_is_a_skip_in_the_trail(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::BufferOne), T0)
         .await
         .unwrap();
@@ -275,9 +282,8 @@ async fn a_buffer_superseded_by_the_next_fire_is_a_skip_in_the_trail() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn cancel_previous_cancels_as_system_then_starts() {
-    let db = TestDb::open().await;
+async fn cancel_previous_cancels_as_system_then_starts(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::CancelPrevious), T0)
         .await
         .unwrap();
@@ -312,9 +318,8 @@ async fn cancel_previous_cancels_as_system_then_starts() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn allow_all_starts_alongside() {
-    let db = TestDb::open().await;
+async fn allow_all_starts_alongside(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::AllowAll), T0)
         .await
         .unwrap();
@@ -326,9 +331,8 @@ async fn allow_all_starts_alongside() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn missed_fires_are_counted_and_the_schedule_moves_on() {
-    let db = TestDb::open().await;
+async fn missed_fires_are_counted_and_the_schedule_moves_on(backend: Backend) {
+    let db = Db::open(backend).await;
     let mut n = new_schedule("s", 10, Overlap::AllowAll);
     n.catchup_window_seconds = 30;
     let s = create_at(&db, n, T0).await.unwrap();
@@ -351,9 +355,8 @@ async fn missed_fires_are_counted_and_the_schedule_moves_on() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn pause_stops_fires_and_drops_the_buffer_resume_starts_after_now() {
-    let db = TestDb::open().await;
+async fn pause_stops_fires_and_drops_the_buffer_resume_starts_after_now(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::BufferOne), T0)
         .await
         .unwrap();
@@ -428,9 +431,8 @@ async fn pause_stops_fires_and_drops_the_buffer_resume_starts_after_now() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn delete_removes_the_schedule_not_its_tasks_or_trail() {
-    let db = TestDb::open().await;
+async fn delete_removes_the_schedule_not_its_tasks_or_trail(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::Skip), T0)
         .await
         .unwrap();
@@ -473,9 +475,8 @@ async fn delete_removes_the_schedule_not_its_tasks_or_trail() {
     db.shutdown().await;
 }
 
-#[tokio::test]
-async fn fired_tasks_never_started_are_found_for_recovery() {
-    let db = TestDb::open().await;
+async fn fired_tasks_never_started_are_found_for_recovery(backend: Backend) {
+    let db = Db::open(backend).await;
     let s = create_at(&db, new_schedule("s", 10, Overlap::AllowAll), T0)
         .await
         .unwrap();
@@ -489,3 +490,17 @@ async fn fired_tasks_never_started_are_found_for_recovery() {
     assert!(db.store.unstarted_fires(0).await.unwrap().is_empty());
     db.shutdown().await;
 }
+
+on_both_backends!(
+    create_computes_the_first_fire_and_names_are_unique,
+    a_fire_makes_one_task_with_the_schedule_keys_and_advances,
+    skip_counts_and_waits_for_the_previous_to_end,
+    buffer_one_keeps_one_fire_for_when_the_previous_ends,
+    a_buffer_superseded_by_the_next_fire_is_a_skip_in_the_trail,
+    cancel_previous_cancels_as_system_then_starts,
+    allow_all_starts_alongside,
+    missed_fires_are_counted_and_the_schedule_moves_on,
+    pause_stops_fires_and_drops_the_buffer_resume_starts_after_now,
+    delete_removes_the_schedule_not_its_tasks_or_trail,
+    fired_tasks_never_started_are_found_for_recovery,
+);

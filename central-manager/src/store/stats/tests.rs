@@ -1,65 +1,42 @@
-//! GetStats against a real SQLite file: figures at controlled times, the
-//! split of a range into whole and cut hours, the triggers' arithmetic,
-//! and the summary's figures against those of every task.
+//! GetStats on SQLite and on PostgreSQL (listed in [`on_both_backends!`]
+//! at the end): figures at controlled times, the split of a range into
+//! whole and cut hours, the triggers' arithmetic, and the summary's
+//! figures against those of every task.
 use super::*;
 use crate::domain::stats::Percentiles;
-use crate::store::tests::{TestDb, create, new_task};
+use crate::store::tests::{AnyDb, Backend, TestDb, create, new_task, on_both_backends};
+
+/// Sets a task's columns as the commands would at `at` (a side
+/// connection; ids and numbers only, so the text is the same on both).
+async fn set(db: &AnyDb, id: crate::domain::TaskId, assignments: &str, at: i64) {
+    let sql = format!("UPDATE tasks SET {assignments}, updated_at = {at} WHERE task_id = '{id}'");
+    db.exec(&sql).await;
+}
 
 /// Phase changes and completion at controlled times (a side connection
 /// writes `updated_at` as the commands do), then the figures.
-#[tokio::test]
-async fn figures_follow_the_times_of_the_changes() {
-    let db = TestDb::open().await;
-    let (a, _) = create(&db.store, new_task("a", "alice")).await.unwrap();
-    let (b, _) = create(&db.store, new_task("b", "bob")).await.unwrap();
-    let url = format!("sqlite://{}", db.path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+async fn figures_follow_the_times_of_the_changes(backend: Backend) {
+    let db = AnyDb::open(backend).await;
+    let store = db.retention();
+    let (a, _) = create(&*db.store, new_task("a", "alice")).await.unwrap();
+    let (b, _) = create(&*db.store, new_task("b", "bob")).await.unwrap();
     let s = 1_000_000i64;
     // a: created at 0, planning at 10 s, review at 40 s, completed at
     // 100 s; b: created at 0, failed at 5 s after one restart.
-    for (id, sql, at) in [
-        (
-            a.task_id,
-            "UPDATE tasks SET created_at = 0, updated_at = 0 WHERE task_id = ?",
-            0,
-        ),
-        (
-            b.task_id,
-            "UPDATE tasks SET created_at = 0, updated_at = 0 WHERE task_id = ?",
-            0,
-        ),
-        (
-            a.task_id,
-            "UPDATE tasks SET phase = 'planning', updated_at = ?2 WHERE task_id = ?1",
-            10,
-        ),
-        (
-            a.task_id,
-            "UPDATE tasks SET phase = 'review', updated_at = ?2 WHERE task_id = ?1",
-            40,
-        ),
-        (
-            a.task_id,
-            "UPDATE tasks SET status = 'completed', phase = 'completed', updated_at = ?2 WHERE task_id = ?1",
-            100,
-        ),
-        (
-            b.task_id,
-            "UPDATE tasks SET status = 'failed', restart_count = 1, updated_at = ?2 WHERE task_id = ?1",
-            5,
-        ),
-    ] {
-        sqlx::query(sql)
-            .bind(id.to_string())
-            .bind(at * s)
-            .execute(&mut side)
-            .await
-            .unwrap();
-    }
-    drop(side);
-    let all = db.store.stats(StatsQuery::default()).await.unwrap();
+    set(&db, a.task_id, "created_at = 0", 0).await;
+    set(&db, b.task_id, "created_at = 0", 0).await;
+    set(&db, a.task_id, "phase = 'planning'", 10 * s).await;
+    set(&db, a.task_id, "phase = 'review'", 40 * s).await;
+    let done = "status = 'completed', phase = 'completed'";
+    set(&db, a.task_id, done, 100 * s).await;
+    set(
+        &db,
+        b.task_id,
+        "status = 'failed', restart_count = 1",
+        5 * s,
+    )
+    .await;
+    let all = store.stats(StatsQuery::default()).await.unwrap();
     assert_eq!(all.len(), 1);
     let g = &all[0];
     assert_eq!(g.total, 2);
@@ -96,8 +73,7 @@ async fn figures_follow_the_times_of_the_changes() {
     assert_eq!(phase(Phase::Development), Percentiles::default());
     assert_eq!((g.restarts_max, g.restarts_mean), (1, 0.5));
 
-    let by = db
-        .store
+    let by = store
         .stats(StatsQuery {
             group_by: GroupBy::CreatedBy,
             ..Default::default()
@@ -109,8 +85,7 @@ async fn figures_follow_the_times_of_the_changes() {
         ["alice", "bob"]
     );
     // The range is [after, before).
-    let none = db
-        .store
+    let none = store
         .stats(StatsQuery {
             created_after: Some(1),
             ..Default::default()
@@ -118,8 +93,7 @@ async fn figures_follow_the_times_of_the_changes() {
         .await
         .unwrap();
     assert!(none.is_empty());
-    let both = db
-        .store
+    let both = store
         .stats(StatsQuery {
             created_after: Some(0),
             created_before: Some(1),
@@ -128,6 +102,7 @@ async fn figures_follow_the_times_of_the_changes() {
         .await
         .unwrap();
     assert_eq!(both[0].total, 2);
+    drop(store);
     db.shutdown().await;
 }
 
@@ -200,68 +175,110 @@ async fn the_summary_sql_rounds_and_buckets_like_rust() {
     db.shutdown().await;
 }
 
+/// The PostgreSQL triggers' rounding and hours (`stats_bucket`,
+/// `stats_hour`) are the Rust ones.
+#[tokio::test]
+async fn the_postgresql_summary_sql_rounds_and_buckets_like_rust() {
+    let db = AnyDb::open(Backend::Postgres).await;
+    for v in [
+        0i64,
+        1,
+        999,
+        1000,
+        1234,
+        1235,
+        99_950,
+        10_000_000,
+        123_456_789,
+        -1,
+        -3_600_000_000,
+        -3_600_000_001,
+        i64::MAX / 2,
+    ] {
+        if v > 0 {
+            let q = db.query_i64(&format!("SELECT stats_bucket({v})")).await;
+            assert_eq!(q, Some(crate::domain::stats::duration_bucket(v).0), "{v}");
+        }
+        let h = db.query_i64(&format!("SELECT stats_hour({v})")).await;
+        assert_eq!(h, Some(crate::domain::stats::hour_of(v)), "{v}");
+    }
+    db.shutdown().await;
+}
+
 /// Tasks spread over hours and changed through their lives: the
 /// figures from the summary rows (plus the cut hours) are exactly those
 /// of every task read one by one, for whole, cut and open ranges, and
 /// stay so after tasks are deleted.
-#[tokio::test]
-async fn summary_figures_equal_the_figures_of_every_task() {
-    let db = TestDb::open().await;
+/// GetStats through the store port, and the figures of every task of the
+/// range read one by one.
+async fn got_and_expected(db: &AnyDb, q: StatsQuery) -> (Vec<StatsGroup>, Vec<StatsGroup>) {
+    let got = db.retention().stats(q).await.unwrap();
+    let expected = match (db.sqlite_path(), db.pg_url()) {
+        (Some(path), _) => {
+            let c = Connection::open(path).unwrap();
+            let key = match q.group_by {
+                GroupBy::None => "''",
+                GroupBy::Template => "template",
+                GroupBy::CreatedBy => "created_by",
+            };
+            let from = q.created_after.unwrap_or(i64::MIN);
+            let to = q.created_before.unwrap_or(i64::MAX);
+            crate::domain::stats::aggregate(task_rows(&c, key, from, to).unwrap())
+        }
+        (None, Some(url)) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let every = crate::store::postgres::every_task_stats(&pool, &q).await;
+            pool.close().await;
+            every.unwrap()
+        }
+        (None, None) => unreachable!("a store is on one of the backends"),
+    };
+    (got, expected)
+}
+
+/// Tasks spread over hours and changed through their lives: the
+/// figures from the summary rows (plus the cut hours) are exactly those
+/// of every task read one by one, for whole, cut and open ranges, and
+/// stay so after tasks are deleted.
+async fn summary_figures_equal_the_figures_of_every_task(backend: Backend) {
+    let db = AnyDb::open(backend).await;
     let mut ids = Vec::new();
     for i in 0..40 {
         let by = if i % 3 == 0 { "alice" } else { "bob" };
         ids.push(
-            create(&db.store, new_task(&format!("t{i}"), by))
+            create(&*db.store, new_task(&format!("t{i}"), by))
                 .await
                 .unwrap()
                 .0
                 .task_id,
         );
     }
-    let url = format!("sqlite://{}", db.path().display());
-    let mut side = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
     let h = HOUR_US;
     let s = 1_000_000i64;
     for (i, id) in ids.iter().enumerate() {
         let i = i as i64;
         let created = i * h / 4 + i * 7 * s;
-        let mut steps: Vec<(&str, i64)> = vec![(
-            "UPDATE tasks SET created_at = ?2, updated_at = ?2 WHERE task_id = ?1",
-            created,
-        )];
+        set(&db, *id, &format!("created_at = {created}"), created).await;
         if i % 2 == 0 {
             // Many in one bucket [3.00 s, 3.01 s), in no order: the
             // percentiles need the exact value of a rank inside it.
-            steps.push((
-                "UPDATE tasks SET phase = 'planning', updated_at = ?2 WHERE task_id = ?1",
-                created + 3 * s + (i * 7919) % 10_000,
-            ));
+            let at = created + 3 * s + (i * 7919) % 10_000;
+            set(&db, *id, "phase = 'planning'", at).await;
         }
         if i % 4 == 0 {
-            steps.push((
-                "UPDATE tasks SET status = 'completed', phase = 'completed', updated_at = ?2 WHERE task_id = ?1",
-                created + (i + 2) * 11 * s + 12_345,
-            ));
+            let at = created + (i + 2) * 11 * s + 12_345;
+            set(&db, *id, "status = 'completed', phase = 'completed'", at).await;
         } else if i % 5 == 0 {
-            steps.push((
-                "UPDATE tasks SET status = 'failed', restart_count = 3, updated_at = ?2 WHERE task_id = ?1",
-                created + 5 * s,
-            ));
+            let at = created + 5 * s;
+            set(&db, *id, "status = 'failed', restart_count = 3", at).await;
         } else if i % 3 == 0 {
-            steps.push((
-                "UPDATE tasks SET status = 'active', restart_count = 1, updated_at = ?2 WHERE task_id = ?1",
+            set(
+                &db,
+                *id,
+                "status = 'active', restart_count = 1",
                 created + s,
-            ));
-        }
-        for (sql, at) in steps {
-            sqlx::query(sql)
-                .bind(id.to_string())
-                .bind(at)
-                .execute(&mut side)
-                .await
-                .unwrap();
+            )
+            .await;
         }
     }
     let ranges = [
@@ -273,7 +290,7 @@ async fn summary_figures_equal_the_figures_of_every_task() {
         (None, Some(7 * h + 1)),
         (Some(100 * h), None),
     ];
-    let check = |c: &Connection| {
+    let check = || async {
         for (after, before) in ranges {
             for group_by in [GroupBy::None, GroupBy::Template, GroupBy::CreatedBy] {
                 let q = StatsQuery {
@@ -281,41 +298,34 @@ async fn summary_figures_equal_the_figures_of_every_task() {
                     created_before: before,
                     group_by,
                 };
-                let key = match group_by {
-                    GroupBy::None => "''",
-                    GroupBy::Template => "template",
-                    GroupBy::CreatedBy => "created_by",
-                };
-                let every = task_rows(
-                    c,
-                    key,
-                    after.unwrap_or(i64::MIN),
-                    before.unwrap_or(i64::MAX),
-                )
-                .unwrap();
-                let expected = crate::domain::stats::aggregate(every);
-                assert_eq!(stats(c, &q).unwrap(), expected, "{q:?}");
+                let (got, expected) = got_and_expected(&db, q).await;
+                assert_eq!(got, expected, "{q:?}");
             }
         }
     };
-    let c = Connection::open(db.path()).unwrap();
-    let whole = stats(&c, &StatsQuery::default()).unwrap();
+    let whole = db.retention().stats(StatsQuery::default()).await.unwrap();
     assert_eq!(whole[0].total, 40);
     assert!(whole[0].time_to_complete.p50 > 0.0);
-    check(&c);
-    sqlx::query("DELETE FROM tasks WHERE rowid % 3 = 0")
-        .execute(&mut side)
-        .await
-        .unwrap();
-    check(&c);
-    let rows: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM stats_hours WHERE tasks <= 0",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(rows, 0);
-    drop((c, side));
+    check().await;
+    let gone: Vec<String> = ids.iter().step_by(3).map(|id| format!("'{id}'")).collect();
+    db.exec(&format!(
+        "DELETE FROM tasks WHERE task_id IN ({})",
+        gone.join(", ")
+    ))
+    .await;
+    check().await;
+    let rows = db
+        .query_i64("SELECT COUNT(*) FROM stats_hours WHERE tasks <= 0")
+        .await;
+    assert_eq!(rows, Some(0));
+    let rows = db
+        .query_i64("SELECT COUNT(*) FROM stats_durations WHERE tasks <= 0")
+        .await;
+    assert_eq!(rows, Some(0));
     db.shutdown().await;
 }
+
+on_both_backends!(
+    figures_follow_the_times_of_the_changes,
+    summary_figures_equal_the_figures_of_every_task,
+);

@@ -13,6 +13,7 @@ mod discovery;
 mod freeze;
 mod host_loss;
 mod partition;
+mod postgres;
 mod queue;
 mod races;
 mod rpcs;

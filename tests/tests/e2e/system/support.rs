@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipa_tests::cluster::{start_central_at, write_host_config};
+use ipa_tests::cluster::{start_central_url, write_host_config};
 use ipa_tests::ledger::{self, Run};
 use ipa_tests::{DEADLINE, Proxy, ServerProcess, pb, wait_for, wait_for_async};
 use nix::sys::signal::Signal;
@@ -41,6 +41,8 @@ pub struct Spec {
     pub central_extra: Vec<String>,
     /// Where central's database file is (default: the system's dir).
     pub database: Option<PathBuf>,
+    /// A database URL instead (e.g. `postgres://…`); wins over `database`.
+    pub database_url: Option<String>,
 }
 
 impl Default for Spec {
@@ -56,6 +58,7 @@ impl Default for Spec {
             capacity: None,
             central_extra: vec![],
             database: None,
+            database_url: None,
         }
     }
 }
@@ -84,6 +87,18 @@ impl Spec {
             v.extend(["--capacity".into(), c.to_string()]);
         }
         v
+    }
+
+    /// The `--database-url` central is given.
+    fn database_url(&self, dir: &Path) -> String {
+        if let Some(url) = &self.database_url {
+            return url.clone();
+        }
+        let file = self
+            .database
+            .clone()
+            .unwrap_or_else(|| dir.join("central.db"));
+        format!("sqlite://{}", file.display())
     }
 
     fn central_flags(&self) -> Vec<String> {
@@ -149,11 +164,8 @@ impl System {
         }
         let flags = spec.central_flags();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let db = spec
-            .database
-            .clone()
-            .unwrap_or_else(|| dir.path().join("central.db"));
-        let central = start_central_at(dir.path(), &db, &urls, &flags).await;
+        let db = spec.database_url(dir.path());
+        let central = start_central_url(dir.path(), &db, &urls, &flags).await;
         let client = Client::new(central.channel());
         let sys = Self {
             spec,
@@ -208,12 +220,8 @@ impl System {
     pub async fn start_central_again(&mut self) {
         let flags = self.spec.central_flags();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let db = self
-            .spec
-            .database
-            .clone()
-            .unwrap_or_else(|| self.dir().join("central.db"));
-        self.central = start_central_at(self.dir(), &db, &self.host_urls(), &flags).await;
+        let db = self.spec.database_url(self.dir());
+        self.central = start_central_url(self.dir(), &db, &self.host_urls(), &flags).await;
         self.client = Client::new(self.central.channel());
     }
 
