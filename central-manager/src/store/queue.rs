@@ -293,7 +293,7 @@ pub fn queue_stats(c: &Connection) -> Result<QueueStats> {
     let mut depth = Vec::with_capacity(Priority::ALL.len());
     // Counts from the buckets; the oldest from `tasks_queued_by_priority`.
     let mut st = c.prepare_cached(
-        "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE priority = ?1), \
+        "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_totals WHERE priority = ?1), \
          (SELECT MIN(queued_at) FROM tasks WHERE queued_seq IS NOT NULL AND priority = ?1)",
     )?;
     let mut oldest: Option<i64> = None;
@@ -314,9 +314,10 @@ pub fn queue_stats(c: &Connection) -> Result<QueueStats> {
 
 /// Fills a queued task's 1-based place in its template's queue: how many
 /// entries sort before it there (higher priority, or the same priority
-/// queued earlier), plus one. Read from the per-bucket counts the
-/// `queue_buckets` triggers keep (migration `20260501000002`) plus a range
-/// count inside its own bucket, so the cost does not grow with the queue.
+/// queued earlier), plus one. Read from the per-priority totals and the
+/// per-bucket counts triggers keep (`queue_totals`, `queue_buckets`:
+/// migrations `20260601000002`, `20260501000002`) plus a range count
+/// inside its own bucket, so the cost barely grows with the queue.
 pub fn fill_position(c: &Connection, t: &mut TaskRecord) -> Result<()> {
     let Some(entry) = t.queue.as_mut() else {
         return Ok(());
@@ -324,7 +325,7 @@ pub fn fill_position(c: &Connection, t: &mut TaskRecord) -> Result<()> {
     let ahead: i64 = c
         .prepare_cached(
             "SELECT \
-               (SELECT COALESCE(SUM(n), 0) FROM queue_buckets \
+               (SELECT COALESCE(SUM(n), 0) FROM queue_totals \
                  WHERE template = ?1 AND priority > ?2) \
              + (SELECT COALESCE(SUM(n), 0) FROM queue_buckets \
                  WHERE template = ?1 AND priority = ?2 AND bucket < ?3 >> 10) \
