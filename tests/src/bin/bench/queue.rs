@@ -435,7 +435,8 @@ const DEEP_ROUNDS: usize = 5;
 async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
     let (deep, deep_hosts, deep_ids) =
         blocked_central(&dir.join("deep"), scale.queue_deep, true).await;
-    let (flat, flat_hosts, _) = blocked_central(&dir.join("flat"), scale.queue_deep, false).await;
+    let (flat, flat_hosts, flat_ids) =
+        blocked_central(&dir.join("flat"), scale.queue_deep, false).await;
     let mut cd = CentralClient::new(deep.channel().await);
     let mut cf = CentralClient::new(flat.channel().await);
     let queued = count_queued(&mut cd).await;
@@ -448,18 +449,17 @@ async fn deep_queue(dir: &Path, scale: &Scale) -> Deep {
         scale.create_1.div_ceil(DEEP_ROUNDS),
         scale.get_1.div_ceil(DEEP_ROUNDS),
     );
-    let mut flat_ids = Vec::new();
     for round in 0..DEEP_ROUNDS {
         let tag = format!("deep {round}");
         let (s, _) = create_queued(&mut cd, creates, &tag).await;
         r.create_deep.extend(s);
-        let (s, ids) = create_queued(&mut cf, creates, &format!("flat {round}")).await;
+        let (s, _) = create_queued(&mut cf, creates, &format!("flat {round}")).await;
         r.create_empty.extend(s);
-        flat_ids.extend(ids);
         r.get_deep
-            .extend(get_queued(&mut cd, &deep_ids, gets).await);
+            .extend(get_tasks(&mut cd, &deep_ids, gets, true).await);
+        // The same spread over a table as large, so both read pages alike.
         r.get_empty
-            .extend(get_queued(&mut cf, &flat_ids, gets).await);
+            .extend(get_tasks(&mut cf, &flat_ids, gets, false).await);
     }
     stop_all(deep, deep_hosts).await;
     stop_all(flat, flat_hosts).await;
@@ -540,9 +540,9 @@ async fn create_queued(c: &mut CentralClient, n: usize, tag: &str) -> (Samples, 
     (s, ids)
 }
 
-/// GetTask of `n` queued tasks spread over `ids`, each checked to show
-/// its place in the queue.
-async fn get_queued(c: &mut CentralClient, ids: &[String], n: usize) -> Samples {
+/// GetTask of `n` tasks spread over `ids`, each checked to show a place
+/// in the queue if `queued`, none if not.
+async fn get_tasks(c: &mut CentralClient, ids: &[String], n: usize, queued: bool) -> Samples {
     let mut s = Samples::new();
     for i in 0..n {
         let id = &ids[(i * 7919) % ids.len()];
@@ -556,9 +556,11 @@ async fn get_queued(c: &mut CentralClient, ids: &[String], n: usize) -> Samples 
             .expect("GetTask (queued)")
             .into_inner();
         s.push(t0.elapsed());
-        assert!(
+        assert_eq!(
             t.queue_position > 0,
-            "a queued task without a queue_position"
+            queued,
+            "queue_position {} of a task queued: {queued}",
+            t.queue_position
         );
     }
     s
