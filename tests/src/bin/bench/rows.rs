@@ -35,6 +35,7 @@ pub struct All<'a> {
     pub sup: &'a Peer,
     pub retention: &'a crate::retention::RetentionResults,
     pub queue: &'a crate::queue::QueueResults,
+    pub postgres: &'a crate::postgres::PgResults,
     pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
@@ -307,6 +308,7 @@ pub fn build(a: &All) -> Vec<Row> {
     rows.extend(crate::retention::rows(a.retention));
     rows.extend(crate::scale::report::rows(a.scale_results));
     rows.extend(crate::queue::rows(a.queue));
+    rows.extend(crate::postgres::rows(a.postgres));
     rows
 }
 
