@@ -79,4 +79,10 @@ pub const BENCH_METRICS: &[&str] = &[
     "Queue: dispatch latency, a pod's end → the next queued pod_started",
     "Queue: draining 10,000 queued tasks through 2 pod-hosts × 50",
     "Queue: CreateTask/GetTask with 100,000 tasks queued",
+    "PostgreSQL: CreateTask, 1 client, durable",
+    "PostgreSQL: CreateTask, 64 clients, durable",
+    "PostgreSQL: GetTask, 1 client / 16 clients",
+    "PostgreSQL: ListTasks limit 100 / 1000, status filter",
+    "PostgreSQL: StartPod, 1 client / 32 clients over 2 pod-hosts",
+    "PostgreSQL: pgbench 1-row INSERT per transaction, 64 clients",
 ];

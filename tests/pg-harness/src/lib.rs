@@ -26,6 +26,33 @@ use std::time::Duration;
 /// The superuser of every test server (trust authentication).
 pub const SUPERUSER: &str = "ipa";
 
+/// The tests' settings: durability off (a test's data dies with it), so
+/// the suites spend their time in our code, not in fsync.
+pub const FAST: &[(&str, &str)] = &[
+    ("max_connections", "200"),
+    ("shared_buffers", "32MB"),
+    ("fsync", "off"),
+    ("full_page_writes", "off"),
+];
+
+/// A reasonable production configuration for durability, for the
+/// benchmark: every commit is flushed to the WAL on disk before it is
+/// acknowledged (`fsync`, `synchronous_commit`), torn pages are protected
+/// (`full_page_writes`), no commit delay; memory sized for a small server.
+pub const DURABLE: &[(&str, &str)] = &[
+    ("max_connections", "200"),
+    ("shared_buffers", "256MB"),
+    ("fsync", "on"),
+    ("synchronous_commit", "on"),
+    ("full_page_writes", "on"),
+    ("wal_level", "replica"),
+    ("wal_sync_method", "fdatasync"),
+    ("wal_buffers", "16MB"),
+    ("max_wal_size", "2GB"),
+    ("checkpoint_timeout", "15min"),
+    ("commit_delay", "0"),
+];
+
 /// How long a start or a stop may take on a loaded CI machine.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,12 +80,21 @@ pub struct PgServer {
     port: u16,
     owner: Option<(u32, u32)>,
     databases: AtomicU32,
+    /// `-c name=value` settings the server starts with.
+    settings: Vec<(String, String)>,
 }
 
 impl PgServer {
-    /// Starts a fresh server. Fails with a message that says what to
-    /// install when the server binaries are missing.
+    /// Starts a fresh server with the tests' settings ([`FAST`]). Fails
+    /// with a message that says what to install when the server binaries
+    /// are missing.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(FAST)
+    }
+
+    /// Starts a fresh server with `settings` (e.g. [`DURABLE`]) besides
+    /// the address, port and socket directory.
+    pub fn start_with(settings: &[(&str, &str)]) -> io::Result<Self> {
         let bindir = bindir()?;
         let owner = server_owner()?;
         let dir = tempfile::Builder::new().prefix("ipa-pg-").tempdir()?;
@@ -74,6 +110,10 @@ impl PgServer {
             port: 0,
             owner,
             databases: AtomicU32::new(0),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let mut last = None;
         // A port found free can be taken before the server binds it: a few
@@ -97,13 +137,14 @@ impl PgServer {
     }
 
     fn pg_ctl_start(&self) -> io::Result<()> {
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-             -c max_connections=200 -c shared_buffers=32MB -c fsync=off \
-             -c full_page_writes=off",
+        let mut options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
             self.port,
             self.socket_dir().display()
         );
+        for (k, v) in &self.settings {
+            options.push_str(&format!(" -c {k}={v}"));
+        }
         let log = self.dir.path().join("server.log");
         let out = self
             .command("pg_ctl")
@@ -161,6 +202,55 @@ impl PgServer {
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs the server's `pgbench` against database `name` with `script`
+    /// (a custom script file, written into the server's directory so the
+    /// server's user can read it) and `args`; returns its stdout.
+    pub fn pgbench(&self, name: &str, script: &str, args: &[&str]) -> io::Result<String> {
+        let path = self.dir.path().join("bench.sql");
+        std::fs::write(&path, script)?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        let out = self
+            .command("pgbench")
+            .arg("-h")
+            .arg(self.socket_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(SUPERUSER)
+            .arg("-f")
+            .arg(&path)
+            .args(args)
+            .arg(name)
+            .output()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed("pgbench", &out, ""))
+        }
+    }
+
+    /// Runs one SQL command in database `name` with `psql`.
+    pub fn psql(&self, name: &str, sql: &str) -> io::Result<()> {
+        let out = self
+            .command("psql")
+            .arg("-h")
+            .arg(self.socket_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(SUPERUSER)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .arg(name)
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed("psql", &out, ""))
+        }
     }
 
     fn command(&self, tool: &str) -> Command {

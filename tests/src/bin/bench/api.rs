@@ -21,8 +21,8 @@ pub struct ApiResults {
     pub get_16: Load,
     pub list100: Samples,
     pub list1000: Samples,
-    /// Central's database file and some task ids, for the in-process read
-    /// floor.
+    /// Central's SQLite file (empty on another database) and some task
+    /// ids, for the in-process read floor.
     pub db: PathBuf,
     pub ids: Vec<String>,
     /// Writer batches observed: commits per CreateTask in the 64-client run
@@ -42,8 +42,16 @@ fn create_req(i: usize) -> pb::CreateTaskRequest {
     }
 }
 
+/// The task API against a central-manager on SQLite in `dir`.
 pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
     let central = proc::central(dir, &[], &[]).await;
+    measure(central, scale, Some(&dir.join("central.db"))).await
+}
+
+/// Measures the task API against `central` (on whichever database) and
+/// stops it. `sqlite` is its SQLite file, for the commit count of the
+/// 64-client creates (none for another database).
+pub async fn measure(central: proc::Server, scale: &Scale, sqlite: Option<&Path>) -> ApiResults {
     let mut client = CentralClient::new(central.channel().await);
 
     // Warm-up: connection, prepared statements, page cache.
@@ -64,7 +72,10 @@ pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
     let already = 50 + scale.create_1;
     let remaining = scale.table.saturating_sub(already).max(scale.create_64_min);
     eprintln!("  CreateTask, 64 clients × {remaining} total");
-    let first_position = last_position(&dir.join("central.db")).await;
+    let first_position = match sqlite {
+        Some(db) => last_position(db).await,
+        None => 0,
+    };
     let cpu0 = (
         proc::cpu_time(central.pid),
         proc::cpu_time(std::process::id()),
@@ -82,7 +93,10 @@ pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
     )
     .await;
     let create_64_cpu = per_call_cpu(cpu0, central.pid, create_64.ok + create_64.errors);
-    let create_64_batches = count_commits(&dir.join("central.db"), first_position).await;
+    let create_64_batches = match sqlite {
+        Some(db) => count_commits(db, first_position).await,
+        None => None,
+    };
     let table_size = already + create_64.ok;
 
     crate::baseline::settle().await;
@@ -146,7 +160,7 @@ pub async fn run(dir: &Path, scale: &Scale) -> ApiResults {
         get_16,
         list100,
         list1000,
-        db: dir.join("central.db"),
+        db: sqlite.map(Path::to_path_buf).unwrap_or_default(),
         ids,
         create_64_batches,
         create_64_cpu,

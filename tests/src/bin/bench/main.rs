@@ -30,6 +30,7 @@ mod baseline;
 mod fleet;
 mod peer;
 mod pods;
+mod postgres;
 mod proc;
 mod queue;
 mod report;
@@ -78,6 +79,8 @@ pub struct Scale {
     pub queue_drain: usize,
     /// Tasks in the queue whose cost on CreateTask/GetTask is measured.
     pub queue_deep: usize,
+    /// How long pgbench inserts on the PostgreSQL server.
+    pub pgbench_for: Duration,
     /// The scale phase (100 pod-hosts, 10,000 pods in the full run).
     pub scale: scale::ScaleSpec,
 }
@@ -108,6 +111,7 @@ impl Scale {
             queue_hops: 300,
             queue_drain: 10_000,
             queue_deep: 100_000,
+            pgbench_for: Duration::from_secs(10),
             scale: scale::ScaleSpec {
                 configs: scale_configs(
                     &[(10, 1000), (100, 1000), (10, 10_000), (100, 10_000)],
@@ -147,6 +151,7 @@ impl Scale {
             queue_hops: 100,
             queue_drain: 2_000,
             queue_deep: 10_000,
+            pgbench_for: Duration::from_secs(3),
             scale: scale::ScaleSpec {
                 configs: scale_configs(&[(5, 250), (20, 1000)], (5, 250)),
                 rest: Duration::from_secs(3),
@@ -183,6 +188,7 @@ impl Scale {
         self.queue_hops = s(self.queue_hops, 10);
         self.queue_drain = s(self.queue_drain, 200);
         self.queue_deep = s(self.queue_deep, 500);
+        self.pgbench_for = self.pgbench_for.mul_f64(f.clamp(0.34, 1.0));
         for c in &mut self.scale.configs {
             c.hosts = s(c.hosts, 2);
             c.pods = s(c.pods, 20);
@@ -238,7 +244,8 @@ fn parse_args() -> Result<Options, String> {
             "--only" => match args.next().as_deref() {
                 Some("retention") => only = Some(Only::Retention),
                 Some("queue") => only = Some(Only::Queue),
-                _ => return Err("--only takes: retention, queue".into()),
+                Some("postgres") => only = Some(Only::Postgres),
+                _ => return Err("--only takes: retention, queue, postgres".into()),
             },
             "--scale-only" => scale_only = true,
             "--scale-configs" => {
@@ -249,7 +256,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention|queue] [--scale-only] [--scale-configs LIST]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention|queue|postgres] [--scale-only] [--scale-configs LIST]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -353,7 +360,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         return;
     }
 
-    eprintln!("[1/11] baselines: process spawn/reap, SQLite commit per write");
+    eprintln!("[1/12] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -362,23 +369,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/11] task API");
+    eprintln!("[2/12] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/11] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/12] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/11] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/12] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/11] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/12] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/11] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/12] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -395,19 +402,22 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/11] the cost of security: TLS + token against plaintext");
+    eprintln!("[7/12] the cost of security: TLS + token against plaintext");
     let secure = secure::run(&sub("secure"), &scale).await;
 
-    eprintln!("[8/11] schedules, archiving, statistics");
+    eprintln!("[8/12] schedules, archiving, statistics");
     let retention = retention::run(&sub("retention"), &scale).await;
 
-    eprintln!("[9/11] the queue: dispatch latency, draining, a deep queue");
+    eprintln!("[9/12] the queue: dispatch latency, draining, a deep queue");
     let queue = queue::run(&sub("queue"), &scale).await;
 
-    eprintln!("[10/11] scale: simulated pod-hosts (and a real cross-check)");
+    eprintln!("[10/12] PostgreSQL beside SQLite: task API, StartPod, pgbench");
+    let postgres = postgres::run(&sub("postgres"), &scale).await;
+
+    eprintln!("[11/12] scale: simulated pod-hosts (and a real cross-check)");
     let scale_results = scale::run(&sub("scale"), &scale.scale).await;
 
-    eprintln!("[11/11] report");
+    eprintln!("[12/12] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -423,6 +433,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         sup: &sup,
         retention: &retention,
         queue: &queue,
+        postgres: &postgres,
         scale_results: &scale_results,
     };
     let table_rows = rows::build(&all);
@@ -447,6 +458,7 @@ async fn run(opts: Options, argv: Vec<String>) {
 enum Only {
     Retention,
     Queue,
+    Postgres,
 }
 
 impl Only {
@@ -454,6 +466,7 @@ impl Only {
         match self {
             Only::Retention => "retention",
             Only::Queue => "queue",
+            Only::Postgres => "postgres",
         }
     }
 }
@@ -481,6 +494,11 @@ async fn run_only(
             eprintln!("[1/1] the queue: dispatch, drain, a deep queue");
             let r = queue::run(dir, scale).await;
             (queue::rows(&r), "Queue rows:")
+        }
+        Only::Postgres => {
+            eprintln!("[1/1] PostgreSQL beside SQLite: task API, StartPod, pgbench");
+            let r = postgres::run(dir, scale).await;
+            (postgres::rows(&r), "PostgreSQL rows:")
         }
     };
     let table = report::table(&rows);

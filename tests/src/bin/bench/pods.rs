@@ -129,57 +129,113 @@ pub struct PodResults {
     pub host_only: Samples,
 }
 
+/// The StartPod set-up: two pod-hosts with room for every start, a
+/// central-manager on `db` (`None`: SQLite in the phase's dir) seeing both
+/// READY, and the `sleeper` tasks to start: `seq` for 1 client, `par` for
+/// 32 (20 more were started as a warm-up).
+pub struct StartRig {
+    pub h1: Server,
+    pub h2: Server,
+    pub central: Server,
+    pub client: CentralClient,
+    pub seq: Vec<String>,
+    pub par: Vec<String>,
+}
+
+impl StartRig {
+    pub async fn start(dir: &Path, scale: &Scale, db: Option<&str>) -> Self {
+        let config = write_config(dir, &dir.join("crash-ledger"));
+        let capacity = (scale.start_1 + scale.start_32 + 10).to_string();
+        let flags = ["--capacity", capacity.as_str(), "--stop-grace-ms", "2000"];
+        let h1 = proc::pod_host(dir, "host-a", &config, &flags).await;
+        let h2 = proc::pod_host(dir, "host-b", &config, &flags).await;
+        let urls = [h1.url(), h2.url()];
+        let central = match db {
+            Some(db) => proc::central_db(dir, db, &urls, &[]).await,
+            None => proc::central_at(dir, &urls, &[]).await,
+        };
+        let mut client = CentralClient::new(central.channel().await);
+        proc::wait_hosts_ready(&mut client, 2).await;
+
+        let ids = create_tasks(&central, scale.start_1 + scale.start_32 + 20, "sleeper").await;
+        let (warm, rest) = ids.split_at(20);
+        let (seq, par) = rest.split_at(scale.start_1);
+        // Warm-up: both hosts' connections and spawner threads.
+        start_all(&central, warm.to_vec(), 1).await;
+        Self {
+            seq: seq.to_vec(),
+            par: par.to_vec(),
+            h1,
+            h2,
+            central,
+            client,
+        }
+    }
+
+    /// StartPod from 1 client over `seq`.
+    pub async fn start_1(&self) -> Load {
+        eprintln!("  StartPod, 1 client × {}", self.seq.len());
+        let start_1 = start_all(&self.central, self.seq.clone(), 1).await;
+        assert_eq!(start_1.errors, 0, "StartPod failed");
+        start_1
+    }
+
+    /// StartPod from 32 clients over `par`, with the CPU per start of
+    /// (central + both pod-hosts, the benchmark).
+    pub async fn start_32(&self) -> (Load, (Duration, Duration)) {
+        crate::baseline::settle().await;
+        eprintln!(
+            "  StartPod, 32 clients × {} over 2 pod-hosts",
+            self.par.len()
+        );
+        let pids = [self.central.pid, self.h1.pid, self.h2.pid];
+        let cpu0 = (proc::cpu_of(&pids), proc::cpu_time(std::process::id()));
+        let start_32 = start_all(&self.central, self.par.clone(), 32).await;
+        let n = (start_32.ok + start_32.errors).max(1) as u32;
+        let cpu = (
+            proc::cpu_of(&pids).saturating_sub(cpu0.0) / n,
+            proc::cpu_time(std::process::id()).saturating_sub(cpu0.1) / n,
+        );
+        (start_32, cpu)
+    }
+
+    /// Stops the hosts first (their pods die with SIGTERM), then central.
+    pub async fn stop(self) {
+        let Self {
+            mut h1,
+            mut h2,
+            mut central,
+            client,
+            seq,
+            par,
+        } = self;
+        drop(client);
+        let (a, b) = tokio::join!(
+            h1.stop(Duration::from_secs(30)),
+            h2.stop(Duration::from_secs(30))
+        );
+        eprintln!(
+            "  (pod-hosts with ~{} pods each stopped in {a:?} / {b:?})",
+            (seq.len() + par.len() + 20) / 2
+        );
+        central.stop(Duration::from_secs(10)).await;
+    }
+}
+
 pub async fn run(dir: &Path, scale: &Scale) -> PodResults {
-    let config = write_config(dir, &dir.join("crash-ledger"));
-    let capacity = (scale.start_1 + scale.start_32 + 10).to_string();
-    let flags = ["--capacity", capacity.as_str(), "--stop-grace-ms", "2000"];
-    let mut h1 = proc::pod_host(dir, "host-a", &config, &flags).await;
-    let mut h2 = proc::pod_host(dir, "host-b", &config, &flags).await;
-    let mut central = proc::central(dir, &[&h1, &h2], &[]).await;
-    let mut client = CentralClient::new(central.channel().await);
-    proc::wait_hosts_ready(&mut client, 2).await;
-
-    let ids = create_tasks(&central, scale.start_1 + scale.start_32 + 20, "sleeper").await;
-    let (warm, rest) = ids.split_at(20);
-    let (seq, par) = rest.split_at(scale.start_1);
-    // Warm-up: both hosts' connections and spawner threads.
-    start_all(&central, warm.to_vec(), 1).await;
-
-    eprintln!("  StartPod, 1 client × {}", seq.len());
-    let start_1 = start_all(&central, seq.to_vec(), 1).await;
-    assert_eq!(start_1.errors, 0, "StartPod failed");
+    let mut rig = StartRig::start(dir, scale, None).await;
+    let start_1 = rig.start_1().await;
+    let seq = &rig.seq;
 
     eprintln!("  pod-host StartPod alone, 1 client × {}", seq.len() / 2);
-    let host_only = host_start(&h1, seq.len() / 2).await;
+    let host_only = host_start(&rig.h1, seq.len() / 2).await;
 
     eprintln!("  crash detection and restart × {}", scale.crashes);
     let (crash_detect, crash_restart, crash_note) =
-        crash_loop(&central, &mut client, scale.crashes).await;
+        crash_loop(&rig.central, &mut rig.client, scale.crashes).await;
 
-    crate::baseline::settle().await;
-    eprintln!("  StartPod, 32 clients × {} over 2 pod-hosts", par.len());
-    let cpu0 = (
-        proc::cpu_of(&[central.pid, h1.pid, h2.pid]),
-        proc::cpu_time(std::process::id()),
-    );
-    let start_32 = start_all(&central, par.to_vec(), 32).await;
-    let n = (start_32.ok + start_32.errors).max(1) as u32;
-    let start_32_cpu = (
-        proc::cpu_of(&[central.pid, h1.pid, h2.pid]).saturating_sub(cpu0.0) / n,
-        proc::cpu_time(std::process::id()).saturating_sub(cpu0.1) / n,
-    );
-
-    drop(client);
-    // Stop the hosts first (their pods die with SIGTERM), then central.
-    let (a, b) = tokio::join!(
-        h1.stop(Duration::from_secs(30)),
-        h2.stop(Duration::from_secs(30))
-    );
-    eprintln!(
-        "  (pod-hosts with ~{} pods each stopped in {a:?} / {b:?})",
-        (ids.len()) / 2
-    );
-    central.stop(Duration::from_secs(10)).await;
+    let (start_32, start_32_cpu) = rig.start_32().await;
+    rig.stop().await;
     PodResults {
         start_1: start_1.samples,
         start_32,

@@ -199,6 +199,12 @@ pub async fn central(dir: &Path, hosts: &[&Server], extra: &[&str]) -> Server {
 /// at the pod-hosts at `urls`.
 pub async fn central_at(dir: &Path, urls: &[String], extra: &[&str]) -> Server {
     let db = format!("sqlite://{}", dir.join("central.db").display());
+    central_db(dir, &db, urls, extra).await
+}
+
+/// Starts central-manager on the database at `db` (`sqlite://…` or
+/// `postgres://…`), pointed at the pod-hosts at `urls`.
+pub async fn central_db(dir: &Path, db: &str, urls: &[String], extra: &[&str]) -> Server {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),

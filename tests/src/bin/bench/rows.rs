@@ -12,8 +12,10 @@ use crate::pods::PodResults;
 use crate::report::{self, METRICS, Row, ratio};
 use crate::stats::{Samples, ms, p50_p99};
 
-/// The prose sections (method, baselines, peer, anchors, limits).
+/// The prose sections (method, baselines, peer, anchors, limits), then
+/// the scale phase's (a file of its own: one file had passed 600 lines).
 const NOTES: &str = include_str!("notes.md");
+const NOTES_SCALE: &str = include_str!("notes-scale.md");
 
 pub enum Peer {
     Skipped,
@@ -35,6 +37,7 @@ pub struct All<'a> {
     pub sup: &'a Peer,
     pub retention: &'a crate::retention::RetentionResults,
     pub queue: &'a crate::queue::QueueResults,
+    pub postgres: &'a crate::postgres::PgResults,
     pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
@@ -307,6 +310,7 @@ pub fn build(a: &All) -> Vec<Row> {
     rows.extend(crate::retention::rows(a.retention));
     rows.extend(crate::scale::report::rows(a.scale_results));
     rows.extend(crate::queue::rows(a.queue));
+    rows.extend(crate::postgres::rows(a.postgres));
     rows
 }
 
@@ -427,7 +431,8 @@ pub fn markdown(command: &str, elapsed: Duration, table: &str, details: &str) ->
     );
     let _ = writeln!(
         md,
-        "- To reproduce: `apt-get install -y supervisor` (the peer; optional), then\n  \
+        "- To reproduce: `apt-get install -y supervisor postgresql` (the peer, optional; \
+         PostgreSQL's server and pgbench, for the PostgreSQL rows), then\n  \
          `cargo build --release --workspace --bins && target/release/bench` \
          (`--quick` for smaller counts, same table).\n"
     );
@@ -437,5 +442,6 @@ pub fn markdown(command: &str, elapsed: Duration, table: &str, details: &str) ->
     md.push_str(details);
     md.push('\n');
     md.push_str(NOTES);
+    md.push_str(NOTES_SCALE);
     md
 }
