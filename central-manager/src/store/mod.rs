@@ -13,6 +13,7 @@ mod commands;
 mod dependencies;
 pub mod memory;
 mod pod_end;
+mod pod_row;
 pub mod pods;
 mod pool;
 pub mod postgres;

@@ -14,63 +14,12 @@ use super::commands::{NewEvent, append_event, note_principal};
 use crate::core::ports::store::{PodCommand, PodOutcome};
 use crate::domain::queue::WAITING_FOR_CAPACITY;
 use crate::domain::{
-    Cause, EventRecord, EventType, Phase, PodRef, PodStatus, Priority, QueueEntry,
-    RestartPolicySpec, SYSTEM_ACTOR, TaskId, TaskStatus,
+    Cause, EventRecord, EventType, Phase, PodRef, PodStatus, Priority, QueueEntry, SYSTEM_ACTOR,
+    TaskId, TaskStatus,
 };
 use crate::error::Result;
 
-/// The current pod columns of a row.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct PodRow {
-    pub(super) status: String,
-    pub(super) phase: String,
-    pod_status: String,
-    pod_id: Option<String>,
-    pub(super) pod_host: Option<String>,
-    pod_generation: i64,
-    pod_correlation_id: String,
-    auto_restart: Option<bool>,
-    max_restarts: Option<i64>,
-    restart_window_seconds: Option<i64>,
-    initial_backoff_ms: Option<i64>,
-    max_backoff_ms: Option<i64>,
-}
-
-impl PodRow {
-    pub(super) fn is(&self, pod: &PodRef) -> bool {
-        self.pod_id.as_deref() == Some(pod.pod_id.as_str())
-            && u64::try_from(self.pod_generation).ok() == Some(pod.generation)
-    }
-
-    /// Whether `host_id` is the host the row places its pod on.
-    pub(super) fn on_host(&self, host_id: &str) -> bool {
-        self.pod_host.as_deref() == Some(host_id)
-    }
-
-    pub(super) fn pod_status(&self) -> Result<PodStatus> {
-        PodStatus::from_db(&self.pod_status)
-    }
-
-    pub(super) fn spec(&self) -> RestartPolicySpec {
-        let u = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-        RestartPolicySpec {
-            auto_restart: self.auto_restart,
-            max_restarts: u(self.max_restarts),
-            window_seconds: u(self.restart_window_seconds),
-            initial_backoff_ms: u(self.initial_backoff_ms),
-            max_backoff_ms: u(self.max_backoff_ms),
-        }
-    }
-
-    /// The cause's correlation, or the pod's start correlation.
-    pub(super) fn correlation<'a>(&'a self, cause: &'a Cause) -> &'a str {
-        if cause.correlation.is_empty() {
-            &self.pod_correlation_id
-        } else {
-            &cause.correlation
-        }
-    }
-}
+pub(super) use crate::store::pod_row::PodRow;
 
 /// The task's pod columns, its row locked until the commit.
 pub(super) async fn pod_row(conn: &mut PgConnection, task_id: TaskId) -> Result<Option<PodRow>> {
