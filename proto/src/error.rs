@@ -71,6 +71,10 @@ pub enum ErrorReason {
     /// been held up in the network past the point where central gave the
     /// pod up, so nothing is started.
     LeaseExpired,
+    /// A pod-host command or Connect from a central-manager whose leader
+    /// epoch is older than the newest the pod-host has seen (a deposed
+    /// leader).
+    StaleEpoch,
 }
 
 impl ErrorReason {
@@ -108,6 +112,7 @@ impl ErrorReason {
             Self::PodNotFound => "POD_NOT_FOUND",
             Self::SpawnFailed => "SPAWN_FAILED",
             Self::LeaseExpired => "LEASE_EXPIRED",
+            Self::StaleEpoch => "STALE_EPOCH",
         }
     }
 
@@ -129,7 +134,8 @@ impl ErrorReason {
             | Self::SpawnFailed
             | Self::TaskNotTerminal
             | Self::DependenciesNotMet
-            | Self::LeaseExpired => Code::FailedPrecondition,
+            | Self::LeaseExpired
+            | Self::StaleEpoch => Code::FailedPrecondition,
             Self::PodStateUnknown
             | Self::NoPodHost
             | Self::EventStoreUnavailable
@@ -184,6 +190,7 @@ pub const ALL: &[ErrorReason] = &[
     ErrorReason::PodNotFound,
     ErrorReason::SpawnFailed,
     ErrorReason::LeaseExpired,
+    ErrorReason::StaleEpoch,
 ];
 
 impl std::fmt::Display for ErrorReason {
