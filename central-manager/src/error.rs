@@ -99,6 +99,12 @@ pub enum Error {
     /// The server is shutting down and no longer takes commands.
     #[error("central-manager is shutting down")]
     ShuttingDown,
+    /// SHUTTING_DOWN: this replica led at epoch `mine`, the lease row now
+    /// says `current`: it was deposed, writes nothing more, and exits.
+    #[error(
+        "this replica lost the leadership (its epoch {mine}, the database's {current}) and is stopping; retry on another replica"
+    )]
+    Deposed { mine: u64, current: u64 },
     /// TOO_MANY_STREAMS: `--max-streams` WatchEvents + GetPodLogs streams
     /// are open.
     #[error(
@@ -214,7 +220,7 @@ impl Error {
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::ActorMismatch(_) => ErrorReason::ActorMismatch,
-            Self::ShuttingDown => ErrorReason::ShuttingDown,
+            Self::ShuttingDown | Self::Deposed { .. } => ErrorReason::ShuttingDown,
             Self::TooManyStreams(_) => ErrorReason::TooManyStreams,
             Self::WatchTooSlow { .. } => ErrorReason::WatchTooSlow,
             Self::Internal(_) => ErrorReason::Internal,

@@ -235,6 +235,7 @@ impl Application {
         };
         let dialer = Arc::new(GrpcDialer {
             tls: security.pod_host_tls.clone(),
+            epoch: store.fence(),
         });
         let ports = Ports::production(store.tasks());
         let clock = ports.clock.clone();

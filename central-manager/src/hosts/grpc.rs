@@ -37,6 +37,9 @@ pub struct GrpcDialer {
     /// How to dial `https://` endpoints (`--pod-host-ca`); `None`: they
     /// are refused.
     pub tls: Option<ipa_common::tls::ClientTls>,
+    /// The leader epoch stamped on every Connect and command (replicas:
+    /// pod-hosts refuse older epochs, STALE_EPOCH).
+    pub epoch: crate::store::fence::Fence,
 }
 
 impl Dialer for GrpcDialer {
@@ -47,6 +50,7 @@ impl Dialer for GrpcDialer {
     ) -> BoxFuture<'static, Result<Link, String>> {
         let endpoint = endpoint.to_owned();
         let tls = self.tls.clone();
+        let epoch = self.epoch.clone();
         Box::pin(async move {
             let channel = dial(&endpoint, tls.as_ref()).await?;
             let mut client = PodHostClient::with_interceptor(
@@ -58,7 +62,9 @@ impl Dialer for GrpcDialer {
                 .send(first)
                 .await
                 .map_err(|_| "outbound closed".to_string())?;
-            let outbound = ReceiverStream::new(out_rx).map(wire::central_message);
+            let stamp = epoch.clone();
+            let outbound =
+                ReceiverStream::new(out_rx).map(move |m| wire::central_message(m, stamp.epoch()));
             let inbound = client
                 .connect(outbound)
                 .await
@@ -81,7 +87,7 @@ impl Dialer for GrpcDialer {
             Ok(Link {
                 inbound: Box::pin(inbound),
                 outbound: out_tx,
-                commands: Arc::new(GrpcHost { client }),
+                commands: Arc::new(GrpcHost { client, epoch }),
             })
         })
     }
@@ -135,6 +141,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct GrpcHost {
     client: PodHostClient<Channel>,
+    epoch: crate::store::fence::Fence,
 }
 
 impl HostCommands for GrpcHost {
@@ -143,9 +150,10 @@ impl HostCommands for GrpcHost {
         req: StartRequest,
     ) -> BoxFuture<'static, Result<StartedPod, HostCallError>> {
         let mut client = self.client.clone();
+        let epoch = self.epoch.epoch();
         Box::pin(async move {
             let info = client
-                .start_pod(wire::start_request(req))
+                .start_pod(wire::start_request(req, epoch))
                 .await
                 .map_err(|s| call_error(&s))?
                 .into_inner()
@@ -178,9 +186,10 @@ impl HostCommands for GrpcHost {
         req: StopRequest,
     ) -> BoxFuture<'static, Result<Option<PodExit>, HostCallError>> {
         let mut client = self.client.clone();
+        let epoch = self.epoch.epoch();
         Box::pin(async move {
             let resp = client
-                .stop_pod(wire::stop_request(req))
+                .stop_pod(wire::stop_request(req, epoch))
                 .await
                 .map_err(|s| call_error(&s))?;
             Ok(resp

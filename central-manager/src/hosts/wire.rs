@@ -109,8 +109,8 @@ pub fn host_message(m: pb::HostMessage) -> Option<HostMessage> {
     })
 }
 
-/// A message to a host.
-pub fn central_message(m: CentralMessage) -> pb::CentralMessage {
+/// A message to a host, from a central-manager leading at `epoch`.
+pub fn central_message(m: CentralMessage, epoch: u64) -> pb::CentralMessage {
     let msg = match m {
         CentralMessage::Hello {
             heartbeat_interval_ms,
@@ -122,6 +122,7 @@ pub fn central_message(m: CentralMessage) -> pb::CentralMessage {
             known_boot_id,
             acked_seq,
             central_id,
+            epoch,
         }),
         CentralMessage::Ping { echo_host_clock_ms } => central_message::Msg::Ping(pb::Ping {
             sent_at: Some(ipa_proto::time::timestamp(std::time::SystemTime::now())),
@@ -132,7 +133,7 @@ pub fn central_message(m: CentralMessage) -> pb::CentralMessage {
     pb::CentralMessage { msg: Some(msg) }
 }
 
-pub fn start_request(r: StartRequest) -> pb::HostStartPodRequest {
+pub fn start_request(r: StartRequest, epoch: u64) -> pb::HostStartPodRequest {
     pb::HostStartPodRequest {
         task_id: r.task_id,
         pod_id: r.pod_id,
@@ -144,10 +145,11 @@ pub fn start_request(r: StartRequest) -> pb::HostStartPodRequest {
         correlation_id: r.correlation_id,
         echo_host_clock_ms: r.echo_host_clock_ms,
         host_boot_id: r.host_boot_id,
+        epoch,
     }
 }
 
-pub fn stop_request(r: StopRequest) -> pb::HostStopPodRequest {
+pub fn stop_request(r: StopRequest, epoch: u64) -> pb::HostStopPodRequest {
     pb::HostStopPodRequest {
         task_id: r.task_id,
         pod_id: r.pod_id,
@@ -155,6 +157,7 @@ pub fn stop_request(r: StopRequest) -> pb::HostStopPodRequest {
         grace_ms: r.grace_ms,
         reason: r.reason,
         fence: r.fence,
+        epoch,
     }
 }
 

@@ -68,6 +68,22 @@ impl AnyStore {
         }
     }
 
+    /// The leader-lease port.
+    pub fn lease(&self) -> Arc<dyn crate::core::ports::LeaseStore> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.lease()),
+            Self::Postgres(s) => Arc::new(s.lease()),
+        }
+    }
+
+    /// The writer's leadership fence.
+    pub fn fence(&self) -> super::fence::Fence {
+        match self {
+            Self::Sqlite(s) => s.fence().clone(),
+            Self::Postgres(s) => s.fence().clone(),
+        }
+    }
+
     /// The store's circuit breaker (health follows it).
     pub fn breaker(&self) -> &Breaker {
         match self {

@@ -11,6 +11,8 @@ pub mod breaker;
 mod checkpoint;
 mod commands;
 mod dependencies;
+pub mod fence;
+pub mod lease;
 pub mod memory;
 mod pod_end;
 mod pod_row;
@@ -53,6 +55,8 @@ use writer::Writer;
 pub struct Store {
     readers: Readers,
     writer: WriterHandle,
+    lease: lease::SqliteLease,
+    fence: fence::Fence,
 }
 
 impl Store {
@@ -92,6 +96,8 @@ impl Store {
             Err(e) => return Err(e),
         };
         let readers = Readers::open(db.clone())?;
+        let lease = lease::SqliteLease::new(db.clone());
+        let fence = db.fence.clone();
         let writer = Writer::start(conn, db, hub, breaker.clone(), tracker, stop.clone());
         // One write now, so a database that cannot be written (a read-only
         // file opened read-only without an error) shows at once in health
@@ -102,7 +108,22 @@ impl Store {
             breaker.open(&format!("the start-up probe write failed: {e}"));
         }
         Prober::new(breaker, writer.clone()).start(tracker, stop);
-        Ok(Self { readers, writer })
+        Ok(Self {
+            readers,
+            writer,
+            lease,
+            fence,
+        })
+    }
+
+    /// The leader-lease port on this file.
+    pub fn lease(&self) -> lease::SqliteLease {
+        self.lease.clone()
+    }
+
+    /// The writer's leadership fence.
+    pub fn fence(&self) -> &fence::Fence {
+        &self.fence
     }
 
     /// EVENT_STORE_UNAVAILABLE at once while the breaker is open: for

@@ -51,6 +51,8 @@ pub struct DbConfig {
     pub path: PathBuf,
     /// See [`BUSY_TIMEOUT`].
     pub busy_timeout: Duration,
+    /// The writer's leadership fence (shared with the elector).
+    pub fence: super::fence::Fence,
 }
 
 impl DbConfig {
@@ -59,6 +61,7 @@ impl DbConfig {
         Self {
             path: path.into(),
             busy_timeout: BUSY_TIMEOUT,
+            fence: super::fence::Fence::default(),
         }
     }
 

@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use super::breaker::Breaker;
 use super::checkpoint::{self, CheckpointWaker};
 use super::commands::{self, Command, Outcome};
+use super::fence::Fence;
 use super::pool::DbConfig;
 use crate::domain::EventRecord;
 use crate::error::{Error, Result};
@@ -323,8 +324,9 @@ impl Writer {
         for job in batch.iter() {
             crate::metrics::record_writer_wait(kind, started.duration_since(job.queued));
         }
+        let fence = self.db.fence.clone();
         let outcome = match self.connection() {
-            Ok(conn) => transact(conn, batch, now),
+            Ok(conn) => transact(conn, batch, now, &fence),
             Err(e) => Err(e),
         };
         match outcome {
@@ -370,7 +372,7 @@ impl Writer {
                 // start the next batch on a fresh one.
                 self.conn = None;
                 let public = match e {
-                    Error::StoreUnavailable(_) => e,
+                    Error::StoreUnavailable(_) | Error::Deposed { .. } => e,
                     other => Error::StoreUnavailable(other.to_string()),
                 };
                 for job in batch.drain(..) {
@@ -402,10 +404,15 @@ fn batch_kind(batch: &[Job]) -> &'static str {
 /// run decides exactly what the first would have.
 ///
 /// Also returns how long the COMMIT took (the WAL append and its fsync).
-fn transact(conn: &mut Connection, batch: &[Job], now: i64) -> Result<(Vec<JobResult>, Duration)> {
-    match attempt(conn, batch, now, false)? {
+fn transact(
+    conn: &mut Connection,
+    batch: &[Job],
+    now: i64,
+    fence: &Fence,
+) -> Result<(Vec<JobResult>, Duration)> {
+    match attempt(conn, batch, now, false, fence)? {
         Some(done) => Ok(done),
-        None => attempt(conn, batch, now, true)?
+        None => attempt(conn, batch, now, true, fence)?
             .ok_or_else(|| Error::Internal("a batch failed with savepoints".into())),
     }
 }
@@ -417,10 +424,19 @@ fn attempt(
     batch: &[Job],
     now: i64,
     savepoints: bool,
+    fence: &Fence,
 ) -> Result<Option<(Vec<JobResult>, Duration)>> {
     // IMMEDIATE takes the write lock now, so a locked database fails here
     // (after the busy timeout) and not halfway through the batch.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // A leader commits only while the lease row still names its epoch
+    // (store::fence); the write lock held from here keeps it so.
+    if fence.epoch() != 0 {
+        let epoch: i64 = tx
+            .prepare_cached("SELECT epoch FROM leader_lease WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        fence.check(epoch as u64)?;
+    }
     // Prepared once (rusqlite's own savepoint type parses its SQL on every
     // use).
     let run = |sql: &str| -> Result<()> {
@@ -524,7 +540,7 @@ mod tests {
             reason: None,
         });
         let (j4, _r4) = job(create(b, "b"));
-        let (results, _) = transact(&mut conn, &[j1, j2, j3, j4], 1).unwrap();
+        let (results, _) = transact(&mut conn, &[j1, j2, j3, j4], 1, &Fence::default()).unwrap();
         assert!(results[0].0.is_ok());
         assert!(
             matches!(results[1].0, Err(Error::Internal(_))),

@@ -6,6 +6,7 @@
 //! | [`TaskStore`] | writes (claims, pod commands) and reads | `store::Store` (SQLite, group commit); `store::postgres::PgStore` (PostgreSQL, the same commands in its own SQL) | `store::memory::MemoryStore` with injected faults |
 //! | [`ScheduleStore`] | the task store plus the schedule reads | `store::Store`; `store::postgres::PgStore` | `store::memory::MemoryStore` |
 //! | [`RetentionStore`] | the task store plus the retention reads (CancelTasks' selection, deletions log, GetStats) | `store::Store`; `store::postgres::PgStore` | — |
+//! | [`LeaseStore`] | the leader lease row and the replicas table (replicas) | `store::lease` (SQLite); `store::postgres::lease` | — (the simulated central always leads) |
 //! | [`HostCommands`] | StartPod/StopPod/GetPodLogs of one host | `hosts::grpc` (tonic client) | the simulator's pod-hosts over its network |
 //! | [`Dialer`] | a supervision stream to a host ([`Link`]) | `hosts::grpc` | the simulator's network |
 //! | [`Clock`] | monotonic and wall-clock now | [`SystemClock`] | [`DerivedClock`] on a paused runtime |
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod entropy;
 pub mod hosts;
+pub mod lease;
 pub mod queue;
 pub mod retention;
 pub mod schedules;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 pub use clock::{Clock, DerivedClock, SystemClock};
 pub use entropy::{Entropy, OsEntropy};
 pub use hosts::{Dialer, HostCommands, HostLogStream, Link};
+pub use lease::LeaseStore;
 pub use retention::RetentionStore;
 pub use schedules::ScheduleStore;
 pub use store::TaskStore;

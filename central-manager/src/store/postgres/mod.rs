@@ -23,6 +23,7 @@
 mod claim;
 mod commands;
 mod dependencies;
+mod lease;
 mod pod_end;
 mod pods;
 mod queries;
@@ -81,6 +82,8 @@ const READ_CONNECTIONS: u32 = 8;
 pub struct PgStore {
     reads: PgPool,
     writer: PgWriterHandle,
+    lease: lease::PgLease,
+    fence: crate::store::fence::Fence,
 }
 
 impl PgStore {
@@ -124,6 +127,7 @@ impl PgStore {
             .run(&reads)
             .await
             .map_err(|e| Error::StoreUnavailable(format!("migrating the database: {e}")))?;
+        let lease = lease::PgLease::new(&options);
         // The writer's own connection: reads can never starve it. Lazy, so
         // that a lost connection is simply opened again for the next batch.
         let writes = PgPoolOptions::new()
@@ -134,7 +138,15 @@ impl PgStore {
                 format!("{}ms", lock_timeout.as_millis().max(1)),
             )]));
         let breaker = Breaker::new();
-        let writer = PgWriter::start(writes, hub, breaker.clone(), tracker, stop.clone());
+        let fence = crate::store::fence::Fence::default();
+        let writer = PgWriter::start(
+            writes,
+            hub,
+            breaker.clone(),
+            fence.clone(),
+            tracker,
+            stop.clone(),
+        );
         if let Err(e) = writer.probe().await {
             breaker.open(&format!("the start-up probe write failed: {e}"));
         }
@@ -144,7 +156,22 @@ impl PgStore {
             Box::pin(async move { w.probe().await })
         });
         Prober::with_probe(breaker, probe).start(tracker, stop);
-        Ok(Self { reads, writer })
+        Ok(Self {
+            reads,
+            writer,
+            lease,
+            fence,
+        })
+    }
+
+    /// The leader-lease port on this database.
+    pub fn lease(&self) -> lease::PgLease {
+        self.lease.clone()
+    }
+
+    /// The writer's leadership fence.
+    pub fn fence(&self) -> &crate::store::fence::Fence {
+        &self.fence
     }
 
     /// The store's circuit breaker (health follows it).

@@ -28,6 +28,7 @@ use crate::core::ports::store::{Command, Outcome};
 use crate::domain::EventRecord;
 use crate::error::{Error, Result};
 use crate::store::breaker::Breaker;
+use crate::store::fence::Fence;
 use crate::store::writer::{MAX_BATCH, REPLY_TIMEOUT};
 use crate::watch::EventHub;
 
@@ -120,6 +121,8 @@ pub struct PgWriter {
     breaker: Breaker,
     /// Last commit clock, so times never go backwards within a run.
     last_now: i64,
+    /// The leadership fence (`store::fence`).
+    fence: Fence,
 }
 
 impl PgWriter {
@@ -130,6 +133,7 @@ impl PgWriter {
         pool: PgPool,
         hub: EventHub,
         breaker: Breaker,
+        fence: Fence,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> PgWriterHandle {
@@ -142,6 +146,7 @@ impl PgWriter {
             counters: counters.clone(),
             breaker: breaker.clone(),
             last_now: 0,
+            fence,
         };
         tracker.spawn(
             writer
@@ -205,7 +210,7 @@ impl PgWriter {
         let size = batch.len();
         let started = std::time::Instant::now();
         let outcome = match self.pool.acquire().await {
-            Ok(mut conn) => transact(&mut conn, batch, now).await,
+            Ok(mut conn) => transact(&mut conn, batch, now, &self.fence).await,
             Err(e) => Err(Error::from(e)),
         };
         match outcome {
@@ -241,7 +246,7 @@ impl PgWriter {
                 }
                 self.breaker.record_failure();
                 let public = match e {
-                    Error::StoreUnavailable(_) => e,
+                    Error::StoreUnavailable(_) | Error::Deposed { .. } => e,
                     other => Error::StoreUnavailable(other.to_string()),
                 };
                 for job in batch.drain(..) {
@@ -259,10 +264,15 @@ type JobResult = (Result<Outcome>, Vec<EventRecord>);
 /// rolled back and the batch runs again with a savepoint per command, so
 /// only the failing command is undone. Commands decide on the rows as they
 /// are when they run, so the second run's answers are the ones committed.
-async fn transact(conn: &mut PgConnection, batch: &[Job], now: i64) -> Result<Vec<JobResult>> {
-    match attempt(conn, batch, now, false).await? {
+async fn transact(
+    conn: &mut PgConnection,
+    batch: &[Job],
+    now: i64,
+    fence: &Fence,
+) -> Result<Vec<JobResult>> {
+    match attempt(conn, batch, now, false, fence).await? {
         Some(results) => Ok(results),
-        None => attempt(conn, batch, now, true)
+        None => attempt(conn, batch, now, true, fence)
             .await?
             .ok_or_else(|| Error::Internal("a batch failed with savepoints".into())),
     }
@@ -275,6 +285,7 @@ async fn attempt(
     batch: &[Job],
     now: i64,
     savepoints: bool,
+    fence: &Fence,
 ) -> Result<Option<Vec<JobResult>>> {
     let mut tx = conn.begin().await?;
     // The event_log_head lock first, before any task row: every writer
@@ -286,6 +297,17 @@ async fn attempt(
     sqlx::query("SELECT position FROM event_log_head WHERE id = 1 FOR UPDATE")
         .execute(&mut *tx)
         .await?;
+    // A leader commits only while the lease row still names its epoch; FOR
+    // SHARE makes a takeover (an UPDATE of that row) wait for this
+    // transaction, and this one see the takeover if it came first
+    // (store::fence).
+    if fence.epoch() != 0 {
+        let epoch: i64 =
+            sqlx::query_scalar("SELECT epoch FROM leader_lease WHERE id = 1 FOR SHARE")
+                .fetch_one(&mut *tx)
+                .await?;
+        fence.check(epoch as u64)?;
+    }
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         if savepoints {

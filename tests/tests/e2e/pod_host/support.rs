@@ -194,6 +194,7 @@ impl Host {
                 grace_ms: 0,
                 reason: "test".to_owned(),
                 fence: false,
+                epoch: 0,
             })
             .await?;
         Ok(r.into_inner().pod.expect("pod in response"))
@@ -291,6 +292,7 @@ impl Central {
                 known_boot_id: known_boot_id.to_owned(),
                 acked_seq,
                 central_id: "test-central".to_owned(),
+                epoch: 0,
             })),
         })
         .await

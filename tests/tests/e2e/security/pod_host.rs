@@ -22,6 +22,7 @@ async fn rogue_connect(addr: std::net::SocketAddr, auth: &ClientAuth) -> Result<
             known_boot_id: String::new(),
             acked_seq: u64::MAX,
             central_id: "rogue".into(),
+            epoch: 0,
         })),
     })
     .await
