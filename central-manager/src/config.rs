@@ -39,6 +39,39 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// This replica's id among the central-managers on one database
+    /// (unique per replica: a replica restarted under the same id takes
+    /// its lease back at once) [default: the hostname].
+    #[arg(long, env = "IPA_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// The leader's lease (milliseconds, 100 to 60000): renewed every third
+    /// of it; followers take over once it has run out. Keep it well under
+    /// the pod-hosts' --fence-timeout-ms so a failover never makes them
+    /// kill pods.
+    #[arg(long, env = "IPA_LEADER_LEASE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub leader_lease_ms: u64,
+
+    /// The URL other replicas reach this one's API at (followers forward
+    /// pod operations to the leader's) [default: http(s)://ADDR for the
+    /// bound --listen address; with an unspecified address, the hostname].
+    #[arg(long, env = "IPA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// PEM CA the other replicas' API certificates chain to: needed to
+    /// forward calls to an `https://` leader.
+    #[arg(long, env = "IPA_REPLICA_CA")]
+    pub replica_ca: Option<PathBuf>,
+
+    /// PEM client certificate this replica presents to the leader when it
+    /// forwards (when the API requires client certificates).
+    #[arg(long, env = "IPA_REPLICA_CLIENT_CERT", requires_all = ["replica_ca", "replica_client_key"])]
+    pub replica_client_cert: Option<PathBuf>,
+
+    /// PEM key of --replica-client-cert.
+    #[arg(long, env = "IPA_REPLICA_CLIENT_KEY", requires = "replica_client_cert")]
+    pub replica_client_key: Option<PathBuf>,
+
     /// A pod-host to connect to, as a URL (`http://HOST:PORT`). Repeatable;
     /// the env var takes a comma-separated list.
     #[arg(long = "pod-host", env = "IPA_POD_HOST", value_delimiter = ',')]
@@ -236,6 +269,24 @@ impl Config {
         if let Err(e) = self.database() {
             return fail(format!("--database-url: {e}"));
         }
+        if let Some(id) = &self.replica_id
+            && (id.is_empty()
+                || id.len() > 128
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return fail(format!(
+                "--replica-id {id:?} must be 1 to 128 letters, digits, '.', '_' or '-'"
+            ));
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return fail(format!(
+                "--advertise-url {url:?} must be an http:// or https:// URL"
+            ));
+        }
         for url in &self.pod_hosts {
             if let Err(e) = check_pod_host_url(url) {
                 return fail(format!("--pod-host {url:?}: {e}"));
@@ -292,6 +343,28 @@ impl Config {
         }
     }
 
+    /// `--replica-id`, or the hostname.
+    pub fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(hostname)
+    }
+
+    /// `--advertise-url`, or the URL of `bound` (the listener's address).
+    pub fn advertise_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.advertise_url {
+            return url.clone();
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if bound.ip().is_unspecified() {
+            format!("{scheme}://{}:{}", hostname(), bound.port())
+        } else {
+            format!("{scheme}://{bound}")
+        }
+    }
+
     /// `--watch-lag-limit-ms` as a duration.
     pub fn watch_lag_limit(&self) -> Duration {
         Duration::from_millis(self.watch_lag_limit_ms)
@@ -314,6 +387,17 @@ impl Config {
                 .pod_host_client_cert
                 .clone()
                 .zip(self.pod_host_client_key.clone()),
+        })
+    }
+
+    /// The TLS files for forwarding to `https://` leaders.
+    pub fn replica_tls(&self) -> Option<ipa_common::tls::ClientTlsFiles> {
+        Some(ipa_common::tls::ClientTlsFiles {
+            ca: self.replica_ca.clone()?,
+            identity: self
+                .replica_client_cert
+                .clone()
+                .zip(self.replica_client_key.clone()),
         })
     }
 
@@ -369,6 +453,16 @@ pub fn database_path(url: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(PathBuf::from(path))
+}
+
+/// This machine's hostname ("localhost" when it has none).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 #[cfg(test)]

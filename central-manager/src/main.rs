@@ -18,6 +18,12 @@ async fn main() -> ExitCode {
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Lost the leadership: a distinct status, so a supervisor (or a
+        // person) can tell it from a failure; restarting makes a follower.
+        Err(e) if e.is::<central_manager::server::Deposed>() => {
+            eprintln!("central-manager: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("central-manager: {e}");
             ExitCode::FAILURE

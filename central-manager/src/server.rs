@@ -27,10 +27,11 @@ use crate::auth::Auth;
 use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::core::TaskService;
+use crate::core::leadership::ReplicaConfig;
+use crate::core::leadership::duties::LeaderDuties;
+use crate::core::leadership::elector;
 use crate::core::ports::Ports;
-use crate::core::pruner::{IdempotencyPruner, PRUNE_INTERVAL};
 use crate::core::retention::Retention;
-use crate::core::scheduler::Scheduler;
 use crate::core::schedules::ScheduleService;
 use crate::core::wiring::CoreConfig;
 use crate::domain::limits::MAX_MESSAGE_BYTES;
@@ -89,7 +90,33 @@ pub struct Application {
     auth: Option<Auth>,
     /// `--health-listen`.
     health_listen: Option<std::net::SocketAddr>,
+    /// Started when this replica leads.
+    leader_duties: LeaderDuties,
+    /// `--replica-id`, `--leader-lease-ms`, `--advertise-url`.
+    replica: ReplicaSettings,
 }
+
+/// What the elector needs, kept until `serve` knows the bound address.
+struct ReplicaSettings {
+    replica_id: String,
+    lease: std::time::Duration,
+    config: Config,
+    /// `--replica-ca`: TLS towards `https://` leaders.
+    tls: Option<ClientTls>,
+}
+
+/// `serve` ended because this replica lost the leadership (main exits
+/// with status 3: its supervisor restarts it as a follower).
+#[derive(Debug)]
+pub struct Deposed;
+
+impl std::fmt::Display for Deposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this replica lost the leadership; restart it to serve as a follower")
+    }
+}
+
+impl std::error::Error for Deposed {}
 
 /// The security settings of `config`, loaded: the server's TLS, the token
 /// file, the TLS for dialling pod-hosts, and everything to re-read.
@@ -97,6 +124,8 @@ struct Security {
     tls: Option<ServerTls>,
     auth: Option<Auth>,
     pod_host_tls: Option<ClientTls>,
+    /// `--replica-ca` (and `--replica-client-cert`/`--replica-client-key`).
+    replica_tls: Option<ClientTls>,
     reload: Vec<Arc<dyn Reload>>,
 }
 
@@ -141,10 +170,21 @@ impl Security {
             }
             None => None,
         };
+        let replica_tls = match config.replica_tls() {
+            Some(files) => {
+                let tls = ClientTls::load(&files).map_err(|e| {
+                    format!("--replica-ca/--replica-client-cert/--replica-client-key: {e}")
+                })?;
+                reload.push(tls.reloadable());
+                Some(tls)
+            }
+            None => None,
+        };
         Ok(Self {
             tls,
             auth,
             pod_host_tls,
+            replica_tls,
             reload,
         })
     }
@@ -180,7 +220,6 @@ impl Application {
                 None
             }
         };
-        IdempotencyPruner::new(store.tasks(), PRUNE_INTERVAL).start(&tracker, shutdown.clone());
 
         // Pod supervision: endpoints → one session each → the supervisor.
         let mut static_urls = config.pod_hosts.clone();
@@ -239,7 +278,7 @@ impl Application {
         });
         let ports = Ports::production(store.tasks());
         let clock = ports.clock.clone();
-        let service = crate::core::wiring::start(
+        let (service, core_duties) = crate::core::wiring::build(
             core,
             ports,
             dialer,
@@ -256,14 +295,15 @@ impl Application {
             clock.clone(),
         ));
         let retention = Arc::new(Retention::new(service.clone(), store.retention(), clock));
-        start_leader_duties(
-            &schedules,
-            &retention,
-            config.archive_after_days,
-            &hub,
-            &tracker,
-            shutdown.clone(),
-        );
+        // Started once this replica leads (`serve` runs the elector).
+        let leader_duties = LeaderDuties {
+            core: core_duties,
+            schedules: schedules.clone(),
+            retention: retention.clone(),
+            archive_after_days: config.archive_after_days,
+            hub: hub.clone(),
+            tasks: store.tasks(),
+        };
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(
                 ipa_common::metrics::serve(
@@ -294,6 +334,13 @@ impl Application {
             tls: security.tls,
             auth: security.auth,
             health_listen: config.health_listen,
+            leader_duties,
+            replica: ReplicaSettings {
+                replica_id: config.replica_id(),
+                lease: std::time::Duration::from_millis(config.leader_lease_ms),
+                config: config.clone(),
+                tls: security.replica_tls,
+            },
         })
     }
 
@@ -325,6 +372,41 @@ impl Application {
             .await
             .map_err(|e| format!("binding --health-listen {addr}: {e}"))?;
         }
+        // The elector, now that the address to advertise is known; the
+        // leader's duties start when it says so. Losing the lead ends
+        // serving like a stop request, then `serve` returns `Deposed`.
+        let bound = listener.local_addr()?;
+        let (leadership, elector) = elector::start(
+            self.store.lease(),
+            ReplicaConfig {
+                replica_id: self.replica.replica_id.clone(),
+                address: self.replica.config.advertise_url(bound),
+                lease: self.replica.lease,
+            },
+            self.store.fence(),
+            &self.tracker,
+            self.shutdown.clone(),
+        )
+        .await;
+        self.leader_duties.start_when_leading(
+            leadership.clone(),
+            &self.tracker,
+            self.shutdown.clone(),
+        );
+        let deposed = self.store.fence().deposed();
+        let stop = {
+            let all = CancellationToken::new();
+            let (a, d, sh) = (all.clone(), deposed.clone(), self.shutdown.clone());
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = d.cancelled() => {}
+                    () = sh.cancelled() => {}
+                }
+                a.cancel();
+            });
+            all
+        };
         ipa_common::warn_if_exposed(
             "central-manager",
             listener.local_addr()?,
@@ -369,12 +451,15 @@ impl Application {
         // Trace context and RPC metrics for every call (a no-op when
         // neither traces nor metrics are on).
         let observe = ipa_common::grpc::ObserveLayer::new(self.rpc_metrics.clone());
-        let api = CentralManagerServer::new(CentralManagerApi::new(
-            self.service.clone(),
-            self.schedules.clone(),
-            self.retention.clone(),
-            self.max_streams,
-        ))
+        let api = CentralManagerServer::new(
+            CentralManagerApi::new(
+                self.service.clone(),
+                self.schedules.clone(),
+                self.retention.clone(),
+                self.max_streams,
+            )
+            .with_replicas(leadership, self.replica.tls.clone()),
+        )
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // Inside the observation layer: refused calls are counted too, and
@@ -432,8 +517,16 @@ impl Application {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        // After the writer: a follower may take over only once nothing
+        // more will be committed under this epoch.
+        if !deposed.is_cancelled() {
+            elector.release().await;
+        }
         self.store.close().await;
         tracing::info!("shut down");
+        if deposed.is_cancelled() {
+            return Err(Box::new(Deposed));
+        }
         result.map_err(Into::into)
     }
 }
@@ -457,23 +550,6 @@ async fn follow_store_health(
             () = shutdown.cancelled() => return,
             changed = open.changed() => if changed.is_err() { return },
         }
-    }
-}
-
-/// The duties only the leader runs: firing schedules (and, with it, the
-/// follow-up pod starts) and archiving. Kept in this one place so that
-/// replicas (issue 15) gate them on the lease.
-fn start_leader_duties(
-    schedules: &Arc<ScheduleService>,
-    retention: &Arc<Retention>,
-    archive_after_days: u32,
-    hub: &EventHub,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) {
-    Scheduler::new(schedules.clone(), hub.clone()).start(tracker, shutdown.clone());
-    if archive_after_days > 0 {
-        retention.start_archiver(archive_after_days, tracker, shutdown);
     }
 }
 

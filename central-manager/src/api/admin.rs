@@ -210,6 +210,35 @@ fn record(actor: &ActorId, correlation: &CorrelationId) {
 
 // ---------- handlers ----------
 
+/// GetClusterInfo: the lease row and the replicas seen lately.
+pub async fn cluster_info(
+    leadership: Option<&crate::core::leadership::Leadership>,
+) -> RpcResult<pb::GetClusterInfoResponse> {
+    let leadership =
+        leadership.ok_or_else(|| Error::Internal("this process runs no elector".into()))?;
+    let rows = leadership.cluster().await?;
+    let leader = if rows.lease.held() {
+        rows.lease.replica_id.clone()
+    } else {
+        String::new()
+    };
+    let replicas = rows
+        .replicas
+        .into_iter()
+        .map(|r| pb::Replica {
+            leader: !leader.is_empty() && r.replica_id == leader,
+            replica_id: r.replica_id,
+            address: r.address,
+            last_seen_at: Some(ipa_proto::time::timestamp_from_micros(r.last_seen_at)),
+        })
+        .collect();
+    Ok(Response::new(pb::GetClusterInfoResponse {
+        leader_replica_id: leader,
+        epoch: rows.lease.epoch,
+        replicas,
+    }))
+}
+
 pub async fn delete_task(
     api: &CentralManagerApi,
     req: Request<pb::DeleteTaskRequest>,

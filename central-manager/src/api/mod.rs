@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod convert;
 pub mod error;
+pub mod forward;
 pub mod limits;
 pub mod schedules;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use tracing::{Span, instrument};
 
 use crate::auth::layer::caller;
 use crate::core::TaskService;
+use crate::core::leadership::Leadership;
 use crate::core::queue::StartOrQueue;
 use crate::core::retention::Retention;
 use crate::core::schedules::ScheduleService;
@@ -32,6 +34,7 @@ use crate::domain::{
     WatchQuery,
 };
 use convert::{WithCaller, event_to_pb, host_to_pb, pod_to_pb, task_id, task_to_pb};
+use forward::forward;
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -43,6 +46,11 @@ pub struct CentralManagerApi {
     retention: Arc<Retention>,
     /// `--max-streams`: WatchEvents + GetPodLogs streams open at once.
     streams: limits::StreamSlots,
+    /// Where pod operations run (here, or on the leader).
+    forward: Arc<forward::Forwarder>,
+    /// The replicas and their leader (GetClusterInfo); `None` without an
+    /// elector (embedding, tests).
+    leadership: Option<Leadership>,
 }
 
 impl CentralManagerApi {
@@ -59,7 +67,22 @@ impl CentralManagerApi {
             schedules,
             retention,
             streams: limits::StreamSlots::new(max_streams),
+            forward: Arc::new(forward::Forwarder::local()),
+            leadership: None,
         }
+    }
+
+    /// Serves as one replica of several: pod operations go to the leader
+    /// while this one follows (`forward`), over TLS with `tls` to
+    /// `https://` leaders.
+    pub fn with_replicas(
+        mut self,
+        leadership: Leadership,
+        tls: Option<ipa_common::tls::ClientTls>,
+    ) -> Self {
+        self.forward = Arc::new(forward::Forwarder::new(leadership.clone(), tls));
+        self.leadership = Some(leadership);
+        self
     }
 }
 
@@ -83,6 +106,9 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CreateTaskRequest>,
     ) -> RpcResult<pb::CreateTaskResponse> {
+        if req.get_ref().auto_start {
+            forward!(self, req, create_task);
+        }
         let caller = caller(&req);
         let new = NewTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         let span = Span::current();
@@ -143,6 +169,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::StartPodRequest>,
     ) -> RpcResult<pb::StartPodResponse> {
+        forward!(self, req, start_pod);
         let caller = caller(&req);
         let queue = req.get_ref().queue;
         let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
@@ -162,6 +189,7 @@ impl CentralManager for CentralManagerApi {
 
     #[instrument(name = "StopPod", skip_all, fields(task_id = %req.get_ref().task_id, actor_id, correlation_id))]
     async fn stop_pod(&self, req: Request<pb::StopPodRequest>) -> RpcResult<pb::StopPodResponse> {
+        forward!(self, req, stop_pod);
         let caller = caller(&req);
         let c = StopPod::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
@@ -174,6 +202,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::RestartPodRequest>,
     ) -> RpcResult<pb::RestartPodResponse> {
+        forward!(self, req, restart_pod);
         let caller = caller(&req);
         let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
@@ -188,6 +217,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CompleteTaskRequest>,
     ) -> RpcResult<pb::CompleteTaskResponse> {
+        forward!(self, req, complete_task);
         let caller = caller(&req);
         let c = TaskCommand::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
@@ -201,6 +231,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CancelTaskRequest>,
     ) -> RpcResult<pb::CancelTaskResponse> {
+        forward!(self, req, cancel_task);
         let caller = caller(&req);
         let c = CancelTask::try_from(WithCaller(req.into_inner(), caller.as_ref()))?;
         record(c.task_id, c.actor.as_str(), c.correlation.as_str());
@@ -261,8 +292,9 @@ impl CentralManager for CentralManagerApi {
     #[instrument(name = "ListPodHosts", skip_all)]
     async fn list_pod_hosts(
         &self,
-        _req: Request<pb::ListPodHostsRequest>,
+        req: Request<pb::ListPodHostsRequest>,
     ) -> RpcResult<pb::ListPodHostsResponse> {
+        forward!(self, req, list_pod_hosts);
         Ok(Response::new(pb::ListPodHostsResponse {
             hosts: self
                 .service
@@ -278,6 +310,15 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::GetPodLogsRequest>,
     ) -> RpcResult<BoxStream<pb::PodLogChunk>> {
+        if let Some(mut leader) = self.forward.route(&req).await? {
+            let slot = self.streams.acquire()?;
+            let answer = leader.get_pod_logs(self.forward.request(req)).await;
+            if let Err(status) = &answer {
+                self.forward.failed(status);
+            }
+            let stream = answer?.into_inner();
+            return Ok(Response::new(Box::pin(limits::Slotted::new(stream, slot))));
+        }
         let q = LogsQuery::try_from(req.into_inner())?;
         let slot = self.streams.acquire()?;
         let stream = self.service.pod_logs(q).await?;
@@ -302,6 +343,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CreateScheduleRequest>,
     ) -> RpcResult<pb::CreateScheduleResponse> {
+        forward!(self, req, create_schedule);
         schedules::create(self, req).await
     }
 
@@ -327,6 +369,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::PauseScheduleRequest>,
     ) -> RpcResult<pb::PauseScheduleResponse> {
+        forward!(self, req, pause_schedule);
         schedules::pause(self, req).await
     }
 
@@ -339,6 +382,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::ResumeScheduleRequest>,
     ) -> RpcResult<pb::ResumeScheduleResponse> {
+        forward!(self, req, resume_schedule);
         schedules::resume(self, req).await
     }
 
@@ -351,6 +395,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::TriggerScheduleRequest>,
     ) -> RpcResult<pb::TriggerScheduleResponse> {
+        forward!(self, req, trigger_schedule);
         schedules::trigger(self, req).await
     }
 
@@ -363,6 +408,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::DeleteScheduleRequest>,
     ) -> RpcResult<pb::DeleteScheduleResponse> {
+        forward!(self, req, delete_schedule);
         schedules::delete(self, req).await
     }
 
@@ -381,6 +427,7 @@ impl CentralManager for CentralManagerApi {
         &self,
         req: Request<pb::CancelTasksRequest>,
     ) -> RpcResult<pb::CancelTasksResponse> {
+        forward!(self, req, cancel_tasks);
         admin::cancel_tasks(self, req).await
     }
 
@@ -398,5 +445,13 @@ impl CentralManager for CentralManagerApi {
         req: Request<pb::GetStatsRequest>,
     ) -> RpcResult<pb::GetStatsResponse> {
         admin::get_stats(self, req).await
+    }
+
+    #[instrument(name = "GetClusterInfo", skip_all)]
+    async fn get_cluster_info(
+        &self,
+        _req: Request<pb::GetClusterInfoRequest>,
+    ) -> RpcResult<pb::GetClusterInfoResponse> {
+        admin::cluster_info(self.leadership.as_ref()).await
     }
 }

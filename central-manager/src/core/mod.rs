@@ -13,6 +13,7 @@
 //! waits for these operations before the writer stops.
 
 pub mod bugs;
+pub mod leadership;
 pub mod logs;
 pub mod pods;
 pub mod ports;

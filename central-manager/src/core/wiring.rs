@@ -35,7 +35,9 @@ pub struct CoreConfig {
 
 /// Starts the core on `tracker`: sessions to every endpoint `endpoints`
 /// publishes (reached through `dialer`), the supervisor, and the task
-/// service the API calls. Everything stops on `shutdown`.
+/// service the API calls. Everything stops on `shutdown`. (The simulator's
+/// central always leads; the server builds first and starts the duties
+/// once its replica leads.)
 pub fn start(
     config: CoreConfig,
     ports: Ports,
@@ -45,6 +47,34 @@ pub fn start(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Arc<TaskService> {
+    let (service, duties) = build(config, ports, dialer, endpoints, hub, tracker, shutdown);
+    duties.start();
+    service
+}
+
+/// The supervision duties of a built core, not started yet: the leader's
+/// (core::leadership).
+pub struct Duties {
+    service: Arc<TaskService>,
+    env: SessionEnv,
+    endpoints: watch::Receiver<BTreeSet<String>>,
+    updates: tokio::sync::mpsc::UnboundedReceiver<crate::hosts::session::HostUpdate>,
+    hub: EventHub,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Builds the core: the task service the API calls, and its duties to
+/// start when this replica leads.
+pub fn build(
+    config: CoreConfig,
+    ports: Ports,
+    dialer: Arc<dyn Dialer>,
+    endpoints: watch::Receiver<BTreeSet<String>>,
+    hub: EventHub,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> (Arc<TaskService>, Duties) {
     let hosts = HostDirectory::new(config.timeouts).with_bugs(ports.bugs);
     // Unbounded so a session never waits on the supervisor (its pings
     // must go on); sessions bound their own in-flight pod events.
@@ -57,10 +87,6 @@ pub fn start(
         clock: ports.clock.clone(),
         entropy: ports.entropy.clone(),
     };
-    tracker.spawn(tracing::Instrument::instrument(
-        crate::hosts::connector::run(endpoints, env, tracker.clone(), shutdown.clone()),
-        tracing::info_span!("connector"),
-    ));
     let service = Arc::new(
         TaskService::new(
             ports,
@@ -72,21 +98,50 @@ pub fn start(
         )
         .with_watch_lag_limit(config.watch_lag_limit),
     );
-    Supervisor::new(
-        service.pods().clone(),
-        updates_rx,
-        tracker.clone(),
-        shutdown.clone(),
-    )
-    .start();
-    // With the supervisor: like its restarts, timeouts act on pods, and the
-    // simulator then runs them too. With replicas it moves with the
-    // supervisor to the leader.
-    let followed = hub.follow();
-    Timeouts::new(service.clone(), hub).start(tracker, shutdown.clone());
-    // The queue's dispatcher, with the supervisor for the same reasons.
-    super::queue::Dispatcher::new(service.pods().clone())
-        .following(followed)
-        .start(tracker, shutdown);
-    service
+    let duties = Duties {
+        service: service.clone(),
+        env,
+        endpoints,
+        updates: updates_rx,
+        hub,
+        tracker: tracker.clone(),
+        shutdown,
+    };
+    (service, duties)
+}
+
+impl Duties {
+    /// Starts the sessions to the pod-hosts, the supervisor (which loads
+    /// what the database says runs and is scheduled), run timeouts and
+    /// deadlines, and the queue's dispatcher.
+    pub fn start(self) {
+        let Self {
+            service,
+            env,
+            endpoints,
+            updates,
+            hub,
+            tracker,
+            shutdown,
+        } = self;
+        tracker.spawn(tracing::Instrument::instrument(
+            crate::hosts::connector::run(endpoints, env, tracker.clone(), shutdown.clone()),
+            tracing::info_span!("connector"),
+        ));
+        Supervisor::new(
+            service.pods().clone(),
+            updates,
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .start();
+        // With the supervisor: like its restarts, timeouts act on pods, and
+        // the simulator then runs them too; with replicas, on the leader.
+        let followed = hub.follow();
+        Timeouts::new(service.clone(), hub).start(&tracker, shutdown.clone());
+        // The queue's dispatcher, with the supervisor for the same reasons.
+        super::queue::Dispatcher::new(service.pods().clone())
+            .following(followed)
+            .start(&tracker, shutdown);
+    }
 }

@@ -48,10 +48,12 @@ impl Fence {
     }
 
     /// Checks the lease row's epoch, read inside the transaction about to
-    /// commit. A mismatch deposes this replica for good.
+    /// commit. A mismatch deposes this replica for good; once deposed it
+    /// never commits again, even if the row still names its epoch (it
+    /// gave up the lease when it could not renew it in time).
     pub fn check(&self, row_epoch: u64) -> Result<()> {
         let mine = self.epoch();
-        if mine == 0 || row_epoch == mine {
+        if mine == 0 || (row_epoch == mine && !self.inner.deposed.is_cancelled()) {
             return Ok(());
         }
         self.depose();
