@@ -63,6 +63,12 @@ pub struct Config {
     #[arg(long, env = "IPA_REPLICA_CA")]
     pub replica_ca: Option<PathBuf>,
 
+    /// The name other replicas' API certificates carry, checked when the
+    /// leader is dialled by IP address (e.g. the Service name, when
+    /// replicas advertise `https://POD_IP:PORT`).
+    #[arg(long, env = "IPA_REPLICA_TLS_NAME", requires = "replica_ca")]
+    pub replica_tls_name: Option<String>,
+
     /// PEM client certificate this replica presents to the leader when it
     /// forwards (when the API requires client certificates).
     #[arg(long, env = "IPA_REPLICA_CLIENT_CERT", requires_all = ["replica_ca", "replica_client_key"])]

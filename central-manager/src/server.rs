@@ -172,9 +172,12 @@ impl Security {
         };
         let replica_tls = match config.replica_tls() {
             Some(files) => {
-                let tls = ClientTls::load(&files).map_err(|e| {
+                let mut tls = ClientTls::load(&files).map_err(|e| {
                     format!("--replica-ca/--replica-client-cert/--replica-client-key: {e}")
                 })?;
+                if let Some(name) = &config.replica_tls_name {
+                    tls = tls.with_ip_server_name(name.clone());
+                }
                 reload.push(tls.reloadable());
                 Some(tls)
             }

@@ -11,6 +11,7 @@ mod ipactl;
 mod observability;
 mod pod_host;
 mod python_client;
+mod replicas;
 mod robustness;
 mod schedules;
 mod security;
