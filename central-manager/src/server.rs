@@ -385,6 +385,7 @@ impl Application {
                 replica_id: self.replica.replica_id.clone(),
                 address: self.replica.config.advertise_url(bound),
                 lease: self.replica.lease,
+                single: matches!(self.store, AnyStore::Sqlite(_)),
             },
             self.store.fence(),
             &self.tracker,

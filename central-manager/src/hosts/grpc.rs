@@ -63,8 +63,8 @@ impl Dialer for GrpcDialer {
                 .await
                 .map_err(|_| "outbound closed".to_string())?;
             let stamp = epoch.clone();
-            let outbound =
-                ReceiverStream::new(out_rx).map(move |m| wire::central_message(m, stamp.epoch()));
+            let outbound = ReceiverStream::new(out_rx)
+                .map(move |m| wire::central_message(m, stamp.leader_epoch()));
             let inbound = client
                 .connect(outbound)
                 .await
@@ -150,7 +150,7 @@ impl HostCommands for GrpcHost {
         req: StartRequest,
     ) -> BoxFuture<'static, Result<StartedPod, HostCallError>> {
         let mut client = self.client.clone();
-        let epoch = self.epoch.epoch();
+        let epoch = self.epoch.leader_epoch();
         Box::pin(async move {
             let info = client
                 .start_pod(wire::start_request(req, epoch))
@@ -186,7 +186,7 @@ impl HostCommands for GrpcHost {
         req: StopRequest,
     ) -> BoxFuture<'static, Result<Option<PodExit>, HostCallError>> {
         let mut client = self.client.clone();
-        let epoch = self.epoch.epoch();
+        let epoch = self.epoch.leader_epoch();
         Box::pin(async move {
             let resp = client
                 .stop_pod(wire::stop_request(req, epoch))

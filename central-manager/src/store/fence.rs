@@ -32,14 +32,30 @@ impl std::fmt::Debug for Fence {
 
 #[derive(Default)]
 struct Inner {
+    /// The epoch the writer checks (0: no check).
     epoch: AtomicU64,
+    /// The epoch stamped on pod-host Connects and commands.
+    stamp: AtomicU64,
     deposed: CancellationToken,
 }
 
 impl Fence {
     /// From now on, commit only while the lease row's epoch is `epoch`.
     pub fn lead(&self, epoch: u64) {
+        self.inner.stamp.store(epoch, Ordering::SeqCst);
         self.inner.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// Leads at `epoch` without owning the lease row (a lone SQLite
+    /// central-manager whose database cannot be written at start): its
+    /// commands carry the epoch, its writer checks nothing.
+    pub fn lead_unfenced(&self, epoch: u64) {
+        self.inner.stamp.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The epoch to stamp on pod-host Connects and commands (0: none).
+    pub fn leader_epoch(&self) -> u64 {
+        self.inner.stamp.load(Ordering::SeqCst)
     }
 
     /// The epoch this replica leads at; 0 when it does not lead.

@@ -102,14 +102,13 @@ class ClientTest(unittest.TestCase):
             self.ipa._stub.GetSchedule(schedules_pb2.GetScheduleRequest(name="missing"), timeout=20)
         self.assertEqual(IpaError.from_rpc_error(ctx.exception).reason, "SCHEDULE_NOT_FOUND")
 
-    def test_unimplemented_rpcs_raise_too(self):
+    def test_cluster_info_names_a_lone_central_as_leader(self):
         from ipa.v1 import admin_pb2  # generated alongside
 
-        with self.assertRaises(grpc.RpcError) as ctx:
-            self.ipa._stub.GetClusterInfo(admin_pb2.GetClusterInfoRequest(), timeout=20)
-        err = IpaError.from_rpc_error(ctx.exception)
-        self.assertEqual(err.code, grpc.StatusCode.UNIMPLEMENTED)
-        self.assertEqual(err.reason, "UNIMPLEMENTED")
+        info = self.ipa._stub.GetClusterInfo(admin_pb2.GetClusterInfoRequest(), timeout=20)
+        self.assertTrue(info.leader_replica_id)
+        self.assertGreaterEqual(info.epoch, 1)
+        self.assertEqual([r.replica_id for r in info.replicas], [info.leader_replica_id])
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@
 //! - the leader renews every L/3, each attempt bounded by L/3;
 //! - the leader counts its lease from the instant it *sent* its last
 //!   successful renewal (the database started the new term no earlier),
-//!   and is deposed at L − L/6 after it without another success. The L/6
-//!   left over covers clock-rate differences and scheduling delay; the
-//!   writer's fence (`store::fence`) covers a leader that is frozen through
-//!   all of it.
+//!   and is deposed at L − L/6 after it when its tries since have failed
+//!   (the database is unreachable). The L/6 left over covers clock-rate
+//!   differences and scheduling delay. A leader that was frozen or starved
+//!   past that point without having tried makes one more try: it succeeds
+//!   only if the row still holds its epoch, i.e. no replica led meanwhile.
+//!   The writer's fence (`store::fence`) and the pod-hosts' epoch check
+//!   cover a leader frozen through a takeover.
+//! - With SQLite (one central-manager per file) the leader does not step
+//!   down over a slow or failing renewal, only when the row is taken: there
+//!   is nobody to hand over to, and a slow disk must not stop supervision.
 //!
 //! The database decides every step on its own clock (`ports::lease`); this
 //! loop only decides when to ask, and when its own answer is too old to
@@ -108,6 +114,14 @@ pub async fn start(
     (Leadership::new(rx, lease, config), handle)
 }
 
+/// How the first try went.
+enum Start {
+    Leading((u64, Instant)),
+    Following,
+    /// Leading without owning the row (see [`ReplicaConfig::single`]).
+    Unowned,
+}
+
 struct Elector {
     lease: Arc<dyn LeaseStore>,
     config: Arc<ReplicaConfig>,
@@ -117,10 +131,45 @@ struct Elector {
 }
 
 impl Elector {
-    /// One heartbeat and one try to take the lease.
-    async fn first_try(&self) -> Option<(u64, Instant)> {
+    /// One heartbeat and one try to take the lease. A lone SQLite
+    /// central-manager whose database cannot take the write leads anyway,
+    /// at the row's epoch, without owning the row (`Start::Unowned`).
+    async fn first_try(&self) -> Start {
         self.heartbeat().await;
-        self.try_acquire().await
+        let sent = Instant::now();
+        let lease_ms = self.config.lease.as_millis() as u64;
+        let attempt = self.lease.acquire(&self.config.replica_id, lease_ms);
+        let failure = match tokio::time::timeout(self.timing.renew_every, attempt).await {
+            Ok(Ok(Some(epoch))) => return Start::Leading(self.lead(epoch, sent)),
+            Ok(Ok(None)) => return Start::Following,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        if !self.config.single {
+            tracing::warn!(error = %failure, "taking the lease failed; trying again");
+            return Start::Following;
+        }
+        let seen = self.config.seen_within().as_millis() as u64;
+        let epoch =
+            match tokio::time::timeout(self.timing.renew_every, self.lease.cluster(seen)).await {
+                Ok(Ok(rows)) => rows.lease.epoch,
+                _ => 0,
+            };
+        tracing::warn!(
+            error = %failure,
+            epoch,
+            "the lease row cannot be written; leading without it at the row's epoch"
+        );
+        self.fence.lead_unfenced(epoch);
+        let _ = self.role.send(Role::Leader { epoch });
+        Start::Unowned
+    }
+
+    fn lead(&self, epoch: u64, sent: Instant) -> (u64, Instant) {
+        self.fence.lead(epoch);
+        tracing::info!(epoch, "this replica leads");
+        let _ = self.role.send(Role::Leader { epoch });
+        (epoch, sent)
     }
 
     async fn heartbeat(&self) {
@@ -141,12 +190,7 @@ impl Elector {
         let lease_ms = self.config.lease.as_millis() as u64;
         let attempt = self.lease.acquire(&self.config.replica_id, lease_ms);
         match tokio::time::timeout(self.timing.renew_every, attempt).await {
-            Ok(Ok(Some(epoch))) => {
-                self.fence.lead(epoch);
-                tracing::info!(epoch, "this replica leads");
-                let _ = self.role.send(Role::Leader { epoch });
-                Some((epoch, sent))
-            }
+            Ok(Ok(Some(epoch))) => Some(self.lead(epoch, sent)),
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "taking the lease failed");
@@ -156,11 +200,27 @@ impl Elector {
         }
     }
 
-    async fn run(self, first: Option<(u64, Instant)>, shutdown: CancellationToken) {
+    async fn run(self, first: Start, shutdown: CancellationToken) {
+        let first = match first {
+            Start::Leading(l) => Some(l),
+            Start::Following => None,
+            Start::Unowned => {
+                // Leads until it stops; only the heartbeat goes on.
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(self.timing.renew_every) => {}
+                    }
+                    self.heartbeat().await;
+                }
+            }
+        };
         let me = self.config.replica_id.clone();
         let lease_ms = self.config.lease.as_millis() as u64;
         let mut next_heartbeat = Instant::now() + self.timing.renew_every;
         let mut leading = first;
+        let mut last_failed = false;
         let mut wake = Instant::now()
             + if leading.is_some() {
                 self.timing.renew_every
@@ -189,32 +249,52 @@ impl Elector {
                 Some((epoch, last_ok)) => {
                     let sent = Instant::now();
                     let trust_until = last_ok + self.timing.trust_for;
-                    let budget = trust_until
-                        .saturating_duration_since(sent)
-                        .min(self.timing.renew_every);
+                    // Past its trust without a failed try (this process was
+                    // frozen or starved): one more try decides. The epoch
+                    // makes that safe: a renewal succeeds only if no other
+                    // replica took the row meanwhile.
+                    let budget = if sent < trust_until {
+                        (trust_until - sent).min(self.timing.renew_every)
+                    } else if !last_failed || self.config.single {
+                        self.timing.renew_every
+                    } else {
+                        Duration::ZERO
+                    };
                     let attempt = self.lease.renew(&me, epoch, lease_ms);
                     let last_ok = match tokio::time::timeout(budget, attempt).await {
-                        Ok(Ok(true)) => sent,
+                        Ok(Ok(true)) => {
+                            last_failed = false;
+                            sent
+                        }
                         Ok(Ok(false)) => {
                             self.depose(epoch, "the lease row names another holder or epoch");
                             return;
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(epoch, error = %e, "renewing the leader lease failed");
+                            last_failed = true;
                             last_ok
                         }
                         Err(_) => {
                             tracing::warn!(epoch, "renewing the leader lease timed out");
+                            last_failed = true;
                             last_ok
                         }
                     };
                     let trust_until = last_ok + self.timing.trust_for;
                     if Instant::now() >= trust_until {
-                        self.depose(epoch, "the lease could not be renewed in time");
-                        return;
+                        if !self.config.single {
+                            self.depose(epoch, "the lease could not be renewed in time");
+                            return;
+                        }
+                        // One replica per database (SQLite): keep leading
+                        // and trying; only a taken row deposes it.
+                        leading = Some((epoch, last_ok));
+                        Instant::now() + self.timing.poll_every
+                    } else {
+                        leading = Some((epoch, last_ok));
+                        (sent + self.timing.renew_every).min(trust_until)
                     }
-                    leading = Some((epoch, last_ok));
-                    (sent + self.timing.renew_every).min(trust_until)
                 }
             };
         }

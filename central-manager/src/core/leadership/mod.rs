@@ -49,6 +49,13 @@ pub struct ReplicaConfig {
     pub address: String,
     /// `--leader-lease-ms`.
     pub lease: Duration,
+    /// One central-manager per database (SQLite): it never steps down over
+    /// a slow or failing renewal (nobody could take over; a slow disk must
+    /// not stop supervision), only when another process took the row; and
+    /// if the row cannot be written at start (a full disk, a read-only
+    /// file) it leads at the row's epoch without owning it, so its pods
+    /// stay supervised. False for replicas on PostgreSQL.
+    pub single: bool,
 }
 
 impl ReplicaConfig {

@@ -1,6 +1,6 @@
 //! Exit codes and error lines: `Error: REASON: sentence` and exit 1 for
-//! every failure, exit 2 for usage errors, "not supported by this server"
-//! for RPCs the server does not implement yet.
+//! every failure, exit 2 for usage errors; `cluster` against a lone
+//! central-manager.
 
 use std::net::TcpListener;
 
@@ -43,19 +43,34 @@ async fn server_errors_print_their_reason_and_exit_1() {
         .fails_with("ALREADY_COMPLETED");
 }
 
+/// `cluster` (GetClusterInfo): a lone central-manager leads its cluster
+/// of one, at an epoch of at least 1, and lists itself.
 #[tokio::test]
-async fn unimplemented_rpcs_are_not_supported_by_this_server() {
+async fn cluster_shows_a_lone_central_as_its_leader() {
     let sys = System::start().await;
-    let ctl = &sys.ipactl;
-    let cases: &[(&[&str], &str)] = &[(&["cluster"], "GetClusterInfo")];
-    for (args, rpc) in cases {
-        let r = ctl.run(args).await;
-        let err = r.fails_with("UNIMPLEMENTED");
-        assert!(
-            err.contains(&format!("{rpc} is not supported by this server")),
-            "{args:?}: {err}"
-        );
-    }
+    let out = sys.ipactl.run(&["-o", "json", "cluster"]).await;
+    let v: serde_json::Value = serde_json::from_str(out.ok()).expect("json");
+    let leader = v["leaderReplicaId"].as_str().unwrap_or_default().to_owned();
+    assert!(!leader.is_empty(), "{v}");
+    let epoch: u64 = v["epoch"]
+        .as_str()
+        .and_then(|e| e.parse().ok())
+        .or(v["epoch"].as_u64())
+        .unwrap_or(0);
+    assert!(epoch >= 1, "{v}");
+    let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
+    assert_eq!(replicas.len(), 1, "{v}");
+    assert_eq!(
+        replicas[0]["replicaId"].as_str(),
+        Some(leader.as_str()),
+        "{v}"
+    );
+    assert_eq!(replicas[0]["leader"].as_bool(), Some(true), "{v}");
+    let table = sys.ipactl.run(&["cluster"]).await;
+    assert!(
+        table.ok().contains(&format!("Leader: {leader}")),
+        "{table:#?}"
+    );
 }
 
 #[tokio::test]

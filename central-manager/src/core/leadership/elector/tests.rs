@@ -23,6 +23,8 @@ struct Row {
 struct FakeLease {
     row: Mutex<Row>,
     cut: Mutex<HashSet<String>>,
+    /// Writes fail at once (a full disk), reads work.
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 impl FakeLease {
@@ -41,6 +43,9 @@ impl LeaseStore for FakeLease {
     fn acquire<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
             self.reach(me).await;
+            if self.read_only.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::StoreUnavailable("read-only".into()));
+            }
             let mut r = self.row.lock().unwrap();
             let now = Instant::now();
             if r.expires.is_none_or(|e| e <= now) || r.holder == me {
@@ -79,7 +84,18 @@ impl LeaseStore for FakeLease {
         })
     }
     fn cluster(&self, _: u64) -> BoxFuture<'_, Result<ClusterRows>> {
-        Box::pin(async { Err(Error::Internal("not used".into())) })
+        Box::pin(async {
+            let r = self.row.lock().unwrap();
+            Ok(ClusterRows {
+                lease: crate::core::ports::lease::LeaseRow {
+                    replica_id: r.holder.clone(),
+                    epoch: r.epoch,
+                    expires_at: 0,
+                    now: 0,
+                },
+                replicas: Vec::new(),
+            })
+        })
     }
 }
 
@@ -91,11 +107,22 @@ async fn replica(
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> (Leadership, ElectorHandle, Fence) {
+    replica_with(lease, id, tracker, stop, false).await
+}
+
+async fn replica_with(
+    lease: &Arc<FakeLease>,
+    id: &str,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    single: bool,
+) -> (Leadership, ElectorHandle, Fence) {
     let fence = Fence::default();
     let config = ReplicaConfig {
         replica_id: id.into(),
         address: format!("http://{id}"),
         lease: LEASE,
+        single,
     };
     let (l, h) = start(lease.clone(), config, fence.clone(), tracker, stop.clone()).await;
     (l, h, fence)
@@ -200,5 +227,70 @@ async fn a_leader_whose_row_was_taken_is_deposed_at_its_next_renewal() {
     tokio::time::sleep(Timing::for_lease(LEASE).renew_every * 2).await;
     assert_eq!(a.role(), Role::Deposed);
     assert!(fa.deposed().is_cancelled());
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_sqlite_leader_rides_out_an_unreachable_lease_row() {
+    let lease = Arc::new(FakeLease::default());
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let (a, _ha, fa) = replica_with(&lease, "a", &tracker, &stop, true).await;
+    assert_eq!(a.leading().await, Some(1));
+    lease.cut.lock().unwrap().insert("a".into());
+    tokio::time::sleep(LEASE * 4).await;
+    assert_eq!(a.role(), Role::Leader { epoch: 1 });
+    assert!(!fa.deposed().is_cancelled());
+    lease.cut.lock().unwrap().clear();
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(a.role(), Role::Leader { epoch: 1 });
+    assert!(lease.expires().unwrap() > Instant::now(), "renewed again");
+    // Another process on the file takes the row: now it is deposed.
+    {
+        let mut r = lease.row.lock().unwrap();
+        r.holder = "x".into();
+        r.epoch = 2;
+    }
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(a.role(), Role::Deposed);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_sqlite_central_on_an_unwritable_database_leads_at_the_rows_epoch() {
+    let lease = Arc::new(FakeLease::default());
+    lease.row.lock().unwrap().epoch = 7;
+    lease
+        .read_only
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let (a, _ha, fa) = replica_with(&lease, "a", &tracker, &stop, true).await;
+    assert_eq!(a.role(), Role::Leader { epoch: 7 });
+    assert_eq!(fa.leader_epoch(), 7, "commands carry the row's epoch");
+    assert_eq!(
+        fa.epoch(),
+        0,
+        "the writer checks nothing: it does not own the row"
+    );
+    tokio::time::sleep(LEASE * 3).await;
+    assert_eq!(a.role(), Role::Leader { epoch: 7 });
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_follow_while_the_row_cannot_be_written() {
+    let lease = Arc::new(FakeLease::default());
+    lease
+        .read_only
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let (a, _ha, _) = replica(&lease, "a", &tracker, &stop).await;
+    assert_eq!(a.role(), Role::Follower);
+    lease
+        .read_only
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(a.leading().await, Some(1));
     stop.cancel();
 }
