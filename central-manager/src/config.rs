@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "IPA_REPLICA_ID")]
     pub replica_id: Option<String>,
 
-    /// The leader's lease (milliseconds, 100 to 60000): renewed every third
+    /// The leader's lease (milliseconds, 100 to 60000): renewed every quarter
     /// of it; followers take over once it has run out. Keep it well under
     /// the pod-hosts' --fence-timeout-ms so a failover never makes them
     /// kill pods.

@@ -7,6 +7,9 @@ use central_manager::{Application, BoxError, Config};
 use ipa_common::Telemetry;
 use tokio::net::TcpListener;
 
+/// How long a deposed leader may take to drain before it exits anyway.
+const DEPOSED_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse_and_validate();
@@ -38,6 +41,15 @@ async fn serve(config: Config) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("binding {}: {e}", config.listen))?;
     let app = Application::build(&config).await?;
+    // A deposed leader stops at once: it drains what it can, but a drain
+    // stuck on a database it cannot reach must not keep it alive.
+    let deposed = app.deposed();
+    tokio::spawn(async move {
+        deposed.cancelled().await;
+        tokio::time::sleep(DEPOSED_DRAIN).await;
+        eprintln!("central-manager: {}", central_manager::server::Deposed);
+        std::process::exit(3);
+    });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving ipa.v1.CentralManager");
     // Announced only now: when a parent reads this line, calls are served.

@@ -347,6 +347,13 @@ impl Application {
         })
     }
 
+    /// Cancelled when this replica loses the leadership (`serve` then
+    /// stops; a caller that must not wait for a drain against an
+    /// unreachable database bounds it, as `main` does).
+    pub fn deposed(&self) -> CancellationToken {
+        self.store.fence().deposed()
+    }
+
     /// The bound address of the metrics endpoint (`--metrics-listen`).
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_addr

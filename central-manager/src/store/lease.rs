@@ -72,6 +72,18 @@ impl LeaseStore for SqliteLease {
         }))
     }
 
+    fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>> {
+        let me = me.to_owned();
+        Box::pin(self.run(move |c| {
+            c.prepare_cached(&format!(
+                "UPDATE leader_lease SET replica_id = ?1, epoch = epoch + 1, \
+                 expires_at = {NOW} + ?2 * 1000, acquired_at = {NOW} WHERE id = 1 RETURNING epoch"
+            ))?
+            .query_row(params![me, lease_ms as i64], |r| r.get::<_, i64>(0))
+            .map(|e| e as u64)
+        }))
+    }
+
     fn renew<'a>(&'a self, me: &'a str, epoch: u64, lease_ms: u64) -> BoxFuture<'a, Result<bool>> {
         let me = me.to_owned();
         Box::pin(self.run(move |c| {

@@ -4,7 +4,9 @@
 //! Timing (L = `--leader-lease-ms`):
 //! - a follower tries to take the lease every L/6, so a dead leader is
 //!   replaced about L + L/6 after its last renewal;
-//! - the leader renews every L/3, each attempt bounded by L/3;
+//! - the leader renews every L/4, each attempt bounded by L/4 (three tries
+//!   before it must step down: a renewal waits for the row lock behind
+//!   the leader's own writer transaction, which reads the row FOR SHARE);
 //! - the leader counts its lease from the instant it *sent* its last
 //!   successful renewal (the database started the new term no earlier),
 //!   and is deposed at L − L/6 after it when its tries since have failed
@@ -14,9 +16,9 @@
 //!   only if the row still holds its epoch, i.e. no replica led meanwhile.
 //!   The writer's fence (`store::fence`) and the pod-hosts' epoch check
 //!   cover a leader frozen through a takeover.
-//! - With SQLite (one central-manager per file) the leader does not step
-//!   down over a slow or failing renewal, only when the row is taken: there
-//!   is nobody to hand over to, and a slow disk must not stop supervision.
+//! - With SQLite (one central-manager per file) the process takes the row
+//!   at start whoever held it and keeps it without renewing (see
+//!   [`ReplicaConfig::single`]).
 //!
 //! The database decides every step on its own clock (`ports::lease`); this
 //! loop only decides when to ask, and when its own answer is too old to
@@ -50,7 +52,7 @@ impl Timing {
     pub fn for_lease(lease: Duration) -> Self {
         let sixth = (lease / 6).max(Duration::from_millis(10));
         Self {
-            renew_every: (lease / 3).max(Duration::from_millis(10)),
+            renew_every: (lease / 4).max(Duration::from_millis(10)),
             poll_every: sixth,
             trust_for: lease.saturating_sub(sixth),
         }
@@ -118,8 +120,9 @@ pub async fn start(
 enum Start {
     Leading((u64, Instant)),
     Following,
-    /// Leading without owning the row (see [`ReplicaConfig::single`]).
-    Unowned,
+    /// The lone central-manager of a SQLite file leads, for good (see
+    /// [`ReplicaConfig::single`]).
+    Single,
 }
 
 struct Elector {
@@ -137,18 +140,23 @@ impl Elector {
     async fn first_try(&self) -> Start {
         self.heartbeat().await;
         let sent = Instant::now();
-        let lease_ms = self.config.lease.as_millis() as u64;
-        let attempt = self.lease.acquire(&self.config.replica_id, lease_ms);
-        let failure = match tokio::time::timeout(self.timing.renew_every, attempt).await {
-            Ok(Ok(Some(epoch))) => return Start::Leading(self.lead(epoch, sent)),
-            Ok(Ok(None)) => return Start::Following,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
+        let failure = if self.config.single {
+            let ms = super::SINGLE_LEASE.as_millis() as u64;
+            let attempt = self.lease.take_over(&self.config.replica_id, ms);
+            match tokio::time::timeout(self.timing.renew_every, attempt).await {
+                Ok(Ok(epoch)) => {
+                    self.lead(epoch, sent);
+                    return Start::Single;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            }
+        } else {
+            match self.try_acquire().await {
+                Some(l) => return Start::Leading(l),
+                None => return Start::Following,
+            }
         };
-        if !self.config.single {
-            tracing::warn!(error = %failure, "taking the lease failed; trying again");
-            return Start::Following;
-        }
         let seen = self.config.seen_within().as_millis() as u64;
         let epoch =
             match tokio::time::timeout(self.timing.renew_every, self.lease.cluster(seen)).await {
@@ -162,7 +170,7 @@ impl Elector {
         );
         self.fence.lead_unfenced(epoch);
         let _ = self.role.send(Role::Leader { epoch });
-        Start::Unowned
+        Start::Single
     }
 
     fn lead(&self, epoch: u64, sent: Instant) -> (u64, Instant) {
@@ -204,16 +212,11 @@ impl Elector {
         let first = match first {
             Start::Leading(l) => Some(l),
             Start::Following => None,
-            Start::Unowned => {
-                // Leads until it stops; only the heartbeat goes on.
-                loop {
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(self.timing.renew_every) => {}
-                    }
-                    self.heartbeat().await;
-                }
+            Start::Single => {
+                // Leads until it stops (or its writer's fence finds a
+                // newer process's epoch).
+                shutdown.cancelled().await;
+                return;
             }
         };
         let me = self.config.replica_id.clone();
@@ -255,7 +258,7 @@ impl Elector {
                     // replica took the row meanwhile.
                     let budget = if sent < trust_until {
                         (trust_until - sent).min(self.timing.renew_every)
-                    } else if !last_failed || self.config.single {
+                    } else if !last_failed {
                         self.timing.renew_every
                     } else {
                         Duration::ZERO
@@ -283,18 +286,11 @@ impl Elector {
                     };
                     let trust_until = last_ok + self.timing.trust_for;
                     if Instant::now() >= trust_until {
-                        if !self.config.single {
-                            self.depose(epoch, "the lease could not be renewed in time");
-                            return;
-                        }
-                        // One replica per database (SQLite): keep leading
-                        // and trying; only a taken row deposes it.
-                        leading = Some((epoch, last_ok));
-                        Instant::now() + self.timing.poll_every
-                    } else {
-                        leading = Some((epoch, last_ok));
-                        (sent + self.timing.renew_every).min(trust_until)
+                        self.depose(epoch, "the lease could not be renewed in time");
+                        return;
                     }
+                    leading = Some((epoch, last_ok));
+                    (sent + self.timing.renew_every).min(trust_until)
                 }
             };
         }

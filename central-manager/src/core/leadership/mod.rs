@@ -29,6 +29,9 @@ use crate::core::ports::LeaseStore;
 use crate::core::ports::lease::ClusterRows;
 use crate::error::Result;
 
+/// The lease a lone SQLite central-manager takes (it never renews it).
+pub const SINGLE_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// What this replica is right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -49,18 +52,22 @@ pub struct ReplicaConfig {
     pub address: String,
     /// `--leader-lease-ms`.
     pub lease: Duration,
-    /// One central-manager per database (SQLite): it never steps down over
-    /// a slow or failing renewal (nobody could take over; a slow disk must
-    /// not stop supervision), only when another process took the row; and
-    /// if the row cannot be written at start (a full disk, a read-only
-    /// file) it leads at the row's epoch without owning it, so its pods
-    /// stay supervised. False for replicas on PostgreSQL.
+    /// One central-manager per database (SQLite): it takes the lease at
+    /// start whoever held it (the newest process wins; an older one still
+    /// running is deposed by its writer's fence at its next commit), for
+    /// good (no renewals, no periodic writes: a slow or full disk must not
+    /// stop supervision); if the row cannot be written at start (a full
+    /// disk, a read-only file) it leads at the row's epoch without owning
+    /// it, so its pods stay supervised. False for replicas on PostgreSQL.
     pub single: bool,
 }
 
 impl ReplicaConfig {
     /// How long a replica row stays listed without a heartbeat.
     pub fn seen_within(&self) -> Duration {
+        if self.single {
+            return SINGLE_LEASE;
+        }
         (self.lease * 10).max(Duration::from_secs(30))
     }
 }

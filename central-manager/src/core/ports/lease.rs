@@ -57,6 +57,11 @@ pub trait LeaseStore: Send + Sync {
     /// holds a live lease.
     fn acquire<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<Option<u64>>>;
 
+    /// Takes the lease for `me` whoever holds it, with epoch + 1 (one
+    /// central-manager per database, SQLite: the newest process wins; an
+    /// older one still running is fenced at its next commit).
+    fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>>;
+
     /// Extends `me`'s lease at `epoch` to `lease_ms` from now. False when
     /// the row is no longer `me`'s at that epoch (deposed).
     fn renew<'a>(&'a self, me: &'a str, epoch: u64, lease_ms: u64) -> BoxFuture<'a, Result<bool>>;

@@ -18,7 +18,8 @@ use crate::error::Result;
 /// The server's clock in unix micros.
 const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
 
-/// Bound on one lease statement (and on waiting for its row lock).
+/// Bound on one lease statement (and on waiting for its row lock); the
+/// elector bounds each try by a quarter of the lease as well.
 const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The lease operations on one database.
@@ -55,6 +56,20 @@ impl LeaseStore for PgLease {
             .fetch_optional(&self.pool)
             .await?;
             Ok(epoch.map(|e| e as u64))
+        })
+    }
+
+    fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let epoch: i64 = sqlx::query_scalar(&format!(
+                "UPDATE leader_lease SET replica_id = $1, epoch = epoch + 1, \
+                 expires_at = {NOW} + $2 * 1000, acquired_at = {NOW} WHERE id = 1 RETURNING epoch"
+            ))
+            .bind(me)
+            .bind(lease_ms as i64)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(epoch as u64)
         })
     }
 

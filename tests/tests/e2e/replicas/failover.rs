@@ -93,11 +93,15 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let req = ledger_task(&format!("w{w}-{n}"), &format!("w{w}-{n}"));
                 let mut k = w + n;
+                let began = Instant::now();
                 let task_id = loop {
                     let (_, mut client) = clients[k % clients.len()].clone();
                     k += 1;
                     match client.create_task(req.clone()).await {
                         Ok(r) => break r.into_inner().task_id,
+                        Err(e) if began.elapsed() > DEADLINE => {
+                            panic!("CreateTask not acknowledged by any replica: {e}")
+                        }
                         Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
                 };
@@ -150,7 +154,11 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
+    while let Some(r) = load.join_next().await {
+        if let Err(e) = r {
+            panic!("a client failed: {e}\n{}", c.logs());
+        }
+    }
 
     // Every acknowledged task exists; every acknowledged start ran.
     let acked = acked.lock().unwrap().clone();

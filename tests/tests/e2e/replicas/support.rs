@@ -16,8 +16,10 @@ use ipa_tests::proxy::Proxy;
 use ipa_tests::{DEADLINE, ServerProcess, pb, wait_for_async};
 use tonic::transport::Channel;
 
-/// The replicas' lease in these tests (ms).
-pub const LEASE_MS: u64 = 1000;
+/// The replicas' lease in these tests (ms): the default, so failover is
+/// measured as users get it (a shorter lease leaves renewals little room
+/// on a loaded CI machine).
+pub const LEASE_MS: u64 = 3000;
 
 pub struct Cluster {
     pub pg: Arc<ipa_tests::postgres::PgServer>,

@@ -57,6 +57,19 @@ impl LeaseStore for FakeLease {
             Ok(None)
         })
     }
+    fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            self.reach(me).await;
+            if self.read_only.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::StoreUnavailable("read-only".into()));
+            }
+            let mut r = self.row.lock().unwrap();
+            r.holder = me.to_owned();
+            r.epoch += 1;
+            r.expires = Some(Instant::now() + Duration::from_millis(lease_ms));
+            Ok(r.epoch)
+        })
+    }
     fn renew<'a>(&'a self, me: &'a str, epoch: u64, lease_ms: u64) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.reach(me).await;
@@ -131,7 +144,7 @@ async fn replica_with(
 #[test]
 fn timing_keeps_a_margin_inside_the_lease() {
     let t = Timing::for_lease(LEASE);
-    assert_eq!(t.renew_every, Duration::from_millis(1000));
+    assert_eq!(t.renew_every, Duration::from_millis(750));
     assert_eq!(t.poll_every, Duration::from_millis(500));
     assert_eq!(t.trust_for, Duration::from_millis(2500));
 }
@@ -231,29 +244,28 @@ async fn a_leader_whose_row_was_taken_is_deposed_at_its_next_renewal() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lone_sqlite_leader_rides_out_an_unreachable_lease_row() {
+async fn a_lone_sqlite_central_takes_the_row_at_start_and_keeps_it_without_writing() {
     let lease = Arc::new(FakeLease::default());
     let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
+    let (stop_old, stop) = (CancellationToken::new(), CancellationToken::new());
+    // An older process (another id) holds a live lease: the newest wins.
+    let (old, _ho, _) = replica(&lease, "old", &tracker, &stop_old).await;
+    assert_eq!(old.leading().await, Some(1));
     let (a, _ha, fa) = replica_with(&lease, "a", &tracker, &stop, true).await;
-    assert_eq!(a.leading().await, Some(1));
+    assert_eq!(a.role(), Role::Leader { epoch: 2 });
+    assert_eq!(fa.epoch(), 2, "its writer checks the row");
+    // The older one finds the row taken at its next renewal.
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(old.role(), Role::Deposed);
+    // No renewals, no expiry: a cut-off row changes nothing.
     lease.cut.lock().unwrap().insert("a".into());
-    tokio::time::sleep(LEASE * 4).await;
-    assert_eq!(a.role(), Role::Leader { epoch: 1 });
-    assert!(!fa.deposed().is_cancelled());
-    lease.cut.lock().unwrap().clear();
-    tokio::time::sleep(LEASE).await;
-    assert_eq!(a.role(), Role::Leader { epoch: 1 });
-    assert!(lease.expires().unwrap() > Instant::now(), "renewed again");
-    // Another process on the file takes the row: now it is deposed.
-    {
-        let mut r = lease.row.lock().unwrap();
-        r.holder = "x".into();
-        r.epoch = 2;
-    }
-    tokio::time::sleep(LEASE).await;
-    assert_eq!(a.role(), Role::Deposed);
+    let expires = lease.expires().unwrap();
+    tokio::time::sleep(LEASE * 10).await;
+    assert_eq!(a.role(), Role::Leader { epoch: 2 });
+    assert_eq!(lease.expires().unwrap(), expires);
+    assert!(expires > Instant::now() + Duration::from_secs(3600 * 24 * 365));
     stop.cancel();
+    stop_old.cancel();
 }
 
 #[tokio::test(start_paused = true)]
