@@ -107,6 +107,16 @@ pub async fn start(
     };
     let span = tracing::info_span!("elector", replica = %config.replica_id);
     let first = elector.first_try().instrument(span.clone()).await;
+    // The replicas table's sign of life, on a loop of its own so that a
+    // slow heartbeat never delays a renewal.
+    let beat = Heartbeat {
+        lease: lease.clone(),
+        config: config.clone(),
+        every: elector.timing.renew_every,
+    };
+    if !config.single {
+        tracker.spawn(beat.run(shutdown.clone()).instrument(span.clone()));
+    }
     tracker.spawn(elector.run(first, shutdown).instrument(span));
     let handle = ElectorHandle {
         lease: lease.clone(),
@@ -114,6 +124,37 @@ pub async fn start(
         role: rx.clone(),
     };
     (Leadership::new(rx, lease, config), handle)
+}
+
+/// Records this replica in the `replicas` table every `every`.
+struct Heartbeat {
+    lease: Arc<dyn LeaseStore>,
+    config: Arc<ReplicaConfig>,
+    every: Duration,
+}
+
+impl Heartbeat {
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.every) => {}
+            }
+            heartbeat(&*self.lease, &self.config, self.every).await;
+        }
+    }
+}
+
+/// One heartbeat, bounded by `within`; failures only logged.
+async fn heartbeat(lease: &dyn LeaseStore, config: &ReplicaConfig, within: Duration) {
+    let forget_ms = config.seen_within().as_millis() as u64 * 10;
+    let beat = lease.heartbeat(&config.replica_id, &config.address, forget_ms);
+    match tokio::time::timeout(within, beat).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "replica heartbeat failed"),
+        Err(_) => tracing::debug!("replica heartbeat timed out"),
+    }
 }
 
 /// How the first try went.
@@ -221,7 +262,6 @@ impl Elector {
         };
         let me = self.config.replica_id.clone();
         let lease_ms = self.config.lease.as_millis() as u64;
-        let mut next_heartbeat = Instant::now() + self.timing.renew_every;
         let mut leading = first;
         let mut last_failed = false;
         let mut wake = Instant::now()
@@ -235,11 +275,6 @@ impl Elector {
                 biased;
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep_until(wake) => {}
-            }
-            let now = Instant::now();
-            if now >= next_heartbeat {
-                next_heartbeat = now + self.timing.renew_every;
-                self.heartbeat().await;
             }
             wake = match leading {
                 None => {
