@@ -1,6 +1,6 @@
 //! The writer's leadership fence (replicas, issue 15): while this replica
 //! leads at epoch `e`, every transaction its writer commits first reads the
-//! `leader_lease` row (PostgreSQL: `FOR SHARE`, so a takeover waits for
+//! `leader_epoch` row (PostgreSQL: `FOR SHARE`, so a takeover waits for
 //! it) and refuses to commit unless the row still says `e`. A deposed
 //! leader — paused past its lease, cut off and back, or simply slow to
 //! notice — can therefore never commit anything after a newer epoch

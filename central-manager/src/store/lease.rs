@@ -57,30 +57,59 @@ impl SqliteLease {
     }
 }
 
+/// Runs `change` (an update of the lease row returning its new epoch, if
+/// it changed) and copies that epoch to `leader_epoch`, in one
+/// transaction.
+fn with_epoch(
+    c: &Connection,
+    change: impl FnOnce(&Connection) -> rusqlite::Result<Option<i64>>,
+) -> rusqlite::Result<Option<u64>> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let result = change(c).and_then(|epoch| {
+        if let Some(e) = epoch {
+            c.prepare_cached("UPDATE leader_epoch SET epoch = ?1 WHERE id = 1")?
+                .execute(params![e])?;
+        }
+        Ok(epoch.map(|e| e as u64))
+    });
+    match &result {
+        Ok(_) => c.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+    }
+    result
+}
+
 impl LeaseStore for SqliteLease {
     fn acquire<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<Option<u64>>> {
         let me = me.to_owned();
         Box::pin(self.run(move |c| {
-            c.prepare_cached(&format!(
-                "UPDATE leader_lease SET replica_id = ?1, epoch = epoch + 1, \
-                 expires_at = {NOW} + ?2 * 1000, acquired_at = {NOW} \
-                 WHERE id = 1 AND (expires_at <= {NOW} OR replica_id = ?1) RETURNING epoch"
-            ))?
-            .query_row(params![me, lease_ms as i64], |r| r.get::<_, i64>(0))
-            .optional()
-            .map(|e| e.map(|e| e as u64))
+            with_epoch(c, |c| {
+                c.prepare_cached(&format!(
+                    "UPDATE leader_lease SET replica_id = ?1, epoch = epoch + 1, \
+                     expires_at = {NOW} + ?2 * 1000, acquired_at = {NOW} \
+                     WHERE id = 1 AND (expires_at <= {NOW} OR replica_id = ?1) RETURNING epoch"
+                ))?
+                .query_row(params![me, lease_ms as i64], |r| r.get::<_, i64>(0))
+                .optional()
+            })
         }))
     }
 
     fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>> {
         let me = me.to_owned();
         Box::pin(self.run(move |c| {
-            c.prepare_cached(&format!(
-                "UPDATE leader_lease SET replica_id = ?1, epoch = epoch + 1, \
-                 expires_at = {NOW} + ?2 * 1000, acquired_at = {NOW} WHERE id = 1 RETURNING epoch"
-            ))?
-            .query_row(params![me, lease_ms as i64], |r| r.get::<_, i64>(0))
-            .map(|e| e as u64)
+            with_epoch(c, |c| {
+                c.prepare_cached(&format!(
+                    "UPDATE leader_lease SET replica_id = ?1, epoch = epoch + 1, \
+                     expires_at = {NOW} + ?2 * 1000, acquired_at = {NOW} WHERE id = 1 \
+                     RETURNING epoch"
+                ))?
+                .query_row(params![me, lease_ms as i64], |r| r.get::<_, i64>(0))
+                .map(Some)
+            })?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)
         }))
     }
 

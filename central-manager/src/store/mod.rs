@@ -387,6 +387,8 @@ impl TaskStore for Store {
 #[cfg(test)]
 mod dependencies_tests;
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod outage_tests;
 #[cfg(test)]
 mod pod_tests;

@@ -433,7 +433,7 @@ fn attempt(
     // (store::fence); the write lock held from here keeps it so.
     if fence.epoch() != 0 {
         let epoch: i64 = tx
-            .prepare_cached("SELECT epoch FROM leader_lease WHERE id = 1")?
+            .prepare_cached("SELECT epoch FROM leader_epoch WHERE id = 1")?
             .query_row([], |r| r.get(0))?;
         fence.check(epoch as u64)?;
     }

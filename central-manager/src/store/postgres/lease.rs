@@ -47,9 +47,11 @@ impl LeaseStore for PgLease {
     fn acquire<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
             let epoch: Option<i64> = sqlx::query_scalar(&format!(
-                "UPDATE leader_lease SET replica_id = $1, epoch = epoch + 1, \
+                "WITH l AS (UPDATE leader_lease SET replica_id = $1, epoch = epoch + 1, \
                  expires_at = {NOW} + $2 * 1000, acquired_at = {NOW} \
-                 WHERE id = 1 AND (expires_at <= {NOW} OR replica_id = $1) RETURNING epoch"
+                 WHERE id = 1 AND (expires_at <= {NOW} OR replica_id = $1) RETURNING epoch) \
+                 UPDATE leader_epoch SET epoch = l.epoch FROM l WHERE leader_epoch.id = 1 \
+                 RETURNING leader_epoch.epoch"
             ))
             .bind(me)
             .bind(lease_ms as i64)
@@ -62,8 +64,11 @@ impl LeaseStore for PgLease {
     fn take_over<'a>(&'a self, me: &'a str, lease_ms: u64) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let epoch: i64 = sqlx::query_scalar(&format!(
-                "UPDATE leader_lease SET replica_id = $1, epoch = epoch + 1, \
-                 expires_at = {NOW} + $2 * 1000, acquired_at = {NOW} WHERE id = 1 RETURNING epoch"
+                "WITH l AS (UPDATE leader_lease SET replica_id = $1, epoch = epoch + 1, \
+                 expires_at = {NOW} + $2 * 1000, acquired_at = {NOW} WHERE id = 1 \
+                 RETURNING epoch) \
+                 UPDATE leader_epoch SET epoch = l.epoch FROM l WHERE leader_epoch.id = 1 \
+                 RETURNING leader_epoch.epoch"
             ))
             .bind(me)
             .bind(lease_ms as i64)

@@ -297,13 +297,14 @@ async fn attempt(
     sqlx::query("SELECT position FROM event_log_head WHERE id = 1 FOR UPDATE")
         .execute(&mut *tx)
         .await?;
-    // A leader commits only while the lease row still names its epoch; FOR
-    // SHARE makes a takeover (an UPDATE of that row) wait for this
+    // A leader commits only while `leader_epoch` still holds its epoch; FOR
+    // SHARE makes a takeover (which updates that row) wait for this
     // transaction, and this one see the takeover if it came first
-    // (store::fence).
+    // (store::fence). Renewals update only `leader_lease`, never queueing
+    // here.
     if fence.epoch() != 0 {
         let epoch: i64 =
-            sqlx::query_scalar("SELECT epoch FROM leader_lease WHERE id = 1 FOR SHARE")
+            sqlx::query_scalar("SELECT epoch FROM leader_epoch WHERE id = 1 FOR SHARE")
                 .fetch_one(&mut *tx)
                 .await?;
         fence.check(epoch as u64)?;

@@ -112,6 +112,22 @@ impl AnyDb {
         }
     }
 
+    /// The lease port on this database.
+    pub fn lease(&self) -> Arc<dyn crate::core::ports::LeaseStore> {
+        match &self.inner {
+            Inner::Sqlite(db) => Arc::new(db.store.lease()),
+            Inner::Postgres(db) => Arc::new(db.store.lease()),
+        }
+    }
+
+    /// The writer's leadership fence.
+    pub fn fence(&self) -> crate::store::fence::Fence {
+        match &self.inner {
+            Inner::Sqlite(db) => db.store.fence().clone(),
+            Inner::Postgres(db) => db.store.fence().clone(),
+        }
+    }
+
     /// The hub the store publishes to.
     pub fn hub(&self) -> &EventHub {
         match &self.inner {
