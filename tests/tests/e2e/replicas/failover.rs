@@ -106,7 +106,9 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
                     }
                 };
                 acked.lock().unwrap().insert(task_id.clone());
-                if n % 4 == 0 {
+                // Every fourth of a worker's first 16 tasks gets a pod:
+                // 64 pods at most, so the pods' own work stays small.
+                if n % 4 == 0 && n < 16 {
                     for _ in 0..100 {
                         let (_, mut client) = clients[k % clients.len()].clone();
                         k += 1;
@@ -174,16 +176,15 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
             .unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
     }
     let started = started.lock().unwrap().clone();
-    let runs = c.runs();
-    for id in &started {
-        wait_for_async(
-            &format!("a ledger run of started task {id}"),
-            DEADLINE,
-            || async { c.runs().iter().any(|r| &r.task_id == id).then_some(()) },
-        )
-        .await;
-    }
-    assert!(!runs.is_empty());
+    wait_for_async(
+        "a ledger run of every acknowledged start",
+        DEADLINE,
+        || async {
+            let ran: BTreeSet<String> = c.runs().into_iter().map(|r| r.task_id).collect();
+            started.is_subset(&ran).then_some(())
+        },
+    )
+    .await;
     assert_untouched(&c, "c", &before).await;
     c.assert_no_overlap();
     eprintln!(
