@@ -95,12 +95,26 @@ impl PgServer {
     /// Starts a fresh server with `settings` (e.g. [`DURABLE`]) besides
     /// the address, port and socket directory.
     pub fn start_with(settings: &[(&str, &str)]) -> io::Result<Self> {
+        Self::start_with_files(settings, &[])
+    }
+
+    /// [`PgServer::start_with`], with `files` (name, content) written into
+    /// the data directory first, mode 0600 and owned by the server's user:
+    /// e.g. `server.crt` and `server.key`, where a server started with
+    /// `ssl=on` looks for its certificate and key.
+    pub fn start_with_files(settings: &[(&str, &str)], files: &[(&str, &str)]) -> io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         let bindir = bindir()?;
         let owner = server_owner()?;
         let dir = tempfile::Builder::new().prefix("ipa-pg-").tempdir()?;
         let data = dir.path().join("data");
         let template = template(&bindir, owner)?;
         copy_dir(&template, &data)?;
+        for (name, text) in files {
+            let path = data.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
         if let Some((uid, gid)) = owner {
             chown_tree(dir.path(), uid, gid)?;
         }

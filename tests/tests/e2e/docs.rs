@@ -170,6 +170,7 @@ fn the_docs_link_only_inside_the_repository() {
         "docs/operations.md",
         "pod-host/README.md",
         "deploy/README.md",
+        "deploy/replicas.md",
         "clients/python/README.md",
     ];
     for f in files {

@@ -156,7 +156,11 @@ fn image_builds_with_cis_cargo_command_and_runs_non_root_without_build_tools() {
     // deployment rules check what it may do).
     for r in Rendered::all() {
         for name in [CENTRAL, POD_HOST] {
-            let sts = r.get("StatefulSet", name);
+            let sts = if name == CENTRAL {
+                r.central()
+            } else {
+                r.get("StatefulSet", name)
+            };
             let spec = pod_spec(sts);
             let pods_apart = spec["containers"]
                 .as_array()

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// The central-manager StatefulSet and its container.
+/// The central-manager workload (a StatefulSet on SQLite, a Deployment of
+/// replicas on PostgreSQL) and its container.
 pub const CENTRAL: &str = "ipa-central-manager";
 pub const CENTRAL_CONTAINER: &str = "central-manager";
 /// The pod-host StatefulSet, headless Service and container.
@@ -108,6 +109,30 @@ impl Rendered {
         found[0]
     }
 
+    /// The central-manager workload: the one-replica StatefulSet (SQLite)
+    /// or the Deployment of replicas (PostgreSQL); exactly one of them.
+    pub fn central(&self) -> &Value {
+        let found: Vec<&Value> = ["StatefulSet", "Deployment"]
+            .iter()
+            .flat_map(|k| self.of_kind(k))
+            .filter(|o| o["metadata"]["name"] == CENTRAL)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected one StatefulSet or Deployment named {CENTRAL}, found {}",
+            self.name,
+            found.len()
+        );
+        found[0]
+    }
+
+    /// Whether central-manager runs as replicas (a Deployment on
+    /// PostgreSQL) rather than the one StatefulSet on SQLite.
+    pub fn replicated(&self) -> bool {
+        self.central()["kind"] == "Deployment"
+    }
+
     /// The namespace the objects are rendered into (`default` if none).
     pub fn namespace(&self) -> String {
         self.objects
@@ -181,6 +206,31 @@ pub fn setting(container: &Value, flag: &str) -> Option<String> {
         .find(|e| e["name"] == env.as_str())
         .and_then(|e| e["value"].as_str())
         .map(str::to_owned)
+}
+
+/// The env entry `name` of a container, if it has one.
+pub fn env_entry<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// The names `$(NAME)` refers to in `s` (Kubernetes' dependent env vars).
+pub fn var_refs(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("$(") {
+        rest = &rest[i + 2..];
+        match rest.find(')') {
+            Some(j) => {
+                out.push(rest[..j].to_owned());
+                rest = &rest[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// `IPA_` + upper-snake flag name (docs/api.md: every flag reads one).

@@ -14,6 +14,7 @@
 mod dockerfile;
 mod manifests;
 mod render_validate;
+mod replicas;
 mod rules;
 mod run_from_manifests;
 mod runbook;

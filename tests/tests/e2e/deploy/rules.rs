@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::manifests::{
     CENTRAL, CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, mount_for,
-    pod_spec, port_of, selects, setting, strings,
+    pod_spec, port_of, selects, setting, strings, var_refs,
 };
 
 /// What running pods as other users takes (pod-host/src/isolation.rs):
@@ -146,11 +146,16 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
             &sts["spec"]["selector"]["matchLabels"],
             &sts["spec"]["template"]["metadata"]["labels"]
         ),
-        "{ctx}: StatefulSet selector does not match its pods"
+        "{ctx}: the workload's selector does not match its pods"
     );
+    // A StatefulSet names its governing Service; a Deployment's Service
+    // carries the Deployment's name.
     let svc = r.get(
         "Service",
-        sts["spec"]["serviceName"].as_str().expect("serviceName"),
+        sts["spec"]["serviceName"]
+            .as_str()
+            .or(sts["metadata"]["name"].as_str())
+            .expect("serviceName or name"),
     );
     assert!(
         selects(
@@ -176,48 +181,63 @@ fn check_server_container(r: &Rendered, sts: &Value, name: &str) -> u16 {
         "{ctx}: targetPort"
     );
 
-    assert!(
-        r.objects.iter().all(|o| !o.to_string().contains("$(")),
-        "{}: $(VAR) expansion is used; run_from_manifests does not emulate it",
-        r.name
-    );
+    check_var_refs(r, c, &ctx);
     port
 }
 
+/// `$(VAR)` appears only in env values and names a variable defined
+/// earlier in the same container: Kubernetes expands nothing else (a
+/// wrong or later name would reach the binary literally), and that is
+/// what run_from_manifests emulates.
+fn check_var_refs(r: &Rendered, c: &Value, ctx: &str) {
+    let mut defined: Vec<&str> = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        for var in var_refs(e["value"].as_str().unwrap_or_default()) {
+            assert!(
+                defined.contains(&var.as_str()),
+                "{ctx}: env {} uses $({var}), which is not defined before it",
+                e["name"]
+            );
+        }
+        defined.push(e["name"].as_str().expect("env name"));
+    }
+    for o in &r.objects {
+        let mut text = o.clone();
+        for c in text["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            c["env"] = Value::Null;
+        }
+        assert!(
+            !text.to_string().contains("$("),
+            "{}: $(VAR) outside a container's env in {}",
+            r.name,
+            o["metadata"]["name"]
+        );
+    }
+}
+
+/// The pod-host fence timeout a container sets (5000 ms when it leaves
+/// the default).
+pub(super) fn fence_ms(c: &Value) -> u64 {
+    setting(c, "fence-timeout-ms").map_or(5000, |v| v.parse::<u64>().expect("ms"))
+}
+
 #[test]
-fn central_manager_is_one_replica_with_its_database_on_a_volume() {
+fn central_manager_finds_the_pod_hosts_and_on_sqlite_is_one_replica_on_a_volume() {
+    let mut sqlite = 0;
     for r in Rendered::all() {
-        let sts = r.get("StatefulSet", CENTRAL);
+        let w = r.central();
         let ctx = format!("{}: central-manager", r.name);
-        check_server_container(&r, sts, CENTRAL_CONTAINER);
-        assert_eq!(sts["spec"]["replicas"], 1, "{ctx}: SQLite has one writer");
+        check_server_container(&r, w, CENTRAL_CONTAINER);
         assert_eq!(
             r.get("Service", CENTRAL)["spec"]["type"],
             "ClusterIP",
             "{ctx}: Service type"
         );
-
-        let c = container(sts, CENTRAL_CONTAINER);
-        let url = setting(c, "database-url").unwrap_or_else(|| panic!("{ctx}: no --database-url"));
-        let path = url
-            .strip_prefix("sqlite://")
-            .and_then(|p| p.split('?').next())
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or_else(|| panic!("{ctx}: {url} is not an absolute sqlite:// path"));
-        let (m, vol) = mount_for(sts, c, path);
-        assert!(
-            vol["spec"]["accessModes"].is_array(),
-            "{ctx}: the database ({path}) is not on a PersistentVolumeClaim"
-        );
-        assert!(m["readOnly"] != true, "{ctx}: database volume is read-only");
-        assert_eq!(
-            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain",
-            "{ctx}: deleting the StatefulSet must keep the database"
-        );
-        assert!(
-            pod_spec(sts)["securityContext"]["fsGroup"].is_u64(),
-            "{ctx}: fsGroup for the volume"
-        );
+        let c = container(w, CENTRAL_CONTAINER);
 
         // --pod-host-dns names the pod-host headless Service and its port.
         let dns = setting(c, "pod-host-dns").unwrap_or_else(|| panic!("{ctx}: no --pod-host-dns"));
@@ -243,14 +263,41 @@ fn central_manager_is_one_replica_with_its_database_on_a_volume() {
         // Central's fence timeout is at least the pod-hosts' (docs/api.md: it
         // waits for the larger anyway; equal values make that explicit).
         let host_c = container(r.get("StatefulSet", POD_HOST), POD_HOST_CONTAINER);
-        let fence = |c: &Value| {
-            setting(c, "fence-timeout-ms").map_or(5000, |v| v.parse::<u64>().expect("ms"))
-        };
         assert!(
-            fence(c) >= fence(host_c),
+            fence_ms(c) >= fence_ms(host_c),
             "{ctx}: fence timeout below the pod-hosts'"
         );
+
+        if r.replicated() {
+            continue; // PostgreSQL replicas: replicas.rs
+        }
+        sqlite += 1;
+        let sts = w;
+        assert_eq!(sts["kind"], "StatefulSet", "{ctx}: SQLite in a StatefulSet");
+        assert_eq!(sts["spec"]["replicas"], 1, "{ctx}: SQLite has one writer");
+        let url = setting(c, "database-url").unwrap_or_else(|| panic!("{ctx}: no --database-url"));
+        let path = url
+            .strip_prefix("sqlite://")
+            .and_then(|p| p.split('?').next())
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or_else(|| panic!("{ctx}: {url} is not an absolute sqlite:// path"));
+        let (m, vol) = mount_for(sts, c, path);
+        assert!(
+            vol["spec"]["accessModes"].is_array(),
+            "{ctx}: the database ({path}) is not on a PersistentVolumeClaim"
+        );
+        assert!(m["readOnly"] != true, "{ctx}: database volume is read-only");
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain",
+            "{ctx}: deleting the StatefulSet must keep the database"
+        );
+        assert!(
+            pod_spec(sts)["securityContext"]["fsGroup"].is_u64(),
+            "{ctx}: fsGroup for the volume"
+        );
     }
+    // base, dev and production stay on SQLite for small installs.
+    assert!(sqlite >= 3, "only {sqlite} kustomizations on SQLite");
 }
 
 #[test]
@@ -347,7 +394,7 @@ fn pod_hosts_are_a_headless_statefulset_with_templates_and_scratch_space() {
 fn check_network_policy(r: &Rendered, port: u16) {
     let ctx = format!("{}: NetworkPolicy", r.name);
     let host_labels = &r.get("StatefulSet", POD_HOST)["spec"]["template"]["metadata"]["labels"];
-    let central_labels = &r.get("StatefulSet", CENTRAL)["spec"]["template"]["metadata"]["labels"];
+    let central_labels = &r.central()["spec"]["template"]["metadata"]["labels"];
     let policies: Vec<&Value> = r
         .of_kind("NetworkPolicy")
         .into_iter()

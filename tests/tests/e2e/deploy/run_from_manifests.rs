@@ -9,14 +9,19 @@
 //! - `0.0.0.0:PORT` listen addresses become `127.0.0.1:0`;
 //! - the pod-host headless Service name becomes `localhost:<the pod-host's
 //!   port>`, a name that resolves here;
-//! - downward-API env (`fieldRef`) gets what Kubernetes would put there;
+//! - downward-API env (`fieldRef`) gets what Kubernetes would put there
+//!   (the pod IP is 127.0.0.1), and `$(VAR)` in env values is expanded from
+//!   the variables before it, as Kubernetes does;
+//! - a central-manager whose database URL comes from a Secret (the
+//!   replicated overlay: PostgreSQL) gets a fresh database on a private
+//!   PostgreSQL server the test starts (tests/pg-harness);
 //! - the Secrets the production overlay names get real certificates (one CA
 //!   for all, as one cert-manager issuer would) and a token file, with the
 //!   volume's `defaultMode`, and the servers are reached the way their
 //!   settings say (TLS, a token, the plaintext health port for probes).
 //!
 //! Anything else the manifests use that this emulation does not know (an
-//! unknown Secret, `$(VAR)` expansion, another fieldRef) fails the test, and so does
+//! unknown Secret or key, another fieldRef) fails the test, and so does
 //! a flag the binary rejects (it exits before announcing its address) or an
 //! `IPA_*` variable its `--help` does not document (clap ignores unknown
 //! variables, so starting alone would not catch a typo).
@@ -35,8 +40,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use super::manifests::{
-    CENTRAL, CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, pod_spec,
-    setting, strings,
+    CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, pod_spec, setting,
+    strings, var_refs,
 };
 use super::secrets::{Secrets, client_auth, logged_health_addr};
 
@@ -50,6 +55,8 @@ struct Invocation {
     bin: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Env vars that only feed `$(VAR)` in later ones (not flags).
+    expansion_only: Vec<String>,
     /// mountPath → temp dir; kept alive with the process.
     mounts: Vec<(String, TempDir)>,
     /// The working dir: stands in for the read-only root filesystem.
@@ -100,17 +107,18 @@ fn loopback_listen(s: &str) -> String {
 }
 
 impl Invocation {
-    /// Builds the invocation of `container_name` in StatefulSet `sts`;
-    /// `extra` adds name rewrites (the pod-host Service → its address).
+    /// Builds the invocation of `container_name` in workload `sts` (a
+    /// StatefulSet or a Deployment); `extra` adds name rewrites (the
+    /// pod-host Service → its address).
     fn from_manifests(
         r: &Rendered,
-        sts_name: &str,
+        sts: &Value,
         container_name: &str,
         extra: &[(String, String)],
         secrets: &Secrets,
     ) -> Self {
+        let sts_name = sts["metadata"]["name"].as_str().expect("name");
         let ctx = format!("{}: {sts_name}/{container_name}", r.name);
-        let sts = r.get("StatefulSet", sts_name);
         let c = container(sts, container_name);
         assert!(c["envFrom"].is_null(), "{ctx}: envFrom is not emulated");
 
@@ -221,23 +229,47 @@ impl Invocation {
 
         let fix = |v: &str| loopback_listen(&rewrite(v, &rules));
         let args = strings(&c["args"]).iter().map(|a| fix(a)).collect();
-        let pod_name = format!("{sts_name}-0");
-        let mut env = Vec::new();
+        // A StatefulSet's pods are NAME-ORDINAL, a Deployment's
+        // NAME-TEMPLATEHASH-SUFFIX.
+        let pod_name = if sts["kind"] == "Deployment" {
+            format!("{sts_name}-7d9c5b8f4-x2k8q")
+        } else {
+            format!("{sts_name}-0")
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut expansion_only = Vec::new();
         for e in c["env"].as_array().into_iter().flatten() {
             let name = e["name"].as_str().expect("env name").to_owned();
             let value = if let Some(v) = e["value"].as_str() {
-                fix(v)
+                let mut v = fix(v);
+                for var in var_refs(&v) {
+                    let (_, val) = env
+                        .iter()
+                        .find(|(k, _)| *k == var)
+                        .unwrap_or_else(|| panic!("{ctx}: env {name} uses undefined $({var})"));
+                    v = v.replace(&format!("$({var})"), val);
+                    expansion_only.push(var);
+                }
+                v
             } else if let Some(field) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 match field {
                     "metadata.name" => pod_name.clone(),
                     "metadata.namespace" => r.namespace(),
+                    "status.podIP" => "127.0.0.1".to_owned(),
                     other => panic!("{ctx}: env {name} from fieldRef {other} is not emulated"),
                 }
+            } else if let Some(secret) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                let key = e["valueFrom"]["secretKeyRef"]["key"]
+                    .as_str()
+                    .expect("secretKeyRef key");
+                secrets.value(secret, key, &ctx)
             } else {
                 panic!("{ctx}: env {name} has a source that is not emulated: {e}");
             };
             env.push((name, value));
         }
+        // Only those never read as a flag themselves.
+        expansion_only.retain(|v| !v.starts_with("IPA_"));
         let termination_grace = Duration::from_secs(
             pod_spec(sts)["terminationGracePeriodSeconds"]
                 .as_u64()
@@ -247,6 +279,7 @@ impl Invocation {
             bin,
             args,
             env,
+            expansion_only,
             mounts,
             root: tempfile::tempdir().expect("tempdir"),
             termination_grace,
@@ -262,7 +295,7 @@ impl Invocation {
         assert!(out.status.success(), "{} --help failed", self.bin);
         let help = String::from_utf8_lossy(&out.stdout);
         for (name, _) in &self.env {
-            if is_external_env(name) {
+            if is_external_env(name) || self.expansion_only.contains(name) {
                 continue;
             }
             assert!(
@@ -392,11 +425,11 @@ async fn sigterm_exits_cleanly(p: &mut ServerProcess, inv: &Invocation) {
 /// One kustomization: pod-host, then central-manager pointed at it through
 /// the rewritten `--pod-host-dns`; both healthy; both stop on SIGTERM.
 async fn run_pair(r: &Rendered) {
-    let secrets = Secrets::new();
-    let host_inv = Invocation::from_manifests(r, POD_HOST, POD_HOST_CONTAINER, &[], &secrets);
+    let secrets = Secrets::new(r.replicated());
+    let host_sts = r.get("StatefulSet", POD_HOST);
+    let host_inv = Invocation::from_manifests(r, host_sts, POD_HOST_CONTAINER, &[], &secrets);
     let mut host = host_inv.start().await;
     wait_serving(&host, &host_inv).await;
-    let host_sts = r.get("StatefulSet", POD_HOST);
     host_inv.assert_log_format(&host, container(host_sts, POD_HOST_CONTAINER));
 
     // The headless Service's DNS name, short or qualified → a name that
@@ -412,7 +445,8 @@ async fn run_pair(r: &Rendered) {
         format!("{POD_HOST}:{port}"),
     ];
     let extra: Vec<(String, String)> = names.iter().map(|n| (n.clone(), to.clone())).collect();
-    let central_inv = Invocation::from_manifests(r, CENTRAL, CENTRAL_CONTAINER, &extra, &secrets);
+    let central_w = r.central();
+    let central_inv = Invocation::from_manifests(r, central_w, CENTRAL_CONTAINER, &extra, &secrets);
     assert!(
         central_inv
             .args
@@ -458,27 +492,30 @@ async fn run_pair(r: &Rendered) {
         }
     })
     .await;
-    let central_sts = r.get("StatefulSet", CENTRAL);
-    central_inv.assert_log_format(&central, container(central_sts, CENTRAL_CONTAINER));
-
-    // The database was created on the PersistentVolumeClaim's mount.
-    let claim = &central_sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"];
-    let claim_path = container(central_sts, CENTRAL_CONTAINER)["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == *claim)
-        .and_then(|m| m["mountPath"].as_str())
-        .expect("claim mount");
-    let db_dir = central_inv.mount(claim_path);
-    assert!(
-        std::fs::read_dir(db_dir)
-            .expect("read db dir")
-            .next()
-            .is_some(),
-        "{}: central-manager wrote nothing to its database volume",
-        r.name
-    );
+    central_inv.assert_log_format(&central, container(central_w, CENTRAL_CONTAINER));
+    if r.replicated() {
+        // The schema was migrated into the Secret's database.
+        secrets.assert_database_migrated(&r.name);
+    } else {
+        // The database was created on the PersistentVolumeClaim's mount.
+        let claim = &central_w["spec"]["volumeClaimTemplates"][0]["metadata"]["name"];
+        let claim_path = container(central_w, CENTRAL_CONTAINER)["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == *claim)
+            .and_then(|m| m["mountPath"].as_str())
+            .expect("claim mount");
+        let db_dir = central_inv.mount(claim_path);
+        assert!(
+            std::fs::read_dir(db_dir)
+                .expect("read db dir")
+                .next()
+                .is_some(),
+            "{}: central-manager wrote nothing to its database volume",
+            r.name
+        );
+    }
 
     sigterm_exits_cleanly(&mut central, &central_inv).await;
     sigterm_exits_cleanly(&mut host, &host_inv).await;

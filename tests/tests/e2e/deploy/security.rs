@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use super::manifests::{
-    CENTRAL, CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, mount_for,
-    port_of, selects, setting, strings,
+    CENTRAL_CONTAINER, POD_HOST, POD_HOST_CONTAINER, Rendered, container, mount_for, port_of,
+    selects, setting, strings,
 };
 
 /// Only labelled clients (and Prometheus, on the metrics port) may open
@@ -17,7 +17,7 @@ use super::manifests::{
 fn central_managers_api_is_closed_to_unlabelled_pods() {
     for r in Rendered::all() {
         let ctx = format!("{}: central-manager NetworkPolicy", r.name);
-        let sts = r.get("StatefulSet", CENTRAL);
+        let sts = r.central();
         let labels = &sts["spec"]["template"]["metadata"]["labels"];
         let api = u64::from(port_of(
             &setting(container(sts, CENTRAL_CONTAINER), "listen").expect("--listen"),
@@ -86,8 +86,15 @@ fn secret_of<'a>(r: &Rendered, sts: &'a Value, c: &'a Value, flag: &str) -> &'a 
 
 #[test]
 fn production_runs_mutual_tls_tokens_and_pods_apart() {
-    let r = Rendered::render("production");
-    let central = r.get("StatefulSet", CENTRAL);
+    // The replicated overlay is production with central-manager as
+    // replicas: the same trust boundary.
+    for name in ["production", "replicated"] {
+        production_security(&Rendered::render(name));
+    }
+}
+
+fn production_security(r: &Rendered) {
+    let central = r.central();
     let c = container(central, CENTRAL_CONTAINER);
     for flag in [
         "tls-cert",
@@ -97,38 +104,50 @@ fn production_runs_mutual_tls_tokens_and_pods_apart() {
         "pod-host-client-cert",
         "pod-host-client-key",
     ] {
-        secret_of(&r, central, c, flag);
+        secret_of(r, central, c, flag);
     }
     assert!(
         setting(c, "health-listen").is_some(),
-        "central probes need the health port"
+        "{}: central probes need the health port",
+        r.name
     );
 
     let host = r.get("StatefulSet", POD_HOST);
     let h = container(host, POD_HOST_CONTAINER);
     for flag in ["tls-cert", "tls-key", "client-ca"] {
-        let v = secret_of(&r, host, h, flag);
+        let v = secret_of(r, host, h, flag);
         // Pods run in this container as other users: the key is root's.
         assert_eq!(
             v["secret"]["defaultMode"].as_u64(),
             Some(0o400),
-            "production: pod-host Secret readable beyond root"
+            "{}: pod-host Secret readable beyond root",
+            r.name
         );
     }
     let allowed = setting(h, "allowed-client").expect("--allowed-client");
     assert!(
         !allowed.trim().is_empty(),
-        "production: any certificate may call pod-hosts"
+        "{}: any certificate may call pod-hosts",
+        r.name
     );
     assert!(
         setting(h, "pod-uid-range").is_some() || setting(h, "pod-user").is_some(),
-        "production: pods run as the pod-host's user"
+        "{}: pods run as the pod-host's user",
+        r.name
     );
     // Central dials the pod-hosts by the name their certificate carries.
     let dns = setting(c, "pod-host-dns").expect("--pod-host-dns");
-    assert!(dns.starts_with(&format!("{POD_HOST}:")), "{dns}");
+    assert!(
+        dns.starts_with(&format!("{POD_HOST}:")),
+        "{}: {dns}",
+        r.name
+    );
 
     // Root with capabilities is "baseline": the namespace must admit it.
     let ns = &r.of_kind("Namespace")[0]["metadata"]["labels"];
-    assert_eq!(ns["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(
+        ns["pod-security.kubernetes.io/enforce"], "baseline",
+        "{}: namespace admits the pod-hosts",
+        r.name
+    );
 }

@@ -14,6 +14,7 @@ mod freeze;
 mod host_loss;
 mod partition;
 mod postgres;
+mod postgres_tls;
 mod queue;
 mod races;
 mod rpcs;
