@@ -1,6 +1,8 @@
 //! The tonic handlers of `ipa.v1.PodHost`: validate the request into domain
 //! types, call the supervisor, convert back. Every call from central also
-//! counts as contact for self-fencing.
+//! counts as contact for self-fencing, except a StartPod or StopPod from a
+//! deposed leader (an epoch older than the newest seen, `crate::epoch`),
+//! which is refused before anything else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tracing::Instrument;
 
 use crate::connect::Sessions;
 use crate::convert;
+use crate::epoch::Call;
 use crate::error::{HostError, quote};
 use crate::fence::Proof;
 use crate::logs::{LogReader, MAX_TAIL_LINES};
@@ -154,7 +157,12 @@ impl PodHost for Api {
         request: Request<pb::HostStartPodRequest>,
     ) -> Result<Response<pb::HostStartPodResponse>, Status> {
         let r = request.into_inner();
-        let span = tracing::info_span!("StartPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, correlation_id = %r.correlation_id);
+        let span = tracing::info_span!("StartPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, correlation_id = %r.correlation_id, epoch = r.epoch);
+        span.in_scope(|| {
+            self.sessions
+                .leadership()
+                .admit_command(Call::StartPod, r.epoch)
+        })?;
         self.sup.contact(self.sup.proof(r.echo_host_clock_ms));
         // A start held up in the network past central's fence deadline
         // must not run (crate::fence: the lease).
@@ -180,7 +188,12 @@ impl PodHost for Api {
         request: Request<pb::HostStopPodRequest>,
     ) -> Result<Response<pb::HostStopPodResponse>, Status> {
         let r = request.into_inner();
-        let span = tracing::info_span!("StopPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, reason = %r.reason);
+        let span = tracing::info_span!("StopPod", task_id = %r.task_id, pod_id = %r.pod_id, generation = r.generation, reason = %r.reason, epoch = r.epoch);
+        span.in_scope(|| {
+            self.sessions
+                .leadership()
+                .admit_command(Call::StopPod, r.epoch)
+        })?;
         self.sup.contact(Proof::Arrival);
         let spec = stop_spec(&r)?;
         let sup = self.sup.clone();
@@ -213,7 +226,8 @@ impl PodHost for Api {
             .map(|c| c.principal.clone());
         let stream = self
             .sessions
-            .open(request.into_inner(), client.as_deref())?;
+            .open(request.into_inner(), client.as_deref())
+            .await?;
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -1,29 +1,36 @@
 //! The Connect session: the supervision stream to central-manager.
 //!
-//! On open the host sends its HostHello at once (snapshot of every pod,
-//! exited-but-unacknowledged ones included, and `last_seq`), then waits for
-//! the central's first message. A CentralHello sets the heartbeat interval
-//! and the replay point: when its `known_boot_id` is this boot, events after
-//! its `acked_seq` are replayed (and everything up to it counts as
-//! acknowledged); otherwise the whole unacknowledged buffer is. After that
-//! the session sends heartbeats every interval and each new event as it is
-//! issued, in sequence order, from the same buffer, so replay and live
-//! events are one path and an event can neither be skipped nor reordered.
+//! On open the host first reads the central's first message (central sends
+//! its CentralHello without waiting for the host's): its `epoch` decides
+//! whether the Connect is accepted at all (`crate::epoch`; a stale one is
+//! refused with STALE_EPOCH before anything is sent or changed). Then the
+//! host sends its HostHello (snapshot of every pod, exited-but-unacknowledged
+//! ones included, and `last_seq`). A CentralHello sets the heartbeat
+//! interval and the replay point: when its `known_boot_id` is this boot,
+//! events after its `acked_seq` are replayed (and everything up to it
+//! counts as acknowledged); otherwise the whole unacknowledged buffer is.
+//! After that the session sends heartbeats every interval and each new
+//! event as it is issued, in sequence order, from the same buffer, so
+//! replay and live events are one path and an event can neither be skipped
+//! nor reordered.
 //!
 //! Every message received counts as contact for self-fencing (checked for a
 //! missed deadline first, see `fence`). Acks drop events from the buffer.
+//! Once a newer leader epoch was seen the session is stale: it ends, and
+//! nothing it still delivers counts as contact or acks anything.
 //!
-//! Only one session at a time: a new Connect cancels the previous one
+//! Only one session at a time: an accepted Connect cancels the previous one
 //! (its response stream ends), so a reconnecting central never competes with
 //! its own half-dead stream. With `--client-ca` only an allowed client gets
 //! this far (`gate`), and a Connect without a verified identity is refused
 //! here too, before it can touch the current session: a rogue stream could
 //! otherwise keep the fence timer fresh or ack away pod exits.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use ipa_proto::time::timestamp;
 use ipa_proto::v1 as pb;
 use pb::central_message::Msg as CentralMsg;
@@ -33,10 +40,12 @@ use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::Instrument;
 
 use crate::convert;
+use crate::epoch::{Leadership, Session};
+use crate::error::HostError;
 use crate::fence::Proof;
 use crate::pods::Supervisor;
 
@@ -48,6 +57,10 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 /// lost.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// How long a Connect may take to deliver the central's first message
+/// (central queues it before the call even opens).
+pub const HELLO_WAIT: Duration = Duration::from_secs(10);
 
 /// Outbound messages buffered per session before the session waits for the
 /// central to read (HTTP/2 flow control does the rest).
@@ -91,12 +104,12 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// The current session, if any.
+/// The current session, if any, and the highest leader epoch seen.
 pub struct Sessions {
     sup: Arc<Supervisor>,
     /// `--client-ca`: a Connect must come with a verified identity.
     require_identity: bool,
-    current: Mutex<Option<(u64, CancellationToken)>>,
+    lead: Leadership,
     next_id: AtomicU64,
     /// Highest event sequence written to the current session's stream.
     sent: watch::Sender<u64>,
@@ -110,7 +123,7 @@ impl Sessions {
         Self {
             sup,
             require_identity: false,
-            current: Mutex::new(None),
+            lead: Leadership::default(),
             next_id: AtomicU64::new(1),
             sent: watch::channel(0).0,
             shutdown,
@@ -124,50 +137,93 @@ impl Sessions {
         self
     }
 
+    /// The leader epochs seen (StartPod and StopPod are checked here too).
+    pub fn leadership(&self) -> &Leadership {
+        &self.lead
+    }
+
     /// Starts a session on a new Connect stream from `client` (the verified
-    /// certificate's principal, if any), replacing any previous one. Without
-    /// an identity where one is required it is refused and the current
+    /// certificate's principal, if any), replacing any previous one, once
+    /// the central's first message arrived. Without an identity where one
+    /// is required, or with a stale epoch, it is refused and the current
     /// session carries on.
-    pub fn open(
+    pub async fn open<S>(
         self: &Arc<Self>,
-        inbound: Streaming<pb::CentralMessage>,
+        mut inbound: S,
         client: Option<&str>,
-    ) -> Result<HostStream, crate::error::HostError> {
+    ) -> Result<HostStream, Status>
+    where
+        S: Stream<Item = Result<pb::CentralMessage, Status>> + Send + Unpin + 'static,
+    {
         if self.require_identity && client.is_none() {
             tracing::warn!("Connect without a verified client certificate refused");
-            return Err(crate::error::HostError::Unauthenticated(
+            return Err(HostError::Unauthenticated(
                 "Connect requires a client certificate from this pod-host's --client-ca".into(),
-            ));
+            )
+            .into());
         }
+        let first = tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(HostError::ShuttingDown.into()),
+            m = tokio::time::timeout(HELLO_WAIT, inbound.next()) => m,
+        };
+        let first = match first {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                tracing::info!(status = %e, "Connect stream failed before the central's hello");
+                return Err(e);
+            }
+            Ok(None) => {
+                return Err(HostError::invalid(
+                    "hello",
+                    "the Connect stream ended before the central's first message",
+                )
+                .into());
+            }
+            Err(_) => {
+                return Err(HostError::invalid(
+                    "hello",
+                    format!(
+                        "no message from the central within {} ms of the Connect",
+                        HELLO_WAIT.as_millis()
+                    ),
+                )
+                .into());
+            }
+        };
+        // Not a hello: an older or confused central; epoch 0, the oldest.
+        let epoch = match &first.msg {
+            Some(CentralMsg::Hello(h)) => h.epoch,
+            _ => 0,
+        };
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = self.shutdown.child_token();
-        let previous = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace((id, cancel.clone()));
-        if let Some((old, token)) = previous {
+        let previous = self.lead.admit_session(Session {
+            id,
+            epoch,
+            cancel: cancel.clone(),
+        })?;
+        if let Some(old) = previous {
             tracing::info!(
-                old_session = old,
+                old_session = old.id,
+                old_epoch = old.epoch,
                 session = id,
+                epoch,
                 client = client.unwrap_or("-"),
                 "new Connect replaces the previous session"
             );
-            token.cancel();
         }
+        self.sup.contact(Proof::Arrival);
         let this = self.clone();
         self.tracker.spawn(
             async move {
-                this.run(inbound, tx, cancel).await;
-                let mut cur = this.current.lock().unwrap_or_else(|e| e.into_inner());
-                if cur.as_ref().is_some_and(|(i, _)| *i == id) {
-                    *cur = None;
-                }
+                this.run(first, inbound, epoch, tx, cancel).await;
+                this.lead.end(id);
             }
             .instrument(tracing::info_span!(
                 "connect",
                 session = id,
+                epoch,
                 client = client.unwrap_or("-")
             )),
         );
@@ -176,10 +232,7 @@ impl Sessions {
 
     /// Whether a central is connected.
     pub fn active(&self) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.lead.active()
     }
 
     /// Waits (up to `limit`) until every issued event was written to the
@@ -193,12 +246,19 @@ impl Sessions {
         let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s >= last)).await;
     }
 
-    async fn run(
+    /// The session after the central's `first` message (already counted
+    /// as contact): hello, replay, then heartbeats, events and whatever
+    /// central sends, until it ends, is replaced or its `epoch` is stale.
+    async fn run<S>(
         &self,
-        mut inbound: Streaming<pb::CentralMessage>,
+        first: pb::CentralMessage,
+        mut inbound: S,
+        epoch: u64,
         tx: mpsc::Sender<Result<pb::HostMessage, Status>>,
         cancel: CancellationToken,
-    ) {
+    ) where
+        S: Stream<Item = Result<pb::CentralMessage, Status>> + Unpin,
+    {
         let sup = &self.sup;
         let out = Out {
             tx: &tx,
@@ -209,19 +269,9 @@ impl Sessions {
         }
 
         // The central's first message decides replay and heartbeat.
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            m = inbound.message() => m,
-        };
-        let first = match first {
-            Ok(Some(m)) => m,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::info!(status = %e, "Connect stream failed before the central's hello");
-                return;
-            }
-        };
-        sup.contact(Proof::Arrival);
+        if !self.stale_check(epoch) {
+            return;
+        }
         let (mut cursor, interval) = match first.msg {
             Some(CentralMsg::Hello(h)) => {
                 let interval = match h.heartbeat_interval_ms {
@@ -237,6 +287,7 @@ impl Sessions {
                 };
                 tracing::info!(
                     central_id = %h.central_id,
+                    epoch,
                     heartbeat_ms = interval.as_millis() as u64,
                     replay_after = cursor,
                     same_boot = h.known_boot_id == sup.boot_id(),
@@ -262,8 +313,12 @@ impl Sessions {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                m = inbound.message() => match m {
-                    Ok(Some(m)) => {
+                m = inbound.next() => match m {
+                    Some(Ok(m)) => {
+                        // A deposed leader's messages prove nothing.
+                        if !self.stale_check(epoch) {
+                            return;
+                        }
                         // Only a ping's echo moves the lease (crate::fence).
                         let proof = match &m.msg {
                             Some(CentralMsg::Ping(p)) => sup.proof(p.echo_host_clock_ms),
@@ -278,11 +333,11 @@ impl Sessions {
                             }
                         }
                     }
-                    Ok(None) => {
+                    None => {
                         tracing::info!("central closed the Connect stream");
                         return;
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         tracing::info!(status = %e, "Connect stream failed");
                         return;
                     }
@@ -314,6 +369,20 @@ impl Sessions {
                 }
             }
         }
+    }
+
+    /// Whether a session of `epoch` may still act; logs its end when a
+    /// newer epoch was seen (the session is being cancelled already).
+    fn stale_check(&self, epoch: u64) -> bool {
+        let current = self.lead.is_current(epoch);
+        if !current {
+            tracing::info!(
+                epoch,
+                newest = self.lead.highest(),
+                "a newer leader epoch was seen: this session's messages no longer count; ending it"
+            );
+        }
+        current
     }
 
     fn hello(&self) -> pb::HostHello {
@@ -352,6 +421,9 @@ impl Out<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod epoch_tests;
 
 #[cfg(test)]
 mod tests {

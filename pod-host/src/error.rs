@@ -35,6 +35,13 @@ pub enum HostError {
     /// `crate::fence`): nothing is started.
     #[error("{0}")]
     LeaseExpired(String),
+    /// A Connect or command from a central-manager whose leader epoch is
+    /// older than the newest this pod-host has seen (see `crate::epoch`):
+    /// nothing is started, stopped or replaced.
+    #[error(
+        "epoch {epoch} is older than epoch {newest}, the newest this pod-host has seen (a deposed leader)"
+    )]
+    StaleEpoch { epoch: u64, newest: u64 },
     /// `--client-ca` is set and the call came without a verified client
     /// certificate.
     #[error("{0}")]
@@ -76,6 +83,7 @@ impl HostError {
             Self::ShuttingDown => ErrorReason::ShuttingDown,
             Self::SpawnFailed(_) => ErrorReason::SpawnFailed,
             Self::LeaseExpired(_) => ErrorReason::LeaseExpired,
+            Self::StaleEpoch { .. } => ErrorReason::StaleEpoch,
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::Internal => ErrorReason::Internal,
@@ -124,5 +132,18 @@ mod tests {
         let s: Status = HostError::PodNotFound("no pod x".into()).into();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(ipa_proto::reason_of(&s), Some(ErrorReason::PodNotFound));
+        let s: Status = HostError::StaleEpoch {
+            epoch: 1,
+            newest: 2,
+        }
+        .into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(
+            s.message()
+                .starts_with("STALE_EPOCH: epoch 1 is older than epoch 2"),
+            "{}",
+            s.message()
+        );
+        assert_eq!(ipa_proto::reason_of(&s), Some(ErrorReason::StaleEpoch));
     }
 }

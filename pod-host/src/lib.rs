@@ -9,7 +9,8 @@
 //!   [`status`] the fd-3 status lines;
 //! - [`metrics`] the Prometheus metrics (`--metrics-listen`);
 //! - [`events`] sequence numbers and the replay buffer; [`connect`] the
-//!   Connect session; [`fence`] self-fencing;
+//!   Connect session; [`fence`] self-fencing; [`epoch`] leader-epoch
+//!   fencing of a deposed central-manager;
 //! - [`gate`] who may call (`--client-ca`, `--allowed-client`);
 //!   [`isolation`] pods as other users (`--pod-user`, `--pod-uid-range`);
 //! - [`api`] thin tonic handlers, [`convert`] domain → proto, [`error`] the
@@ -22,6 +23,7 @@ pub mod api;
 pub mod config;
 pub mod connect;
 pub mod convert;
+pub mod epoch;
 pub mod error;
 pub mod events;
 pub mod fence;

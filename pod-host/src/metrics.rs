@@ -1,7 +1,7 @@
 //! The pod-host's metrics (served on `--metrics-listen`, see the README
 //! "Observability"): gRPC calls (by `ipa_common::grpc::ObserveLayer`), pods
-//! started and ended by outcome as they happen, and at each scrape the pods
-//! running and the capacity. One process-wide set, so the pod table counts
+//! started and ended by outcome as they happen, calls refused for a stale
+//! leader epoch, and at each scrape the pods running and the capacity. One process-wide set, so the pod table counts
 //! with one line; counting is an atomic add and nothing is served unless
 //! asked.
 
@@ -23,6 +23,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    call: &'static str,
+}
+
 /// Every metric of the process.
 pub struct HostMetrics {
     registry: Registry,
@@ -30,6 +35,7 @@ pub struct HostMetrics {
     pod_starts: Counter,
     pod_exits: Family<OutcomeLabels, Counter>,
     pod_crashes: Counter,
+    stale_epoch: Family<CallLabels, Counter>,
     running_pods: Gauge,
     capacity: Gauge,
 }
@@ -49,6 +55,7 @@ impl HostMetrics {
             pod_starts: Counter::default(),
             pod_exits: Family::default(),
             pod_crashes: Counter::default(),
+            stale_epoch: Family::default(),
             running_pods: Gauge::default(),
             capacity: Gauge::default(),
             registry: Registry::default(),
@@ -67,6 +74,11 @@ impl HostMetrics {
             "ipa_pod_crashes",
             "Pods that ended on their own with a non-zero code or a signal",
             m.pod_crashes.clone(),
+        );
+        r.register(
+            "ipa_pod_host_stale_epoch",
+            "Calls refused with STALE_EPOCH (from a central-manager older than the newest leader epoch seen), by call: Connect, StartPod, StopPod",
+            m.stale_epoch.clone(),
         );
         r.register(
             "ipa_running_pods",
@@ -135,6 +147,14 @@ pub fn spawn_failed() {
         .get_or_create(&OutcomeLabels {
             outcome: "spawn_failed",
         })
+        .inc();
+}
+
+/// A `call` (Connect, StartPod, StopPod) was refused with STALE_EPOCH.
+pub fn stale_epoch(call: &'static str) {
+    metrics()
+        .stale_epoch
+        .get_or_create(&CallLabels { call })
         .inc();
 }
 

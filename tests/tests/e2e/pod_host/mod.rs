@@ -5,6 +5,7 @@
 //! talks to it through the generated client.
 
 mod demo;
+mod epoch;
 mod hygiene;
 mod lease;
 mod lifecycle;

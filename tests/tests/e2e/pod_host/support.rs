@@ -285,14 +285,28 @@ impl Central {
         acked_seq: u64,
         heartbeat_interval_ms: u32,
     ) -> Self {
+        Self::try_connect(client, known_boot_id, acked_seq, heartbeat_interval_ms, 0)
+            .await
+            .expect("Connect")
+    }
+
+    /// A Connect as the leader of `epoch`: the call's error when the
+    /// pod-host refuses it (`STALE_EPOCH`).
+    pub async fn try_connect(
+        client: &PodHostClient<Channel>,
+        known_boot_id: &str,
+        acked_seq: u64,
+        heartbeat_interval_ms: u32,
+        epoch: u64,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         tx.send(pb::CentralMessage {
             msg: Some(CMsg::Hello(pb::CentralHello {
                 heartbeat_interval_ms,
                 known_boot_id: known_boot_id.to_owned(),
                 acked_seq,
-                central_id: "test-central".to_owned(),
-                epoch: 0,
+                central_id: format!("test-central-{epoch}"),
+                epoch,
             })),
         })
         .await
@@ -300,8 +314,7 @@ impl Central {
         let mut rx = client
             .clone()
             .connect(ReceiverStream::new(rx))
-            .await
-            .expect("Connect")
+            .await?
             .into_inner();
         let first = tokio::time::timeout(DEADLINE, rx.message())
             .await
@@ -311,11 +324,11 @@ impl Central {
         let Some(HMsg::Hello(hello)) = first.msg else {
             panic!("first message is not a hello: {first:?}");
         };
-        Self {
+        Ok(Self {
             tx: Some(tx),
             rx,
             hello,
-        }
+        })
     }
 
     /// The next message, or `None` when the stream ended.

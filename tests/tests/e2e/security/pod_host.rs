@@ -22,7 +22,8 @@ async fn rogue_connect(addr: std::net::SocketAddr, auth: &ClientAuth) -> Result<
             known_boot_id: String::new(),
             acked_seq: u64::MAX,
             central_id: "rogue".into(),
-            epoch: 0,
+            // Even the newest epoch: refused for who it is, not its epoch.
+            epoch: u64::MAX,
         })),
     })
     .await
