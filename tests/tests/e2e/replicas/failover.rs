@@ -225,6 +225,22 @@ async fn a_leader_cut_off_from_the_database_steps_down_and_a_newer_epoch_takes_o
     assert_eq!(next, "b");
     assert!(next_epoch > epoch);
     eprintln!("a stepped down {stepped_down:?} after the cut (lease {LEASE_MS} ms)");
-    assert_untouched(&c, "b", &[(t.task_id.clone(), pod)]).await;
+    assert_untouched(&c, "b", &[(t.task_id.clone(), pod.clone())]).await;
+    // The pod-host has seen b's epoch: a command under a's is refused.
+    let mut host = ipa_tests::pb::pod_host_client::PodHostClient::new(c.hosts[0].channel());
+    let refused = host
+        .stop_pod(pb::HostStopPodRequest {
+            task_id: t.task_id.clone(),
+            pod_id: pod.pod_id.clone(),
+            generation: pod.generation,
+            reason: "deposed leader".into(),
+            epoch,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a command under the deposed leader's epoch");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().starts_with("STALE_EPOCH"), "{refused:?}");
+    assert!(alive(pod.pid));
     c.assert_no_overlap();
 }
