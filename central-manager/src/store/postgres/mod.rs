@@ -74,6 +74,10 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// EVENT_STORE_UNAVAILABLE).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the server lets a writer session sit idle inside a
+/// transaction before it ends it (see `open_with`).
+const IDLE_IN_TRANSACTION: Duration = Duration::from_millis(2000);
+
 /// Read connections.
 const READ_CONNECTIONS: u32 = 8;
 
@@ -133,10 +137,23 @@ impl PgStore {
         let writes = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options.options([(
-                "lock_timeout",
-                format!("{}ms", lock_timeout.as_millis().max(1)),
-            )]));
+            .connect_lazy_with(options.options([
+                (
+                    "lock_timeout",
+                    format!("{}ms", lock_timeout.as_millis().max(1)),
+                ),
+                // A writer cut off mid-transaction (a partition, a frozen
+                // process) holds the event_log_head lock, which every
+                // replica's writer needs, and the leader_epoch share lock a
+                // takeover waits for: the server ends such a session, and
+                // releases them, once it has been idle that long inside a
+                // transaction (the writer never is otherwise: it sends its
+                // statements back to back).
+                (
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", IDLE_IN_TRANSACTION.as_millis()),
+                ),
+            ]));
         let breaker = Breaker::new();
         let fence = crate::store::fence::Fence::default();
         let writer = PgWriter::start(
