@@ -186,7 +186,10 @@ impl Rig {
     }
 
     async fn info(&self, id: &str) -> Option<pb::GetClusterInfoResponse> {
-        rpc(self.client(id).get_cluster_info(pb::GetClusterInfoRequest {})).await
+        rpc(self
+            .client(id)
+            .get_cluster_info(pb::GetClusterInfoRequest {}))
+        .await
     }
 
     /// The leader and its epoch, as replica `via` sees it, once every
@@ -292,7 +295,10 @@ impl Rig {
             .find(|s| *s != leader)
             .ok_or("no surviving follower")?;
         until("the pod-host READY on the new leader", || async {
-            let hosts = rpc(self.client(&leader).list_pod_hosts(pb::ListPodHostsRequest {})).await?;
+            let hosts = rpc(self
+                .client(&leader)
+                .list_pod_hosts(pb::ListPodHostsRequest {}))
+            .await?;
             hosts
                 .hosts
                 .iter()
@@ -358,7 +364,12 @@ impl Rig {
             .events
             .iter()
             .map(|e| e.r#type.as_str())
-            .filter(|t| matches!(*t, "pod_lost" | "pod_fenced" | "pod_crashed" | "pod_stopped"))
+            .filter(|t| {
+                matches!(
+                    *t,
+                    "pod_lost" | "pod_fenced" | "pod_crashed" | "pod_stopped"
+                )
+            })
             .collect();
         (!bad.is_empty()).then(|| format!("task {}: {bad:?}", w.task_id))
     }
@@ -395,7 +406,11 @@ async fn measure(dir: &Path, db: String, lease_ms: u64, kills: usize) -> LeaseRu
     let mut between = Vec::new();
     let started: Result<(), String> = async {
         let (leader, _) = rig.settled("a").await?;
-        let via = REPLICAS.iter().copied().find(|r| *r != leader).unwrap_or("a");
+        let via = REPLICAS
+            .iter()
+            .copied()
+            .find(|r| *r != leader)
+            .unwrap_or("a");
         for i in 0..PODS {
             let task_id = rig.create(via, &format!("long-{i}")).await?;
             let pod = rig.start_pod(via, &task_id).await?;

@@ -13,7 +13,9 @@
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
 //! the current directory), `--no-peer` (skip supervisord), `--only
-//! retention`, `--only queue`, `--only postgres` or `--only failover` (run only that phase and replace its rows in an existing `--out` file, keeping the others),
+//! retention`, `--only queue`, `--only postgres` or `--only failover` (run
+//! only that phase and replace its rows in an existing `--out` file,
+//! keeping the others; `--only failover` also measures a 1000 ms lease),
 //! `--scale-only` (only the scale phase, printed, nothing written),
 //! `--scale-configs sim:100x10000,real:10x1000` (the scale phase's
 //! configurations). With `BENCH_SCALE_PAUSE=SECONDS` each scale
