@@ -202,7 +202,7 @@ impl Rig {
                     .iter()
                     .any(|x| &x.replica_id == id && x.address == r.server.url())
             });
-            (listed && !i.leader_replica_id.is_empty()).then(|| (i.leader_replica_id, i.epoch))
+            (listed && !i.leader_replica_id.is_empty()).then_some((i.leader_replica_id, i.epoch))
         })
         .await
     }
