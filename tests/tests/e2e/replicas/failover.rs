@@ -102,7 +102,7 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
                     }
                 };
                 acked.lock().unwrap().insert(task_id.clone());
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     for _ in 0..100 {
                         let (_, mut client) = clients[k % clients.len()].clone();
                         k += 1;
