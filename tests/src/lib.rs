@@ -85,4 +85,7 @@ pub const BENCH_METRICS: &[&str] = &[
     "PostgreSQL: ListTasks limit 100 / 1000, status filter",
     "PostgreSQL: StartPod, 1 client / 32 clients over 2 pod-hosts",
     "PostgreSQL: pgbench 1-row INSERT per transaction, 64 clients",
+    "Failover: leader SIGKILL → new leader (lease taken)",
+    "Failover: leader SIGKILL → new leader supervising (host READY, StartPod ok)",
+    "Failover: pods killed by failovers",
 ];

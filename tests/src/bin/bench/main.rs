@@ -13,7 +13,9 @@
 //! Flags: `--quick`, `--scale F` (multiply every count, e.g. 0.2 for a
 //! smoke test in a debug build), `--out PATH` (default `BENCHMARKS.md` in
 //! the current directory), `--no-peer` (skip supervisord), `--only
-//! retention` or `--only queue` (run only that phase and replace its rows in an existing `--out` file, keeping the others),
+//! retention`, `--only queue`, `--only postgres` or `--only failover` (run
+//! only that phase and replace its rows in an existing `--out` file,
+//! keeping the others; `--only failover` also measures a 1000 ms lease),
 //! `--scale-only` (only the scale phase, printed, nothing written),
 //! `--scale-configs sim:100x10000,real:10x1000` (the scale phase's
 //! configurations). With `BENCH_SCALE_PAUSE=SECONDS` each scale
@@ -27,6 +29,7 @@
 
 mod api;
 mod baseline;
+mod failover;
 mod fleet;
 mod peer;
 mod pods;
@@ -81,6 +84,8 @@ pub struct Scale {
     pub queue_deep: usize,
     /// How long pgbench inserts on the PostgreSQL server.
     pub pgbench_for: Duration,
+    /// Leader SIGKILLs of the failover phase.
+    pub failover_kills: usize,
     /// The scale phase (100 pod-hosts, 10,000 pods in the full run).
     pub scale: scale::ScaleSpec,
 }
@@ -112,6 +117,7 @@ impl Scale {
             queue_drain: 10_000,
             queue_deep: 100_000,
             pgbench_for: Duration::from_secs(10),
+            failover_kills: 10,
             scale: scale::ScaleSpec {
                 configs: scale_configs(
                     &[(10, 1000), (100, 1000), (10, 10_000), (100, 10_000)],
@@ -152,6 +158,7 @@ impl Scale {
             queue_drain: 2_000,
             queue_deep: 10_000,
             pgbench_for: Duration::from_secs(3),
+            failover_kills: 5,
             scale: scale::ScaleSpec {
                 configs: scale_configs(&[(5, 250), (20, 1000)], (5, 250)),
                 rest: Duration::from_secs(3),
@@ -189,6 +196,7 @@ impl Scale {
         self.queue_drain = s(self.queue_drain, 200);
         self.queue_deep = s(self.queue_deep, 500);
         self.pgbench_for = self.pgbench_for.mul_f64(f.clamp(0.34, 1.0));
+        self.failover_kills = s(self.failover_kills, 3);
         for c in &mut self.scale.configs {
             c.hosts = s(c.hosts, 2);
             c.pods = s(c.pods, 20);
@@ -245,7 +253,8 @@ fn parse_args() -> Result<Options, String> {
                 Some("retention") => only = Some(Only::Retention),
                 Some("queue") => only = Some(Only::Queue),
                 Some("postgres") => only = Some(Only::Postgres),
-                _ => return Err("--only takes: retention, queue, postgres".into()),
+                Some("failover") => only = Some(Only::Failover),
+                _ => return Err("--only takes: retention, queue, postgres, failover".into()),
             },
             "--scale-only" => scale_only = true,
             "--scale-configs" => {
@@ -256,7 +265,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention|queue|postgres] [--scale-only] [--scale-configs LIST]\n\
+                    "bench [--quick] [--scale F] [--out PATH] [--no-peer] [--only retention|queue|postgres|failover] [--scale-only] [--scale-configs LIST]\n\
                      Runs the IPA task manager benchmark (see BENCHMARKS.md)."
                 );
                 std::process::exit(0);
@@ -360,7 +369,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         return;
     }
 
-    eprintln!("[1/12] baselines: process spawn/reap, SQLite commit per write");
+    eprintln!("[1/13] baselines: process spawn/reap, SQLite commit per write");
     let pf = tokio::task::spawn_blocking({
         let n = scale.floor_spawn;
         move || baseline::process_floor(n)
@@ -369,23 +378,23 @@ async fn run(opts: Options, argv: Vec<String>) {
     .expect("process floor");
     let sf = baseline::sql_floor(&sub("baseline"), scale.floor_sql).await;
 
-    eprintln!("[2/12] task API");
+    eprintln!("[2/13] task API");
     let api = api::run(&sub("api"), &scale).await;
     let rf = baseline::read_floor(&api.db, &api.ids, scale.get_1, scale.list100).await;
 
-    eprintln!("[3/12] pods: StartPod, crash detection, automatic restart");
+    eprintln!("[3/13] pods: StartPod, crash detection, automatic restart");
     let pods = pods::run(&sub("pods"), &scale).await;
 
-    eprintln!("[4/12] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
+    eprintln!("[4/13] frozen pod-host (SIGSTOP) → UNREACHABLE, default timings");
     let frozen = pods::frozen_host(&sub("frozen"), scale.frozen).await;
 
     eprintln!(
-        "[5/12] {} concurrent pods over 4 pod-hosts, graceful stop",
+        "[5/13] {} concurrent pods over 4 pod-hosts, graceful stop",
         scale.fleet
     );
     let fleet = fleet::run(&sub("fleet"), &scale).await;
 
-    eprintln!("[6/12] crash-loop restart: ours vs supervisord");
+    eprintln!("[6/13] crash-loop restart: ours vs supervisord");
     let ours = peer::ours(&sub("peer-ours"), scale.peer, scale.peer_limit).await;
     let sup = match (opts.peer, peer::supervisord()) {
         (false, _) => rows::Peer::Skipped,
@@ -402,22 +411,30 @@ async fn run(opts: Options, argv: Vec<String>) {
         }
     };
 
-    eprintln!("[7/12] the cost of security: TLS + token against plaintext");
+    eprintln!("[7/13] the cost of security: TLS + token against plaintext");
     let secure = secure::run(&sub("secure"), &scale).await;
 
-    eprintln!("[8/12] schedules, archiving, statistics");
+    eprintln!("[8/13] schedules, archiving, statistics");
     let retention = retention::run(&sub("retention"), &scale).await;
 
-    eprintln!("[9/12] the queue: dispatch latency, draining, a deep queue");
+    eprintln!("[9/13] the queue: dispatch latency, draining, a deep queue");
     let queue = queue::run(&sub("queue"), &scale).await;
 
-    eprintln!("[10/12] PostgreSQL beside SQLite: task API, StartPod, pgbench");
+    eprintln!("[10/13] PostgreSQL beside SQLite: task API, StartPod, pgbench");
     let postgres = postgres::run(&sub("postgres"), &scale).await;
 
-    eprintln!("[11/12] scale: simulated pod-hosts (and a real cross-check)");
+    eprintln!("[11/13] failover: leader SIGKILL on 3 replicas over PostgreSQL");
+    let failover = failover::run(
+        &sub("failover"),
+        scale.failover_kills,
+        &[failover::DEFAULT_LEASE_MS],
+    )
+    .await;
+
+    eprintln!("[12/13] scale: simulated pod-hosts (and a real cross-check)");
     let scale_results = scale::run(&sub("scale"), &scale.scale).await;
 
-    eprintln!("[12/12] report");
+    eprintln!("[13/13] report");
     let elapsed = t_all.elapsed();
     let all = rows::All {
         scale: &scale,
@@ -434,6 +451,7 @@ async fn run(opts: Options, argv: Vec<String>) {
         retention: &retention,
         queue: &queue,
         postgres: &postgres,
+        failover: &failover,
         scale_results: &scale_results,
     };
     let table_rows = rows::build(&all);
@@ -459,6 +477,7 @@ enum Only {
     Retention,
     Queue,
     Postgres,
+    Failover,
 }
 
 impl Only {
@@ -467,6 +486,7 @@ impl Only {
             Only::Retention => "retention",
             Only::Queue => "queue",
             Only::Postgres => "postgres",
+            Only::Failover => "failover",
         }
     }
 }
@@ -499,6 +519,12 @@ async fn run_only(
             eprintln!("[1/1] PostgreSQL beside SQLite: task API, StartPod, pgbench");
             let r = postgres::run(dir, scale).await;
             (postgres::rows(&r), "PostgreSQL rows:")
+        }
+        Only::Failover => {
+            eprintln!("[1/1] failover: leader SIGKILL on 3 replicas over PostgreSQL");
+            let leases = [failover::DEFAULT_LEASE_MS, 1000];
+            let r = failover::run(dir, scale.failover_kills, &leases).await;
+            (failover::rows(&r), "Failover rows:")
         }
     };
     let table = report::table(&rows);

@@ -38,6 +38,7 @@ pub struct All<'a> {
     pub retention: &'a crate::retention::RetentionResults,
     pub queue: &'a crate::queue::QueueResults,
     pub postgres: &'a crate::postgres::PgResults,
+    pub failover: &'a crate::failover::FailoverResults,
     pub scale_results: &'a [crate::scale::ConfigResult],
 }
 
@@ -311,6 +312,7 @@ pub fn build(a: &All) -> Vec<Row> {
     rows.extend(crate::scale::report::rows(a.scale_results));
     rows.extend(crate::queue::rows(a.queue));
     rows.extend(crate::postgres::rows(a.postgres));
+    rows.extend(crate::failover::rows(a.failover));
     rows
 }
 

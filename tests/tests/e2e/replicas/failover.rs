@@ -108,7 +108,7 @@ async fn leader_sigkill_under_load_loses_nothing_and_runs_nothing_twice() {
                 acked.lock().unwrap().insert(task_id.clone());
                 // Every fourth of a worker's first 16 tasks gets a pod:
                 // 64 pods at most, so the pods' own work stays small.
-                if n % 4 == 0 && n < 16 {
+                if n.is_multiple_of(4) && n < 16 {
                     for _ in 0..100 {
                         let (_, mut client) = clients[k % clients.len()].clone();
                         k += 1;
