@@ -196,7 +196,7 @@ impl Scale {
         self.queue_drain = s(self.queue_drain, 200);
         self.queue_deep = s(self.queue_deep, 500);
         self.pgbench_for = self.pgbench_for.mul_f64(f.clamp(0.34, 1.0));
-        self.failover_kills = s(self.failover_kills, 3);
+        self.failover_kills = s(self.failover_kills, 2);
         for c in &mut self.scale.configs {
             c.hosts = s(c.hosts, 2);
             c.pods = s(c.pods, 20);
