@@ -16,6 +16,7 @@ mod partition;
 mod postgres;
 mod queue;
 mod races;
+mod replicas_watch;
 mod rpcs;
 mod shutdown;
 mod simulated_hosts;
