@@ -120,7 +120,8 @@ pub async fn apply(
         .await?;
     let first = head - n + 1;
     let mut out = Vec::with_capacity(tasks.len());
-    for (i, ((task_id, t, pod_message), data_json)) in tasks.into_iter().zip(rows.data).enumerate() {
+    for (i, ((task_id, t, pod_message), data_json)) in tasks.into_iter().zip(rows.data).enumerate()
+    {
         let position = u64::try_from(first + i as i64)
             .map_err(|_| Error::Internal("negative position".into()))?;
         let event = EventRecord {
@@ -145,10 +146,17 @@ pub async fn apply(
 
 /// Whether any of the run's (actor, request_id) keys is in the table
 /// (live or expired: either way [`commands::create_task`] decides).
-async fn any_key_known(conn: &mut PgConnection, tasks: &[(TaskId, &NewTask, &str)]) -> Result<bool> {
+async fn any_key_known(
+    conn: &mut PgConnection,
+    tasks: &[(TaskId, &NewTask, &str)],
+) -> Result<bool> {
     let (actors, requests): (Vec<&str>, Vec<&str>) = tasks
         .iter()
-        .filter_map(|(_, t, _)| t.request_id.as_ref().map(|r| (t.actor.as_str(), r.as_str())))
+        .filter_map(|(_, t, _)| {
+            t.request_id
+                .as_ref()
+                .map(|r| (t.actor.as_str(), r.as_str()))
+        })
         .unzip();
     if actors.is_empty() {
         return Ok(false);
@@ -212,7 +220,8 @@ impl<'a> Rows<'a> {
             r.auto_restart.push(rp.auto_restart);
             r.max_restarts.push(rp.max_restarts.map(i64::from));
             r.window_seconds.push(rp.window_seconds.map(i64::from));
-            r.initial_backoff_ms.push(rp.initial_backoff_ms.map(i64::from));
+            r.initial_backoff_ms
+                .push(rp.initial_backoff_ms.map(i64::from));
             r.max_backoff_ms.push(rp.max_backoff_ms.map(i64::from));
             r.pod_messages.push(pod_message);
             r.timeout_seconds.push(t.timeout_seconds.map(i64::from));

@@ -70,7 +70,10 @@ async fn one_batch(db: &PgTestDb, commands: Vec<Command>) -> (Vec<Result<Outcome
         if waiting > 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the writer never waited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer never waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let before = store.writer_stats();
@@ -113,20 +116,35 @@ async fn a_batch_of_creates_is_one_run_with_the_same_answers_rows_and_events() {
     // 11 the key known before the batch.
     let mut commands = Vec::new();
     for i in 0..4 {
-        commands.push(cmd(TaskId::new(), keyed(&format!("p{i}"), "alice", None, i)));
+        commands.push(cmd(
+            TaskId::new(),
+            keyed(&format!("p{i}"), "alice", None, i),
+        ));
     }
     commands.push(cmd(TaskId::new(), keyed("dup", "alice", Some("k-dup"), 1)));
     for i in 5..9 {
-        commands.push(cmd(TaskId::new(), keyed(&format!("p{i}"), "carol", None, 2)));
+        commands.push(cmd(
+            TaskId::new(),
+            keyed(&format!("p{i}"), "carol", None, 2),
+        ));
     }
     commands.push(cmd(TaskId::new(), keyed("bob's", "bob", Some("k-dup"), 0)));
-    commands.push(cmd(TaskId::new(), keyed("dup again", "alice", Some("k-dup"), 0)));
-    commands.push(cmd(TaskId::new(), keyed("known again", "alice", Some("k-known"), 0)));
+    commands.push(cmd(
+        TaskId::new(),
+        keyed("dup again", "alice", Some("k-dup"), 0),
+    ));
+    commands.push(cmd(
+        TaskId::new(),
+        keyed("known again", "alice", Some("k-known"), 0),
+    ));
     let ids: Vec<TaskId> = commands.iter().map(id_of).collect();
     let (results, change) = one_batch(&db, commands).await;
     // The blocker's batch, then all of these in one; the first ten as one
     // multi-row run (the repeat of a key ends it).
-    assert_eq!((change.batches, change.commands, change.in_runs), (2, 13, 10));
+    assert_eq!(
+        (change.batches, change.commands, change.in_runs),
+        (2, 13, 10)
+    );
 
     let (dup, created) = task_of(&results[4]);
     assert!(created);
@@ -183,18 +201,34 @@ async fn a_create_failing_in_a_run_is_undone_alone() {
     let mut commands = Vec::new();
     for i in 0..5 {
         let id = if i == 2 { taken.task_id } else { TaskId::new() };
-        commands.push(cmd(id, keyed(&format!("c{i}"), "alice", Some(&format!("r{i}")), 1)));
+        commands.push(cmd(
+            id,
+            keyed(&format!("c{i}"), "alice", Some(&format!("r{i}")), 1),
+        ));
     }
     let ids: Vec<TaskId> = commands.iter().map(id_of).collect();
     let (results, change) = one_batch(&db, commands).await;
     assert_eq!((change.batches, change.commands, change.in_runs), (2, 6, 0));
-    assert!(matches!(results[2], Err(Error::Internal(_))), "{:?}", results[2]);
+    assert!(
+        matches!(results[2], Err(Error::Internal(_))),
+        "{:?}",
+        results[2]
+    );
     for i in [0, 1, 3, 4] {
         let (t, created) = task_of(&results[i]);
         assert!(created);
         assert_eq!(store.task(ids[i]).await.unwrap().as_ref(), Some(t));
     }
-    assert_eq!(store.task(taken.task_id).await.unwrap().unwrap().title.as_str(), "taken");
+    assert_eq!(
+        store
+            .task(taken.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .title
+            .as_str(),
+        "taken"
+    );
     let events = store.events_after(0, None, 100).await.unwrap();
     let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=6).collect::<Vec<_>>());

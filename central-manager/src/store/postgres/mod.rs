@@ -369,10 +369,10 @@ impl RetentionStore for PgStore {
 #[cfg(test)]
 pub(crate) use stats::every_task as every_task_stats;
 #[cfg(test)]
-pub(crate) mod testing;
-#[cfg(test)]
 mod create_run_tests;
 #[cfg(test)]
 mod tailer_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -119,11 +119,13 @@ pub async fn start(
         heard: heard.clone(),
         failing: false,
     };
+    tracker
+        .spawn(listen(options, heard, stop).instrument(tracing::info_span!("pg_event_listener")));
     tracker.spawn(
-        listen(options, heard, stop)
-            .instrument(tracing::info_span!("pg_event_listener")),
+        tailer
+            .run()
+            .instrument(tracing::info_span!("pg_event_tailer")),
     );
-    tracker.spawn(tailer.run().instrument(tracing::info_span!("pg_event_tailer")));
     Ok(TailerHandle { tx })
 }
 

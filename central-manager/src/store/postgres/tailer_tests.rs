@@ -135,9 +135,14 @@ async fn every_replica_publishes_every_replicas_events_once_in_order() {
     // Nothing beyond N either: the next event anywhere is N + 1.
     let mut fa = a.hub.follow();
     let mut fb = hub_b.follow();
-    create(&*stores[1], new_task("last", "alice")).await.unwrap();
+    create(&*stores[1], new_task("last", "alice"))
+        .await
+        .unwrap();
     for (f, who) in [(&mut fa, "A"), (&mut fb, "B")] {
-        let e = tokio::time::timeout(DEADLINE, f.recv()).await.unwrap().unwrap();
+        let e = tokio::time::timeout(DEADLINE, f.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(e.position, n + 1, "replica {who}");
     }
 
@@ -181,7 +186,10 @@ async fn another_replicas_commit_reaches_the_hub_without_waiting_for_the_poll() 
     }
     lat.sort();
     let (p50, p99) = (lat[WRITES / 2], lat[WRITES * 99 / 100]);
-    eprintln!("replica A answered → replica B's hub: p50 {p50:?}, p99 {p99:?}, max {:?}", lat[WRITES - 1]);
+    eprintln!(
+        "replica A answered → replica B's hub: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        lat[WRITES - 1]
+    );
     // The poll alone would put the median near half its interval.
     assert!(
         p50 < super::tailer::POLL / 5,

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{commands, create_run};
 use super::tailer::{Committed, TailerHandle};
+use super::{commands, create_run};
 use crate::core::ports::store::{Command, Outcome};
 use crate::domain::EventRecord;
 use crate::error::{Error, Result};

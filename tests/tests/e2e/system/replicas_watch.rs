@@ -40,7 +40,13 @@ async fn read_to(s: &mut Streaming<pb::Event>, n: u64, who: &str) -> Vec<pb::Eve
             .unwrap_or_else(|| panic!("{who}: the stream ended"))
             .unwrap_or_else(|e| panic!("{who}: {e}"));
         let want = out.len() as u64 + 1;
-        assert_eq!(e.position, want, "{who}: position {} after {}", e.position, want - 1);
+        assert_eq!(
+            e.position,
+            want,
+            "{who}: position {} after {}",
+            e.position,
+            want - 1
+        );
         out.push(e);
     }
     out
@@ -115,7 +121,10 @@ async fn watch_events_on_either_replica_sees_both_replicas_writes_in_order() {
     // Both replicas wrote: clients of each created their tasks there.
     for c in 0..2 * CLIENTS {
         let actor = format!("client-{c}");
-        assert!(on_a.iter().any(|e| e.actor_id == actor), "nothing from {actor}");
+        assert!(
+            on_a.iter().any(|e| e.actor_id == actor),
+            "nothing from {actor}"
+        );
     }
     drop(streams);
     drop(a);
