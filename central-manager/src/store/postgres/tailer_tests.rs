@@ -93,7 +93,7 @@ async fn every_replica_publishes_every_replicas_events_once_in_order() {
                     .unwrap();
                 // Two events in one command now and then, and a command
                 // failing in the batch (undone alone, it takes no position).
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     store
                         .write(finish_cmd(t.task_id, Finish::Cancel, Some("r")))
                         .await

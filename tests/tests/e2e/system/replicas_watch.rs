@@ -84,7 +84,7 @@ async fn watch_events_on_either_replica_sees_both_replicas_writes_in_order() {
                     .await
                     .expect("CreateTask")
                     .into_inner();
-                if i % 4 == 0 {
+                if i.is_multiple_of(4) {
                     cl.complete_task(pb::CompleteTaskRequest {
                         task_id: t.task_id,
                         actor_id: format!("client-{c}"),
