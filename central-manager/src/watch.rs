@@ -131,6 +131,18 @@ impl Follower {
         })
     }
 
+    /// The next event already received, if any, without waiting (a small
+    /// one; a test checks what was published before an answer).
+    #[cfg(test)]
+    pub fn try_next(&mut self) -> Option<Arc<EventRecord>> {
+        loop {
+            match self.0.try_recv().ok()? {
+                Live::Event(e) => return Some(e),
+                Live::Fetch(_) => {}
+            }
+        }
+    }
+
     /// Drops every event already received (a follower about to re-read
     /// its state needs none of them). False when the hub is gone.
     pub fn drain(&mut self) -> bool {

@@ -197,6 +197,53 @@ pub(super) async fn create_task(
         .bind(now)
         .execute(&mut *conn)
         .await?;
+    let data = created_data(t);
+    let created = NewEvent {
+        event: EventType::TaskCreated,
+        data,
+        actor,
+        correlation: t.correlation.as_str(),
+    };
+    insert_event(conn, task_id, 1, created, now, events).await?;
+    insert_task_row(conn, &id, t, pod_message, now).await?;
+    let failed_dependency = dependencies::record(conn, task_id, &t.depends_on).await?;
+    if let Some(rid) = &t.request_id {
+        // A concurrent replica's CreateTask with the same key loses here on
+        // the primary key (its whole command is undone): INTERNAL for that
+        // rare race, never two tasks for one key.
+        sqlx::query(
+            "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(actor)
+        .bind(rid.as_str())
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let task = new_record(task_id, t, pod_message, now);
+    if let Some(dep) = failed_dependency {
+        // Created after its dependency already failed: it fails at once,
+        // as it would have had it existed then.
+        let corr = t.correlation.as_str();
+        dependencies::fail_dependent(conn, task_id, dep, corr, now, events).await?;
+        let task = queries::get_task(&mut *conn, task_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("task {task_id} vanished")))?;
+        return Ok(Outcome::Task {
+            task: Box::new(task),
+            created: true,
+        });
+    }
+    Ok(Outcome::Task {
+        task: Box::new(task),
+        created: true,
+    })
+}
+
+/// The data of a new task's `task_created` event.
+pub(super) fn created_data(t: &NewTask) -> serde_json::Value {
     let mut data = json!({
         "title": t.title.as_str(),
         "description": t.description.as_str(),
@@ -223,31 +270,12 @@ pub(super) async fn create_task(
         data["depends_on"] = json!(ids);
     }
     note_principal(&mut data, t.actor.authenticated_as_principal());
-    let created = NewEvent {
-        event: EventType::TaskCreated,
-        data,
-        actor,
-        correlation: t.correlation.as_str(),
-    };
-    insert_event(conn, task_id, 1, created, now, events).await?;
-    insert_task_row(conn, &id, t, pod_message, now).await?;
-    let failed_dependency = dependencies::record(conn, task_id, &t.depends_on).await?;
-    if let Some(rid) = &t.request_id {
-        // A concurrent replica's CreateTask with the same key loses here on
-        // the primary key (its whole command is undone): INTERNAL for that
-        // rare race, never two tasks for one key.
-        sqlx::query(
-            "INSERT INTO idempotency_keys (actor_id, request_id, task_id, created_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(actor)
-        .bind(rid.as_str())
-        .bind(&id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let task = TaskRecord {
+    data
+}
+
+/// The record of a task just created from `t` (what its row says).
+pub(super) fn new_record(task_id: TaskId, t: &NewTask, pod_message: &str, now: i64) -> TaskRecord {
+    TaskRecord {
         task_id,
         title: t.title.clone(),
         description: t.description.clone(),
@@ -255,7 +283,7 @@ pub(super) async fn create_task(
         status: TaskStatus::Inactive,
         created_at: now,
         updated_at: now,
-        created_by: actor.to_owned(),
+        created_by: t.actor.as_str().to_owned(),
         metadata: t.metadata.clone(),
         template: t.template.clone(),
         restart_policy: t.restart_policy,
@@ -273,24 +301,7 @@ pub(super) async fn create_task(
         queue: None,
         depends_on: t.depends_on.clone(),
         waiting_dependencies: false,
-    };
-    if let Some(dep) = failed_dependency {
-        // Created after its dependency already failed: it fails at once,
-        // as it would have had it existed then.
-        let corr = t.correlation.as_str();
-        dependencies::fail_dependent(conn, task_id, dep, corr, now, events).await?;
-        let task = queries::get_task(&mut *conn, task_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("task {task_id} vanished")))?;
-        return Ok(Outcome::Task {
-            task: Box::new(task),
-            created: true,
-        });
     }
-    Ok(Outcome::Task {
-        task: Box::new(task),
-        created: true,
-    })
 }
 
 /// The task a CreateTask with the same actor and `request_id` made within

@@ -5,11 +5,14 @@
 //!
 //! - Writes go to one group-committing writer ([`writer`]): it drains the
 //!   queued commands into one transaction, a savepoint undoing only a
-//!   command that fails, commits once, then publishes the events and
-//!   answers. Its transactions take the lock of the `event_log_head` row
+//!   command that fails, commits once, then hands the events and the
+//!   answers to the tailer. Its transactions take the lock of the `event_log_head` row
 //!   first and hold it to their commit, so event positions are committed
 //!   gap-free and in order, and writers of several replicas lock rows in
 //!   one order and never deadlock (docs/architecture.md).
+//! - The event tailer ([`tailer`]) is the only publisher to the process's
+//!   event hub: its own writer's commits, and every other replica's, read
+//!   from the database in position order when notified (LISTEN) or polled.
 //! - Reads run on a connection pool ([`queries`]).
 //! - Health: the circuit breaker and its prober are the SQLite store's
 //!   ([`super::breaker`]), fed by this writer.
@@ -22,6 +25,7 @@
 
 mod claim;
 mod commands;
+mod create_run;
 mod dependencies;
 mod lease;
 mod pod_end;
@@ -33,6 +37,7 @@ mod retention;
 mod schedule_rows;
 mod schedules;
 mod stats;
+mod tailer;
 mod writer;
 
 use std::sync::Arc;
@@ -92,9 +97,10 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to `url`, applies the migrations, and starts the writer and
-    /// the breaker's prober on `tracker`. The writer publishes committed
-    /// events to `hub` and stops when `stop` is cancelled, after finishing
-    /// what is queued. A database that cannot be reached or migrated fails
+    /// the breaker's prober on `tracker`. The event tailer publishes every
+    /// committed event (of this process's writer and of every other
+    /// replica's) to `hub`; the writer stops when `stop` is cancelled,
+    /// after finishing what is queued, and the tailer after it. A database that cannot be reached or migrated fails
     /// the start (the message names the URL without its password).
     pub async fn open(
         url: &str,
@@ -132,6 +138,7 @@ impl PgStore {
             .await
             .map_err(|e| Error::StoreUnavailable(format!("migrating the database: {e}")))?;
         let lease = lease::PgLease::new(&options);
+        let listen = options.clone();
         // The writer's own connection: reads can never starve it. Lazy, so
         // that a lost connection is simply opened again for the next batch.
         let writes = PgPoolOptions::new()
@@ -154,11 +161,12 @@ impl PgStore {
                     format!("{}ms", IDLE_IN_TRANSACTION.as_millis()),
                 ),
             ]));
+        let tail = tailer::start(reads.clone(), listen, hub, tracker, stop.clone()).await?;
         let breaker = Breaker::new();
         let fence = crate::store::fence::Fence::default();
         let writer = PgWriter::start(
             writes,
-            hub,
+            tail,
             breaker.clone(),
             fence.clone(),
             tracker,
@@ -377,6 +385,10 @@ impl RetentionStore for PgStore {
 
 #[cfg(test)]
 pub(crate) use stats::every_task as every_task_stats;
+#[cfg(test)]
+mod create_run_tests;
+#[cfg(test)]
+mod tailer_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The PostgreSQL writer: one task owns the write connection; every
 //! command arrives over a channel. As the SQLite writer, it drains what is
 //! queued (up to [`MAX_BATCH`]), runs the batch in ONE transaction,
-//! commits once, and only then publishes the committed events (in position
-//! order) and answers the callers: group commit, nothing acknowledged
-//! before it is durable.
+//! commits once, and only then hands the committed events (in position
+//! order) and the answers to the [`super::tailer`], which publishes them
+//! and then answers the callers: group commit, nothing acknowledged before
+//! it is durable.
 //!
 //! Unlike SQLite's, this writer is async (the driver is): it waits on the
 //! network, not on a disk, and needs no thread of its own.
@@ -23,14 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::commands;
+use super::tailer::{Committed, TailerHandle};
+use super::{commands, create_run};
 use crate::core::ports::store::{Command, Outcome};
 use crate::domain::EventRecord;
 use crate::error::{Error, Result};
 use crate::store::breaker::Breaker;
 use crate::store::fence::Fence;
 use crate::store::writer::{MAX_BATCH, REPLY_TIMEOUT};
-use crate::watch::EventHub;
 
 /// Queued commands before callers wait (backpressure).
 const QUEUE: usize = 4096;
@@ -46,6 +47,7 @@ struct Job {
 struct Counters {
     batches: AtomicU64,
     commands: AtomicU64,
+    in_runs: AtomicU64,
 }
 
 /// A snapshot of the writer's counters.
@@ -55,6 +57,8 @@ pub struct PgWriterStats {
     pub batches: u64,
     /// Commands in them (including ones refused by a business rule).
     pub commands: u64,
+    /// CreateTasks among them written as runs of several (`create_run`).
+    pub in_runs: u64,
 }
 
 /// Sends commands to the writer. Cheap to clone.
@@ -108,6 +112,7 @@ impl PgWriterHandle {
         PgWriterStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             commands: self.counters.commands.load(Ordering::Relaxed),
+            in_runs: self.counters.in_runs.load(Ordering::Relaxed),
         }
     }
 }
@@ -116,7 +121,7 @@ impl PgWriterHandle {
 pub struct PgWriter {
     rx: mpsc::Receiver<Job>,
     pool: PgPool,
-    hub: EventHub,
+    tail: TailerHandle,
     counters: Arc<Counters>,
     breaker: Breaker,
     /// Last commit clock, so times never go backwards within a run.
@@ -131,7 +136,7 @@ impl PgWriter {
     /// queued command and closes the pool.
     pub fn start(
         pool: PgPool,
-        hub: EventHub,
+        tail: TailerHandle,
         breaker: Breaker,
         fence: Fence,
         tracker: &TaskTracker,
@@ -142,7 +147,7 @@ impl PgWriter {
         let writer = Self {
             rx,
             pool,
-            hub,
+            tail,
             counters: counters.clone(),
             breaker: breaker.clone(),
             last_now: 0,
@@ -214,7 +219,8 @@ impl PgWriter {
             Err(e) => Err(Error::from(e)),
         };
         match outcome {
-            Ok(results) => {
+            Ok((results, in_runs)) => {
+                self.counters.in_runs.fetch_add(in_runs, Ordering::Relaxed);
                 self.breaker.record_success();
                 crate::metrics::record_commit(
                     size,
@@ -225,18 +231,21 @@ impl PgWriter {
                 self.counters
                     .commands
                     .fetch_add(size as u64, Ordering::Relaxed);
-                // Publish first, in position order, so a caller that got its
-                // answer and then watches live cannot miss its own event.
-                let mut committed = Vec::new();
+                // The tailer publishes first, in position order, then
+                // answers, so a caller that got its answer and then watches
+                // live cannot miss its own event.
+                let mut events = Vec::new();
                 let mut replies = Vec::with_capacity(size);
-                for (job, (result, events)) in batch.drain(..).zip(results) {
-                    committed.extend(events);
+                for (job, (result, committed)) in batch.drain(..).zip(results) {
+                    events.extend(committed);
                     replies.push((job.reply, result));
                 }
-                self.hub.publish(committed);
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
+                let then = Box::new(move || {
+                    for (reply, result) in replies {
+                        let _ = reply.send(result);
+                    }
+                });
+                self.tail.committed(Committed { events, then }).await;
             }
             Err(e) => {
                 if self.breaker.is_open() {
@@ -259,6 +268,9 @@ impl PgWriter {
 
 type JobResult = (Result<Outcome>, Vec<EventRecord>);
 
+/// The batch's results, and how many of its commands were in runs.
+type Attempt = (Vec<JobResult>, u64);
+
 /// One transaction for the whole batch: first without savepoints (the
 /// common case, fewer round trips); if a command fails, that attempt is
 /// rolled back and the batch runs again with a savepoint per command, so
@@ -269,7 +281,7 @@ async fn transact(
     batch: &[Job],
     now: i64,
     fence: &Fence,
-) -> Result<Vec<JobResult>> {
+) -> Result<Attempt> {
     match attempt(conn, batch, now, false, fence).await? {
         Some(results) => Ok(results),
         None => attempt(conn, batch, now, true, fence)
@@ -286,7 +298,7 @@ async fn attempt(
     now: i64,
     savepoints: bool,
     fence: &Fence,
-) -> Result<Option<Vec<JobResult>>> {
+) -> Result<Option<Attempt>> {
     let mut tx = conn.begin().await?;
     // The event_log_head lock first, before any task row: every writer
     // transaction (of every replica) takes its locks in the same order, so
@@ -310,7 +322,35 @@ async fn attempt(
         fence.check(epoch as u64)?;
     }
     let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut in_runs = 0u64;
+    let mut next = 0;
+    while next < batch.len() {
+        // Consecutive CreateTasks in a few multi-row statements (not when
+        // a failing command is being singled out with savepoints).
+        let run = if savepoints {
+            0
+        } else {
+            create_run::run_len(batch[next..].iter().map(|j| &j.command))
+        };
+        if run > 1 {
+            let commands: Vec<&Command> =
+                batch[next..next + run].iter().map(|j| &j.command).collect();
+            next += run;
+            match create_run::apply(&mut tx, &commands, now).await {
+                Ok((done, multi_row)) => {
+                    in_runs += multi_row;
+                    results.extend(done);
+                }
+                Err(e @ Error::StoreUnavailable(_)) => return Err(e),
+                Err(_) => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            }
+            continue;
+        }
+        let job = &batch[next];
+        next += 1;
         if savepoints {
             sqlx::query("SAVEPOINT command").execute(&mut *tx).await?;
         }
@@ -346,5 +386,5 @@ async fn attempt(
         }
     }
     tx.commit().await?;
-    Ok(Some(results))
+    Ok(Some((results, in_runs)))
 }
