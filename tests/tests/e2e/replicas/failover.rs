@@ -239,7 +239,11 @@ async fn a_leader_cut_off_from_the_database_steps_down_and_a_newer_epoch_takes_o
         })
         .await
         .expect_err("a command under the deposed leader's epoch");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     assert!(refused.message().starts_with("STALE_EPOCH"), "{refused:?}");
     assert!(alive(pod.pid));
     c.assert_no_overlap();

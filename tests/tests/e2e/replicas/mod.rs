@@ -5,3 +5,4 @@
 
 mod failover;
 pub(crate) mod support;
+mod watch;

@@ -17,7 +17,6 @@ mod postgres;
 mod postgres_tls;
 mod queue;
 mod races;
-mod replicas_watch;
 mod rpcs;
 mod shutdown;
 mod simulated_hosts;

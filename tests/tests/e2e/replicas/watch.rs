@@ -3,7 +3,9 @@
 //! WatchEvents stream from position 0 on each: both streams carry exactly
 //! positions 1..=N, in order, N being the number of events in the
 //! database, and they are equal event for event, whichever replica wrote
-//! the event (issue 15, part 4).
+//! the event (issue 15, part 4). Then the leader is SIGKILLed and writes go
+//! on at the survivor: its stream goes on without a gap, and a new watch
+//! from 0 there sees the same events.
 
 use std::time::Duration;
 
@@ -13,7 +15,8 @@ use sqlx::Connection;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
 
-use super::support::Client;
+type Client =
+    ipa_tests::pb::central_manager_client::CentralManagerClient<tonic::transport::Channel>;
 
 /// Clients per replica.
 const CLIENTS: usize = 4;
@@ -62,8 +65,8 @@ async fn watch_events_on_either_replica_sees_both_replicas_writes_in_order() {
     .await
     .unwrap();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = start_central_url(dirs[0].path(), &url, &[], &[]).await;
-    let b = start_central_url(dirs[1].path(), &url, &[], &[]).await;
+    let mut a = start_central_url(dirs[0].path(), &url, &[], &["--replica-id", "a"]).await;
+    let b = start_central_url(dirs[1].path(), &url, &[], &["--replica-id", "b"]).await;
     let replicas = [Client::new(a.channel()), Client::new(b.channel())];
     let mut streams = Vec::new();
     for r in &replicas {
@@ -126,8 +129,68 @@ async fn watch_events_on_either_replica_sees_both_replicas_writes_in_order() {
             "nothing from {actor}"
         );
     }
+
+    // Failover: the leader dies; writes go on at b (CreateTask needs no
+    // leader), and b's stream continues without a gap.
+    a.kill().await;
+    let mut cl = replicas[1].clone();
+    for i in 0..20 {
+        cl.create_task(pb::CreateTaskRequest {
+            title: format!("after the failover {i}"),
+            actor_id: "client-b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateTask on the survivor");
+    }
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let n2: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let n2 = u64::try_from(n2).unwrap();
+    assert!(n2 >= n + 20);
+    let rest = read_to_from(
+        &mut streams[1],
+        n,
+        n2,
+        "WatchEvents on b across the failover",
+    )
+    .await;
+    assert_eq!(rest.len() as u64, n2 - n);
+    let fresh = read_to(&mut watch_from_zero(&mut cl).await, n2, "a new watch on b").await;
+    assert_eq!(&fresh[..n as usize], &on_b[..]);
+    assert_eq!(&fresh[n as usize..], &rest[..]);
     drop(streams);
-    drop(a);
     drop(b);
     drop(server);
+}
+
+/// Events of `s` after position `from` up to `n`, which must come as
+/// from+1..=n.
+async fn read_to_from(
+    s: &mut Streaming<pb::Event>,
+    from: u64,
+    n: u64,
+    who: &str,
+) -> Vec<pb::Event> {
+    let mut out: Vec<pb::Event> = Vec::new();
+    while out.last().map_or(from, |e| e.position) < n {
+        let e = tokio::time::timeout(DEADLINE, s.next())
+            .await
+            .unwrap_or_else(|_| panic!("{who}: no event after {} of {n}", from + out.len() as u64))
+            .unwrap_or_else(|| panic!("{who}: the stream ended"))
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        let want = from + out.len() as u64 + 1;
+        assert_eq!(
+            e.position,
+            want,
+            "{who}: position {} after {}",
+            e.position,
+            want - 1
+        );
+        out.push(e);
+    }
+    out
 }
