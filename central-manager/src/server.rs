@@ -19,8 +19,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use ipa_common::reload::{RELOAD_INTERVAL, Reload, Reloader};
+use ipa_common::reload::{RELOAD_INTERVAL, Reloader};
 use ipa_common::tls::{ClientTls, ServerTls};
+
+mod security;
 
 use crate::api::CentralManagerApi;
 use crate::auth::Auth;
@@ -41,6 +43,7 @@ use crate::hosts::local::{LocalPodHost, pod_host_binary};
 use crate::hosts::session::SessionConfig;
 use crate::store::AnyStore;
 use crate::watch::EventHub;
+use security::Security;
 
 /// How long the local pod-host may take to stop its pods on shutdown
 /// (its own stop grace is 5 s by default).
@@ -117,81 +120,6 @@ impl std::fmt::Display for Deposed {
 }
 
 impl std::error::Error for Deposed {}
-
-/// The security settings of `config`, loaded: the server's TLS, the token
-/// file, the TLS for dialling pod-hosts, and everything to re-read.
-struct Security {
-    tls: Option<ServerTls>,
-    auth: Option<Auth>,
-    pod_host_tls: Option<ClientTls>,
-    /// `--replica-ca` (and `--replica-client-cert`/`--replica-client-key`).
-    replica_tls: Option<ClientTls>,
-    reload: Vec<Arc<dyn Reload>>,
-}
-
-impl Security {
-    fn load(config: &Config) -> Result<Self, BoxError> {
-        let mut reload: Vec<Arc<dyn Reload>> = Vec::new();
-        let tls = match config.server_tls() {
-            Some(files) => {
-                let tls = ServerTls::load(&files)
-                    .map_err(|e| format!("--tls-cert/--tls-key/--client-ca: {e}"))?;
-                reload.push(tls.reloadable());
-                Some(tls)
-            }
-            None => None,
-        };
-        let tokens = match &config.auth_tokens {
-            Some(path) => {
-                let t = Auth::load_tokens(path).map_err(|e| format!("--auth-tokens: {e}"))?;
-                tracing::info!(tokens = t.current().len(), file = %path.display(), "token authentication on");
-                reload.push(t.clone());
-                Some(t)
-            }
-            None => None,
-        };
-        let auth = Auth::new(tokens, config.client_ca.is_some());
-        let pod_host_tls = match config.pod_host_tls() {
-            Some(files) => {
-                let mut tls = ClientTls::load(&files).map_err(|e| {
-                    format!("--pod-host-ca/--pod-host-client-cert/--pod-host-client-key: {e}")
-                })?;
-                // Pod-hosts found through DNS are dialled by address; they
-                // prove the name they were found under.
-                if let Some(name) = config
-                    .pod_host_dns
-                    .as_deref()
-                    .and_then(|d| d.rsplit_once(':').map(|(n, _)| n.to_owned()))
-                {
-                    tls = tls.with_ip_server_name(name);
-                }
-                reload.push(tls.reloadable());
-                Some(tls)
-            }
-            None => None,
-        };
-        let replica_tls = match config.replica_tls() {
-            Some(files) => {
-                let mut tls = ClientTls::load(&files).map_err(|e| {
-                    format!("--replica-ca/--replica-client-cert/--replica-client-key: {e}")
-                })?;
-                if let Some(name) = &config.replica_tls_name {
-                    tls = tls.with_ip_server_name(name.clone());
-                }
-                reload.push(tls.reloadable());
-                Some(tls)
-            }
-            None => None,
-        };
-        Ok(Self {
-            tls,
-            auth,
-            pod_host_tls,
-            replica_tls,
-            reload,
-        })
-    }
-}
 
 impl Application {
     /// Opens (creating and migrating) the database and starts the writer
