@@ -196,21 +196,25 @@ impl PgServer {
 
     /// Creates the database `name`.
     pub fn create_database(&self, name: &str) -> io::Result<()> {
-        let out = self
-            .command("createdb")
-            .arg("-h")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(SUPERUSER)
-            .arg(name)
-            .output()?;
+        let out = self.client("createdb").arg(name).output()?;
         if out.status.success() {
             Ok(())
         } else {
             Err(failed("createdb", &out, ""))
         }
+    }
+
+    /// A client tool of the server's (`createdb`, `pgbench`, …) pointed at
+    /// it: its socket directory, port and superuser.
+    fn client(&self, tool: &str) -> Command {
+        let mut c = self.command(tool);
+        c.arg("-h")
+            .arg(self.socket_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(SUPERUSER);
+        c
     }
 
     /// The URL of database `name` on this server.
@@ -228,13 +232,7 @@ impl PgServer {
             std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
         }
         let out = self
-            .command("pgbench")
-            .arg("-h")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(SUPERUSER)
+            .client("pgbench")
             .arg("-f")
             .arg(&path)
             .args(args)
@@ -250,13 +248,7 @@ impl PgServer {
     /// Runs one SQL command in database `name` with `psql`.
     pub fn psql(&self, name: &str, sql: &str) -> io::Result<()> {
         let out = self
-            .command("psql")
-            .arg("-h")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(SUPERUSER)
+            .client("psql")
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
             .arg(name)
             .output()?;

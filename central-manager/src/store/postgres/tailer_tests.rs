@@ -7,10 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use super::PgStore;
 use super::testing::PgTestDb;
 use crate::core::ports::TaskStore;
 use crate::domain::{Finish, TaskId, WatchQuery};
@@ -55,11 +51,7 @@ async fn watch_to(mut w: WatchStream, n: u64, who: &str) {
 async fn every_replica_publishes_every_replicas_events_once_in_order() {
     let a = PgTestDb::open().await;
     let hub_b = EventHub::default();
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, hub_b.clone(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(hub_b.clone()).await;
     let stores: [Arc<dyn TaskStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
     let hubs = [a.hub.clone(), hub_b.clone()];
     // Subscribed before the first write: they must see everything.
@@ -75,8 +67,8 @@ async fn every_replica_publishes_every_replicas_events_once_in_order() {
                 &hubs[i],
                 q,
                 DEADLINE,
-                &tracker,
-                stop.clone(),
+                &replica.tracker,
+                replica.stop.clone(),
             )
         })
         .collect();
@@ -146,10 +138,7 @@ async fn every_replica_publishes_every_replicas_events_once_in_order() {
         assert_eq!(e.position, n + 1, "replica {who}");
     }
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }
 
@@ -161,11 +150,7 @@ async fn another_replicas_commit_reaches_the_hub_without_waiting_for_the_poll() 
     const WRITES: usize = 100;
     let a = PgTestDb::open().await;
     let hub_b = EventHub::default();
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, hub_b.clone(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (_b, replica) = a.replica(hub_b.clone()).await;
     let mut on_a = a.hub.follow();
     let mut on_b = hub_b.follow();
     let mut lat = Vec::with_capacity(WRITES);
@@ -196,9 +181,6 @@ async fn another_replicas_commit_reaches_the_hub_without_waiting_for_the_poll() 
         "p50 {p50:?}: notifications do not arrive"
     );
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }

@@ -95,3 +95,38 @@ impl PgTestDb {
         self.store.close().await;
     }
 }
+
+/// A second store on a test database: another replica, with a writer of
+/// its own on `tracker`, stopped by [`Replica::close`].
+pub(crate) struct Replica {
+    store: PgStore,
+    pub tracker: TaskTracker,
+    pub stop: CancellationToken,
+}
+
+impl PgTestDb {
+    /// Opens another replica's store on this database, publishing to `hub`.
+    pub async fn replica(&self, hub: EventHub) -> (PgStore, Replica) {
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let store = PgStore::open(&self.url, hub, &tracker, stop.clone())
+            .await
+            .unwrap();
+        let replica = Replica {
+            store: store.clone(),
+            tracker,
+            stop,
+        };
+        (store, replica)
+    }
+}
+
+impl Replica {
+    /// Stops its writer (draining it) and closes its pool.
+    pub async fn close(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.store.close().await;
+    }
+}

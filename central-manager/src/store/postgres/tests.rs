@@ -29,11 +29,7 @@ use crate::watch::EventHub;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_commit_positions_gap_free_and_in_order() {
     let a = PgTestDb::open().await;
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(EventHub::default()).await;
     let stores: [Arc<dyn TaskStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
 
     const CLIENTS: usize = 16;
@@ -93,10 +89,7 @@ async fn two_writers_commit_positions_gap_free_and_in_order() {
     // Both writers committed some of them.
     assert!(a.store.writer_stats().commands > 1 && b.writer_stats().commands > 1);
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }
 
@@ -230,11 +223,7 @@ async fn claims_racing_from_two_writers_start_each_task_once() {
     use crate::domain::Cause;
 
     let a = PgTestDb::open().await;
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(EventHub::default()).await;
     let stores: [Arc<dyn TaskStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
     const TASKS: usize = 40;
     let mut ids = Vec::new();
@@ -293,10 +282,7 @@ async fn claims_racing_from_two_writers_start_each_task_once() {
     let stats = a.store.queue_stats().await.unwrap();
     assert!(stats.depth.iter().all(|(_, n)| *n == 0), "{stats:?}");
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }
 
@@ -309,11 +295,7 @@ async fn claims_racing_from_two_writers_start_each_task_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_locking_rows_in_crossing_orders_never_deadlock() {
     let a = PgTestDb::open().await;
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(EventHub::default()).await;
     let stores: [Arc<dyn TaskStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
     const TASKS: usize = 60;
     let mut ids = Vec::new();
@@ -361,10 +343,7 @@ async fn writers_locking_rows_in_crossing_orders_never_deadlock() {
     assert!(done.values().all(|&n| n == 1), "{done:?}");
     assert!(!a.store.breaker().is_open() && !b.breaker().is_open());
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }
 
@@ -387,11 +366,7 @@ async fn fires_racing_from_two_writers_make_one_task_per_fire_time() {
     const T0: i64 = 1_700_000_040 * S;
     const FIRES: i64 = 20;
     let a = PgTestDb::open().await;
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(EventHub::default()).await;
     let stores: [Arc<dyn ScheduleStore>; 2] = [Arc::new(a.store.clone()), Arc::new(b.clone())];
     let id = ScheduleId::new();
     let schedule = NewSchedule {
@@ -458,10 +433,7 @@ async fn fires_racing_from_two_writers_make_one_task_per_fire_time() {
         .unwrap();
     assert_eq!((started, tasks), (FIRES, FIRES as u64));
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }
 
@@ -477,11 +449,7 @@ async fn archiving_and_deleting_from_two_writers_lose_and_double_nothing() {
 
     const TASKS: usize = 30;
     let a = PgTestDb::open().await;
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let b = PgStore::open(&a.url, EventHub::default(), &tracker, stop.clone())
-        .await
-        .unwrap();
+    let (b, replica) = a.replica(EventHub::default()).await;
     let (ra, rb): (Arc<dyn RetentionStore>, Arc<dyn RetentionStore>) =
         (Arc::new(a.store.clone()), Arc::new(b.clone()));
     let mut ids = Vec::new();
@@ -564,9 +532,6 @@ async fn archiving_and_deleting_from_two_writers_lose_and_double_nothing() {
     let left = a.store.count_tasks(&everything).await.unwrap();
     assert_eq!(left as usize, TASKS - doomed.len());
 
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    b.close().await;
+    replica.close().await;
     a.shutdown().await;
 }

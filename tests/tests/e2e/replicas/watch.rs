@@ -35,24 +35,7 @@ async fn watch_from_zero(c: &mut Client) -> Streaming<pb::Event> {
 
 /// Events of `s` up to position `n`, which must come as 1..=n.
 async fn read_to(s: &mut Streaming<pb::Event>, n: u64, who: &str) -> Vec<pb::Event> {
-    let mut out: Vec<pb::Event> = Vec::new();
-    while out.last().map_or(0, |e| e.position) < n {
-        let e = tokio::time::timeout(DEADLINE, s.next())
-            .await
-            .unwrap_or_else(|_| panic!("{who}: no event after {} of {n}", out.len()))
-            .unwrap_or_else(|| panic!("{who}: the stream ended"))
-            .unwrap_or_else(|e| panic!("{who}: {e}"));
-        let want = out.len() as u64 + 1;
-        assert_eq!(
-            e.position,
-            want,
-            "{who}: position {} after {}",
-            e.position,
-            want - 1
-        );
-        out.push(e);
-    }
-    out
+    read_to_from(s, 0, n, who).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
