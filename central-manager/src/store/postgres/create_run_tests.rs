@@ -186,6 +186,19 @@ async fn a_batch_of_creates_is_one_run_with_the_same_answers_rows_and_events() {
         .await
         .unwrap();
     assert_eq!(keys, 3, "k-known, alice's k-dup, bob's k-dup");
+    // GetStats' summary rows (kept once per statement) count every task of
+    // the multi-row INSERT: known, blocker and 5 of the run by alice, 4 by
+    // carol, 1 by bob.
+    let per_creator: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT created_by, SUM(tasks)::BIGINT FROM stats_hours GROUP BY created_by ORDER BY created_by",
+    )
+    .fetch_all(&store.reads)
+    .await
+    .unwrap();
+    assert_eq!(
+        per_creator,
+        [("alice".into(), 7), ("bob".into(), 1), ("carol".into(), 4)]
+    );
     db.shutdown().await;
 }
 
