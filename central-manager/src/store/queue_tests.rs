@@ -259,11 +259,12 @@ async fn positions_from_the_bucket_counts_equal_a_plain_count(backend: Backend) 
         enqueue(store, id).await;
         ids.push(id);
     }
-    // Spread the entries over many buckets of 1,024 sequence numbers
-    // (the triggers move their counts), some sharing a bucket, as a long
-    // queue's would be; then take a few out of the middle.
+    // Spread the entries over many buckets and spans (SQLite: 256 and
+    // 8,192 sequence numbers; PostgreSQL: buckets of 1,024), the triggers
+    // moving their counts, some sharing a bucket, as a long queue's would
+    // be; then take a few out of the middle.
     for (i, id) in ids.iter().enumerate() {
-        let seq = 500 + (i as i64 / 3) * 1_000 + (i as i64 % 3) * 7;
+        let seq = 500 + (i as i64 / 3) * 3_000 + (i as i64 % 3) * 7;
         db.exec(&format!(
             "UPDATE tasks SET queued_seq = {seq} WHERE task_id = '{id}'"
         ))
