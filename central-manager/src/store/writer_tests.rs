@@ -116,16 +116,20 @@ async fn a_failing_command_rolls_back_only_its_savepoint() {
 #[tokio::test]
 async fn without_fsync_puts_full_back_after_the_batch() {
     let db = TestDb::open().await;
-    let mut conn = crate::store::DbConfig::new(db.path()).open_writer().unwrap();
+    let mut conn = crate::store::DbConfig::new(db.path())
+        .open_writer()
+        .unwrap();
     let level = |c: &rusqlite::Connection| -> i64 {
-        c.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap()
+        c.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
     };
     assert_eq!(level(&conn), 2, "FULL");
     let inside = without_fsync(&mut conn, |c| Ok(level(c))).unwrap();
     assert_eq!(inside, 1, "NORMAL inside the batch");
     assert_eq!(level(&conn), 2);
-    let failed: Result<()> =
-        without_fsync(&mut conn, |_| Err(Error::Internal("the batch failed".into())));
+    let failed: Result<()> = without_fsync(&mut conn, |_| {
+        Err(Error::Internal("the batch failed".into()))
+    });
     assert!(failed.is_err());
     assert_eq!(level(&conn), 2, "FULL after a failed batch");
     drop(conn);
