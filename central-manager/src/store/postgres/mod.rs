@@ -91,6 +91,7 @@ const READ_CONNECTIONS: u32 = 8;
 pub struct PgStore {
     reads: PgPool,
     writer: PgWriterHandle,
+    tail: tailer::TailerStats,
     lease: lease::PgLease,
     fence: crate::store::fence::Fence,
 }
@@ -162,6 +163,7 @@ impl PgStore {
                 ),
             ]));
         let tail = tailer::start(reads.clone(), listen, hub, tracker, stop.clone()).await?;
+        let tail_stats = tail.stats();
         let breaker = Breaker::new();
         let fence = crate::store::fence::Fence::default();
         let writer = PgWriter::start(
@@ -184,6 +186,7 @@ impl PgStore {
         Ok(Self {
             reads,
             writer,
+            tail: tail_stats,
             lease,
             fence,
         })
@@ -207,6 +210,12 @@ impl PgStore {
     /// Committed batches and commands so far (group-commit observability).
     pub fn writer_stats(&self) -> PgWriterStats {
         self.writer.stats()
+    }
+
+    /// How many times the event tailer read new events from the database on
+    /// a notification or a hand-over (not its fallback poll's reads).
+    pub fn tailer_reads(&self) -> u64 {
+        self.tail.reads()
     }
 
     /// Closes the read pool (the writer closes its own when it stops).

@@ -184,3 +184,46 @@ async fn another_replicas_commit_reaches_the_hub_without_waiting_for_the_poll() 
     replica.close().await;
     a.shutdown().await;
 }
+
+/// The writer's own commits reach the hub from its hand-over, not by
+/// reading them back: concurrent writers on one replica, every event
+/// published in order, and the tailer reads the database only when its
+/// listener (re)connects, not once per batch whose notification it heard
+/// before the writer had its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_commits_are_published_without_reading_them_back() {
+    let db = PgTestDb::open().await;
+    let follower = db.hub.follow();
+    let before = db.store.tailer_reads();
+    let batches = db.store.writer_stats().batches;
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    create(&store, new_task(&format!("w{w} t{i}"), "alice"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let events = db.store.events_after(0, None, 1000).await.unwrap();
+    let n = events.last().map_or(0, |e| e.position);
+    assert!(n >= 400, "{n} events");
+    follow_to(follower, n, "the hub").await;
+    let batches = db.store.writer_stats().batches - batches;
+    let reads = db.store.tailer_reads() - before;
+    assert!(
+        batches > 10,
+        "{batches} batches: the writers did not overlap"
+    );
+    assert!(
+        reads <= 2,
+        "{reads} reads of events for {batches} batches of this replica's own commits"
+    );
+    db.shutdown().await;
+}

@@ -214,6 +214,7 @@ impl PgWriter {
         self.last_now = now;
         let size = batch.len();
         let started = std::time::Instant::now();
+        self.tail.begin();
         let outcome = match self.pool.acquire().await {
             Ok(mut conn) => transact(&mut conn, batch, now, &self.fence).await,
             Err(e) => Err(Error::from(e)),
@@ -248,6 +249,7 @@ impl PgWriter {
                 self.tail.committed(Committed { events, then }).await;
             }
             Err(e) => {
+                self.tail.abandoned();
                 if self.breaker.is_open() {
                     tracing::debug!(error = %e, "store probe failed");
                 } else {
